@@ -1,0 +1,35 @@
+# The README's two commands are `make demo` and `make test`; both create or update .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.vtag-installed
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint bench-decode clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install -q uv==0.13.8
+	$(UV) pip install --python $(PY) -e '.[dev,bench]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vtag demo
+
+# pytest exits 5 when it collected no test: that is a failure here too.
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests ran: failing"; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check hierarchy models jobs airflow_dags bench tests
+
+bench-decode: $(STAMP)
+	$(PY) bench/decode_throughput.py
+
+clean:
+	rm -rf warehouse dumps bundles .metastore spark-warehouse metastore_db derby.log

@@ -1,0 +1,517 @@
+"""The taxonomy: loading, validation, structure and version of a type-tag tree.
+
+The file format is documented in ``docs/taxonomy-format.md``. A :class:`Taxonomy` is immutable once
+built. Nodes are kept in a deterministic order — by level, then by id — and every array this module
+returns is indexed in that order (``taxonomy.index[node_id]`` gives the position). The root is
+implicit: it has no index and is never tagged; level-1 nodes have ``parent is None``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import yaml
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class TaxonomyError(ValueError):
+    """A taxonomy file is invalid. The message names the file, the node and the reason."""
+
+    def __init__(self, source: str, node: str | None, reason: str):
+        self.source = source
+        self.node = node
+        self.reason = reason
+        where = f"{source}: node {node!r}: " if node is not None else f"{source}: "
+        super().__init__(where + reason)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One taxonomy node. ``level`` is 1 for top categories; ``parent`` is None for them."""
+
+    id: str
+    name: str
+    parent: str | None
+    level: int
+    children: tuple[str, ...] = ()
+    name_en: str | None = None
+    source: str | None = None
+    replaces: tuple[str, ...] = ()
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self.children
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Label constraints beyond the ancestor rule.
+
+    ``exclusive``: groups (sorted tuples of ids) of which at most one may be tagged on one video.
+    ``requires``: id -> ids that tagging it implies.
+    ``cooccur``: (a, b, strength) priors, a < b, strength in (0, 1].
+    """
+
+    exclusive: tuple[tuple[str, ...], ...] = ()
+    requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    cooccur: tuple[tuple[str, str, float], ...] = ()
+    exclusive_names: tuple[str | None, ...] = ()
+
+
+class Taxonomy:
+    """A validated taxonomy. Build with :meth:`load` or :meth:`from_dict`."""
+
+    def __init__(
+        self,
+        nodes: Iterable[Node],
+        constraints: Constraints,
+        label: str = "",
+        description: str = "",
+        source: str = "<memory>",
+    ):
+        ordered = sorted(nodes, key=lambda n: (n.level, n.id))
+        self.nodes: tuple[Node, ...] = tuple(ordered)
+        self.ids: tuple[str, ...] = tuple(n.id for n in ordered)
+        self.index: dict[str, int] = {nid: i for i, nid in enumerate(self.ids)}
+        self.by_id: dict[str, Node] = {n.id: n for n in ordered}
+        self.constraints = constraints
+        self.label = label
+        self.description = description
+        self.source = source
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path) -> "Taxonomy":
+        """Read and validate a taxonomy YAML file; raises :class:`TaxonomyError`."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TaxonomyError(str(path), None, f"cannot read file: {exc}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise TaxonomyError(str(path), None, f"not valid YAML: {exc}") from exc
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> "Taxonomy":
+        """Build from the parsed YAML structure (nested ``children`` or flat ``parent`` form)."""
+        if not isinstance(data, dict) or "nodes" not in data:
+            raise TaxonomyError(source, None, "top level must be a mapping with a 'nodes' list")
+        raw_nodes = data["nodes"]
+        if not isinstance(raw_nodes, list) or not raw_nodes:
+            raise TaxonomyError(source, None, "'nodes' must be a non-empty list")
+        flat = _flatten(raw_nodes, source)
+        nodes = _resolve_levels(flat, source)
+        constraints = _parse_constraints(data.get("constraints") or {}, source)
+        tax = cls(
+            nodes,
+            constraints,
+            label=str(data.get("label") or ""),
+            description=str(data.get("description") or ""),
+            source=source,
+        )
+        tax._validate()
+        return tax
+
+    def to_dict(self) -> dict:
+        """The nested YAML structure; ``from_dict(to_dict())`` gives the same version."""
+
+        def emit(node: Node) -> dict:
+            out: dict[str, Any] = {"id": node.id, "name": node.name}
+            if node.name_en:
+                out["name_en"] = node.name_en
+            if node.source:
+                out["source"] = node.source
+            if node.replaces:
+                out["replaces"] = list(node.replaces)
+            if node.children:
+                out["children"] = [emit(self.by_id[c]) for c in node.children]
+            return out
+
+        c = self.constraints
+        exclusive: list[Any] = []
+        for name, group in zip(c.exclusive_names, c.exclusive):
+            exclusive.append({"name": name, "ids": list(group)} if name else list(group))
+        return {
+            "label": self.label,
+            "description": self.description,
+            "version": self.version,
+            "nodes": [emit(n) for n in self.nodes if n.parent is None],
+            "constraints": {
+                "exclusive": exclusive,
+                "requires": {k: list(v) for k, v in sorted(c.requires.items())},
+                "cooccur": [[a, b, s] for a, b, s in c.cooccur],
+            },
+        }
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(
+            yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8"
+        )
+
+    # ------------------------------------------------------------------ identity
+    @cached_property
+    def version(self) -> str:
+        """Content hash over (id, parent, name) and the constraints; see docs/taxonomy-format.md."""
+        c = self.constraints
+        payload = {
+            "nodes": sorted([n.id, n.parent or "", n.name] for n in self.nodes),
+            "exclusive": sorted(list(g) for g in c.exclusive),
+            "requires": {k: sorted(v) for k, v in sorted(c.requires.items())},
+            "cooccur": sorted([a, b, round(float(s), 6)] for a, b, s in c.cooccur),
+        }
+        blob = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return (
+            f"Taxonomy(label={self.label!r}, version={self.version}, nodes={len(self.nodes)}, "
+            f"leaves={len(self.leaf_ids)}, max_depth={self.max_depth})"
+        )
+
+    # ------------------------------------------------------------------ structure
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.by_id
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.nodes)
+
+    def node(self, node_id: str) -> Node:
+        try:
+            return self.by_id[node_id]
+        except KeyError:
+            raise KeyError(f"unknown node id {node_id!r} in taxonomy {self.label or self.source}") from None
+
+    def children(self, node_id: str | None) -> tuple[str, ...]:
+        """Children ids of a node (of the implicit root for ``None``), in file order."""
+        if node_id is None:
+            return tuple(n.id for n in self.nodes if n.parent is None)
+        return self.node(node_id).children
+
+    def path(self, node_id: str) -> list[str]:
+        """Ids from level 1 down to ``node_id`` inclusive."""
+        out = []
+        cur: str | None = node_id
+        while cur is not None:
+            out.append(cur)
+            cur = self.node(cur).parent
+        return out[::-1]
+
+    def path_names(self, node_id: str) -> list[str]:
+        return [self.by_id[i].name for i in self.path(node_id)]
+
+    def ancestors(self, node_id: str) -> list[str]:
+        """Proper ancestors, nearest first (the implicit root excluded)."""
+        return self.path(node_id)[-2::-1]
+
+    def descendants(self, node_id: str) -> list[str]:
+        out, stack = [], list(self.node(node_id).children)
+        while stack:
+            cur = stack.pop()
+            out.append(cur)
+            stack.extend(self.by_id[cur].children)
+        return sorted(out, key=lambda i: self.index[i])
+
+    @cached_property
+    def parent_index(self) -> np.ndarray:
+        """``[n_nodes]`` int64: index of each node's parent, -1 for level-1 nodes."""
+        return np.array([self.index[n.parent] if n.parent else -1 for n in self.nodes], dtype=np.int64)
+
+    @cached_property
+    def levels(self) -> np.ndarray:
+        """``[n_nodes]`` int64: level of each node (1 = top)."""
+        return np.array([n.level for n in self.nodes], dtype=np.int64)
+
+    @cached_property
+    def is_leaf(self) -> np.ndarray:
+        """``[n_nodes]`` bool."""
+        return np.array([n.is_leaf for n in self.nodes], dtype=bool)
+
+    @cached_property
+    def leaf_indices(self) -> np.ndarray:
+        """``[n_leaves]`` int64: node indices of the leaves, in node order."""
+        return np.flatnonzero(self.is_leaf).astype(np.int64)
+
+    @cached_property
+    def leaf_ids(self) -> tuple[str, ...]:
+        return tuple(self.ids[i] for i in self.leaf_indices)
+
+    @cached_property
+    def max_depth(self) -> int:
+        return int(self.levels.max())
+
+    def level_indices(self, level: int) -> np.ndarray:
+        """Node indices at ``level`` (1-based)."""
+        return np.flatnonzero(self.levels == level).astype(np.int64)
+
+    @cached_property
+    def leaves_per_level(self) -> dict[int, int]:
+        lv = self.levels[self.is_leaf]
+        return {int(k): int((lv == k).sum()) for k in range(1, self.max_depth + 1) if (lv == k).any()}
+
+    @cached_property
+    def path_matrix(self) -> np.ndarray:
+        """``[n_nodes, max_depth]`` int64: row i is node i's path as indices, padded with -1."""
+        out = np.full((self.n_nodes, self.max_depth), -1, dtype=np.int64)
+        for i, nid in enumerate(self.ids):
+            p = [self.index[a] for a in self.path(nid)]
+            out[i, : len(p)] = p
+        return out
+
+    def ancestor_matrix(self) -> np.ndarray:
+        """C-HMCNN's ``R``: ``[n_nodes, n_nodes]`` bool, ``R[i, j]`` iff j is i or a descendant of i.
+
+        So ``max_j R[i, j] * p[j]`` is the max-constraint output of class i, and a label vector
+        ``y [n]`` is ancestor-closed by ``(R.astype(int) @ y) > 0``.
+        """
+        return self._ancestor_matrix.copy()
+
+    @cached_property
+    def _ancestor_matrix(self) -> np.ndarray:
+        n = self.n_nodes
+        r = np.eye(n, dtype=bool)
+        pm = self.path_matrix
+        for j in range(n):
+            anc = pm[j][pm[j] >= 0]
+            r[anc, j] = True
+        return r
+
+    def close_ancestors(self, labels: np.ndarray) -> np.ndarray:
+        """``[batch, n_nodes]`` bool -> the same with every ancestor of a set node set too."""
+        labels = np.asarray(labels, dtype=bool)
+        return (labels.astype(np.float32) @ self._ancestor_matrix.T.astype(np.float32)) > 0
+
+    # ------------------------------------------------------------------ constraints
+    @cached_property
+    def closure_matrix(self) -> np.ndarray:
+        """``[n_nodes, n_nodes]`` bool: row i is what tagging i implies — i, its ancestors, what it
+        requires (transitively) and their ancestors."""
+        n = self.n_nodes
+        c = self._ancestor_matrix.T.copy()  # c[i, j]: j is i or an ancestor of i
+        req = np.zeros((n, n), dtype=bool)
+        for a, bs in self.constraints.requires.items():
+            for b in bs:
+                req[self.index[a], self.index[b]] = True
+        while True:
+            # rows reached by a required node bring in that node's closure
+            nxt = c | ((c.astype(np.int32) @ req.astype(np.int32)) > 0)
+            nxt = nxt | ((nxt.astype(np.int32) @ self._ancestor_matrix.T.astype(np.int32)) > 0)
+            if (nxt == c).all():
+                return c
+            c = nxt
+
+    @cached_property
+    def exclusive_matrix(self) -> np.ndarray:
+        """``[n_nodes, n_nodes]`` bool: i and j (i != j) share an exclusive group."""
+        n = self.n_nodes
+        e = np.zeros((n, n), dtype=bool)
+        for group in self.constraints.exclusive:
+            idx = [self.index[g] for g in group]
+            e[np.ix_(idx, idx)] = True
+        np.fill_diagonal(e, False)
+        return e
+
+    def _validate(self) -> None:
+        src = self.source
+        c = self.constraints
+        for lvl in range(1, self.max_depth + 1):
+            if not (self.levels == lvl).any():
+                raise TaxonomyError(src, None, f"level {lvl} is empty")
+        for group, name in zip(c.exclusive, c.exclusive_names):
+            for g in group:
+                if g not in self.by_id:
+                    raise TaxonomyError(src, g, f"unknown id in exclusive group {name or list(group)}")
+            if len(set(group)) < 2:
+                raise TaxonomyError(src, group[0], "an exclusive group needs at least two distinct ids")
+            for g in group:
+                for a in self.ancestors(g):
+                    if a in group:
+                        raise TaxonomyError(src, g, f"exclusive with its own ancestor {a!r}")
+        for a, bs in c.requires.items():
+            if a not in self.by_id:
+                raise TaxonomyError(src, a, "unknown id in requires")
+            for b in bs:
+                if b not in self.by_id:
+                    raise TaxonomyError(src, b, f"unknown id in requires of {a!r}")
+                if b == a:
+                    raise TaxonomyError(src, a, "requires itself")
+        for a, b, s in c.cooccur:
+            for x in (a, b):
+                if x not in self.by_id:
+                    raise TaxonomyError(src, x, "unknown id in cooccur")
+            if not (0.0 < s <= 1.0):
+                raise TaxonomyError(src, a, f"cooccur strength {s} with {b!r} is outside (0, 1]")
+        # A node whose implied set breaks an exclusive group can never be tagged consistently.
+        clo = self.closure_matrix
+        bad = (clo.astype(np.int32) @ self.exclusive_matrix.astype(np.int32)) > 0
+        bad &= clo
+        rows = np.flatnonzero(bad.any(axis=1))
+        if rows.size:
+            i = int(rows[0])
+            implied = [self.ids[j] for j in np.flatnonzero(clo[i])]
+            clash = [self.ids[j] for j in np.flatnonzero(bad[i])]
+            raise TaxonomyError(
+                src,
+                self.ids[i],
+                f"constraint contradicts the hierarchy: tagging it implies {implied}, of which "
+                f"{clash} share an exclusive group",
+            )
+
+
+# ---------------------------------------------------------------------- parsing helpers
+@dataclass
+class _RawNode:
+    id: str
+    name: str
+    parent: str | None
+    name_en: str | None
+    source: str | None
+    replaces: tuple[str, ...]
+    order: int
+    children: list[str] = field(default_factory=list)
+
+
+def _flatten(raw_nodes: list, source: str) -> dict[str, _RawNode]:
+    out: dict[str, _RawNode] = {}
+    counter = 0
+
+    def visit(item: Any, parent: str | None, nested: bool) -> None:
+        nonlocal counter
+        if not isinstance(item, dict):
+            raise TaxonomyError(source, parent, f"a node must be a mapping, got {type(item).__name__}")
+        nid = item.get("id")
+        if nid is None:
+            raise TaxonomyError(source, parent, "a node without 'id'" + (f" under {parent!r}" if parent else ""))
+        nid = str(nid)
+        if not _ID_RE.match(nid):
+            raise TaxonomyError(source, nid, "id must match [A-Za-z0-9_.-]+")
+        if nid in out:
+            raise TaxonomyError(source, nid, "duplicate id")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise TaxonomyError(source, nid, "missing or empty 'name'")
+        if not nested:
+            p = item.get("parent")
+            parent = None if p is None else str(p)
+        rep = item.get("replaces") or []
+        if not isinstance(rep, list):
+            raise TaxonomyError(source, nid, "'replaces' must be a list of ids")
+        out[nid] = _RawNode(
+            id=nid,
+            name=name.strip(),
+            parent=parent,
+            name_en=item.get("name_en"),
+            source=item.get("source"),
+            replaces=tuple(str(r) for r in rep),
+            order=counter,
+        )
+        counter += 1
+        kids = item.get("children") or []
+        if not isinstance(kids, list):
+            raise TaxonomyError(source, nid, "'children' must be a list")
+        for kid in kids:
+            visit(kid, nid, True)
+
+    nested_form = any(isinstance(n, dict) and n.get("children") for n in raw_nodes)
+    for item in raw_nodes:
+        visit(item, None, nested_form)
+    for rn in out.values():
+        if rn.parent is not None:
+            if rn.parent not in out:
+                raise TaxonomyError(source, rn.id, f"unknown parent {rn.parent!r}")
+    for rn in sorted(out.values(), key=lambda r: r.order):
+        if rn.parent is not None:
+            out[rn.parent].children.append(rn.id)
+    return out
+
+
+def _resolve_levels(flat: dict[str, _RawNode], source: str) -> list[Node]:
+    levels: dict[str, int] = {}
+    for nid in flat:
+        chain = []
+        cur: str | None = nid
+        seen: set[str] = set()
+        while cur is not None and cur not in levels:
+            if cur in seen:
+                raise TaxonomyError(source, cur, "cycle: the node is its own ancestor via " + " -> ".join(chain))
+            seen.add(cur)
+            chain.append(cur)
+            cur = flat[cur].parent
+        base = 0 if cur is None else levels[cur]
+        for depth, c in enumerate(reversed(chain), start=1):
+            levels[c] = base + depth
+    nodes = []
+    for rn in flat.values():
+        nodes.append(
+            Node(
+                id=rn.id,
+                name=rn.name,
+                parent=rn.parent,
+                level=levels[rn.id],
+                children=tuple(rn.children),
+                name_en=rn.name_en,
+                source=rn.source,
+                replaces=rn.replaces,
+            )
+        )
+    return nodes
+
+
+def _parse_constraints(raw: Any, source: str) -> Constraints:
+    if not isinstance(raw, dict):
+        raise TaxonomyError(source, None, "'constraints' must be a mapping")
+    exclusive: list[tuple[str, ...]] = []
+    names: list[str | None] = []
+    for g in raw.get("exclusive") or []:
+        if isinstance(g, dict):
+            ids, name = g.get("ids") or [], g.get("name")
+        else:
+            ids, name = g, None
+        if not isinstance(ids, list):
+            raise TaxonomyError(source, None, f"exclusive group {g!r} must be a list of ids")
+        exclusive.append(tuple(sorted({str(i) for i in ids})) if ids else ())
+        names.append(str(name) if name else None)
+        if not ids:
+            raise TaxonomyError(source, None, f"exclusive group {name or g!r} is empty")
+    requires: dict[str, tuple[str, ...]] = {}
+    req_raw = raw.get("requires") or {}
+    if not isinstance(req_raw, dict):
+        raise TaxonomyError(source, None, "'requires' must map an id to a list of ids")
+    for a, bs in req_raw.items():
+        if isinstance(bs, (str, int)):
+            bs = [bs]
+        requires[str(a)] = tuple(sorted({str(b) for b in bs}))
+    cooccur: list[tuple[str, str, float]] = []
+    for item in raw.get("cooccur") or []:
+        if isinstance(item, dict):
+            a, b, s = item.get("a"), item.get("b"), item.get("strength")
+        elif isinstance(item, list) and len(item) == 3:
+            a, b, s = item
+        else:
+            raise TaxonomyError(source, None, f"cooccur entry {item!r} must be [a, b, strength]")
+        try:
+            s = float(s)
+        except (TypeError, ValueError):
+            raise TaxonomyError(source, str(a), f"cooccur strength {s!r} is not a number") from None
+        a, b = sorted((str(a), str(b)))
+        cooccur.append((a, b, s))
+    return Constraints(
+        exclusive=tuple(exclusive),
+        requires=requires,
+        cooccur=tuple(sorted(cooccur)),
+        exclusive_names=tuple(names),
+    )

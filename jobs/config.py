@@ -1,0 +1,55 @@
+"""Job configuration: a YAML profile from ``conf/jobs/`` with ``k=v`` overrides layered on top."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = Path(os.environ.get("VTAG_CONF_DIR", REPO_ROOT / "conf"))
+DEFAULT_JOB_CONF = CONF_DIR / "jobs" / "local.yaml"
+
+
+class ConfigError(ValueError):
+    """A job configuration or a ``--conf`` override is malformed."""
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
+    """``["a=1", "spark.x=y"]`` -> ``{"a": "1", "spark.x": "y"}``; a pair without ``=`` is an error."""
+    out: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--conf expects key=value, got {pair!r}")
+        out[key.strip()] = value
+    return out
+
+
+def load_job_conf(path: str | Path | None = None, overrides: Iterable[str] | dict | None = None) -> dict[str, Any]:
+    """Load a job profile (default ``conf/jobs/local.yaml``) and apply overrides.
+
+    Keys starting with ``spark.`` go into the ``spark`` mapping; other keys replace vtag settings
+    (``master``, ``warehouse``, ``dump_root``, ``bundle``, ...). Values stay strings for Spark.
+    """
+    path = Path(path) if path else DEFAULT_JOB_CONF
+    try:
+        conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read job conf {path}: {exc}") from exc
+    if not isinstance(conf, dict):
+        raise ConfigError(f"{path}: a job conf must be a mapping")
+    conf = copy.deepcopy(conf)
+    conf.setdefault("spark", {})
+    conf["spark"] = {str(k): str(v) for k, v in (conf["spark"] or {}).items()}
+    conf["_path"] = str(path)
+    items = overrides.items() if isinstance(overrides, dict) else parse_overrides(overrides or ()).items()
+    for key, value in items:
+        if key.startswith("spark."):
+            conf["spark"][key] = str(value)
+        else:
+            conf[key] = value
+    return conf

@@ -1,0 +1,60 @@
+"""Shared fixtures: one local[2] SparkSession for the whole run, tiny data paths."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VTAG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_taxonomy_path() -> Path:
+    return TEST_DATA / "tiny-taxonomy.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_taxonomy(tiny_taxonomy_path):
+    from hierarchy.taxonomy import Taxonomy
+
+    return Taxonomy.load(tiny_taxonomy_path)
+
+
+@pytest.fixture(scope="session")
+def demo_taxonomy():
+    from hierarchy.taxonomy import Taxonomy
+
+    return Taxonomy.load(REPO_ROOT / "conf" / "taxonomy" / "demo-v1.yaml")
+
+
+@pytest.fixture(scope="session")
+def spark_warehouse():
+    path = Path(tempfile.mkdtemp(prefix="vtag-test-wh-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def spark(spark_warehouse):
+    """One local[2] SparkSession with Delta, shared by every Spark test; stopped at the end."""
+    from jobs.config import load_job_conf
+    from jobs.spark import build_session
+
+    conf = load_job_conf(
+        overrides={
+            "master": "local[2]",
+            "warehouse": str(spark_warehouse),
+            "spark.sql.shuffle.partitions": "2",
+            "spark.default.parallelism": "2",
+            "spark.driver.memory": "2g",
+        }
+    )
+    session = build_session(conf)
+    yield session
+    session.stop()
