@@ -79,6 +79,6 @@ def mark(df: DataFrame) -> DataFrame:
 
 
 def split_valid(df: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(valid rows, rejected rows) of :func:`mark`\ ed ``df``: each input row lands on exactly one side."""
+    """(valid rows, rejected rows) of ``mark(df)``: each input row lands on exactly one side."""
     marked = mark(df)
     return marked.where(F.col("reason").isNull()), marked.where(F.col("reason").isNotNull())
