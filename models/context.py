@@ -1,0 +1,86 @@
+"""Upload context: hashed uploader / source-program ids and log-spaced duration buckets.
+
+Tensors: ``uploader [B, K]`` and ``program [B, K]`` int64 — K = ``context.n_hashes`` independent
+stable hashes (crc32 of the UTF-8 id with K salts) into ``1..buckets`` (0 = null; the K embeddings
+are summed, which makes a collision of two ids on all K tables unlikely); ``duration [B]`` int64 —
+0 = null, 1 = ``<= 1 s``, then log-spaced buckets up to ``context.duration_max_s``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.text import as_text, stable_hash
+
+
+def hash_ids(values: Sequence, buckets: int, n_hashes: int, salt: int) -> np.ndarray:
+    """``[B, n_hashes]`` int64 bucket ids in 1..buckets, 0 for null / empty."""
+    out = np.zeros((len(values), n_hashes), dtype=np.int64)
+    for i, v in enumerate(values):
+        s = as_text(v)
+        if s:
+            for k in range(n_hashes):
+                out[i, k] = stable_hash(s, salt * 1_000_003 + k) % buckets + 1
+    return out
+
+
+def duration_edges(n_buckets: int, max_s: float) -> np.ndarray:
+    """Upper edges of buckets 1..n_buckets-2: log-spaced from 1 s to ``max_s``."""
+    return np.geomspace(1.0, float(max_s), num=max(n_buckets - 2, 1))
+
+
+def duration_buckets(values: Sequence, n_buckets: int, max_s: float) -> np.ndarray:
+    """``[B]`` int64 in 0..n_buckets-1: 0 = null/NaN/negative, 1 = <= 1 s, ..., last = > max_s."""
+    edges = duration_edges(n_buckets, max_s)
+    out = np.zeros(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isnan(x) or x < 0:
+            continue
+        out[i] = 1 + int(np.searchsorted(edges, x, side="left"))
+    return np.minimum(out, n_buckets - 1)
+
+
+class ContextFeaturizer:
+    """Frame columns -> ``uploader``, ``program``, ``duration`` arrays; ``cfg`` = ``context`` section."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+
+    def transform(self, uploaders: Sequence, programs: Sequence, durations: Sequence) -> dict[str, np.ndarray]:
+        c = self.cfg
+        k = int(c["n_hashes"])
+        return {
+            "uploader": hash_ids(uploaders, int(c["uploader_buckets"]), k, salt=11),
+            "program": hash_ids(programs, int(c["program_buckets"]), k, salt=23),
+            "duration": duration_buckets(durations, int(c["duration_buckets"]), float(c["duration_max_s"])),
+        }
+
+
+class ContextEncoder(nn.Module):
+    """Sum-of-hashes embeddings of uploader and program + a duration embedding, concatenated,
+    then a ReLU layer: batch -> ``[B, out_dim]``."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        d = int(cfg["dim"])
+        self.uploader = nn.EmbeddingBag(int(cfg["uploader_buckets"]) + 1, d, mode="sum", padding_idx=0)
+        self.program = nn.EmbeddingBag(int(cfg["program_buckets"]) + 1, d, mode="sum", padding_idx=0)
+        self.duration = nn.Embedding(int(cfg["duration_buckets"]), d)
+        self.mix = nn.Sequential(nn.Linear(3 * d, d), nn.ReLU(), nn.Dropout(float(cfg.get("dropout") or 0.0)))
+        self.out_dim = d
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = torch.cat(
+            [self.uploader(batch["uploader"]), self.program(batch["program"]), self.duration(batch["duration"])],
+            dim=1,
+        )
+        return self.mix(x)

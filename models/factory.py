@@ -1,0 +1,235 @@
+"""The model factory: config defaults, registries, and :class:`VtagModel`.
+
+Variants are data: a YAML file under ``conf/model/`` (documented key by key in docs/model.md) is
+deep-merged onto :data:`DEFAULT_CONFIG` by :func:`resolve_config`, and :func:`create_model` builds
+the encoders of the enabled ``modalities``, the fusion (:data:`models.fusion.FUSIONS`) and the head
+(:data:`models.dhmcn.HEADS`) named there. Text encoders are looked up in :data:`TEXT_ENCODERS`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+MODALITIES = ("text", "image", "context")
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "name": "default",
+    "modalities": ["text", "image", "context"],
+    "text": {
+        "encoder": "bow_cnn_attn",
+        "max_title_chars": 64,
+        "max_desc_chars": 160,
+        "max_tokens": 48,
+        "hmm": False,
+        "vocab": {"min_count": 2, "max_size": 30000, "include_taxonomy_names": True},
+        "bow": {"enabled": True, "buckets": 65536, "dim": 64, "mode": "mean", "ngrams": [1, 2]},
+        "cnn": {"enabled": True, "embed_dim": 64, "widths": [2, 3, 4], "channels": 64, "attn_dim": 64},
+        "dropout": 0.1,
+    },
+    "image": {
+        "backbone": "mobilenetv3_small_100",
+        "input_size": 128,
+        "weights_file": None,
+        "weights_format": "timm",
+        "expect_weights": False,
+        "freeze": False,
+        "proj_dim": 128,
+        "dropout": 0.1,
+        "drop_rate": 0.0,
+        "preprocess": {"crop_pct": 1.0, "crop_mode": None, "interpolation": "bilinear", "mean": None, "std": None},
+        "train_augment": {"scale": [0.6, 1.0], "hflip": 0.5, "color_jitter": 0.1},
+    },
+    "context": {
+        "dim": 32,
+        "uploader_buckets": 50000,
+        "program_buckets": 1024,
+        "n_hashes": 2,
+        "duration_buckets": 16,
+        "duration_max_s": 7200,
+        "dropout": 0.1,
+    },
+    "fusion": {"name": "lmf", "dim": 128, "rank": 4, "layers": 2, "dropout": 0.1},
+    "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.1, "beta": 0.5, "max_constraint": False},
+    "loss": {"global": 1.0, "local": 1.0, "fused": 1.0, "violation": 0.1, "leaf": 1.0, "modality": 0.3},
+    "train": {},
+    "decode": {"thresholds": 0.5},
+}
+
+#: Sections whose keys are checked against the defaults (typos fail early). ``train``/``decode``
+#: belong to the training / decoding code and are passed through.
+_STRICT_SECTIONS = ("text", "image", "context", "fusion", "head", "loss")
+
+
+def _merge(base: dict, over: dict, path: str, strict: bool) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if strict and k not in base:
+            raise ValueError(f"model config: unknown key {path}{k!r} (known: {sorted(base)})")
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and base.get(k):
+            out[k] = _merge(base[k], v, f"{path}{k}.", strict)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def resolve_config(config: dict | None) -> dict:
+    """``config`` deep-merged onto :data:`DEFAULT_CONFIG`; idempotent. Raises ValueError on unknown
+    keys in the model sections and on invalid modality lists. Save the result in bundles."""
+    config = config or {}
+    out = copy.deepcopy(DEFAULT_CONFIG)
+    for k, v in config.items():
+        if k in _STRICT_SECTIONS:
+            if not isinstance(v, dict):
+                raise ValueError(f"model config: section {k!r} must be a mapping")
+            out[k] = _merge(DEFAULT_CONFIG[k], v, f"{k}.", strict=True)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, f"{k}.", strict=False)
+        else:
+            out[k] = copy.deepcopy(v)
+    mods = out["modalities"]
+    if isinstance(mods, str):
+        mods = [mods]
+    bad = [m for m in mods if m not in MODALITIES]
+    if not mods or bad or len(set(mods)) != len(mods):
+        raise ValueError(f"model config: modalities must be a non-empty subset of {MODALITIES}, got {mods}")
+    out["modalities"] = [m for m in MODALITIES if m in mods]
+    return out
+
+
+# ---------------------------------------------------------------------------------------- registries
+def _bow_cnn_attn(cfg: dict, vocab_size: int) -> nn.Module:
+    from models.text import TextEncoder
+
+    return TextEncoder(cfg, vocab_size)
+
+
+#: text encoder name -> builder(text_cfg, vocab_size) returning a module with ``out_dim``.
+TEXT_ENCODERS: dict[str, Callable[[dict, int], nn.Module]] = {"bow_cnn_attn": _bow_cnn_attn}
+
+
+class VtagModel(nn.Module):
+    """Encoders of the enabled modalities -> fusion -> hierarchical head.
+
+    ``forward(batch)`` (the dict of :meth:`models.featurize.Featurizer.transform`, on the model's
+    device) returns the head's outputs — always ``prob [B, n_nodes]`` in taxonomy node order — plus
+    for centralnet ``modality_logits_<m> [B, n_nodes]``. ``loss(outputs, targets [B, n_nodes])`` is
+    the weighted sum of :meth:`loss_terms`.
+    """
+
+    def __init__(self, config: dict, encoders: dict[str, nn.Module], fusion: nn.Module, head: nn.Module,
+                 image_gate: nn.Module | None, modality_heads: dict[str, nn.Module] | None):
+        super().__init__()
+        self.config = config
+        self.modalities = tuple(config["modalities"])
+        self.encoders = nn.ModuleDict(encoders)
+        self.image_gate = image_gate
+        self.fusion = fusion
+        self.head = head
+        self.modality_heads = nn.ModuleDict(modality_heads or {})
+        self.modality_weight = float(config["loss"]["modality"])
+
+    @property
+    def n_nodes(self) -> int:
+        return self.head.n_nodes
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-modality vectors ``{m: [B, d_m]}``; image rows without a cover are replaced by the
+        learned placeholder and the presence flag is appended."""
+        feats = {m: self.encoders[m](batch) for m in self.modalities}
+        if "image" in feats:
+            feats["image"] = self.image_gate(feats["image"], batch["cover_present"])
+        return feats
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        fused = self.fusion(self.encode(batch))
+        out = dict(self.head(fused["h"]))
+        for m, h in (fused.get("modality_h") or {}).items():
+            if m in self.modality_heads:
+                out[f"modality_logits_{m}"] = self.modality_heads[m](h)
+        return out
+
+    def loss_terms(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = self.head.loss_terms(outputs, targets)
+        if self.modality_weight:
+            for m in self.modality_heads:
+                key = f"modality_logits_{m}"
+                if key in outputs:
+                    with torch.autocast(device_type=targets.device.type, enabled=False):
+                        terms[f"modality_{m}"] = self.modality_weight * nn.functional.binary_cross_entropy_with_logits(
+                            outputs[key].float(), targets.float()
+                        )
+        return terms
+
+    def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        return sum(self.loss_terms(outputs, targets).values())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def predict_proba(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Eval-mode ``prob [B, n_nodes]`` (float32, on the model's device); the batch is moved
+        there; the module's train/eval mode is restored afterwards."""
+        from models.featurize import to_device
+
+        was_training = self.training
+        self.eval()
+        try:
+            return self(to_device(batch, self.device))["prob"].float()
+        finally:
+            self.train(was_training)
+
+    def prepare_for(self, device: str | torch.device) -> "VtagModel":
+        """Move to ``device``; on CUDA the image backbone goes channels_last."""
+        device = torch.device(device)
+        self.to(device)
+        if device.type == "cuda" and "image" in self.encoders:
+            self.encoders["image"].backbone.to(memory_format=torch.channels_last)
+        return self
+
+
+def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, spec=None) -> VtagModel:
+    """Build a :class:`VtagModel` for ``taxonomy`` (or an explicit :class:`HierarchySpec` ``spec``).
+
+    ``featurizer`` supplies the vocabulary size. ``pretrained=False`` skips loading
+    ``image.weights_file`` (use it when the weights come from a bundle next).
+    """
+    from models.context import ContextEncoder
+    from models.dhmcn import HierarchySpec, create_head
+    from models.fusion import MissingModalityGate, create_fusion
+    from models.image import ImageEncoder
+
+    cfg = resolve_config(config)
+    mods = cfg["modalities"]
+    encoders: dict[str, nn.Module] = {}
+    if "text" in mods:
+        name = cfg["text"]["encoder"]
+        if name not in TEXT_ENCODERS:
+            raise ValueError(f"text.encoder must be one of {sorted(TEXT_ENCODERS)}, got {name!r}")
+        encoders["text"] = TEXT_ENCODERS[name](cfg["text"], featurizer.vocab_size)
+    if "image" in mods:
+        encoders["image"] = ImageEncoder(cfg["image"], pretrained=pretrained)
+    if "context" in mods:
+        encoders["context"] = ContextEncoder(cfg["context"])
+    dims = {m: int(e.out_dim) for m, e in encoders.items()}
+    gate = None
+    if "image" in encoders:
+        gate = MissingModalityGate(dims["image"])
+        dims["image"] = gate.out_dim
+    fusion = create_fusion(dims, cfg["fusion"])
+    spec = spec if spec is not None else HierarchySpec.from_taxonomy(taxonomy)
+    loss_weights = {k: float(v) for k, v in cfg["loss"].items() if k != "modality"}
+    head = create_head(cfg["head"], spec, int(fusion.out_dim), loss_weights=loss_weights)
+    modality_heads = None
+    if cfg["fusion"]["name"] == "centralnet" and float(cfg["loss"]["modality"]) > 0:
+        modality_heads = {m: nn.Linear(int(fusion.out_dim), spec.n_nodes) for m in mods}
+    return VtagModel(cfg, encoders, fusion, head, gate, modality_heads)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

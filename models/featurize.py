@@ -1,0 +1,167 @@
+"""Featurizer: a pandas frame of dump rows -> a dict of CPU tensors the model consumes.
+
+Every tensor has the batch as its first dimension, so a batch can be sliced (``{k: v[i:j]}``) or
+concatenated (``torch.cat`` per key) freely. Keys (see docs/model.md):
+
+==================  ==================  =====================================================
+key                 shape, dtype        meaning
+==================  ==================  =====================================================
+``text_ids``        [B, L] int64        vocab ids: title tokens, ``<sep>``, description tokens
+``bow_ids``         [B, 2L] int64       hashed uni/bi-gram buckets, 0 = pad
+``text_feats``      [B, 11] float32     engineered text features (``models.text.TEXT_FEATURES``)
+``image``           [B, 3, H, W] f32    normalized cover (zeros when missing); only if image on
+``cover_present``   [B] bool            the cover decoded (always present)
+``uploader``        [B, K] int64        hashed uploader id buckets, 0 = null
+``program``         [B, K] int64        hashed source program buckets, 0 = null
+``duration``        [B] int64           duration bucket, 0 = null
+==================  ==================  =====================================================
+
+Text keys are present when the text modality is enabled, context keys with context, ``image`` with
+image. Every input column may be missing or null in any row.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.context import ContextFeaturizer
+from models.factory import resolve_config
+from models.image import CoverPreprocessor, cover_bytes, cover_decodable
+from models.text import SPECIAL_TOKENS, TextFeaturizer, as_text, build_vocab, taxonomy_words, tokenize
+
+
+def _column(frame: pd.DataFrame, name: str) -> Sequence:
+    if name in frame.columns:
+        return frame[name].tolist()
+    return [None] * len(frame)
+
+
+class Featurizer:
+    """Turns dump rows into model inputs for one taxonomy and resolved config.
+
+    ``vocab``: the token list (index = id), starting with ``<pad>, <unk>, <sep>``; build it with
+    :meth:`fit`, save it as ``vocab.txt`` one token a line.
+    """
+
+    def __init__(self, taxonomy, config: dict, vocab: Sequence[str]):
+        self.taxonomy = taxonomy
+        self.config = resolve_config(config)
+        self.modalities = tuple(self.config["modalities"])
+        vocab = list(vocab) if vocab else list(SPECIAL_TOKENS)
+        self.text = TextFeaturizer(self.config["text"], vocab, taxonomy_words(taxonomy))
+        self.image = CoverPreprocessor(self.config["image"]) if "image" in self.modalities else None
+        self.context = ContextFeaturizer(self.config["context"])
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def fit(cls, taxonomy, config: dict, frame: pd.DataFrame) -> "Featurizer":
+        """Build the vocabulary from ``frame``'s titles and descriptions (training rows only)."""
+        cfg = resolve_config(config)
+        tcfg, vcfg = cfg["text"], cfg["text"]["vocab"]
+        always: list[str] = []
+        if "text" in cfg["modalities"]:
+            probe = TextFeaturizer(tcfg, list(SPECIAL_TOKENS), taxonomy_words(taxonomy))
+            tokenizer, hmm = probe.tokenizer, bool(tcfg["hmm"])
+            tokens: Iterable[list[str]] = (
+                tokenize(tokenizer, as_text(t), int(tcfg["max_title_chars"]), hmm)
+                + tokenize(tokenizer, as_text(d), int(tcfg["max_desc_chars"]), hmm)
+                for t, d in zip(_column(frame, "title"), _column(frame, "description"))
+            )
+            if vcfg["include_taxonomy_names"]:
+                always = [w for name in taxonomy_words(taxonomy) for w in tokenize(tokenizer, name, 64, hmm)]
+            vocab = build_vocab(tokens, int(vcfg["min_count"]), int(vcfg["max_size"]), always)
+        else:
+            vocab = list(SPECIAL_TOKENS)
+        return cls(taxonomy, cfg, vocab)
+
+    @property
+    def vocab(self) -> list[str]:
+        return list(self.text.vocab)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.text.vocab)
+
+    @property
+    def image_data_config(self) -> dict | None:
+        """The resolved timm data config (input_size, mean, std, ...) or None without images."""
+        return dict(self.image.data_config) if self.image is not None else None
+
+    # ------------------------------------------------------------------ transforming
+    def transform(self, frame: pd.DataFrame, train: bool = False) -> dict[str, torch.Tensor]:
+        """Rows -> CPU tensors (keys in the module docstring). ``train=True`` applies the image
+        training augmentation (random); the default is deterministic."""
+        out: dict[str, torch.Tensor] = {}
+        if "text" in self.modalities:
+            t = self.text.transform(_column(frame, "title"), _column(frame, "description"))
+            out.update({k: torch.from_numpy(v) for k, v in t.items()})
+        covers = _column(frame, "cover")
+        if self.image is not None:
+            image, present = self.image(covers, train=train)
+            out["image"], out["cover_present"] = image, present
+        else:
+            out["cover_present"] = torch.tensor([cover_decodable(cover_bytes(c)) for c in covers], dtype=torch.bool)
+        if "context" in self.modalities:
+            c = self.context.transform(
+                _column(frame, "uploader_id"), _column(frame, "source_program"), _column(frame, "duration_s")
+            )
+            out.update({k: torch.from_numpy(v) for k, v in c.items()})
+        return out
+
+    def targets(self, frame: pd.DataFrame, strict: bool = True) -> torch.Tensor:
+        """``labels`` column -> ``[B, n_nodes]`` float32 multi-hot, closed under ancestors.
+
+        An unknown node id raises ValueError (``strict=False``: ignored).
+        """
+        index = self.taxonomy.index
+        y = np.zeros((len(frame), self.taxonomy.n_nodes), dtype=bool)
+        for i, labels in enumerate(_column(frame, "labels")):
+            if labels is None or (isinstance(labels, float) and np.isnan(labels)):
+                continue
+            for node_id in labels:
+                j = index.get(str(node_id))
+                if j is None:
+                    if strict:
+                        raise ValueError(
+                            f"row {i}: label {node_id!r} is not in taxonomy {self.taxonomy.label} "
+                            f"(version {self.taxonomy.version})"
+                        )
+                    continue
+                y[i, j] = True
+        return torch.from_numpy(self.taxonomy.close_ancestors(y).astype(np.float32))
+
+    def primary_leaf(self, frame: pd.DataFrame) -> torch.Tensor:
+        """``[B]`` int64 node index of ``labels[0]`` (-1 when absent or unknown)."""
+        out = np.full(len(frame), -1, dtype=np.int64)
+        for i, labels in enumerate(_column(frame, "labels")):
+            if labels is not None and not (isinstance(labels, float) and np.isnan(labels)) and len(labels):
+                out[i] = self.taxonomy.index.get(str(labels[0]), -1)
+        return torch.from_numpy(out)
+
+
+def collate(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate transformed batches key by key."""
+    return {k: torch.cat([b[k] for b in batches], dim=0) for k in batches[0]}
+
+
+def to_device(batch: dict[str, torch.Tensor], device, non_blocking: bool = False) -> dict[str, torch.Tensor]:
+    """Move a batch to ``device`` (channels_last for ``image`` on CUDA)."""
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=non_blocking)
+        if k == "image" and v.is_cuda:
+            v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def describe(batch: dict[str, torch.Tensor]) -> str:
+    """One line per key: shape and dtype (for logs)."""
+    return "\n".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in sorted(batch.items()))
+
+
+__all__ = ["Featurizer", "collate", "to_device", "describe", "as_text"]

@@ -1,0 +1,320 @@
+"""Text: jieba tokenization, the vocabulary, engineered features and the text encoder.
+
+Featurization (numpy/python, CPU) and the encoder (torch) live together because they share the
+layout of the tensors they exchange:
+
+- ``text_ids``  ``[B, L]`` int64 — vocabulary ids of title tokens, ``<sep>``, description tokens,
+  padded with 0 (``<pad>``) to ``text.max_tokens``.
+- ``bow_ids``   ``[B, M]`` int64 — hashed uni- and bi-gram buckets in ``1..bow.buckets`` (0 = pad),
+  title and description n-grams hashed in separate namespaces, padded to ``2 * max_tokens``.
+- ``text_feats`` ``[B, F]`` float32 — engineered features (:data:`TEXT_FEATURES`), scaled to ~[0, 1].
+
+The jieba tokenizer is created lazily, once per process and user dictionary (the taxonomy's node
+names), with its prefix-dictionary cache in a writable temp dir. Tokenization is deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+import unicodedata
+import zlib
+from collections import Counter
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+PAD, UNK, SEP = "<pad>", "<unk>", "<sep>"
+SPECIAL_TOKENS = (PAD, UNK, SEP)
+PAD_ID, UNK_ID, SEP_ID = 0, 1, 2
+
+# ---------------------------------------------------------------------------------------- jieba
+_TOKENIZERS: dict[tuple[str, ...], object] = {}
+_TOKENIZER_LOCK = threading.Lock()
+
+
+def get_tokenizer(user_words: Iterable[str] = ()):  # -> jieba.Tokenizer
+    """The process-wide ``jieba.Tokenizer`` for this user dictionary (created on first use).
+
+    Its prefix-dictionary cache goes to ``$VTAG_JIEBA_CACHE_DIR`` or the system temp dir, which
+    must be writable; the cache is shared by processes (jieba replaces it atomically).
+    """
+    key = tuple(sorted({w.strip() for w in user_words if w and w.strip()}))
+    tok = _TOKENIZERS.get(key)
+    if tok is not None:
+        return tok
+    with _TOKENIZER_LOCK:
+        tok = _TOKENIZERS.get(key)
+        if tok is None:
+            import jieba
+
+            logging.getLogger("jieba").setLevel(logging.WARNING)
+            tok = jieba.Tokenizer()
+            tok.tmp_dir = os.environ.get("VTAG_JIEBA_CACHE_DIR") or tempfile.gettempdir()
+            tok.cache_file = "vtag-jieba.cache"
+            tok.initialize()
+            for word in key:  # sorted: the resulting frequencies do not depend on input order
+                tok.add_word(word)
+            if len(_TOKENIZERS) >= 4:  # a process rarely sees more than one taxonomy
+                _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
+            _TOKENIZERS[key] = tok
+    return tok
+
+
+def taxonomy_words(taxonomy) -> list[str]:
+    """User-dictionary words from a taxonomy: node names (and English names), sorted."""
+    words = set()
+    for n in taxonomy.nodes:
+        words.add(normalize(n.name))
+        if n.name_en:
+            words.add(normalize(n.name_en))
+    return sorted(w for w in words if w)
+
+
+def normalize(text: str) -> str:
+    """NFKC (full-width -> half-width) and lower case."""
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def as_text(value) -> str:
+    """A frame cell as a string: None / NaN / non-str -> ''."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return ""
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+_SPACE_RE = re.compile(r"\s+")
+
+
+def tokenize(tokenizer, text: str, max_chars: int, hmm: bool = False) -> list[str]:
+    """jieba tokens of ``normalize(text[:max_chars])``, whitespace tokens dropped."""
+    text = normalize(text[:max_chars])
+    if not text:
+        return []
+    return [t for t in tokenizer.lcut(_SPACE_RE.sub(" ", text), HMM=hmm) if not t.isspace()]
+
+
+# ---------------------------------------------------------------------------------------- vocab
+def build_vocab(token_lists: Iterable[Sequence[str]], min_count: int = 2, max_size: int = 50000,
+                always: Iterable[str] = ()) -> list[str]:
+    """Specials, then ``always`` words, then tokens by (-count, token) with count >= min_count.
+
+    ``max_size`` counts the specials. Deterministic for the same input multiset.
+    """
+    counts: Counter[str] = Counter()
+    for toks in token_lists:
+        counts.update(toks)
+    vocab = list(SPECIAL_TOKENS)
+    seen = set(vocab)
+    for w in sorted(set(always)):
+        if w not in seen and len(vocab) < max_size:
+            vocab.append(w)
+            seen.add(w)
+    for tok, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= max_size or c < min_count:
+            break
+        if tok not in seen:
+            vocab.append(tok)
+            seen.add(tok)
+    return vocab
+
+
+# ---------------------------------------------------------------------------------------- features
+_EMOJI_RE = re.compile(
+    "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff\u2b00-\u2bff\ufe0f]"
+)
+_HASHTAG_RE = re.compile(r"#[^#\s]{1,40}#")
+_BRACKET_RE = re.compile(r"【[^】]{0,40}】")
+_DIGIT_RE = re.compile(r"[0-9０-９]")
+_LATIN_RE = re.compile(r"[A-Za-z]")
+_EXCLAIM_RE = re.compile(r"[!！?？]")
+
+#: Names of the engineered features, in ``text_feats`` column order.
+TEXT_FEATURES = (
+    "title_len", "desc_len", "title_empty", "desc_missing", "digits", "emoji", "hashtags",
+    "brackets", "latin_ratio", "exclaims", "n_tokens",
+)
+
+
+def engineered_features(title: str, desc: str, desc_missing: bool, n_tokens: int, max_tokens: int) -> list[float]:
+    """The :data:`TEXT_FEATURES` of one row (raw strings, before truncation), each in ~[0, 1]."""
+    both = title + " " + desc
+    n_chars = max(len(both) - 1, 1)
+    return [
+        math.log1p(len(title)) / math.log1p(512),
+        math.log1p(len(desc)) / math.log1p(8192),
+        float(not title.strip()),
+        float(desc_missing),
+        min(math.log1p(len(_DIGIT_RE.findall(both))) / math.log1p(64), 1.0),
+        min(math.log1p(len(_EMOJI_RE.findall(both))) / math.log1p(32), 1.0),
+        min(math.log1p(len(_HASHTAG_RE.findall(both))) / math.log1p(16), 1.0),
+        min(math.log1p(len(_BRACKET_RE.findall(both))) / math.log1p(8), 1.0),
+        len(_LATIN_RE.findall(both)) / n_chars,
+        min(math.log1p(len(_EXCLAIM_RE.findall(both))) / math.log1p(16), 1.0),
+        min(n_tokens / max(max_tokens, 1), 1.0),
+    ]
+
+
+def stable_hash(s: str, salt: int = 0) -> int:
+    """crc32 of the UTF-8 bytes, seeded by ``salt`` (stable across processes, unlike ``hash``)."""
+    return zlib.crc32(s.encode("utf-8"), salt & 0xFFFFFFFF)
+
+
+def hashed_ngrams(tokens: Sequence[str], buckets: int, namespace: int, bigrams: bool = True) -> list[int]:
+    """Bucket ids (1..buckets) of the uni-grams (and bi-grams) of ``tokens`` in ``namespace``."""
+    out = [stable_hash(t, namespace) % buckets + 1 for t in tokens]
+    if bigrams:
+        out.extend(stable_hash(a + "\x1f" + b, namespace + 7919) % buckets + 1 for a, b in zip(tokens, tokens[1:]))
+    return out
+
+
+class TextFeaturizer:
+    """Rows of (title, description) -> ``text_ids``, ``bow_ids``, ``text_feats`` (numpy).
+
+    ``cfg`` is the resolved ``text`` section; ``vocab`` the token list (index = id).
+    """
+
+    def __init__(self, cfg: dict, vocab: Sequence[str], user_words: Sequence[str]):
+        self.cfg = cfg
+        self.vocab = list(vocab)
+        if self.vocab[: len(SPECIAL_TOKENS)] != list(SPECIAL_TOKENS):
+            raise ValueError(f"vocab must start with {SPECIAL_TOKENS}, got {self.vocab[:3]}")
+        self.token_to_id = {t: i for i, t in enumerate(self.vocab)}
+        self.user_words = list(user_words)
+        self.max_tokens = int(cfg["max_tokens"])
+        self.bow_width = 2 * self.max_tokens
+
+    @property
+    def tokenizer(self):
+        return get_tokenizer(self.user_words)
+
+    def tokens(self, title: str, desc: str) -> tuple[list[str], list[str]]:
+        tok, hmm = self.tokenizer, bool(self.cfg["hmm"])
+        t = tokenize(tok, title, int(self.cfg["max_title_chars"]), hmm)[: self.max_tokens]
+        room = self.max_tokens - len(t) - 1
+        d = tokenize(tok, desc, int(self.cfg["max_desc_chars"]), hmm)[: max(room, 0)] if room > 0 else []
+        return t, d
+
+    def transform(self, titles: Sequence, descs: Sequence) -> dict[str, np.ndarray]:
+        b = len(titles)
+        ids = np.zeros((b, self.max_tokens), dtype=np.int64)
+        bow = np.zeros((b, self.bow_width), dtype=np.int64)
+        feats = np.zeros((b, len(TEXT_FEATURES)), dtype=np.float32)
+        buckets = int(self.cfg["bow"]["buckets"])
+        bigrams = 2 in self.cfg["bow"]["ngrams"]
+        lookup = self.token_to_id.get
+        for i, (title_raw, desc_raw) in enumerate(zip(titles, descs)):
+            title, desc = as_text(title_raw), as_text(desc_raw)
+            t, d = self.tokens(title, desc)
+            seq = [lookup(x, UNK_ID) for x in t]
+            if d:
+                seq.append(SEP_ID)
+                seq.extend(lookup(x, UNK_ID) for x in d)
+            ids[i, : len(seq)] = seq
+            grams = hashed_ngrams(t, buckets, 1, bigrams) + hashed_ngrams(d, buckets, 2, bigrams)
+            grams = grams[: self.bow_width]
+            bow[i, : len(grams)] = grams
+            feats[i] = engineered_features(title, desc, not desc, len(seq), self.max_tokens)
+        return {"text_ids": ids, "bow_ids": bow, "text_feats": feats}
+
+
+# ---------------------------------------------------------------------------------------- encoder
+class AdditiveAttentionPool(nn.Module):
+    """Bahdanau-style pooling: ``e_t = v^T tanh(W h_t + b)``, softmax over unmasked t.
+
+    ``[B, L, D]`` + mask ``[B, L]`` bool -> ``[B, D]``; a row with no unmasked step gives zeros.
+    """
+
+    def __init__(self, dim: int, attn_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, attn_dim)
+        self.v = nn.Linear(attn_dim, 1, bias=False)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = self.v(torch.tanh(self.proj(h))).squeeze(-1)  # [B, L]
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1) * mask.to(scores.dtype)
+        return torch.einsum("bl,bld->bd", weights, h)
+
+
+class CNNAttentionBranch(nn.Module):
+    """Token embeddings -> Conv1d of several widths (length-preserving) -> ReLU -> attention pool.
+
+    ``text_ids [B, L]`` -> ``[B, channels * len(widths)]``.
+    """
+
+    def __init__(self, vocab_size: int, embed_dim: int, widths: Sequence[int], channels: int,
+                 attn_dim: int, dropout: float):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
+        self.convs = nn.ModuleList(nn.Conv1d(embed_dim, channels, int(k), padding=int(k) // 2) for k in widths)
+        self.pool = AdditiveAttentionPool(channels * len(widths), attn_dim)
+        self.drop = nn.Dropout(dropout)
+        self.out_dim = channels * len(widths)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = ids != PAD_ID  # [B, L]
+        length = max(int(mask.sum(dim=1).max().item()) if ids.numel() else 0, 1)
+        ids, mask = ids[:, :length], mask[:, :length]  # drop all-pad columns (CPU speed)
+        x = self.drop(self.embed(ids)).transpose(1, 2)  # [B, E, L]
+        h = torch.cat([torch.relu(conv(x))[..., :length] for conv in self.convs], dim=1)  # [B, C*K, L]
+        return self.pool(h.transpose(1, 2), mask)
+
+
+class BOWBranch(nn.Module):
+    """Hashed n-grams through ``nn.EmbeddingBag`` (pad 0 excluded) plus engineered features.
+
+    ``bow_ids [B, M]``, ``text_feats [B, F]`` -> ``[B, dim + F]``.
+    """
+
+    def __init__(self, buckets: int, dim: int, mode: str, n_feats: int):
+        super().__init__()
+        if mode not in ("mean", "sum"):
+            raise ValueError(f"text.bow.mode must be mean or sum, got {mode!r}")
+        self.bag = nn.EmbeddingBag(buckets + 1, dim, mode=mode, padding_idx=0)
+        self.out_dim = dim + n_feats
+
+    def forward(self, bow_ids: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.bag(bow_ids), feats], dim=1)
+
+
+class TextEncoder(nn.Module):
+    """BOW branch and CNN+attention branch, concatenated: batch -> ``[B, out_dim]``."""
+
+    def __init__(self, cfg: dict, vocab_size: int):
+        super().__init__()
+        bow, cnn = cfg["bow"], cfg["cnn"]
+        self.bow = BOWBranch(int(bow["buckets"]), int(bow["dim"]), bow["mode"], len(TEXT_FEATURES)) if bow["enabled"] else None
+        self.cnn = (
+            CNNAttentionBranch(vocab_size, int(cnn["embed_dim"]), cnn["widths"], int(cnn["channels"]),
+                               int(cnn["attn_dim"]), float(cfg["dropout"]))
+            if cnn["enabled"] else None
+        )
+        if self.bow is None and self.cnn is None:
+            raise ValueError("text: enable at least one of bow / cnn (or disable the text modality)")
+        self.out_dim = (self.bow.out_dim if self.bow else 0) + (self.cnn.out_dim if self.cnn else 0)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = []
+        if self.bow is not None:
+            parts.append(self.bow(batch["bow_ids"], batch["text_feats"].float()))
+        if self.cnn is not None:
+            parts.append(self.cnn(batch["text_ids"]))
+        return torch.cat(parts, dim=1)
