@@ -1,0 +1,178 @@
+"""``vtag evaluate --bundle B --data D [--json] [--out FILE]``: a bundle's metrics on a labeled dump.
+
+The bundle is run through :class:`models.predictor.Predictor` (the production code path), and its
+decoded output is scored with :func:`hierarchy.metrics.evaluate`: leaf accuracy, accuracy per
+level, hierarchical precision / recall / F1 (micro and macro F1), AU(PRC) of the consistent
+scores, and the violation rate of the decoded label sets — overall and per level-1 subtree (rows
+whose true level-1 category is that node). The report is printed (a table, or JSON with
+``--json``) and saved as JSON (``--out``, default ``evaluation-<bundle>-<data>.json`` here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def true_labels(taxonomy, frame) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels [B, N] bool, leaf [B] int64)`` from the ``labels`` column.
+
+    ``labels`` are the listed known ids closed under ancestors; ``leaf`` is ``labels[0]``'s node
+    index (-1 when absent or unknown).
+    """
+    n = taxonomy.n_nodes
+    out = np.zeros((len(frame), n), dtype=bool)
+    leaf = np.full(len(frame), -1, dtype=np.int64)
+    idx = taxonomy.index
+    for i, labels in enumerate(frame["labels"]):
+        labels = [] if labels is None else list(labels)
+        for j, lab in enumerate(labels):
+            k = idx.get(str(lab))
+            if k is None:
+                continue
+            out[i, k] = True
+            if j == 0:
+                leaf[i] = k
+    return taxonomy.close_ancestors(out), leaf
+
+
+def score_decoded(taxonomy, frame, decoded) -> dict:
+    """:func:`hierarchy.metrics.evaluate` of a :class:`hierarchy.decode.DecodedBatch` against ``frame``'s labels."""
+    from hierarchy.metrics import evaluate
+
+    truth, leaf = true_labels(taxonomy, frame)
+    return _plain(evaluate(taxonomy, truth, leaf, decoded.labels, decoded.leaf, decoded.consistent))
+
+
+def _plain(d: Mapping[str, Any]) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        elif isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, Mapping):
+            v = _plain(v)
+        out[str(k)] = v
+    return out
+
+
+def evaluate_frame(predictor, frame) -> dict:
+    """Metrics overall and per level-1 subtree: ``{"overall": {...}, "subtrees": {id: {...}}, ...}``."""
+    from hierarchy.metrics import evaluate
+
+    tax = predictor.taxonomy
+    t0 = time.monotonic()
+    decoded, cover = predictor.predict_scores(frame)
+    seconds = time.monotonic() - t0
+    truth, leaf = true_labels(tax, frame)
+    overall = _plain(evaluate(tax, truth, leaf, decoded.labels, decoded.leaf, decoded.consistent))
+    subtrees = {}
+    tops = tax.level_indices(1)
+    for top in tops:
+        rows = np.flatnonzero(truth[:, top])
+        if rows.size == 0:
+            continue
+        m = _plain(
+            evaluate(tax, truth[rows], leaf[rows], decoded.labels[rows], decoded.leaf[rows], decoded.consistent[rows])
+        )
+        m["name"] = tax.nodes[top].name
+        subtrees[tax.ids[top]] = m
+    return {
+        "overall": overall,
+        "subtrees": subtrees,
+        "rows": int(len(frame)),
+        "rows_without_cover": int((~cover).sum()),
+        "predict_seconds": round(seconds, 2),
+    }
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def render(report: Mapping[str, Any]) -> None:
+    """Print the report as two tables (overall; per level-1 subtree)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    ov = report["overall"]
+    keys = [k for k in ("n", "leaf_acc") if k in ov]
+    keys += sorted(k for k in ov if k.startswith("level") and k.endswith("_acc"))
+    keys += [k for k in ("hp", "hr", "hf1", "hf1_macro", "auprc", "violations") if k in ov]
+    t = Table(title=f"{report.get('bundle', '')} on {report.get('data', '')} — model {report.get('model_version', '')}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k in keys:
+        t.add_row(k, _fmt(ov[k]))
+    console.print(t)
+    if report.get("subtrees"):
+        cols = [k for k in ("n", "leaf_acc", "level2_acc", "hf1", "auprc", "violations") if k in ov]
+        s = Table(title="per level-1 subtree (rows whose true level-1 node it is)")
+        s.add_column("level-1")
+        for c in cols:
+            s.add_column(c, justify="right")
+        for nid, m in report["subtrees"].items():
+            s.add_row(f"{nid} {m.get('name', '')}", *[_fmt(m.get(c, "")) for c in cols])
+        console.print(s)
+
+
+def _arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Evaluate a model bundle on a labeled dump (hierarchy/ metrics).")
+    p.add_argument("--bundle", required=True, help="model bundle directory")
+    p.add_argument("--data", required=True, help="labeled dump root(s), comma-separated")
+    p.add_argument("--dates", help="only these dt partitions, comma-separated")
+    p.add_argument("--limit", type=int, help="only the first N rows")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--taxonomy", help="refuse unless the bundle was trained on this taxonomy file's version")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--out", help="where to save the JSON report (default: evaluation-<bundle>-<data>.json)")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.data import check_labels, read_dumps
+    from models.predictor import Predictor
+
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    expected = None
+    if args.taxonomy:
+        from hierarchy.taxonomy import Taxonomy
+
+        expected = Taxonomy.load(args.taxonomy).version
+    predictor = Predictor.load(args.bundle, device=args.device, expected_taxonomy_version=expected)
+    dates = [d.strip() for d in args.dates.split(",")] if args.dates else None
+    frame = check_labels(read_dumps(args.data, dates=dates, limit=args.limit), predictor.taxonomy)
+    report = evaluate_frame(predictor, frame)
+    report = {
+        "bundle": str(args.bundle),
+        "data": str(args.data),
+        "model_version": predictor.model_version,
+        "taxonomy_version": predictor.taxonomy_version,
+        **report,
+    }
+    out = args.out or f"evaluation-{Path(args.bundle).name}-{Path(args.data.split(',')[0]).name}.json"
+    Path(out).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        render(report)
+        print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(_arg_parser().parse_args()))
