@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Build the vtag taxonomies (conf/taxonomy/*.yaml) from curated sources.
+
+Inputs (all under the repo unless noted):
+  scripts/taxonomy_src/v1/<NN>_<top>.tsv   curated demo-v1 nodes: id, parent, name, name_en, source
+  scripts/taxonomy_src/v1_constraints.yaml demo-v1 constraints (exclusive / requires / cooccur)
+  scripts/taxonomy_src/v2_edits.yaml       the demo-v1 -> demo-v2 edit list
+  <shared>/taxonomy/...                    the real public trees, read-only (default ../shared/data)
+
+Every non-``curated`` ``source`` key is checked against the real files:
+  toutiao:<path>     a path of toutiao_multilevel/all_cat.txt (or a prefix of one: implied nodes)
+  bilibili:tid=<N>   a tid of bilibili/zone_v1_tid.tsv
+  iab:<ID>           a Unique ID of iab/Content_Taxonomy_3.1.tsv
+  yt8m:<Name>        an entity Name or a Vertical of yt8m/vocabulary.csv
+  baidu:<label>      a label of baidu_videotag/label_3396.txt
+
+Outputs: conf/taxonomy/demo-v1.yaml, demo-v2.yaml, bilibili-v1.yaml. Each is validated with
+hierarchy.taxonomy.Taxonomy plus the extra checks here before anything is written.
+
+    .venv/bin/python scripts/build_taxonomies.py            # build, validate, write
+    .venv/bin/python scripts/build_taxonomies.py --check    # build and validate; fail if files differ
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hierarchy.taxonomy import Taxonomy, TaxonomyError  # noqa: E402
+
+SRC = REPO / "scripts" / "taxonomy_src"
+OUT = REPO / "conf" / "taxonomy"
+ID_RE = re.compile(r"^[a-z0-9_]+$")
+COLUMNS = ["id", "parent", "name", "name_en", "source"]
+LEAF_LEVELS = {3, 4, 5}
+
+
+class BuildError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------- real source keys
+def load_source_keys(shared: Path) -> dict[str, set[str]]:
+    """The valid keys of each real tree, read from the shared (read-only) data."""
+    tax = shared / "taxonomy"
+    keys: dict[str, set[str]] = {}
+
+    toutiao: set[str] = set()
+    for line in (tax / "toutiao_multilevel" / "all_cat.txt").read_text(encoding="utf-8").splitlines():
+        parts = line.strip().split("/")
+        if parts[0]:
+            for i in range(1, len(parts) + 1):  # a listed path and its (possibly implied) prefixes
+                toutiao.add("/".join(parts[:i]))
+    keys["toutiao"] = toutiao
+
+    with open(tax / "bilibili" / "zone_v1_tid.tsv", encoding="utf-8", newline="") as f:
+        keys["bilibili"] = {f"tid={r['tid']}" for r in csv.DictReader(f, delimiter="\t")}
+
+    iab: set[str] = set()
+    with open(tax / "iab" / "Content_Taxonomy_3.1.tsv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    for r in rows[2:]:  # two header rows
+        if r and r[0].strip():
+            iab.add(r[0].strip())
+    keys["iab"] = iab
+
+    yt8m: set[str] = set()
+    with open(tax / "yt8m" / "vocabulary.csv", encoding="utf-8", newline="") as f:
+        for r in csv.DictReader(f):
+            yt8m.add(r["Name"])
+            yt8m.update(r[k] for k in ("Vertical1", "Vertical2", "Vertical3") if r[k])
+    keys["yt8m"] = yt8m
+
+    labels = (tax / "baidu_videotag" / "label_3396.txt").read_text(encoding="utf-8").splitlines()
+    keys["baidu"] = {x.strip() for x in labels if x.strip()}
+    return keys
+
+
+def check_sources(rows: list[dict], keys: dict[str, set[str]]) -> collections.Counter:
+    """Every non-curated source key must exist in its real tree; returns nodes per source."""
+    counts: collections.Counter = collections.Counter()
+    bad = []
+    for r in rows:
+        src = r["source"]
+        if src == "curated":
+            counts["curated"] += 1
+            continue
+        tree, _, key = src.partition(":")
+        if tree not in keys or not key:
+            bad.append(f"{r['id']}: unknown source {src!r}")
+        elif key not in keys[tree]:
+            bad.append(f"{r['id']}: {tree} has no key {key!r}")
+        else:
+            counts[tree] += 1
+    if bad:
+        raise BuildError("source keys not found in the shared trees:\n  " + "\n  ".join(bad))
+    return counts
+
+
+# ---------------------------------------------------------------------------- curated v1 rows
+def read_v1_rows(src_dir: Path) -> list[dict]:
+    """All rows of v1/*.tsv in file order; checks the columns, ids and parents."""
+    rows: list[dict] = []
+    seen: dict[str, str] = {}
+    files = sorted((src_dir / "v1").glob("*.tsv"))
+    if not files:
+        raise BuildError(f"no curated files in {src_dir / 'v1'}")
+    for path in files:
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = [ln.rstrip("\n") for ln in f if ln.strip() and not ln.startswith("#")]
+        if lines[0].split("\t") != COLUMNS:
+            raise BuildError(f"{path.name}: header must be {COLUMNS}")
+        tops = 0
+        for n, line in enumerate(lines[1:], start=2):
+            cells = line.split("\t")
+            if len(cells) != len(COLUMNS):
+                raise BuildError(f"{path.name}:{n}: expected {len(COLUMNS)} tab-separated cells, got {len(cells)}")
+            r = dict(zip(COLUMNS, (c.strip() for c in cells)))
+            r["file"] = path.name
+            where = f"{path.name}:{n} ({r['id']})"
+            if not ID_RE.match(r["id"]):
+                raise BuildError(f"{where}: id must match [a-z0-9_]+")
+            if r["id"] in seen:
+                raise BuildError(f"{where}: duplicate id, first in {seen[r['id']]}")
+            if not r["name"] or not r["name_en"] or not r["source"]:
+                raise BuildError(f"{where}: name, name_en and source are required")
+            if r["parent"] and r["parent"] not in seen:
+                raise BuildError(f"{where}: parent {r['parent']!r} must be defined earlier")
+            tops += not r["parent"]
+            seen[r["id"]] = path.name
+            rows.append(r)
+        if tops != 1:
+            raise BuildError(f"{path.name}: must hold exactly one level-1 node (parent empty), has {tops}")
+    return rows
