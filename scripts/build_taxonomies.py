@@ -246,3 +246,51 @@ def build_v1(src_dir: Path, keys: dict[str, set[str]]) -> tuple[dict, Taxonomy, 
     check_shape(tax, LEAF_LEVELS, min_leaves_per_level=50, leaves_range=(700, 900))
     print(summary(tax, counts))
     return doc, tax, rows, constraints
+
+
+# ---------------------------------------------------------------------------- main
+def write_or_check(path: Path, text: str, check: bool) -> bool:
+    """Write ``text`` (or, with --check, compare it); returns True if the file is up to date."""
+    old = path.read_text(encoding="utf-8") if path.exists() else None
+    if check:
+        if old != text:
+            print(f"  OUT OF DATE: {path.relative_to(REPO)}")
+        return old == text
+    path.write_text(text, encoding="utf-8")
+    print(f"  wrote {path.relative_to(REPO)}")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data",
+                    help="the shared data folder holding taxonomy/ and zh_titles/ (default ../shared/data)")
+    ap.add_argument("--src", type=Path, default=SRC, help="curated sources (default scripts/taxonomy_src)")
+    ap.add_argument("--out", type=Path, default=OUT, help="output folder (default conf/taxonomy)")
+    ap.add_argument("--check", action="store_true", help="validate and compare with the files; write nothing")
+    args = ap.parse_args(argv)
+    try:
+        keys = load_source_keys(args.shared)
+        outputs: list[tuple[str, dict]] = []
+        v1_doc, v1_tax, v1_rows, v1_cons = build_v1(args.src, keys)
+        outputs.append(("demo-v1.yaml", v1_doc))
+        if (args.src / "v2_edits.yaml").exists() and "build_v2" in globals():
+            v2_doc, _ = build_v2(args.src, v1_tax, v1_rows, v1_cons)  # noqa: F821
+            outputs.append(("demo-v2.yaml", v2_doc))
+        if "build_bilibili" in globals():
+            bili_doc, _ = build_bilibili(args.shared)  # noqa: F821
+            outputs.append(("bilibili-v1.yaml", bili_doc))
+    except BuildError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    ok = True
+    for name, doc in outputs:
+        path = args.out / name
+        ok &= write_or_check(path, dump_yaml(doc, HEADER), args.check)
+        Taxonomy.load(path) if path.exists() else None  # the written file itself must load
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
