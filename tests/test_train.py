@@ -1,0 +1,135 @@
+"""Training: the uploader-grouped split, resume from a checkpoint, the time budget, early stopping, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from safetensors.torch import load_file
+from test_train_support import tiny_bundle, tiny_config, tiny_frame, tiny_taxonomy, tmp_root
+
+from models.data import group_keys, grouped_split, read_dumps, write_dump
+
+
+# ---------------------------------------------------------------------- grouped split
+def _random_frame(rng, n, n_uploaders, null_share):
+    ups = [f"u{int(x)}" for x in rng.integers(0, n_uploaders, n)]
+    ups = [None if rng.random() < null_share else u for u in ups]
+    return pd.DataFrame({"video_id": [f"v{i}" for i in range(n)], "uploader_id": ups})
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_split_never_puts_one_uploader_on_both_sides(seed):
+    rng = np.random.default_rng(seed)
+    frame = _random_frame(rng, n=int(rng.integers(2, 400)), n_uploaders=int(rng.integers(1, 40)), null_share=0.2)
+    tr, va = grouped_split(frame, val_fraction=float(rng.uniform(0.05, 0.5)), seed=seed)
+    assert len(np.intersect1d(tr, va)) == 0
+    assert len(tr) + len(va) == len(frame)
+    ups = frame["uploader_id"]
+    assert not (set(ups.iloc[tr].dropna()) & set(ups.iloc[va].dropna()))
+    keys = group_keys(frame)
+    assert not (set(keys[tr]) & set(keys[va]))
+    if len(set(keys)) >= 2:  # both sides non-empty whenever there are two groups
+        assert len(tr) and len(va)
+
+
+def test_grouped_split_is_deterministic_and_groups_null_uploaders_per_video():
+    frame = pd.DataFrame({"video_id": [f"v{i}" for i in range(50)], "uploader_id": [None] * 50})
+    a = grouped_split(frame, 0.2, seed=3)
+    b = grouped_split(frame, 0.2, seed=3)
+    assert all((x == y).all() for x, y in zip(a, b))
+    assert 5 <= len(a[1]) <= 15  # null uploaders are one group per video, so the split is not all-or-nothing
+
+
+# ---------------------------------------------------------------------- resume
+def test_resume_continues_from_the_checkpoint_and_matches_a_straight_run():
+    from models.train import train
+
+    tax, frame = tiny_taxonomy(), tiny_frame()
+    root = tmp_root()
+    cfg = tiny_config(epochs=2)
+    straight = train(cfg, tax, frame, root / "a", progress=False)
+    first = train(cfg, tax, frame, root / "b", progress=False, max_minutes=0)  # stops after one step
+    assert first.stopped == "time_budget" and first.steps == 1
+    state = json.loads((root / "b" / "checkpoint" / "state.json").read_text())
+    assert (state["epoch"], state["micro_in_epoch"], state["step"]) == (0, 1, 1)
+    resumed = train(cfg, tax, frame, root / "b", progress=False, resume=True)
+    assert resumed.stopped == "epochs"
+    assert resumed.steps == straight.steps
+    wa = load_file(str(root / "a" / "checkpoint" / "model.safetensors"))
+    wb = load_file(str(root / "b" / "checkpoint" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert (wa[k] == wb[k]).all(), f"{k} differs between the straight and the resumed run"
+    # a resumed run can also extend a finished one
+    more = train(tiny_config(epochs=3), tax, frame, root / "a", progress=False, resume=True)
+    assert [h["epoch"] for h in more.history] == [1, 2, 3]
+    assert more.steps == straight.steps * 3 // 2
+
+
+def test_resume_refuses_another_taxonomy():
+    from hierarchy.taxonomy import Taxonomy
+    from models.train import train
+
+    out, tax, frame, _ = tiny_bundle()
+    data = tax.to_dict()
+    data["label"] = "tiny-v2"
+    data["nodes"][0]["name"] = "游戏2"  # a renamed node changes the version
+    other = Taxonomy.from_dict(data)
+    assert other.version != tax.version
+    with pytest.raises(ValueError, match="taxonomy"):
+        train(tiny_config(epochs=2), other, frame, out, progress=False, resume=True)
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement():
+    from models.train import train
+
+    res = train(tiny_config(epochs=6, lr=0.0, patience=1), tiny_taxonomy(), tiny_frame(), tmp_root(),
+                progress=False, write_bundle=False)
+    assert res.stopped == "early_stop"
+    assert [h["epoch"] for h in res.history] == [1, 2]
+    assert res.best_epoch == 1
+
+
+def test_grad_accumulation_counts_optimizer_steps():
+    from models.train import train
+
+    res = train(tiny_config(epochs=1, batch_size=8, grad_accum=3), tiny_taxonomy(), tiny_frame(), tmp_root(),
+                progress=False, write_bundle=False)
+    micro = -(-res.train_rows // 8)
+    assert res.steps == -(-micro // 3)
+
+
+def test_train_result_metrics_and_bundle():
+    out, tax, frame, res = tiny_bundle()
+    for key in ("leaf_acc", "level1_acc", "hf1", "auprc", "violations"):
+        assert key in res.metrics
+    assert res.metrics["violations"] == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"] == res.metrics
+    assert res.train_rows + res.val_rows == len(frame)
+
+
+# ---------------------------------------------------------------------- CLI
+def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
+    from jobs.cli import main as vtag
+    from models.predictor import Predictor
+
+    root = tmp_root()
+    frame = tiny_frame()
+    write_dump(frame.iloc[:30], root / "d1", "2024-05-01")
+    write_dump(frame.iloc[30:], root / "d2", "2024-05-02", fmt="jsonl")
+    assert len(read_dumps(f"{root / 'd1'},{root / 'd2'}")) == len(frame)
+    cfg = root / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config()), encoding="utf-8")
+    rc = vtag(["train", "--config", str(cfg), "--data", f"{root / 'd1'},{root / 'd2'}", "--out", str(root / "b"),
+               "--taxonomy", str(tiny_taxonomy_path), "--epochs", "1", "--seed", "7", "--no-progress",
+               "--threads", "1"])
+    assert rc == 0
+    p = Predictor.load(root / "b", device="cpu", expected_taxonomy_version=tiny_taxonomy().version)
+    assert len(p.predict(frame.iloc[:3])) == 3
+    card = (root / "b" / "MODEL_CARD.md").read_text()
+    assert "2024-05-01 .. 2024-05-02" in card and "seed: 7" in card
