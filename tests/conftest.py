@@ -58,3 +58,20 @@ def spark(spark_warehouse):
     session = build_session(conf)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_taxonomy):
+    """A real (tiny) model bundle trained for two epochs on toy frames of the tiny taxonomy."""
+    import yaml
+
+    from models.data import toy_labeled_frame
+    from models.train import train
+
+    config = yaml.safe_load((REPO_ROOT / "conf" / "model" / "cpu-small.yaml").read_text(encoding="utf-8"))
+    config["image"]["input_size"] = 32
+    config.setdefault("train", {}).update({"batch_size": 32})
+    out = tmp_path_factory.mktemp("tiny-bundle")
+    frame = toy_labeled_frame(tiny_taxonomy, n=96, seed=1)
+    train(config, tiny_taxonomy, frame, out, epochs=2, seed=0, progress=False, label="tiny-test")
+    return out

@@ -1,0 +1,118 @@
+"""End-to-end: the tagging job on a tiny dump with bad rows, on the shared local[2] session."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from models.schema import DUMP_SCHEMA
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+TS = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
+
+
+def _jpeg(color=(30, 160, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 24), color).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _rows(tag: str, n_good: int):
+    good = [
+        {"video_id": f"{tag}-{i}", "title": "【王者荣耀】上分 多人竞技" if i % 2 else "家常菜 美食 做法",
+         "description": None, "cover": _jpeg() if i % 3 else None, "cover_uri": None,
+         "uploader_id": f"u{i % 4}", "source_program": None, "duration_s": 30 + i, "upload_ts": TS}
+        for i in range(n_good)
+    ]
+    bad = [
+        ({**good[0], "video_id": None}, "null_video_id"),
+        ({**good[0], "upload_ts": datetime(2026, 11, 19, tzinfo=timezone.utc)}, "duplicate_video_id"),
+        ({**good[1], "video_id": f"{tag}-big", "title": "长" * 2000}, "overlong:title"),
+        ({**good[1], "video_id": f"{tag}-junk", "cover": b"junk bytes"}, "cover_not_image"),
+        ({**good[1], "video_id": f"{tag}-empty", "title": "", "description": None, "cover": None}, "empty_content"),
+    ]
+    corrupt = {**good[1], "video_id": f"{tag}-corrupt", "cover": b"\xff\xd8\xff\xe0" + b"\x00" * 40}
+    return good + [corrupt], bad
+
+
+def _write_day(root, dt, rows):
+    day = root / f"dt={dt}"
+    day.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([f.with_nullable(True) for f in DUMP_SCHEMA])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), day / "part-0.parquet")
+    (day / "_SUCCESS").write_text("")
+
+
+@pytest.fixture()
+def job_conf(tmp_path, tiny_taxonomy_path):
+    from jobs.config import load_job_conf
+
+    return load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "taxonomy": str(tiny_taxonomy_path),
+                                    "tag_partitions": "2"})
+
+
+def test_tag_day_end_to_end(spark, tmp_path, tiny_bundle, job_conf):
+    from jobs.tables import table_path
+    from jobs.tag import tag_day
+
+    good, bad = _rows("a", 12)
+    _write_day(tmp_path / "dump", "2026-11-20", good + [r for r, _ in bad])
+    load_log = tmp_path / "loads"
+    res = tag_day(spark, job_conf, "2026-11-20", dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle),
+                  load_log=str(load_log))
+    assert res.status == "succeeded"
+    assert res.rows_read == len(good) + len(bad)
+    assert res.rows_tagged == len(good)
+    assert res.rows_quarantined == len(bad)
+
+    tags = spark.read.format("delta").load(table_path(job_conf, "video_tags"))
+    rows = {r.video_id: r for r in tags.collect()}
+    assert set(rows) == {g["video_id"] for g in good}
+    r = rows["a-1"]
+    assert r.path[-1] == r.leaf_id and r.level1 == r.path_names[0]
+    assert all(t.node_id for t in r.tags) and r.taxonomy_version and r.model_version and r.run_id == res.run_id
+    assert rows["a-corrupt"].cover_missing is True
+    assert rows["a-0"].cover_missing is True  # no cover at all
+    assert rows["a-1"].cover_missing is False
+
+    q = spark.read.format("delta").load(table_path(job_conf, "video_tags_quarantine")).collect()
+    assert sorted(x.reason for x in q) == sorted(reason for _, reason in bad)
+    assert all(json.loads(x.raw) for x in q)
+
+    runs = spark.read.format("delta").load(table_path(job_conf, "tag_runs")).collect()
+    assert [(x.status, x.rows_read, x.rows_tagged, x.rows_quarantined) for x in runs] == [
+        ("succeeded", res.rows_read, res.rows_tagged, res.rows_quarantined)]
+
+    # one load per Python worker: loads never exceed the distinct worker pids that loaded
+    loads = list(load_log.iterdir())
+    pids = {p.name.split("-")[1] for p in loads}
+    assert 1 <= len(loads) == len(pids)
+
+    # idempotent rerun: same day replaced, counts unchanged, a second run row
+    res2 = tag_day(spark, job_conf, "2026-11-20", dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))
+    assert (res2.rows_tagged, res2.rows_quarantined) == (res.rows_tagged, res.rows_quarantined)
+    assert tags.count() == len(good)
+    assert {x.run_id for x in spark.read.format("delta").load(table_path(job_conf, "video_tags")).collect()} == {
+        res2.run_id}
+
+
+def test_bundle_of_other_taxonomy_is_refused(spark, tmp_path, tiny_bundle, job_conf):
+    from jobs.tables import table_path
+    from jobs.tag import BundleMismatchError, tag_day
+
+    other = tmp_path / "other.yaml"
+    other.write_text("label: other\nnodes:\n - {id: x, name: X, children: [{id: y, name: Y}]}\n", encoding="utf-8")
+    good, _ = _rows("b", 3)
+    _write_day(tmp_path / "dump", "2026-11-21", good)
+    conf = {**job_conf, "taxonomy": str(other)}
+    with pytest.raises(BundleMismatchError, match="taxonomy version"):
+        tag_day(spark, conf, "2026-11-21", dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))
+    runs = spark.read.format("delta").load(table_path(conf, "tag_runs")).collect()
+    assert [x.status for x in runs] == ["failed"] and "BundleMismatchError" in runs[0].message
