@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
@@ -89,7 +90,7 @@ class Taxonomy:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | Path) -> "Taxonomy":
+    def load(cls, path: str | Path) -> Taxonomy:
         """Read and validate a taxonomy YAML file; raises :class:`TaxonomyError`."""
         path = Path(path)
         try:
@@ -103,7 +104,7 @@ class Taxonomy:
         return cls.from_dict(data, source=str(path))
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>") -> "Taxonomy":
+    def from_dict(cls, data: Any, source: str = "<dict>") -> Taxonomy:
         """Build from the parsed YAML structure (nested ``children`` or flat ``parent`` form)."""
         if not isinstance(data, dict) or "nodes" not in data:
             raise TaxonomyError(source, None, "top level must be a mapping with a 'nodes' list")

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("jobs.query", "DuckDB over the tag tables (no Spark)"),
     "report": ("jobs.report", "an HTML report of one day's tags"),
     "maintain": ("jobs.maintain", "OPTIMIZE / VACUUM the tag tables"),
+    "quality": ("jobs.quality", "the quality gate of a tagged day: invariant, quarantine rate, drift"),
 }
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Iterator
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession

@@ -1,0 +1,110 @@
+"""The tag job through its command line, in separate processes: local-cluster mode (executors in
+their own JVMs, as on a real cluster), a run killed mid-write, and two days tagged at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tiny_dumps import _rows, _write_day
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+VTAG = [sys.executable, "-m", "jobs.cli"]
+
+
+def _cli(args, wh, taxonomy, bundle, dump, extra=()):
+    return VTAG + ["tag", *args, "--dump-root", str(dump), "--bundle", str(bundle), "--warehouse", str(wh),
+                   "--taxonomy", str(taxonomy), "--conf", "spark.ui.enabled=false", *extra]
+
+
+def _delta(wh, table):
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(Path(wh) / table))
+
+
+def _day_rows(wh, table, dt):
+    t = _delta(wh, table).to_pyarrow_table(partitions=[("dt", "=", dt)])
+    return t.to_pylist()
+
+
+@pytest.fixture()
+def dump(tmp_path):
+    root = tmp_path / "dump"
+    for i, dt in enumerate(["2026-11-20", "2026-11-21", "2026-11-22"]):
+        good, bad = _rows(f"d{i}", 40)
+        _write_day(root, dt, good + [r for r, _ in bad])
+    return root
+
+
+def test_local_cluster_two_executors(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
+    wh = tmp_path / "wh"
+    cmd = _cli(["--date", "2026-11-20", "--json"], wh, tiny_taxonomy_path, tiny_bundle, dump,
+               ["--conf", "master=local-cluster[2,1,2048]", "--conf", "spark.driver.memory=1g",
+                "--conf", "tag_partitions=4"])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["status"] == "succeeded"
+    assert res["rows_read"] == res["rows_tagged"] + res["rows_quarantined"] == 46
+    assert len(_day_rows(wh, "video_tags", "2026-11-20")) == res["rows_tagged"] == 41
+
+
+def test_killed_run_leaves_previous_version_and_rerun_succeeds(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
+    wh = tmp_path / "wh"
+    base = ["--date", "2026-11-21"]
+    first = subprocess.run(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump), capture_output=True, text=True,
+                           timeout=600, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before_version = _delta(wh, "video_tags").version()
+    before = sorted(r["video_id"] for r in _day_rows(wh, "video_tags", "2026-11-21"))
+
+    # second run: kill it (whole process group: driver JVM and Python workers) as soon as it has
+    # written a data file of the new version but before that version is committed
+    part_dir = wh / "video_tags" / "dt=2026-11-21"
+    old_files = set(os.listdir(part_dir))
+    proc = subprocess.Popen(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump, ["--conf", "tag_partitions=6"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, start_new_session=True)
+    killed_mid_write = False
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        new = {f for f in os.listdir(part_dir) if f.endswith(".parquet")} - old_files
+        if new:
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed_mid_write = _delta(wh, "video_tags").version() == before_version
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert killed_mid_write, "the run finished before a data file appeared; no mid-write kill happened"
+    assert _delta(wh, "video_tags").version() == before_version
+    assert sorted(r["video_id"] for r in _day_rows(wh, "video_tags", "2026-11-21")) == before
+
+    rerun = subprocess.run(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump), capture_output=True, text=True,
+                           timeout=600, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert sorted(r["video_id"] for r in _day_rows(wh, "video_tags", "2026-11-21")) == before
+
+
+def test_two_days_at_once(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
+    wh = tmp_path / "wh"
+    procs = [
+        subprocess.Popen(_cli(["--date", d], wh, tiny_taxonomy_path, tiny_bundle, dump), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        for d in ("2026-11-20", "2026-11-22")
+    ]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    for d in ("2026-11-20", "2026-11-22"):
+        assert len(_day_rows(wh, "video_tags", d)) == 41
+        assert len(_day_rows(wh, "video_tags_quarantine", d)) == 5
+    runs = _delta(wh, "tag_runs").to_pyarrow_table().to_pylist()
+    assert sorted((r["dt"].isoformat(), r["status"]) for r in runs) == [
+        ("2026-11-20", "succeeded"), ("2026-11-22", "succeeded")]
