@@ -75,3 +75,26 @@ def tiny_bundle(tmp_path_factory, tiny_taxonomy):
     frame = toy_labeled_frame(tiny_taxonomy, n=96, seed=1)
     train(config, tiny_taxonomy, frame, out, epochs=2, seed=0, progress=False, label="tiny-test")
     return out
+
+
+@pytest.fixture(scope="session")
+def retag_v2_path() -> Path:
+    return TEST_DATA / "tiny-taxonomy-retag-v2.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_v2(tmp_path_factory, retag_v2_path):
+    """A tiny bundle trained on the revised tiny taxonomy (the re-tag target)."""
+    import yaml
+
+    from hierarchy.taxonomy import Taxonomy
+    from models.data import toy_labeled_frame
+    from models.train import train
+
+    v2 = Taxonomy.load(retag_v2_path)
+    config = yaml.safe_load((REPO_ROOT / "conf" / "model" / "cpu-small.yaml").read_text(encoding="utf-8"))
+    config["image"]["input_size"] = 32
+    config.setdefault("train", {}).update({"batch_size": 32})
+    out = tmp_path_factory.mktemp("tiny-bundle-v2")
+    train(config, v2, toy_labeled_frame(v2, n=96, seed=2), out, epochs=2, seed=0, progress=False, label="tiny-v2")
+    return out
