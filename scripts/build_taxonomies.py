@@ -248,6 +248,77 @@ def build_v1(src_dir: Path, keys: dict[str, set[str]]) -> tuple[dict, Taxonomy, 
     return doc, tax, rows, constraints
 
 
+# ---------------------------------------------------------------------------- bilibili-v1
+_NOTE_RE = re.compile(r"\s*\((?:原|重定向)[^)]*\)\s*$")  # "美食制作(原[生活]->[美食圈])", "健身(重定向)"
+
+
+def build_bilibili(shared: Path) -> tuple[dict, Taxonomy]:
+    """bilibili-v1: the classic tid zones, 2 levels, ids are the tids (as strings).
+
+    Kept: every non-offline main zone and sub-zone, plus the offline sub-zones that
+    zh_titles/bilibili_popular_2023/videos.jsonl uses. A tid listed twice in zone_v1_tid.tsv
+    (an old slot marked "(重定向)" = redirect, plus its current home) is placed at its online row;
+    with no online row, at the row under the parent the videos name. Annotations such as
+    "(原...)" / "(重定向)" are stripped from names.
+    """
+    with open(shared / "taxonomy" / "bilibili" / "zone_v1_tid.tsv", encoding="utf-8", newline="") as f:
+        zones = list(csv.DictReader(f, delimiter="\t"))
+    used: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    with open(shared / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl", encoding="utf-8") as f:
+        for line in f:
+            v = json.loads(line)
+            used[str(v["tid"])][str(v["parent_tid"])] += 1
+    by_tid: dict[str, list[dict]] = collections.defaultdict(list)
+    for z in zones:
+        by_tid[z["tid"]].append(z)
+
+    def pick(tid: str) -> dict | None:
+        rows = by_tid[tid]
+        online = [z for z in rows if z["offline"] == "0"]
+        if online:
+            return online[0]
+        if tid in used:
+            parent = used[tid].most_common(1)[0][0]
+            return next((z for z in rows if z["parent_tid"] == parent), rows[-1])
+        return None
+
+    mains = [z for z in zones if z["level"] == "1" and z["offline"] == "0"]
+    main_ids = {z["tid"] for z in mains}
+    rows: list[dict] = []
+    for m in mains:
+        rows.append({"id": m["tid"], "parent": "", "name": m["name"], "name_en": m["code"],
+                     "source": f"bilibili:tid={m['tid']}"})
+    placed: set[str] = set()
+    for tid in dict.fromkeys(z["tid"] for z in zones if z["level"] == "2"):
+        z = pick(tid)
+        if z is None or tid in main_ids:
+            continue
+        if z["parent_tid"] not in main_ids:
+            raise BuildError(f"bilibili-v1: tid {tid} sits under offline main zone {z['parent_tid']}")
+        names = [_NOTE_RE.sub("", r["name"]) for r in by_tid[tid] if r["offline"] == "0"] or [_NOTE_RE.sub("", z["name"])]
+        rows.append({"id": tid, "parent": z["parent_tid"], "name": names[0], "name_en": z["code"],
+                     "source": f"bilibili:tid={tid}", "_offline": z["offline"] == "1"})
+        placed.add(tid)
+    rows.sort(key=lambda r: [m["tid"] for m in mains].index(r["parent"] or r["id"]) * 2 + bool(r["parent"]))
+    doc, tax = make_doc("bilibili-v1", "Bilibili classic video zones (tid), 2 levels", rows, normalise_constraints({}))
+    check_shape(tax, leaf_levels=None)
+    for m in mains:
+        if not tax.children(m["tid"]):
+            raise BuildError(f"bilibili-v1: main zone {m['tid']} has no sub-zone")
+    missing = [t for t in used if t not in tax]
+    if missing:
+        raise BuildError(f"bilibili-v1: tids used by bilibili_popular_2023 are missing: {missing}")
+    offline = sorted((r["id"] for r in rows if r.get("_offline")), key=int)
+    print(summary(tax))
+    print(f"  {len(mains)} main zones, {len(placed)} sub-zones ({len(offline)} offline, kept because videos use them: {offline})")
+    for tid, parents in sorted(used.items(), key=lambda kv: int(kv[0])):
+        for p, n in parents.items():
+            if tax.node(tid).parent != p and tid != p:
+                print(f"  note: videos.jsonl puts tid {tid} under {p} ({n} videos); zone_v1 places it online under "
+                      f"{tax.node(tid).parent} ({tax.node(tax.node(tid).parent).name}) -- kept the online placement")
+    return doc, tax
+
+
 # ---------------------------------------------------------------------------- main
 def write_or_check(path: Path, text: str, check: bool) -> bool:
     """Write ``text`` (or, with --check, compare it); returns True if the file is up to date."""
