@@ -248,6 +248,111 @@ def build_v1(src_dir: Path, keys: dict[str, set[str]]) -> tuple[dict, Taxonomy, 
     return doc, tax, rows, constraints
 
 
+# ---------------------------------------------------------------------------- demo-v2
+EDIT_KINDS = ("rename", "move", "split", "merge", "add", "remove")
+
+
+def _new_row(spec: dict, parent: str, replaces: list[str] | None = None) -> dict:
+    row = {"id": spec["id"], "parent": parent, "name": spec["name"], "name_en": spec.get("name_en", ""),
+           "source": spec.get("source", "curated")}
+    if replaces:
+        row["replaces"] = list(replaces)
+    return row
+
+
+def apply_edits(v1_rows: list[dict], edits: dict) -> tuple[list[dict], dict[str, list[str]], set[str], list[dict]]:
+    """Apply the edit list to the v1 rows, in the order rename, move, split, merge, add, remove.
+
+    Returns the v2 rows (parents before children), ``replaced`` (old id -> new ids), the removed ids
+    and the rows of the new nodes (to check their sources).
+    """
+    rows = {r["id"]: dict(r) for r in v1_rows}
+    order = [r["id"] for r in v1_rows]
+    v1_ids = set(order)
+    replaced: dict[str, list[str]] = {}
+    removed: set[str] = set()
+    new_rows: list[dict] = []
+
+    def need(i: str, kind: str) -> dict:
+        if i not in rows:
+            raise BuildError(f"v2 {kind}: unknown or already edited id {i!r}")
+        return rows[i]
+
+    def insert(row: dict, after: str) -> None:
+        if row["id"] in v1_ids or row["id"] in rows:
+            raise BuildError(f"v2: new id {row['id']!r} is already used (ids are never reused)")
+        if not ID_RE.match(row["id"]):
+            raise BuildError(f"v2: id {row['id']!r} must match [a-z0-9_]+")
+        rows[row["id"]] = row
+        order.insert(order.index(after) + 1, row["id"])
+        new_rows.append(row)
+
+    def drop(i: str) -> None:
+        rows.pop(i)
+        order.remove(i)
+
+    for e in edits.get("rename") or []:
+        r = need(e["id"], "rename")
+        r["name"] = e["name"]
+        r["name_en"] = e.get("name_en", r["name_en"])
+    for e in edits.get("move") or []:
+        r = need(e["id"], "move")
+        need(e["parent"], "move")
+        r["parent"] = e["parent"]
+    for e in edits.get("split") or []:
+        old = need(e["id"], "split")
+        if any(r["parent"] == old["id"] for r in rows.values()):
+            raise BuildError(f"v2 split: {old['id']!r} has children; split leaves only")
+        if len(e["into"]) < 2:
+            raise BuildError(f"v2 split: {old['id']!r} must split into at least two nodes")
+        anchor = old["id"]
+        for spec in e["into"]:
+            insert(_new_row(spec, spec.get("parent", old["parent"]), [old["id"]]), anchor)
+            anchor = spec["id"]
+        replaced[old["id"]] = [s["id"] for s in e["into"]]
+        drop(old["id"])
+    for e in edits.get("merge") or []:
+        olds = [need(i, "merge") for i in e["ids"]]
+        if len(olds) < 2:
+            raise BuildError(f"v2 merge into {e['into']['id']!r}: needs at least two old ids")
+        spec = e["into"]
+        insert(_new_row(spec, spec.get("parent", olds[0]["parent"]), e["ids"]), olds[0]["id"])
+        for o in olds:
+            for r in rows.values():  # children of a merged node move to the merged node
+                if r["parent"] == o["id"]:
+                    r["parent"] = spec["id"]
+            replaced[o["id"]] = [spec["id"]]
+            drop(o["id"])
+    for e in edits.get("add") or []:
+        need(e["parent"], "add")
+        last = max((i for i in order if i == e["parent"] or rows[i]["parent"] == e["parent"]), key=order.index)
+        insert(_new_row(e, e["parent"]), last)
+    for e in edits.get("remove") or []:
+        need(e["id"], "remove")
+        gone = {e["id"]}
+        while True:  # the whole subtree goes
+            more = {i for i, r in rows.items() if r["parent"] in gone} - gone
+            if not more:
+                break
+            gone |= more
+        for i in gone:
+            drop(i)
+        removed |= gone
+    # parents first: re-sort by depth-first order of the edited tree
+    kids: dict[str, list[str]] = collections.defaultdict(list)
+    for i in order:
+        kids[rows[i]["parent"]].append(i)
+    out: list[dict] = []
+    stack = list(reversed(kids[""]))
+    while stack:
+        i = stack.pop()
+        out.append(rows[i])
+        stack.extend(reversed(kids[i]))
+    if len(out) != len(rows):
+        raise BuildError("v2: edits left nodes unreachable from the top level (a move into its own subtree?)")
+    return out, replaced, removed, new_rows
+
+
 # ---------------------------------------------------------------------------- bilibili-v1
 _NOTE_RE = re.compile(r"\s*\((?:原|重定向)[^)]*\)\s*$")  # "美食制作(原[生活]->[美食圈])", "健身(重定向)"
 
