@@ -22,6 +22,7 @@ import re
 import tempfile
 import threading
 import unicodedata
+import warnings
 import zlib
 from collections import Counter
 from typing import Iterable, Sequence
@@ -52,7 +53,10 @@ def get_tokenizer(user_words: Iterable[str] = ()):  # -> jieba.Tokenizer
     with _TOKENIZER_LOCK:
         tok = _TOKENIZERS.get(key)
         if tok is None:
-            import jieba
+            with warnings.catch_warnings():  # jieba 0.42 has invalid escapes in its regexes
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", SyntaxWarning)
+                import jieba
 
             logging.getLogger("jieba").setLevel(logging.WARNING)
             tok = jieba.Tokenizer()

@@ -1,0 +1,104 @@
+"""Text: tokenizer with the taxonomy dictionary, vocabulary, engineered features, encoder."""
+
+from __future__ import annotations
+
+import torch
+
+from models.text import (
+    PAD_ID,
+    SEP_ID,
+    TEXT_FEATURES,
+    UNK_ID,
+    AdditiveAttentionPool,
+    TextEncoder,
+    TextFeaturizer,
+    build_vocab,
+    engineered_features,
+    get_tokenizer,
+    hashed_ngrams,
+    stable_hash,
+    taxonomy_words,
+    tokenize,
+)
+from models.factory import resolve_config
+
+CFG = resolve_config(
+    {"text": {"max_tokens": 10, "bow": {"buckets": 101, "dim": 6},
+              "cnn": {"embed_dim": 6, "widths": [2, 3, 5], "channels": 3, "attn_dim": 4}}}
+)["text"]
+
+
+def test_user_dictionary_keeps_taxonomy_names_whole(tiny_taxonomy):
+    words = taxonomy_words(tiny_taxonomy)
+    assert "王者荣耀" in words and "游戏ip" in words
+    tok = get_tokenizer(words)
+    assert tok is get_tokenizer(reversed(words))  # one per process and dictionary
+    toks = tokenize(tok, "【王者荣耀】蜘蛛侠 钢铁侠！", 64)
+    assert "王者荣耀" in toks and "钢铁侠" in toks and " " not in toks
+    assert tokenize(tok, "ＡＢＣ１２３", 64) == tokenize(tok, "abc123", 64)  # NFKC + lower
+    assert tokenize(tok, "", 64) == []
+
+
+def test_vocab_is_deterministic_and_bounded():
+    lists = [["a", "b", "a"], ["c", "b"], ["d"]]
+    v = build_vocab(lists, min_count=2, max_size=10, always=["z"])
+    assert v[:3] == ["<pad>", "<unk>", "<sep>"]
+    assert v[3:] == ["z", "a", "b"]
+    assert build_vocab(reversed(lists), min_count=2, max_size=10, always=["z"]) == v
+    assert len(build_vocab(lists, min_count=1, max_size=5)) == 5
+
+
+def test_engineered_features():
+    f = dict(zip(TEXT_FEATURES, engineered_features("【王者】#上分#😂😂 第3期!", "", True, 4, 10)))
+    assert f["desc_missing"] == 1.0 and f["title_empty"] == 0.0
+    assert f["hashtags"] > 0 and f["brackets"] > 0 and f["emoji"] > 0 and f["digits"] > 0 and f["exclaims"] > 0
+    assert all(0.0 <= x <= 1.0 for x in f.values())
+    g = dict(zip(TEXT_FEATURES, engineered_features("", "", True, 0, 10)))
+    assert g["title_empty"] == 1.0 and g["hashtags"] == 0
+
+
+def test_stable_hash_is_crc32():
+    assert stable_hash("abc") == 0x352441C2  # zlib.crc32(b"abc"), the same in every process
+    ids = hashed_ngrams(["a", "b", "c"], 50, namespace=1)
+    assert len(ids) == 5 and all(1 <= i <= 50 for i in ids)
+    assert hashed_ngrams(["a", "b"], 50, 1) == hashed_ngrams(["a", "b"], 50, 1)
+
+
+def test_featurizer_layout(tiny_taxonomy):
+    vocab = ["<pad>", "<unk>", "<sep>", "王者荣耀", "教学"]
+    tf = TextFeaturizer(CFG, vocab, taxonomy_words(tiny_taxonomy))
+    out = tf.transform(["王者荣耀教学 新手", None, "x" * 500], ["王者荣耀", float("nan"), "y " * 50])
+    ids = out["text_ids"]
+    assert ids.shape == (3, 10) and out["bow_ids"].shape == (3, 20) and out["text_feats"].shape == (3, len(TEXT_FEATURES))
+    assert ids[0, 0] == 3 and ids[0, 1] == 4 and ids[0, 2] == UNK_ID and ids[0, 3] == SEP_ID and ids[0, 4] == 3
+    assert (ids[1] == PAD_ID).all() and (out["bow_ids"][1] == 0).all()
+    assert (ids[2] != PAD_ID).sum() <= 10  # truncated
+
+
+def test_attention_pool_ignores_padding():
+    torch.manual_seed(0)
+    pool = AdditiveAttentionPool(4, 3)
+    h = torch.randn(2, 5, 4)
+    mask = torch.tensor([[True, True, False, False, False], [False] * 5])
+    out = pool(h, mask)
+    h2 = h.clone()
+    h2[0, 2:] = 100.0
+    assert torch.allclose(pool(h2, mask)[0], out[0])
+    assert (out[1] == 0).all()
+
+
+def test_encoder_shapes_no_nan_and_grads():
+    torch.manual_seed(0)
+    enc = TextEncoder(CFG, vocab_size=20)
+    batch = {
+        "text_ids": torch.tensor([[3, 4, 5, 0, 0, 0, 0, 0, 0, 0], [0] * 10]),
+        "bow_ids": torch.tensor([[1, 7, 99] + [0] * 17, [0] * 20]),
+        "text_feats": torch.rand(2, len(TEXT_FEATURES)),
+    }
+    out = enc(batch)
+    assert out.shape == (2, enc.out_dim) and enc.out_dim == 6 + len(TEXT_FEATURES) + 9
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in enc.parameters())
+    one = enc({k: v[:1] for k, v in batch.items()})
+    assert one.shape == (1, enc.out_dim)
