@@ -353,6 +353,97 @@ def apply_edits(v1_rows: list[dict], edits: dict) -> tuple[list[dict], dict[str,
     return out, replaced, removed, new_rows
 
 
+def update_constraints(cons: dict, replaced: dict[str, list[str]], removed: set[str], explicit: dict,
+                       notes: list[str]) -> dict:
+    """Carry the v1 constraints over: merged ids are renamed to the merged node, removed ids are
+    dropped, split ids are dropped from groups/targets (a requires *key* that was split passes its
+    rule to every part); then the explicit ``constraints`` edits are applied."""
+    merged = {o: n[0] for o, n in replaced.items() if len(n) == 1}
+    split = {o: n for o, n in replaced.items() if len(n) > 1}
+    gone = removed | set(split)
+
+    def fix(i: str) -> str | None:
+        return None if i in gone else merged.get(i, i)
+
+    out = {"exclusive": [], "requires": {}, "cooccur": []}
+    drop_names = set(explicit.get("exclusive_remove") or [])
+    for g in cons["exclusive"]:
+        name, ids = (g["name"], g["ids"]) if isinstance(g, dict) else (None, g)
+        if name in drop_names:
+            notes.append(f"exclusive {name}: removed by the edit list")
+            continue
+        new = list(dict.fromkeys(x for x in map(fix, ids) if x))
+        if new != list(ids):
+            notes.append(f"exclusive {name or ids}: {list(ids)} -> {new}")
+        if len(new) >= 2:
+            out["exclusive"].append({"name": name, "ids": new} if name else new)
+        else:
+            notes.append(f"exclusive {name or ids}: fewer than two members left, dropped")
+    drop_req = explicit.get("requires_remove") or []
+    for a, bs in cons["requires"].items():
+        if a in drop_req:
+            notes.append(f"requires {a}: removed by the edit list")
+            continue
+        keys = split.get(a) or ([fix(a)] if fix(a) else [])
+        targets = [fix(b) for b in bs]
+        if None in targets:
+            notes.append(f"requires {a}: dropped vanished targets {[b for b in bs if fix(b) is None]}")
+        for k in keys:
+            tb = [b for b in dict.fromkeys(t for t in targets if t) if b != k]
+            if tb:
+                out["requires"].setdefault(k, [])
+                out["requires"][k] += [b for b in tb if b not in out["requires"][k]]
+    best: dict[tuple[str, str], float] = {}
+    for a, b, s in cons["cooccur"]:
+        fa, fb = fix(a), fix(b)
+        if not fa or not fb or fa == fb:
+            notes.append(f"cooccur {a}~{b}: dropped (an id vanished)")
+            continue
+        key = tuple(sorted((fa, fb)))
+        best[key] = max(s, best.get(key, 0.0))
+    drop_co = {tuple(sorted(p)) for p in explicit.get("cooccur_remove") or []}
+    out["cooccur"] = [[a, b, s] for (a, b), s in best.items() if (a, b) not in drop_co]
+    extra = normalise_constraints({"exclusive": explicit.get("exclusive_add"), "requires": explicit.get("requires_add"),
+                                   "cooccur": explicit.get("cooccur_add")})
+    out["exclusive"] += extra["exclusive"]
+    for a, bs in extra["requires"].items():
+        out["requires"].setdefault(a, [])
+        out["requires"][a] += [b for b in bs if b not in out["requires"][a]]
+    out["cooccur"] += extra["cooccur"]
+    return out
+
+
+def build_v2(src_dir: Path, v1_tax: Taxonomy, v1_rows: list[dict], v1_cons: dict,
+             keys: dict[str, set[str]] | None = None) -> tuple[dict, Taxonomy]:
+    edits = yaml.safe_load((src_dir / "v2_edits.yaml").read_text(encoding="utf-8")) or {}
+    unknown = set(edits) - set(EDIT_KINDS) - {"constraints"}
+    if unknown:
+        raise BuildError(f"v2_edits.yaml: unknown sections {sorted(unknown)}")
+    rows, replaced, removed, new_rows = apply_edits(v1_rows, edits)
+    counts = check_sources(new_rows, keys) if keys is not None else None
+    notes: list[str] = []
+    cons = update_constraints(v1_cons, replaced, removed, edits.get("constraints") or {}, notes)
+    doc, tax = make_doc("demo-v2", "Chinese short-video type taxonomy (demo, v2: revision of demo-v1)", rows, cons)
+    check_shape(tax, LEAF_LEVELS)
+    errs = []
+    for i in v1_tax.ids:  # every v1 id survives, is removed, or is replaced
+        if i not in tax and i not in removed and i not in replaced:
+            errs.append(f"v1 id {i!r} vanished without a remove/split/merge edit")
+        if i in tax and (i in removed or i in replaced):
+            errs.append(f"v1 id {i!r} is removed/replaced but still present")
+    for n in tax.nodes:
+        errs += [f"{n.id}: replaces {r!r}, which is not a vanished v1 id" for r in n.replaces
+                 if r not in v1_tax or r in tax]
+    if errs:
+        raise BuildError("demo-v2: " + "\n  ".join(errs))
+    print(summary(tax, counts))
+    print("  edits: " + ", ".join(f"{k} {len(edits.get(k) or [])}" for k in EDIT_KINDS)
+          + f" ({len(new_rows)} new ids, {len(removed)} removed ids)")
+    for n in notes:
+        print(f"  constraint carried over: {n}")
+    return doc, tax
+
+
 # ---------------------------------------------------------------------------- bilibili-v1
 _NOTE_RE = re.compile(r"\s*\((?:原|重定向)[^)]*\)\s*$")  # "美食制作(原[生活]->[美食圈])", "健身(重定向)"
 
@@ -450,12 +541,11 @@ def main(argv: list[str] | None = None) -> int:
         outputs: list[tuple[str, dict]] = []
         v1_doc, v1_tax, v1_rows, v1_cons = build_v1(args.src, keys)
         outputs.append(("demo-v1.yaml", v1_doc))
-        if (args.src / "v2_edits.yaml").exists() and "build_v2" in globals():
-            v2_doc, _ = build_v2(args.src, v1_tax, v1_rows, v1_cons)  # noqa: F821
+        if (args.src / "v2_edits.yaml").exists():
+            v2_doc, _ = build_v2(args.src, v1_tax, v1_rows, v1_cons, keys)
             outputs.append(("demo-v2.yaml", v2_doc))
-        if "build_bilibili" in globals():
-            bili_doc, _ = build_bilibili(args.shared)  # noqa: F821
-            outputs.append(("bilibili-v1.yaml", bili_doc))
+        bili_doc, _ = build_bilibili(args.shared)
+        outputs.append(("bilibili-v1.yaml", bili_doc))
     except BuildError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
