@@ -31,7 +31,8 @@ def build_session(conf: dict[str, Any]) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(str(conf.get("app_name", "vtag")))
-    if conf.get("master"):
+    # Under spark-submit (it sets PYSPARK_GATEWAY_PORT for the driver) its --master wins over the conf's.
+    if conf.get("master") and "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(str(conf["master"]))
     spark_conf = dict(conf.get("spark") or {})
     spark_conf.update(DELTA_EXTENSIONS)

@@ -1,0 +1,377 @@
+"""Settings and helpers shared by the vtag DAGs (``vtag_nightly``, ``vtag_retag``).
+
+The DAGs run in Airflow's own virtual environment and call the vtag jobs by command line only:
+``spark-submit`` of ``spark_apps/vtag_app.py`` for the Spark jobs that do the work (tag, retag), and
+the project venv's ``vtag`` CLI for the small ones (quality gate, maintenance, retag plan). Nothing
+here imports the project, torch or pyspark; this module reads only environment variables at parse
+time (no Variables, no files, no database).
+
+Deployment (parse time, from the environment of the DAG processor and the workers):
+
+``VTAG_HOME``           the vtag checkout the jobs run from (default: the parent of this folder)
+``VTAG_VENV``           the project's virtual environment (default: ``$VTAG_HOME/.venv``)
+``VTAG_SPARK_SUBMIT``   the spark-submit to run (default: ``$VTAG_VENV/bin/spark-submit``)
+``VTAG_SPARK_CONN_ID``  the Spark connection (default: ``spark_default``)
+``VTAG_MAX_ACTIVE_RUNS``  ``vtag_nightly``'s max_active_runs (default 2)
+``VTAG_START_DATE``     the first dump day ``vtag_nightly`` schedules (default 2024-01-01)
+``VTAG_DUMP_WAIT_HOURS``  how long the sensor waits for a day's ``_SUCCESS`` (default 12)
+``VTAG_TAG_RETRIES``    retries of the Spark tasks (default 3; exponential backoff from 5 minutes)
+
+Run time (Params of a run, else Airflow Variables, else the job conf): see ``resolve_nightly``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+log = logging.getLogger(__name__)
+
+DAGS_DIR = Path(__file__).resolve().parent
+REPO = Path(os.environ.get("VTAG_HOME") or DAGS_DIR.parent)
+VENV = Path(os.environ.get("VTAG_VENV") or REPO / ".venv")
+PYTHON_BIN = str(VENV / "bin" / "python")
+VTAG_BIN = str(VENV / "bin" / "vtag")
+SPARK_SUBMIT = os.environ.get("VTAG_SPARK_SUBMIT") or str(VENV / "bin" / "spark-submit")
+SPARK_APP = str(DAGS_DIR / "spark_apps" / "vtag_app.py")
+SPARK_CONN_ID = os.environ.get("VTAG_SPARK_CONN_ID", "spark_default")
+MAX_ACTIVE_RUNS = int(os.environ.get("VTAG_MAX_ACTIVE_RUNS", "2"))
+START_DATE = datetime.fromisoformat(os.environ.get("VTAG_START_DATE", "2024-01-01")).replace(tzinfo=timezone.utc)
+DUMP_WAIT = timedelta(hours=float(os.environ.get("VTAG_DUMP_WAIT_HOURS", "12")))
+SPARK_RETRIES = int(os.environ.get("VTAG_TAG_RETRIES", "3"))
+DEFAULT_JOB_CONF = "conf/jobs/local.yaml"
+
+#: Variables read at run time (name -> what it is); a run's Param of the same name (less ``vtag_``) wins.
+VARIABLES = {
+    "vtag_job_conf": f"job conf YAML, relative to VTAG_HOME or absolute (default {DEFAULT_JOB_CONF})",
+    "vtag_dump_root": "dump root holding dt=YYYY-MM-DD/ (default: the job conf's dump_root)",
+    "vtag_warehouse": "Delta warehouse root (default: the job conf's warehouse)",
+    "vtag_bundle": "model bundle directory (default: the job conf's bundle)",
+    "vtag_taxonomy": "the job's taxonomy file (default: the job conf's taxonomy)",
+    "vtag_max_quarantine_rate": "quality gate: highest rows quarantined / rows read (default 0.05)",
+    "vtag_max_drift": "quality gate: highest level-1 Jensen-Shannon divergence from the day before (default 0.1)",
+    "vtag_maintenance_weekday": "weekday of the dump date whose run runs OPTIMIZE, 0=Monday..6=Sunday (default 6)",
+    "vtag_cli_conf": "JSON list of k=v overrides for the jobs run through the vtag CLI on the worker "
+    '(quality gate); default ["spark.submit.deployMode=client"]',
+}
+DEFAULTS: dict[str, Any] = {
+    "max_quarantine_rate": 0.05,
+    "max_drift": 0.1,
+    "maintenance_weekday": 6,
+    "cli_conf": ["spark.submit.deployMode=client"],
+}
+
+#: The environment of every job process: the project's interpreter for the driver and the Python
+#: workers, and nothing of Airflow's virtual environment.
+JOB_ENV = {
+    "PYSPARK_PYTHON": PYTHON_BIN,
+    "PYSPARK_DRIVER_PYTHON": PYTHON_BIN,
+    "VTAG_HOME": str(REPO),
+    "PYTHONPATH": "",
+}
+
+
+def spark_task_kwargs() -> dict[str, Any]:
+    """Keyword arguments shared by the ``SparkSubmitOperator`` tasks (tag, retag month)."""
+    return {
+        "conn_id": SPARK_CONN_ID,
+        "spark_binary": SPARK_SUBMIT,
+        "application": SPARK_APP,
+        "env_vars": dict(JOB_ENV),
+        "retries": SPARK_RETRIES,
+        "retry_delay": timedelta(minutes=5),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(hours=1),
+        "execution_timeout": timedelta(hours=8),
+    }
+
+
+# ------------------------------------------------------------------------------------ resolving
+def _is_uri(path: str) -> bool:
+    return "://" in path and not path.startswith("file:")
+
+
+def abspath(path: str | None) -> str | None:
+    """A local path made absolute against ``VTAG_HOME`` (the jobs' working directory); URIs unchanged."""
+    if path is None or str(path).strip() == "":
+        return None
+    path = str(path).strip()
+    if _is_uri(path):
+        return path
+    p = Path(path.removeprefix("file://").removeprefix("file:")).expanduser()
+    return str(p if p.is_absolute() else (REPO / p).resolve())
+
+
+def read_job_conf(path: str) -> dict[str, Any]:
+    """The job conf YAML as a mapping (pyyaml comes with Airflow)."""
+    import yaml
+
+    try:
+        conf = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ValueError(f"cannot read job conf {path}: {exc}") from exc
+    if not isinstance(conf, dict):
+        raise ValueError(f"job conf {path} is not a mapping")
+    return conf
+
+
+def _pick(params: Mapping[str, Any], variable: Callable[[str], Any], name: str, fallback: Any = None) -> Any:
+    """A run's Param ``name``, else Variable ``vtag_<name>``, else ``fallback``."""
+    value = params.get(name)
+    if value is not None and value != "":
+        return value
+    value = variable(f"vtag_{name}")
+    if value is not None and value != "":
+        return value
+    return fallback
+
+
+def _overrides(values: Any, what: str) -> list[str]:
+    if values is None or values == "":
+        return []
+    if isinstance(values, str):
+        values = json.loads(values) if values.strip().startswith("[") else [values]
+    out = [str(v) for v in values]
+    bad = [v for v in out if "=" not in v]
+    if bad:
+        raise ValueError(f"{what} takes k=v strings, got {bad}")
+    return out
+
+
+def dump_date(params: Mapping[str, Any], data_interval_start: datetime | None) -> str:
+    """The dump day of a run: Param ``date`` when given, else the UTC date of the data interval start."""
+    if params.get("date"):
+        return date.fromisoformat(str(params["date"])).isoformat()
+    if data_interval_start is None:
+        raise ValueError(
+            "this run has no data interval (a manual run without a logical date): pass the dump day as "
+            'the Param "date", e.g. airflow dags trigger vtag_nightly --conf \'{"date": "2024-03-01"}\''
+        )
+    return data_interval_start.astimezone(timezone.utc).date().isoformat()
+
+
+def spark_submit_options(job_conf: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``conf``/``packages``/``jars`` for spark-submit from a job conf: what must be known at JVM start."""
+    spark_conf = {str(k): str(v) for k, v in (job_conf.get("spark") or {}).items()}
+    settings = {k: v for k, v in job_conf.items() if k != "spark"}
+    for kv in overrides:
+        k, _, v = kv.partition("=")
+        if k.startswith("spark."):
+            spark_conf[k] = v
+        else:
+            settings[k] = v
+    spark_conf["spark.pyspark.python"] = PYTHON_BIN
+    spark_conf["spark.pyspark.driver.python"] = PYTHON_BIN
+    jars = packages = None
+    jars_dir = settings.get("delta_jars_dir")
+    if jars_dir:
+        jdir = Path(abspath(str(jars_dir)) or "")
+        jars = ",".join(str(p) for p in sorted(jdir.glob("*.jar"))) or None
+        if not jars:
+            raise ValueError(f"delta_jars_dir {jdir} holds no *.jar")
+    else:
+        version = settings.get("delta_jars_version") or "4.4.0"
+        packages = f"io.delta:{settings.get('delta_artifact') or 'delta-spark_4.1_2.13'}:{version}"
+    return {"spark_conf": spark_conf, "packages": packages, "jars": jars}
+
+
+def resolve_nightly(
+    params: Mapping[str, Any], data_interval_start: datetime | None, variable: Callable[[str], Any]
+) -> dict[str, Any]:
+    """Everything a ``vtag_nightly`` run needs, resolved once: Params > Variables > job conf.
+
+    Returns plain JSON values: the dump date, absolute paths, thresholds, whether maintenance is due,
+    the ``spark-submit`` options and the argument lists of the tag job and of the quality gate.
+    """
+    dt = dump_date(params, data_interval_start)
+    job_conf_path = abspath(_pick(params, variable, "job_conf", DEFAULT_JOB_CONF))
+    jc = read_job_conf(job_conf_path)
+    overrides = _overrides(params.get("conf"), "Param conf")
+    dump_root = abspath(_pick(params, variable, "dump_root", jc.get("dump_root")))
+    warehouse = abspath(_pick(params, variable, "warehouse", jc.get("warehouse")))
+    bundle = abspath(_pick(params, variable, "bundle", jc.get("bundle")))
+    taxonomy = abspath(_pick(params, variable, "taxonomy", jc.get("taxonomy")))
+    for name, value in (("dump_root", dump_root), ("warehouse", warehouse), ("bundle", bundle)):
+        if not value:
+            raise ValueError(f"no {name}: set the Param {name}, the Variable vtag_{name} or {name} in {job_conf_path}")
+    rate = float(_pick(params, variable, "max_quarantine_rate", DEFAULTS["max_quarantine_rate"]))
+    drift = float(_pick(params, variable, "max_drift", DEFAULTS["max_drift"]))
+    weekday = int(_pick(params, variable, "maintenance_weekday", DEFAULTS["maintenance_weekday"]))
+    mode = str(params.get("maintenance") or "auto")
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"Param maintenance must be auto, always or never, got {mode!r}")
+    due = mode == "always" or (mode == "auto" and date.fromisoformat(dt).weekday() == weekday)
+    cli_conf = _overrides(variable("vtag_cli_conf") or DEFAULTS["cli_conf"], "Variable vtag_cli_conf")
+
+    tag_args = ["tag", "--date", dt, "--job-conf", job_conf_path, "--dump-root", dump_root,
+                "--warehouse", warehouse, "--bundle", bundle]
+    if taxonomy:
+        tag_args += ["--taxonomy", taxonomy]
+    for kv in overrides:
+        tag_args += ["--conf", kv]
+    quality_args = ["quality", "--date", dt, "--job-conf", job_conf_path, "--warehouse", warehouse,
+                    "--max-quarantine-rate", str(rate), "--max-drift", str(drift), "--json"]
+    for kv in overrides + cli_conf:
+        quality_args += ["--conf", kv]
+    week = (date.fromisoformat(dt) - timedelta(days=6)).isoformat()
+    maintain_args = ["maintain", "--table", "video_tags", "--optimize", "--where", f"dt >= '{week}' AND dt <= '{dt}'",
+                     "--job-conf", job_conf_path, "--warehouse", warehouse]
+    for kv in overrides + cli_conf:
+        maintain_args += ["--conf", kv]
+    return {
+        "date": dt,
+        "job_conf": job_conf_path,
+        "dump_root": dump_root,
+        "marker": success_marker(dump_root, dt),
+        "warehouse": warehouse,
+        "bundle": bundle,
+        "taxonomy": taxonomy,
+        "max_quarantine_rate": rate,
+        "max_drift": drift,
+        "maintenance_due": due,
+        "tag_args": tag_args,
+        "quality_args": quality_args,
+        "maintain_args": maintain_args,
+        **spark_submit_options(jc, overrides),
+    }
+
+
+def success_marker(dump_root: str, dt: str) -> str:
+    return f"{dump_root.rstrip('/')}/dt={dt}/_SUCCESS"
+
+
+def marker_exists(marker: str, conn_id: str | None = None) -> bool:
+    """Whether a day's ``_SUCCESS`` exists: a local path, or any URI ObjectStoragePath can read."""
+    if not _is_uri(marker):
+        return Path(marker.removeprefix("file://").removeprefix("file:")).is_file()
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(marker, conn_id=conn_id).exists()
+
+
+# ------------------------------------------------------------------------------------ the vtag CLI
+class VtagError(RuntimeError):
+    def __init__(self, argv: list[str], returncode: int, stdout: str, stderr: str):
+        self.argv, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
+        tail = "\n".join((stderr or stdout).strip().splitlines()[-15:])
+        super().__init__(f"`vtag {' '.join(argv)}` exited {returncode}:\n{tail}")
+
+
+def run_vtag(argv: list[str], *, timeout: float | None = 6 * 3600) -> subprocess.CompletedProcess:
+    """Run ``$VTAG_VENV/bin/vtag argv`` from ``VTAG_HOME``; its output goes to the task log.
+
+    Raises :class:`VtagError` on a non-zero exit (with the last lines of stderr in the message).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update({k: v for k, v in JOB_ENV.items() if v})
+    cmd = [VTAG_BIN, *argv]
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=timeout)
+    for line in (proc.stdout or "").splitlines():
+        log.info("%s", line)
+    for line in (proc.stderr or "").splitlines():
+        log.info("[stderr] %s", line)
+    if proc.returncode != 0:
+        raise VtagError(argv, proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def last_json(text: str) -> Any:
+    """The last line of ``text`` that parses as a JSON object or list (the CLIs' ``--json`` output)."""
+    for line in reversed((text or "").strip().splitlines()):
+        line = line.strip()
+        if line.startswith(("{", "[")):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def quality_gate(argv: list[str]) -> dict[str, Any]:
+    """Run ``vtag quality`` and return its report; a failed check raises ``AirflowFailException``
+    (no retry: the data is wrong, not the machine) whose message lists every failed check."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        proc = run_vtag(argv)
+    except VtagError as exc:
+        report = last_json(exc.stdout)
+        if exc.returncode == 1 and isinstance(report, dict) and report.get("failures"):
+            lines = "\n".join(f"  - {f}" for f in report["failures"])
+            raise AirflowFailException(f"vtag quality gate failed ({len(report['failures'])} check(s)):\n{lines}") from None
+        raise
+    report = last_json(proc.stdout) or {}
+    return {
+        "ok": bool(report.get("ok")),
+        "checks": {
+            f"{d['dt']} {c['name']}": {"ok": c["ok"], "value": c.get("value")}
+            for d in report.get("days", [])
+            for c in d["checks"]
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------ re-tag
+def month_windows(start: str, end: str) -> list[tuple[str, str]]:
+    """``[start, end]`` cut at month boundaries: one (first day, last day) pair per calendar month."""
+    d0, d1 = date.fromisoformat(str(start)), date.fromisoformat(str(end))
+    if d1 < d0:
+        raise ValueError(f"end {d1} is before start {d0}")
+    out = []
+    cur = d0
+    while cur <= d1:
+        nxt = date(cur.year + (cur.month == 12), cur.month % 12 + 1, 1)
+        out.append((cur.isoformat(), min(d1, nxt - timedelta(days=1)).isoformat()))
+        cur = nxt
+    return out
+
+
+def resolve_retag(params: Mapping[str, Any], variable: Callable[[str], Any]) -> dict[str, Any]:
+    """The settings of a ``vtag_retag`` run (Params > Variables > job conf) and its argument lists.
+
+    ``plan_args``: ``vtag retag plan``; ``month_args``: one ``vtag retag run`` per calendar month of the
+    range (spark-submit); ``verify_args``: ``vtag quality`` over the range at the target taxonomy.
+    """
+    missing = [k for k in ("from_taxonomy", "to_taxonomy", "bundle", "start", "end") if not params.get(k)]
+    if missing:
+        raise ValueError(f"vtag_retag needs the Params {missing}")
+    start, end = (date.fromisoformat(str(params[k])).isoformat() for k in ("start", "end"))
+    windows = month_windows(start, end)
+    job_conf_path = abspath(_pick(params, variable, "job_conf", DEFAULT_JOB_CONF))
+    jc = read_job_conf(job_conf_path)
+    warehouse = abspath(_pick(params, variable, "warehouse", jc.get("warehouse")))
+    dump_root = abspath(_pick(params, variable, "dump_root", jc.get("dump_root")))
+    src, dst, bundle = (abspath(params[k]) for k in ("from_taxonomy", "to_taxonomy", "bundle"))
+    overrides = _overrides(params.get("conf"), "Param conf")
+    cli_conf = _overrides(variable("vtag_cli_conf") or DEFAULTS["cli_conf"], "Variable vtag_cli_conf")
+    taxa = ["--from", src, "--to", dst]
+    where = (["--warehouse", warehouse] if warehouse else []) + ["--job-conf", job_conf_path]
+    on_worker = [a for kv in overrides + cli_conf for a in ("--conf", kv)]
+    on_spark = [a for kv in overrides for a in ("--conf", kv)]
+    dry = ["--dry-run"] if params.get("dry_run") else []
+    month_args = [
+        ["retag", "run", *taxa, "--start", a, "--end", b, "--bundle", bundle,
+         *(["--dump-root", dump_root] if dump_root else []), *where, *on_spark, *dry]
+        for a, b in windows
+    ]
+    verify_args = ["quality", "--start", start, "--end", end, *where, "--expect-taxonomy", dst, "--skip-drift",
+                   "--max-quarantine-rate", "1", "--min-rows", "0", *on_worker, "--json"]
+    return {
+        "start": start,
+        "end": end,
+        "months": [a[:7] for a, _ in windows],
+        "dry_run": bool(params.get("dry_run")),
+        "plan_args": ["retag", "plan", *taxa, "--start", start, "--end", end, *where, *on_worker, "--json"],
+        "month_args": month_args,
+        "verify_args": verify_args,
+        **spark_submit_options(jc, overrides),
+    }
