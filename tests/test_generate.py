@@ -25,7 +25,7 @@ EXPECTED = [
 ]
 DESIGN_TO_ARROW = {"string": "string", "binary": "binary", "int": "int32", "timestamp": "timestamp[us, tz=UTC]"}
 DESIGN_TO_SPARK = {"string": "string", "binary": "binary", "int": "int", "timestamp": "timestamp"}
-SMALL = {"context.uploaders": 400, "rows_per_partition": 150, "batch_rows": 100}
+SMALL = {"context.uploaders": 400, "rows_per_partition": 100, "batch_rows": 50}
 
 
 def _design_table() -> list[tuple[str, str]]:
@@ -181,9 +181,9 @@ def dumps(spark, tiny_taxonomy_path, tmp_path_factory):
     root = tmp_path_factory.mktemp("gen")
     kw = dict(labeled=True, bad_rate=0.08, seed=7, overrides=SMALL)
     out = {}
-    out["pq"] = (root / "pq", generate(spark, tiny_taxonomy_path, root / "pq", "2026-11-20", 2, 300, **kw))
-    out["pq2"] = (root / "pq2", generate(spark, tiny_taxonomy_path, root / "pq2", "2026-11-20", 1, 300, **kw))
-    out["js"] = (root / "js", generate(spark, tiny_taxonomy_path, root / "js", "2026-11-20", 1, 300, fmt="jsonl",
+    out["pq"] = (root / "pq", generate(spark, tiny_taxonomy_path, root / "pq", "2026-11-20", 2, 200, **kw))
+    out["pq2"] = (root / "pq2", generate(spark, tiny_taxonomy_path, root / "pq2", "2026-11-20", 1, 200, **kw))
+    out["js"] = (root / "js", generate(spark, tiny_taxonomy_path, root / "js", "2026-11-20", 1, 200, fmt="jsonl",
                                        cover_mode="uri", **kw))
     return out
 
@@ -230,7 +230,7 @@ def test_parquet_dump_reads_back_and_matches_manifest(spark, dumps, tiny_taxonom
         expected = to_spark(LABELED_SCHEMA)
         assert [(f.name, f.dataType) for f in df.schema] == [(f.name, f.dataType) for f in expected]
         pdf = df.toPandas()
-        assert len(pdf) == m["rows"] == 300
+        assert len(pdf) == m["rows"] == 200
         assert m["bad_rows"] > 0 and set(m["bad_by_kind"]) == {
             "null_video_id", "duplicate_video_id", "undecodable_cover", "empty_title_no_cover", "overlong_field"}
         assert _count_bad(pdf, None) == m["bad_by_kind"]
@@ -265,7 +265,7 @@ def test_jsonl_dump_reads_back_with_corrupt_records(spark, dumps):
     df = (spark.read.schema(schema).option("mode", "PERMISSIVE")
           .option("columnNameOfCorruptRecord", "_corrupt_record").json(str(day)))
     pdf = df.toPandas()
-    assert len(pdf) == m["rows"] == 300
+    assert len(pdf) == m["rows"] == 200
     corrupt = pdf["_corrupt_record"].notna()
     kinds = m["bad_by_kind"]
     assert int(corrupt.sum()) == kinds["invalid_utf8"] + kinds["wrong_types"] > 0

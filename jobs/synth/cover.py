@@ -21,7 +21,7 @@ import subprocess
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from .world import CoverSig
 
@@ -68,6 +68,12 @@ def _font(size: int):
     return ImageFont.truetype(p, size) if p else None
 
 
+def _ramp(c1, c2) -> np.ndarray:
+    t = np.arange(_RAMP, dtype=np.float32)[:, None] / (_RAMP - 1)
+    a, b = np.asarray(c1, np.float32), np.asarray(c2, np.float32)
+    return (a + t * (b - a)).astype(np.uint8)
+
+
 def _jitter(rng: np.random.Generator, rgb, amount: float) -> tuple[int, int, int]:
     v = rng.normal(0, amount, 3)
     return tuple(min(255, max(0, int(c + x))) for c, x in zip(rgb, v))
@@ -87,9 +93,12 @@ def _star(cx: float, cy: float, r: float, rot: float) -> list[tuple[float, float
     return pts
 
 
+_RAMP = 64
+
+
 @lru_cache(maxsize=32)
-def _gradient(gdir: int, w: int, h: int) -> np.ndarray:
-    """``[h, w, 1]`` float32 in 0..1: vertical, horizontal or diagonal ramp."""
+def _gradient_index(gdir: int, w: int, h: int) -> np.ndarray:
+    """``[h, w]`` indices into a ``_RAMP``-step colour ramp: vertical, horizontal or diagonal."""
     if gdir == 2:
         yy, xx = np.mgrid[0:h, 0:w]
         g = (xx / max(w - 1, 1) + yy / max(h - 1, 1)) / 2
@@ -97,7 +106,46 @@ def _gradient(gdir: int, w: int, h: int) -> np.ndarray:
         g = np.broadcast_to(np.linspace(0.0, 1.0, w)[None, :], (h, w))
     else:
         g = np.broadcast_to(np.linspace(0.0, 1.0, h)[:, None], (h, w))
-    return np.ascontiguousarray(g, dtype=np.float32)[..., None]
+    return np.rint(g * (_RAMP - 1)).astype(np.intp)
+
+
+_N_TILES = 64
+
+
+@lru_cache(maxsize=8)
+def _noise_bank(w: int, h: int, noise: float) -> list:
+    """``_N_TILES`` fixed pixel-noise RGB tiles centred on 128 (uniform, std ``noise``; half resolution)."""
+    half = int(noise * 1.732)
+    rng = np.random.default_rng(0xC0FE)
+    nz = rng.integers(128 - half, 128 + half + 1, (_N_TILES, (h + 1) // 2, (w + 1) // 2, 3), dtype=np.int16)
+    nz = np.repeat(np.repeat(nz, 2, axis=1), 2, axis=2)[:, :h, :w].astype(np.uint8)
+    return [Image.fromarray(np.ascontiguousarray(t), "RGB") for t in nz]
+
+
+@lru_cache(maxsize=4096)
+def _text_masks(text: str, size: int, vertical: bool, stroke: int):
+    """(fill mask, stroke mask) 'L' images of ``text`` at ``size`` (cached: titles repeat hooks)."""
+    f = _font(size)
+    n = max(len(text), 1)
+    pad = stroke + 2
+    if vertical:
+        box = (size + 2 * pad, size * n + 2 * pad)
+    else:
+        l, t, r, b = f.getbbox(text, stroke_width=stroke)
+        box = (r - l + 2 * pad, b - t + 2 * pad)
+    fill, edge = Image.new("L", box, 0), Image.new("L", box, 0)
+    df, de = ImageDraw.Draw(fill), ImageDraw.Draw(edge)
+    if vertical:
+        for i, ch in enumerate(text):
+            l, t, r, _ = f.getbbox(ch)
+            xy = (pad + (size - (r - l)) // 2 - l, pad + i * size - t)
+            de.text(xy, ch, font=f, fill=255, stroke_width=stroke, stroke_fill=255)
+            df.text(xy, ch, font=f, fill=255)
+    else:
+        l, t, _, _ = f.getbbox(text, stroke_width=stroke)
+        de.text((pad - l, pad - t), text, font=f, fill=255, stroke_width=stroke, stroke_fill=255)
+        df.text((pad - l, pad - t), text, font=f, fill=255)
+    return fill, edge
 
 
 # layouts: (text band box as fractions x0, y0, x1, y1 ; shape area x0, y0, x1, y1 ; gradient direction)
@@ -133,10 +181,14 @@ def render_cover(
         accent, accent2 = _jitter(rng, sig.accent, 10), _jitter(rng, sig.accent2, 10)
         layout, shape, icon = sig.layout, sig.shape, sig.icon
     tbox, sbox, gdir = _LAYOUTS[layout]
-    g = _gradient(gdir, w, h)
-    c1, c2 = np.asarray(bg1, np.float32), np.asarray(bg2, np.float32)
-    arr = c1 + g * (c2 - c1)
-    img = Image.fromarray(arr.astype(np.uint8), "RGB")
+    ramp = _ramp(bg1, bg2)
+    if gdir == 2:
+        arr = ramp[_gradient_index(gdir, w, h)]
+    elif gdir in (1, 3):
+        arr = np.broadcast_to(ramp[_gradient_index(gdir, w, h)[0]][None, :, :], (h, w, 3))
+    else:
+        arr = np.broadcast_to(ramp[_gradient_index(gdir, w, h)[:, 0]][:, None, :], (h, w, 3))
+    img = Image.fromarray(np.ascontiguousarray(arr), "RGB")
     d = ImageDraw.Draw(img)
     # shapes in the shape area
     sx0, sy0, sx1, sy1 = sbox[0] * w, sbox[1] * h, sbox[2] * w, sbox[3] * h
@@ -175,31 +227,22 @@ def render_cover(
         n = max(len(text), 1)
         size = int(min((bw * 0.9) / (1 if vertical else n), (bh * 0.85) / (n if vertical else 1)))
         size = max(10, min(size, int(0.45 * h)))
-        f = _font(size)
         colour = (255, 255, 255) if rng.random() < 0.6 else (255, 226, 64)
-        if vertical:
-            y = by0 + (bh - size * n) / 2
-            for ch in text:
-                d.text((bx0 + (bw - size) / 2, y), ch, font=f, fill=colour, stroke_width=1, stroke_fill=(0, 0, 0))
-                y += size
-        else:
-            l, tp, r, b = d.textbbox((0, 0), text, font=f)
-            d.text((bx0 + (bw - (r - l)) / 2 - l, by0 + (bh - (b - tp)) / 2 - tp), text, font=f, fill=colour,
-                   stroke_width=max(1, size // 12), stroke_fill=(0, 0, 0))
-    # brightness jitter + pixel noise (at half resolution, upsampled: cheap)
-    a = np.asarray(img, dtype=np.int16)
+        stroke = 1 if vertical else max(1, size // 12)
+        fill, edge = _text_masks(text, size, vertical, stroke)
+        x = int(bx0 + (bw - fill.width) / 2)
+        y = int(by0 + (bh - fill.height) / 2)
+        img.paste((0, 0, 0), (x, y, x + fill.width, y + fill.height), edge)
+        img.paste(colour, (x, y, x + fill.width, y + fill.height), fill)
+    # brightness jitter + pixel noise (one of the fixed tiles), clipped
     gain = int(rng.normal(0, 10.0))
     if noise > 0:
-        # uniform noise with the configured std, at half resolution, upsampled
-        half = int(noise * 1.732)
-        nz = rng.integers(-half, half + 1, ((h + 1) // 2, (w + 1) // 2, 3), dtype=np.int16) + gain
-        a += np.repeat(np.repeat(nz, 2, axis=0), 2, axis=1)[:h, :w]
+        tile = _noise_bank(w, h, float(noise))[int(rng.integers(_N_TILES))]
+        img = ImageChops.add(img, tile, 1.0, gain - 128)
     elif gain:
-        a += gain
-    np.clip(a, 0, 255, out=a)
-    a = a.astype(np.uint8)
+        img = img.point(lambda v: min(255, max(0, v + gain)))
     buf = io.BytesIO()
-    Image.fromarray(a, "RGB").save(buf, format="JPEG", quality=int(quality), optimize=False)
+    img.save(buf, format="JPEG", quality=int(quality), optimize=False)
     return buf.getvalue()
 
 

@@ -75,6 +75,7 @@ class TextMaker:
         self.leaf_words: list[list[str]] = []
         self.leaf_ents: list[list[str]] = []
         self.anc_words: list[list[tuple[str, float]]] = []
+        self.anc_cdf: list[np.ndarray] = []
         self.l1_words: list[list[str]] = []
         self.zone: list[list[str]] = []
         self.ip_ok: list[bool] = []
@@ -89,6 +90,11 @@ class TextMaker:
                 anc += [(w, wgt) for w in lex.node_words(a)]
                 anc += [(w, 0.5 * wgt) for w in lex.entities.get(a, [])]
             self.anc_words.append(anc)
+            if anc:
+                cw = np.cumsum([a[1] for a in anc])
+                self.anc_cdf.append(cw / cw[-1])
+            else:
+                self.anc_cdf.append(np.zeros(0))
             l1 = path[0]
             self.l1_words.append(lex.node_words(l1) + lex.entities.get(l1, []))
             zt: list[str] = []
@@ -105,8 +111,7 @@ class TextMaker:
         anc = self.anc_words[k]
         if not anc:
             return None
-        p = np.array([a[1] for a in anc])
-        return anc[int(rng.choice(len(anc), p=p / p.sum()))][0]
+        return anc[min(int(np.searchsorted(self.anc_cdf[k], rng.random())), len(anc) - 1)][0]
 
     def _topic(self, rng, k: int) -> tuple[str, bool]:
         """A topic word and whether it is leaf-specific."""

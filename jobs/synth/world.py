@@ -60,6 +60,36 @@ class CoverSig:
     icon: int  # polygon sides of the corner icon, 3..8
 
 
+def sibling_sets(tax: Taxonomy, conf: dict) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(text-blind, cover-blind) parents -> their leaf children. Depends on the taxonomy and the
+    ``sets`` rates only (a hash of the parent id decides), not on the seed."""
+    s = conf["sets"]
+    r1, r2 = float(s["text_blind_rate"]), float(s["cover_blind_rate"])
+    tb: dict[str, list[str]] = {}
+    cb: dict[str, list[str]] = {}
+    for n in tax.nodes:
+        kids = [c for c in n.children if tax.by_id[c].is_leaf]
+        if len(kids) < 2:
+            continue
+        u = hash01("sibling-set", n.id)
+        if u < r1:
+            tb[n.id] = kids
+        elif u < r1 + r2:
+            cb[n.id] = kids
+    return tb, cb
+
+
+def sets_markdown(tax: Taxonomy, conf: dict) -> str:
+    """The sibling sets as a Markdown table (for docs/generator.md)."""
+    tb, cb = sibling_sets(tax, conf)
+    lines = ["| set | parent | leaves (Chinese names) |", "|---|---|---|"]
+    for label, sets in (("text-blind", tb), ("cover-blind", cb)):
+        for p, kids in sets.items():
+            names = "、".join(tax.by_id[k].name for k in kids)
+            lines.append(f"| {label} | `{p}` {' / '.join(tax.path_names(p))} | {names} |")
+    return "\n".join(lines)
+
+
 class World:
     def __init__(self, tax: Taxonomy, conf: dict, seed: int, lex: Lexicon):
         self.tax, self.conf, self.seed, self.lex = tax, conf, int(seed), lex
@@ -82,33 +112,17 @@ class World:
 
     # ------------------------------------------------------------------ sibling sets
     def _sibling_sets(self) -> None:
-        tax, s = self.tax, self.conf["sets"]
-        self.text_blind_parents: list[str] = []
-        self.cover_blind_parents: list[str] = []
-        for n in tax.nodes:
-            leaf_kids = [c for c in n.children if tax.by_id[c].is_leaf]
-            if len(leaf_kids) < 2:
-                continue
-            u = hash01("sibling-set", n.id)
-            if u < float(s["text_blind_rate"]):
-                self.text_blind_parents.append(n.id)
-            elif u < float(s["text_blind_rate"]) + float(s["cover_blind_rate"]):
-                self.cover_blind_parents.append(n.id)
-        tb, cb = set(self.text_blind_parents), set(self.cover_blind_parents)
-        self.text_blind = np.array([tax.by_id[l].parent in tb for l in self.leaf_ids], dtype=bool)
-        self.cover_blind = np.array([tax.by_id[l].parent in cb for l in self.leaf_ids], dtype=bool)
+        tb, cb = sibling_sets(self.tax, self.conf)
+        self.text_blind_parents, self.cover_blind_parents = list(tb), list(cb)
+        tbl = {lf for kids in tb.values() for lf in kids}
+        cbl = {lf for kids in cb.values() for lf in kids}
+        self.text_blind = np.array([lf in tbl for lf in self.leaf_ids], dtype=bool)
+        self.cover_blind = np.array([lf in cbl for lf in self.leaf_ids], dtype=bool)
 
     def sibling_sets(self) -> dict[str, dict[str, list[str]]]:
         """``{"text_blind": {parent: [leaf, ...]}, "cover_blind": {...}}`` (leaf children only)."""
-        tax = self.tax
-
-        def kids(p):
-            return [c for c in tax.by_id[p].children if tax.by_id[c].is_leaf]
-
-        return {
-            "text_blind": {p: kids(p) for p in self.text_blind_parents},
-            "cover_blind": {p: kids(p) for p in self.cover_blind_parents},
-        }
+        tb, cb = sibling_sets(self.tax, self.conf)
+        return {"text_blind": tb, "cover_blind": cb}
 
     # ------------------------------------------------------------------ covers
     def _covers(self, rng: np.random.Generator) -> None:
@@ -225,6 +239,27 @@ class World:
         self.leaf_index = np.array([tax.index[l] for l in self.leaf_ids], dtype=np.int64)
 
 
+_LEX_CACHE: dict[tuple, Lexicon] = {}
+
+
+def _lexicon(tax_text: str, tax: Taxonomy, conf: dict) -> Lexicon:
+    """The lexicon depends only on the taxonomy and the seeds (not on the other knobs): cached."""
+    shared = resolve_shared_data(conf)
+    use = bool(conf["text"].get("use_shared_data", True))
+    key = (hashlib.sha256(tax_text.encode("utf-8")).hexdigest(), str(shared), use)
+    lex = _LEX_CACHE.get(key)
+    if lex is None:
+        seeds = load_seeds(shared if use else Path("/nonexistent"))
+        if not seeds.found:
+            log.warning("shared data not found at %s (or disabled): using reduced lexicons "
+                        "(taxonomy names + curated extras)", shared)
+        lex = build_lexicon(tax, seeds)
+        if len(_LEX_CACHE) >= 3:
+            _LEX_CACHE.pop(next(iter(_LEX_CACHE)))
+        _LEX_CACHE[key] = lex
+    return lex
+
+
 def world_key(tax_text: str, conf: dict, seed: int) -> str:
     return hashlib.sha256(f"{tax_text}\x00{config_hash(conf)}\x00{seed}".encode("utf-8")).hexdigest()[:24]
 
@@ -238,11 +273,7 @@ def get_world(tax_text: str, conf: dict, seed: int, source: str = "<generate>") 
             import yaml
 
             tax = Taxonomy.from_dict(yaml.safe_load(tax_text), source=source)
-            shared = resolve_shared_data(conf)
-            seeds = load_seeds(shared) if conf["text"].get("use_shared_data", True) else load_seeds(Path("/nonexistent"))
-            if not seeds.found:
-                log.warning("shared data not found at %s: using reduced lexicons (taxonomy names + curated extras)", shared)
-            lex = build_lexicon(tax, seeds)
+            lex = _lexicon(tax_text, tax, conf)
             w = World(tax, conf, seed, lex)
             while len(_CACHE) >= 3:
                 _CACHE.pop(next(iter(_CACHE)))
