@@ -4,7 +4,7 @@ The bundle is run through :class:`models.predictor.Predictor` (the production co
 decoded output is scored with :func:`hierarchy.metrics.evaluate`: leaf accuracy, accuracy per
 level, hierarchical precision / recall / F1 (micro and macro F1), AU(PRC) of the consistent
 scores, and the violation rate of the decoded label sets — overall and per level-1 subtree (rows
-whose true level-1 category is that node). The report is printed (a table, or JSON with
+whose true primary path starts at that node: :func:`hierarchy.metrics.evaluate_by_subtree`). The report is printed (a table, or JSON with
 ``--json``) and saved as JSON (``--out``, default ``evaluation-<bundle>-<data>.json`` here).
 """
 
@@ -65,7 +65,7 @@ def _plain(d: Mapping[str, Any]) -> dict:
 
 def evaluate_frame(predictor, frame) -> dict:
     """Metrics overall and per level-1 subtree: ``{"overall": {...}, "subtrees": {id: {...}}, ...}``."""
-    from hierarchy.metrics import evaluate
+    from hierarchy.metrics import evaluate, evaluate_by_subtree
 
     tax = predictor.taxonomy
     t0 = time.monotonic()
@@ -74,16 +74,9 @@ def evaluate_frame(predictor, frame) -> dict:
     truth, leaf = true_labels(tax, frame)
     overall = _plain(evaluate(tax, truth, leaf, decoded.labels, decoded.leaf, decoded.consistent))
     subtrees = {}
-    tops = tax.level_indices(1)
-    for top in tops:
-        rows = np.flatnonzero(truth[:, top])
-        if rows.size == 0:
-            continue
-        m = _plain(
-            evaluate(tax, truth[rows], leaf[rows], decoded.labels[rows], decoded.leaf[rows], decoded.consistent[rows])
-        )
-        m["name"] = tax.nodes[top].name
-        subtrees[tax.ids[top]] = m
+    by_top = evaluate_by_subtree(tax, truth, leaf, decoded.labels, decoded.leaf, decoded.consistent)
+    for top, m in by_top.items():
+        subtrees[top] = {**_plain(m), "name": tax.node(top).name}
     return {
         "overall": overall,
         "subtrees": subtrees,
@@ -117,7 +110,7 @@ def render(report: Mapping[str, Any]) -> None:
     console.print(t)
     if report.get("subtrees"):
         cols = [k for k in ("n", "leaf_acc", "level2_acc", "hf1", "auprc", "violations") if k in ov]
-        s = Table(title="per level-1 subtree (rows whose true level-1 node it is)")
+        s = Table(title="per level-1 subtree (rows whose true primary path starts there)")
         s.add_column("level-1")
         for c in cols:
             s.add_column(c, justify="right")

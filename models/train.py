@@ -354,6 +354,7 @@ def train(
     data_desc: Mapping[str, Any] | None = None,
     write_bundle: bool = True,
     featurizer=None,
+    init_weights: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train a model on ``train_frames`` (a labeled frame or a list of them) and write a bundle.
 
@@ -362,7 +363,9 @@ def train(
     ``train_frames``). ``max_minutes``: wall-clock budget; when spent the run stops after the
     current optimizer step, checkpoints, and still writes the bundle. ``device``: 'cpu', 'cuda',
     'cuda:N' or None (CUDA when available; under DDP the local rank's GPU). ``featurizer``: a fitted
-    featurizer to reuse (benches); default: fitted here. Returns a :class:`TrainResult`.
+    featurizer to reuse (benches); default: fitted here. ``init_weights``: a (partial) state dict to
+    start from (warm start, e.g. fine-tuning after a frozen-backbone run); shapes must match.
+    Returns a :class:`TrainResult`.
     """
     import numpy as np
     import torch
@@ -449,7 +452,13 @@ def train(
 
     # --- model / optimizer
     seed_everything(seed)
-    model = create_model(config, taxonomy, featurizer).to(dev)
+    model = create_model(config, taxonomy, featurizer)
+    if init_weights is not None and not state:
+        missing, unexpected = model.load_state_dict(dict(init_weights), strict=False)
+        if unexpected:
+            raise ValueError(f"init_weights has keys the model lacks: {list(unexpected)[:5]}")
+        log.info("warm start: %d tensors loaded, %d kept from init", len(init_weights), len(missing))
+    model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     raw_model = model
@@ -459,7 +468,7 @@ def train(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(raw_model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                    find_unused_parameters=bool(settings.get("find_unused_parameters", True)))
+                    find_unused_parameters=bool(settings.get("find_unused_parameters", False)))
 
     batch_size = int(settings["batch_size"])
     accum = max(1, int(settings["grad_accum"]))

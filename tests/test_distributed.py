@@ -1,0 +1,38 @@
+"""Scale-out training: ``TorchDistributor`` in local mode, 2 CPU processes (DDP over gloo)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_train_support import tiny_config, tiny_frame, tiny_taxonomy, tmp_root
+
+from models.data import write_dump
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_torch_distributor_local_two_processes_writes_a_loadable_bundle(spark, tiny_taxonomy_path):
+    from models.distributed import run_distributed
+    from models.predictor import Predictor
+
+    root = tmp_root()
+    frame = tiny_frame()
+    write_dump(frame, root / "dump", "2024-05-01")
+    # text + context only: each torchrun worker then skips importing timm/torchvision (CPU-bound here)
+    cfg = tiny_config(epochs=2, batch_size=8)
+    cfg["modalities"] = ["text", "context"]
+    res = run_distributed(cfg, str(root / "dump"), root / "bundle", num_processes=2, local_mode=True,
+                          use_gpu=False, taxonomy=tiny_taxonomy_path, threads=1)
+    assert res["world_size"] == 2 and res["stopped"] == "epochs"
+    per_rank = -(-res["train_rows"] // 2)
+    assert res["steps"] == 2 * -(-per_rank // 8)  # each rank trained on half of every epoch
+    assert [h["epoch"] for h in res["history"]] == [1, 2]
+    p = Predictor.load(root / "bundle", device="cpu", expected_taxonomy_version=tiny_taxonomy().version)
+    assert p.model_version == res["model_version"]
+    out = p.predict(frame.iloc[:5])
+    assert len(out) == 5 and out["leaf_id"].notna().all()
+    card = (root / "bundle" / "MODEL_CARD.md").read_text()
+    assert "x2" in card  # device: cpu x2
+    state = json.loads((root / "bundle" / "checkpoint" / "state.json").read_text())
+    assert state["world_size"] == 2
