@@ -307,10 +307,14 @@ class Taxonomy:
         for a, bs in self.constraints.requires.items():
             for b in bs:
                 req[self.index[a], self.index[b]] = True
+        # Boolean products as float32 matmuls (BLAS): counts stay below 2**24, so they are exact,
+        # and numpy's integer matmul is ~100x slower (seconds for ~1000 nodes).
+        req32 = req.astype(np.float32)
+        up32 = self._ancestor_matrix.T.astype(np.float32)
         while True:
             # rows reached by a required node bring in that node's closure
-            nxt = c | ((c.astype(np.int32) @ req.astype(np.int32)) > 0)
-            nxt = nxt | ((nxt.astype(np.int32) @ self._ancestor_matrix.T.astype(np.int32)) > 0)
+            nxt = c | ((c.astype(np.float32) @ req32) > 0)
+            nxt = nxt | ((nxt.astype(np.float32) @ up32) > 0)
             if (nxt == c).all():
                 return c
             c = nxt
@@ -358,7 +362,7 @@ class Taxonomy:
                 raise TaxonomyError(src, a, f"cooccur strength {s} with {b!r} is outside (0, 1]")
         # A node whose implied set breaks an exclusive group can never be tagged consistently.
         clo = self.closure_matrix
-        bad = (clo.astype(np.int32) @ self.exclusive_matrix.astype(np.int32)) > 0
+        bad = (clo.astype(np.float32) @ self.exclusive_matrix.astype(np.float32)) > 0
         bad &= clo
         rows = np.flatnonzero(bad.any(axis=1))
         if rows.size:
