@@ -419,6 +419,14 @@ def build_v2(src_dir: Path, v1_tax: Taxonomy, v1_rows: list[dict], v1_cons: dict
     unknown = set(edits) - set(EDIT_KINDS) - {"constraints"}
     if unknown:
         raise BuildError(f"v2_edits.yaml: unknown sections {sorted(unknown)}")
+    allowed = {"rename": {"id", "name", "name_en", "why"}, "move": {"id", "parent", "why"},
+               "split": {"id", "into", "why"}, "merge": {"ids", "into", "why"},
+               "add": {"id", "parent", "name", "name_en", "source", "why"}, "remove": {"id", "why"}}
+    for kind in EDIT_KINDS:
+        for e in edits.get(kind) or []:
+            extra = set(e) - allowed[kind]
+            if extra:  # e.g. an unquoted comma in a flow mapping turns the rest into a key
+                raise BuildError(f"v2_edits.yaml {kind} {e.get('id') or e.get('ids')}: unexpected keys {sorted(extra)}")
     rows, replaced, removed, new_rows = apply_edits(v1_rows, edits)
     counts = check_sources(new_rows, keys) if keys is not None else None
     notes: list[str] = []
