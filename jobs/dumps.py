@@ -40,6 +40,10 @@ READ_SCHEMA = T.StructType(
 )
 
 
+#: file endings read as JSON Lines (``vtag generate`` writes them as Spark text parts, ``*.txt``)
+JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".txt", ".txt.gz")
+
+
 class DumpNotReadyError(RuntimeError):
     """The day's directory is missing, empty or lacks its ``_SUCCESS`` marker."""
 
@@ -62,7 +66,7 @@ def detect_format(names: list[str]) -> str:
     data = [n for n in names if not n.startswith(("_", "."))]
     if any(n.endswith(".parquet") for n in data):
         return "parquet"
-    if any(n.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")) for n in data):
+    if any(n.endswith(JSONL_SUFFIXES) for n in data):
         return "jsonl"
     raise DumpNotReadyError(f"no .parquet or .jsonl files among {sorted(data)[:10]}")
 
@@ -213,5 +217,6 @@ def _parse_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 def _read_jsonl(spark: SparkSession, path: str) -> DataFrame:
     # as bytes: Spark keeps a line's bytes as they are, and Python decides whether they are UTF-8
-    text = spark.read.option("pathGlobFilter", "*.json*").text(path).select(F.col("value").cast("binary"))
+    glob = "*.{" + ",".join(x.lstrip(".") for x in JSONL_SUFFIXES) + "}"
+    text = spark.read.option("pathGlobFilter", glob).text(path).select(F.col("value").cast("binary"))
     return text.mapInPandas(_parse_partition, READ_SCHEMA)

@@ -271,7 +271,7 @@ def run(
             n_reinfer = classified.where(F.col("_action") == "reinfer").count()
             if n_reinfer:
                 ids = classified.where(F.col("_action") == "reinfer").select("video_id")
-                raw = mark(read_day(spark, dump_root, p.dt)).where(F.col("reason").isNull())
+                raw = mark(read_day(spark, dump_root, p.dt), str(conf.get("corrupt_cover", "quarantine"))).where(F.col("reason").isNull())
                 inputs = resolve_covers(spark, raw.join(ids, "video_id", "inner")).select(*MODEL_INPUT_COLUMNS)
                 n_found = inputs.count()
                 if n_found != n_reinfer:

@@ -163,7 +163,7 @@ def tag_day(
             ensure_table(spark, conf, name)
 
         raw = read_day(spark, dump_root, dt, fmt=fmt, require_success=require_success)
-        marked = mark(raw).persist(StorageLevel.MEMORY_AND_DISK)
+        marked = mark(raw, str(conf.get("corrupt_cover", "quarantine"))).persist(StorageLevel.MEMORY_AND_DISK)
         valid = marked.where(F.col("reason").isNull())
         rejected = marked.where(F.col("reason").isNotNull())
         rows_read = marked.count()

@@ -10,20 +10,26 @@ reason                 the row ...
 ``wrong_type:<col>``   has a value of the wrong type in ``<col>``
 ``null_video_id``      has no ``video_id`` (null or blank)
 ``overlong:<col>``     has a field past its limit (``models.schema.MAX_*``)
-``cover_not_image``    has ``cover`` bytes that start with neither a JPEG nor a PNG signature
+``undecodable_cover``  has ``cover`` bytes that do not decode as a JPEG or PNG image (random bytes,
+                       a truncated file) — under the default ``corrupt_cover: quarantine``
 ``empty_content``      has no title, no description and no cover at all: nothing to tag from
 ``invalid_duration``   has a negative ``duration_s``
 ``duplicate_video_id`` repeats a ``video_id`` of the day; the latest upload is kept (ties broken
                        by a hash of the raw row), the others are quarantined
 =====================  ===================================================================
 
-A cover that looks like an image but does not decode (truncated, corrupt) is not a bad row: it is
-a missing modality, tagged with ``cover_missing = true`` (DESIGN.md, "The model"). So is a
-``cover_uri`` that resolves to no file.
+Corrupt covers: DESIGN.md treats a corrupt cover as a missing modality, and the model does (the
+``Predictor`` tags such a row with ``cover_missing = true``). The job's policy is a setting,
+``corrupt_cover``: ``quarantine`` (the default: the upstream defect is surfaced with its reason, and
+the row is re-tagged once the cover is fixed) or ``tag`` (tag from text and context, flag
+``cover_missing``). A ``cover_uri`` that resolves to no file is always a missing modality.
 """
 
 from __future__ import annotations
 
+import io
+
+import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -46,16 +52,45 @@ def _blank(c: Column) -> Column:
     return c.isNull() | (F.trim(c) == "")
 
 
-def row_reason() -> Column:
+def cover_decodes(covers: pd.Series) -> pd.Series:
+    """True where the bytes are a JPEG/PNG that decodes completely (null -> True: nothing to decode)."""
+    from PIL import Image
+
+    def ok(b) -> bool:
+        if b is None or len(b) == 0:
+            return True
+        b = bytes(b)
+        if not (b.startswith(JPEG_MAGIC) or b.startswith(PNG_MAGIC)):
+            return False
+        try:
+            with Image.open(io.BytesIO(b)) as im:
+                im.draft("RGB", (64, 64))  # JPEG: decode at reduced scale, enough to find corruption
+                im.load()
+            return True
+        except Exception:
+            return False
+
+    return covers.map(ok).astype(bool)
+
+
+_cover_decodes_udf = F.pandas_udf(cover_decodes, "boolean")
+
+
+def row_reason(corrupt_cover: str = "quarantine") -> Column:
     """The reason a row is invalid on its own (duplicates aside), or null."""
+    if corrupt_cover not in ("quarantine", "tag"):
+        raise ValueError(f"corrupt_cover must be 'quarantine' or 'tag', got {corrupt_cover!r}")
     cover = F.col("cover")
-    is_image = F.substring(cover, 1, 3) == F.lit(JPEG_MAGIC)
-    is_image = is_image | (F.substring(cover, 1, 8) == F.lit(PNG_MAGIC))
     checks = [F.col("_read_error"), F.when(_blank(F.col("video_id")), F.lit("null_video_id"))]
     for col, limit in LIMITS.items():
         checks.append(F.when(F.char_length(col) > limit, F.lit(f"overlong:{col}")))
     checks.append(F.when(F.octet_length(cover) > MAX_COVER_BYTES, F.lit("overlong:cover")))
-    checks.append(F.when(cover.isNotNull() & (F.octet_length(cover) > 0) & ~is_image, F.lit("cover_not_image")))
+    if corrupt_cover == "quarantine":
+        checks.append(
+            F.when(
+                cover.isNotNull() & (F.octet_length(cover) > 0) & ~_cover_decodes_udf(cover), F.lit("undecodable_cover")
+            )
+        )
     no_cover = (cover.isNull() | (F.octet_length(cover) == 0)) & _blank(F.col("cover_uri"))
     checks.append(
         F.when(_blank(F.col("title")) & _blank(F.col("description")) & no_cover, F.lit("empty_content"))
@@ -64,9 +99,9 @@ def row_reason() -> Column:
     return F.coalesce(*checks)
 
 
-def mark(df: DataFrame) -> DataFrame:
+def mark(df: DataFrame, corrupt_cover: str = "quarantine") -> DataFrame:
     """``df`` from :func:`jobs.dumps.read_day` plus ``reason``: null for a valid row, else why not."""
-    marked = df.withColumn("reason", row_reason())
+    marked = df.withColumn("reason", row_reason(corrupt_cover))
     ok = F.col("reason").isNull()
     # valid rows rank first, so an invalid row never makes a valid one look like a duplicate
     w = Window.partitionBy("video_id").orderBy(
@@ -78,7 +113,7 @@ def mark(df: DataFrame) -> DataFrame:
     ).drop("_dup_rank")
 
 
-def split_valid(df: DataFrame) -> tuple[DataFrame, DataFrame]:
+def split_valid(df: DataFrame, corrupt_cover: str = "quarantine") -> tuple[DataFrame, DataFrame]:
     """(valid rows, rejected rows) of ``mark(df)``: each input row lands on exactly one side."""
-    marked = mark(df)
+    marked = mark(df, corrupt_cover)
     return marked.where(F.col("reason").isNull()), marked.where(F.col("reason").isNotNull())

@@ -45,11 +45,11 @@ def _row(vid, **kw):
 PARQUET_CASES = [
     (_row("ok1"), None),
     (_row("ok2", cover=None, description=None), None),
-    (_row("ok3", cover=b"\xff\xd8\xff\xe0 truncated jpeg"), None),  # corrupt image: tagged, cover_missing
+    (_row("trunc", cover=_jpeg()[:40]), "undecodable_cover"),
     (_row(None), "null_video_id"),
     (_row("  "), "null_video_id"),
     (_row("long", title="长" * 600), "overlong:title"),
-    (_row("garbage", cover=b"not an image at all"), "cover_not_image"),
+    (_row("garbage", cover=b"not an image at all"), "undecodable_cover"),
     (_row("empty", title="", description=None, cover=None), "empty_content"),
     (_row("neg", duration_s=-5), "invalid_duration"),
     (_row("dup", upload_ts=datetime(2026, 11, 20, 9, tzinfo=timezone.utc)), None),
@@ -88,6 +88,16 @@ def test_parquet_validation_reasons(spark, tmp_path):
     assert got == want
     raw = json.loads(next(r for r in rows if r.video_id == "garbage")._raw)
     assert raw["cover"].startswith("base64:") and "bytes)" in raw["cover"]
+
+
+def test_corrupt_covers_are_tagged_under_the_tag_policy(spark, tmp_path):
+    from jobs.dumps import read_day
+    from jobs.validate import mark
+
+    _write_parquet_day(tmp_path, "2026-11-24", [r for r, _ in PARQUET_CASES])
+    rows = mark(read_day(spark, str(tmp_path), "2026-11-24"), corrupt_cover="tag").select("video_id", "reason")
+    got = {(r.video_id or ""): r.reason for r in rows.collect()}
+    assert got["trunc"] is None and got["garbage"] is None and got["ok1"] is None
 
 
 def test_parquet_wrong_type_is_named(spark, tmp_path):

@@ -53,8 +53,8 @@ def test_local_cluster_two_executors(tmp_path, dump, tiny_bundle, tiny_taxonomy_
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["status"] == "succeeded"
-    assert res["rows_read"] == res["rows_tagged"] + res["rows_quarantined"] == 46
-    assert len(_day_rows(wh, "video_tags", "2026-11-20")) == res["rows_tagged"] == 41
+    assert res["rows_read"] == res["rows_tagged"] + res["rows_quarantined"] == 47
+    assert len(_day_rows(wh, "video_tags", "2026-11-20")) == res["rows_tagged"] == 40
 
 
 def test_killed_run_leaves_previous_version_and_rerun_succeeds(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
@@ -103,8 +103,8 @@ def test_two_days_at_once(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     for d in ("2026-11-20", "2026-11-22"):
-        assert len(_day_rows(wh, "video_tags", d)) == 41
-        assert len(_day_rows(wh, "video_tags_quarantine", d)) == 5
+        assert len(_day_rows(wh, "video_tags", d)) == 40
+        assert len(_day_rows(wh, "video_tags_quarantine", d)) == 7
     runs = _delta(wh, "tag_runs").to_pyarrow_table().to_pylist()
     assert sorted((r["dt"].isoformat(), r["status"]) for r in runs) == [
         ("2026-11-20", "succeeded"), ("2026-11-22", "succeeded")]

@@ -37,7 +37,6 @@ def test_tag_day_end_to_end(spark, tmp_path, tiny_bundle, job_conf):
     r = rows["a-1"]
     assert r.path[-1] == r.leaf_id and r.level1 == r.path_names[0]
     assert all(t.node_id for t in r.tags) and r.taxonomy_version and r.model_version and r.run_id == res.run_id
-    assert rows["a-corrupt"].cover_missing is True
     assert rows["a-0"].cover_missing is True  # no cover at all
     assert rows["a-1"].cover_missing is False
 
@@ -54,12 +53,16 @@ def test_tag_day_end_to_end(spark, tmp_path, tiny_bundle, job_conf):
     pids = {p.name.split("-")[1] for p in loads}
     assert 1 <= len(loads) == len(pids)
 
-    # idempotent rerun: same day replaced, counts unchanged, a second run row
-    res2 = tag_day(spark, job_conf, "2026-11-20", dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))
-    assert (res2.rows_tagged, res2.rows_quarantined) == (res.rows_tagged, res.rows_quarantined)
-    assert tags.count() == len(good)
-    assert {x.run_id for x in spark.read.format("delta").load(table_path(job_conf, "video_tags")).collect()} == {
-        res2.run_id}
+    # rerun of the day with corrupt covers tagged (missing modality) instead of quarantined: both
+    # partitions are replaced, not appended to
+    res2 = tag_day(spark, {**job_conf, "corrupt_cover": "tag"}, "2026-11-20", dump_root=str(tmp_path / "dump"),
+                   bundle=str(tiny_bundle))
+    assert (res2.rows_tagged, res2.rows_quarantined) == (res.rows_tagged + 2, res.rows_quarantined - 2)
+    again = {r.video_id: r for r in spark.read.format("delta").load(table_path(job_conf, "video_tags")).collect()}
+    assert len(again) == len(good) + 2 and {r.run_id for r in again.values()} == {res2.run_id}
+    assert again["a-corrupt"].cover_missing is True and again["a-junk"].cover_missing is True
+    q2 = spark.read.format("delta").load(table_path(job_conf, "video_tags_quarantine")).collect()
+    assert "undecodable_cover" not in {x.reason for x in q2} and len(q2) == len(bad) - 2
 
 
 def test_bundle_of_other_taxonomy_is_refused(spark, tmp_path, tiny_bundle, job_conf):

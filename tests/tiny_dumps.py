@@ -1,4 +1,7 @@
-"""Tiny hand-made dump days with one row of every bad kind, for the tagging-job tests."""
+"""Tiny hand-made dump days with one row of every bad kind, for the tagging-job tests.
+
+``_rows(tag, n)`` -> (n good rows, [(bad row, expected quarantine reason)]).
+"""
 
 from __future__ import annotations
 
@@ -31,11 +34,11 @@ def _rows(tag: str, n_good: int):
         ({**good[0], "video_id": None}, "null_video_id"),
         ({**good[0], "upload_ts": datetime(2026, 11, 19, tzinfo=timezone.utc)}, "duplicate_video_id"),
         ({**good[1], "video_id": f"{tag}-big", "title": "长" * 2000}, "overlong:title"),
-        ({**good[1], "video_id": f"{tag}-junk", "cover": b"junk bytes"}, "cover_not_image"),
+        ({**good[1], "video_id": f"{tag}-junk", "cover": b"junk bytes"}, "undecodable_cover"),
+        ({**good[1], "video_id": f"{tag}-corrupt", "cover": b"\xff\xd8\xff\xe0" + b"\x00" * 40}, "undecodable_cover"),
         ({**good[1], "video_id": f"{tag}-empty", "title": "", "description": None, "cover": None}, "empty_content"),
     ]
-    corrupt = {**good[1], "video_id": f"{tag}-corrupt", "cover": b"\xff\xd8\xff\xe0" + b"\x00" * 40}
-    return good + [corrupt], bad
+    return good, bad
 
 
 def _write_day(root, dt, rows):
