@@ -119,7 +119,7 @@ class _Plan:
             np.maximum(parents, np.take(work, child_r, axis=1), out=parents)
 
 
-_PLANS: "weakref.WeakKeyDictionary[Taxonomy, _Plan]" = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary[Taxonomy, _Plan] = weakref.WeakKeyDictionary()
 
 
 def _plan(taxonomy: Taxonomy) -> _Plan:
@@ -218,7 +218,8 @@ class Decoder:
     """Turns score matrices into label sets for one taxonomy; see the module docstring.
 
     ``thresholds``: one float for every level, or ``{level: float}`` (levels 1..max_depth; missing
-    levels use 0.5). A threshold above 1 switches extras off for that level.
+    levels use 0.5). A threshold above 1 switches extras off for that level. Scores are compared
+    with the thresholds in float32, so a score of 0.9 passes a threshold of 0.9.
     ``max_candidates``: extra-label candidates tried per row (>= 0; 0 = primary path only).
     """
 
