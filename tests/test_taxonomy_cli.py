@@ -105,6 +105,18 @@ def test_show_depth_and_node(capsys):
                                     "  game_ip_wzry  王者荣耀  [leaf]"]
 
 
+def test_show_on_a_terminal_draws_a_rich_tree(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    rc, out, _ = run(capsys, "show", TINY, "--node", "game_ip")
+    assert rc == 0
+    assert "└──" in out or "├──" in out
+    for text in ("game_ip_spiderman", "蜘蛛侠", "3 leaves", "game_ip_wzry"):
+        assert text in out
+    assert "film" not in out
+
+
 @pytest.mark.parametrize("argv, message", [(["--node", "ghost"], "unknown node id 'ghost'"),
                                            (["--depth", "0"], "at least 1")])
 def test_show_bad_arguments(capsys, argv, message):
