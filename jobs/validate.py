@@ -73,9 +73,6 @@ def cover_decodes(covers: pd.Series) -> pd.Series:
     return covers.map(ok).astype(bool)
 
 
-_cover_decodes_udf = F.pandas_udf(cover_decodes, "boolean")
-
-
 def row_reason(corrupt_cover: str = "quarantine") -> Column:
     """The reason a row is invalid on its own (duplicates aside), or null."""
     if corrupt_cover not in ("quarantine", "tag"):
@@ -86,9 +83,11 @@ def row_reason(corrupt_cover: str = "quarantine") -> Column:
         checks.append(F.when(F.char_length(col) > limit, F.lit(f"overlong:{col}")))
     checks.append(F.when(F.octet_length(cover) > MAX_COVER_BYTES, F.lit("overlong:cover")))
     if corrupt_cover == "quarantine":
+        # built here, not at import: workers import this module without a SparkContext
+        decodes = F.pandas_udf(cover_decodes, "boolean")
         checks.append(
             F.when(
-                cover.isNotNull() & (F.octet_length(cover) > 0) & ~_cover_decodes_udf(cover), F.lit("undecodable_cover")
+                cover.isNotNull() & (F.octet_length(cover) > 0) & ~decodes(cover), F.lit("undecodable_cover")
             )
         )
     no_cover = (cover.isNull() | (F.octet_length(cover) == 0)) & _blank(F.col("cover_uri"))
