@@ -1,0 +1,363 @@
+"""The tag tables by name: a catalog database, table and column comments, the analysts' views.
+
+Both query engines see the same names:
+
+* Spark (``vtag sql``, any Spark shell on the same metastore): :func:`register_tables` registers the
+  Delta tables as external tables ``<db>.video_tags``, ``<db>.video_tags_quarantine`` and
+  ``<db>.tag_runs`` (``CREATE TABLE ... USING DELTA LOCATION``; the data stays where the jobs write
+  it) and creates the views of :data:`VIEWS`. The database is the job conf's ``catalog_database``
+  (default ``vtag``; ``catalog.schema`` where the cluster has a multi-level catalog).
+* DuckDB (``vtag query``): :mod:`jobs.query` builds the same views from :func:`view_sql` over Arrow
+  datasets of delta-rs.
+
+Where the names live: Spark's catalog is per session unless ``spark.sql.catalogImplementation`` is
+``hive``. pyspark ships the Hive client and Derby, so the embedded default is a Hive metastore in
+embedded Derby at ``<warehouse>/../.metastore/metastore_db`` (``jobs.spark`` points
+``derby.system.home`` there): registrations persist across sessions. Embedded Derby admits one JVM at
+a time, so ``vtag sql`` enables Hive for itself while the nightly jobs keep the in-memory catalog
+(and can run side by side); on a cluster the jobs register through the shared metastore when the
+conf says ``catalog_register: true`` (:func:`register_if_configured`).
+
+Column comments come from the ``doc`` metadata of ``models/schema.py``; :data:`COLUMN_NOTES` fills in
+the columns that have none yet. A table's comments live in its Delta log, so setting them is a
+metadata commit, made once (only when a comment differs).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from models.schema import MAX_LEVELS, QUARANTINE_SCHEMA, TAG_RUNS_SCHEMA, VIDEO_TAGS_SCHEMA
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+DEFAULT_DATABASE = "vtag"
+TABLE_NAMES = ("video_tags", "video_tags_quarantine", "tag_runs")
+SCHEMAS: dict[str, pa.Schema] = {
+    "video_tags": VIDEO_TAGS_SCHEMA,
+    "video_tags_quarantine": QUARANTINE_SCHEMA,
+    "tag_runs": TAG_RUNS_SCHEMA,
+}
+PARTITION_COLUMNS = {"video_tags": ("dt",), "video_tags_quarantine": ("dt",), "tag_runs": ()}
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+#: Comments for columns whose field in models/schema.py has no ``doc`` yet (the ``doc`` wins).
+COLUMN_NOTES: dict[str, dict[str, str]] = {
+    "video_tags": {
+        "video_id": "the video's id from the dump; unique within a day",
+        "dt": "the dump day (partition column)",
+        "leaf_id": "taxonomy id of the primary leaf",
+        "path": "taxonomy ids from level 1 down to the primary leaf",
+        "path_names": "display names (Chinese) along path",
+        **{f"level{i}": f"name of the level-{i} node on the primary path; null past the leaf" for i in range(1, MAX_LEVELS + 1)},
+        "score": "confidence of the primary leaf after hierarchy-consistent decoding",
+        "tags": "every label kept after constraint decoding (ancestors included): node_id, name, level, score",
+        "cover_missing": "true when the cover was absent or undecodable (tagged from text and context only)",
+        "taxonomy_version": "content hash of the taxonomy the ids refer to",
+        "model_version": "version of the model bundle that tagged the row",
+        "run_id": "the run that wrote the row (tag_runs.run_id)",
+        "tagged_at": "when the run started (UTC)",
+    },
+    "video_tags_quarantine": {
+        "video_id": "the video's id when it could be read, else null",
+        "dt": "the dump day (partition column)",
+        "reason": "why the row was not tagged: missing_video_id, duplicate_video_id, undecodable_cover, "
+        "no_content, field_too_long, invalid_utf8, malformed_record, ...",
+        "run_id": "the run that wrote the row (tag_runs.run_id)",
+    },
+    "tag_runs": {
+        "run_id": "unique id of the run",
+        "job": "the job: tag or retag",
+        "dt": "the day the run processed",
+        "taxonomy_version": "content hash of the run's taxonomy",
+        "model_version": "version of the model bundle",
+        "rows_read": "rows read from the day's dump",
+        "rows_tagged": "rows in video_tags for the day after the run",
+        "rows_quarantined": "rows in video_tags_quarantine for the day after the run",
+        "started_at": "start of the run (UTC)",
+        "finished_at": "end of the run (UTC)",
+        "seconds": "wall-clock duration of the run",
+        "status": "succeeded or failed",
+        "message": "the error of a failed run",
+    },
+}
+
+#: view name -> comment
+VIEW_COMMENTS = {
+    "video_tag_labels": "vtag: one row per video, day and label of video_tags.tags (ancestors and extra tags included)",
+    "video_tags_latest": "vtag: the latest row of video_tags per video_id across days",
+    "video_uploads": "vtag: the upload context of the Parquet dumps under dump_root (uploader, title, upload time)",
+}
+VIEWS = tuple(VIEW_COMMENTS)
+
+#: the dump columns every dump has (models.schema.REQUIRED_DUMP_COLUMNS) that analysts join on
+UPLOAD_COLUMNS = ("video_id", "uploader_id", "title", "upload_ts")
+
+
+class CatalogError(ValueError):
+    """The catalog configuration is invalid or the catalog cannot be reached."""
+
+
+def database(conf: dict[str, Any]) -> str:
+    """The catalog database of the job conf (``catalog_database``), validated: ``db`` or ``cat.db``."""
+    name = str(conf.get("catalog_database") or DEFAULT_DATABASE)
+    parts = name.split(".")
+    if not 1 <= len(parts) <= 2 or not all(_IDENT.match(p) for p in parts):
+        raise CatalogError(f"catalog_database {name!r}: expected an identifier or catalog.database")
+    return name
+
+
+def short_database(conf: dict[str, Any]) -> str:
+    """The database name without its catalog (the schema name DuckDB uses)."""
+    return database(conf).split(".")[-1]
+
+
+def column_comments(table: str) -> dict[str, str]:
+    """Column -> comment for ``table``: the field's ``doc`` in models/schema.py, else :data:`COLUMN_NOTES`."""
+    out = {}
+    notes = COLUMN_NOTES.get(table, {})
+    for f in SCHEMAS[table]:
+        doc = f.metadata.get(b"doc", b"").decode() if f.metadata else ""
+        out[f.name] = doc or notes.get(f.name, "")
+    return out
+
+
+def _sql_string(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _duck_string(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+# ---------------------------------------------------------------------------------------- views
+def view_sql(name: str, db: str, engine: str, upload_glob: str | None = None) -> str:
+    """The ``SELECT`` of view ``name`` over the tables of ``db`` for ``engine`` (``spark`` | ``duckdb``).
+
+    Both engines' texts return the same columns, names and rows; they differ only where the SQL
+    dialects do (explode/unnest, how a Parquet glob is read).
+    """
+    if engine not in ("spark", "duckdb"):
+        raise ValueError(f"unknown engine {engine!r}")
+    if name == "video_tag_labels":
+        explode = "explode" if engine == "spark" else "unnest"
+        return (
+            "SELECT video_id, dt, tag.node_id AS tag_id, tag.name AS tag_name, tag.level AS tag_level, "
+            "tag.score AS tag_score, tag.node_id = leaf_id AS is_primary_leaf, leaf_id, level1, "
+            "taxonomy_version, model_version, run_id "
+            f"FROM (SELECT video_id, dt, leaf_id, level1, taxonomy_version, model_version, run_id, {explode}(tags) AS tag "
+            f"FROM {db}.video_tags) AS labels"
+        )
+    if name == "video_tags_latest":
+        cols = ", ".join(VIDEO_TAGS_SCHEMA.names)
+        return (
+            f"SELECT {cols} FROM (SELECT {cols}, row_number() OVER "
+            "(PARTITION BY video_id ORDER BY dt DESC, tagged_at DESC, run_id DESC) AS _rank "
+            f"FROM {db}.video_tags) AS ranked WHERE _rank = 1"
+        )
+    if name == "video_uploads":
+        if not upload_glob:
+            raise ValueError("video_uploads needs the dump's Parquet glob")
+        cols = ", ".join(UPLOAD_COLUMNS)
+        if engine == "spark":
+            return (
+                f"SELECT {cols}, CAST(regexp_extract(_metadata.file_path, 'dt=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})', 1) "
+                f"AS DATE) AS dt FROM parquet.`{upload_glob}`"
+            )
+        return (
+            f"SELECT {cols}, CAST(regexp_extract(filename, 'dt=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})', 1) AS DATE) AS dt "
+            f"FROM read_parquet({_duck_string(upload_glob)}, filename = true, union_by_name = true)"
+        )
+    raise KeyError(f"unknown view {name!r}; views: {', '.join(VIEWS)}")
+
+
+def upload_glob(conf: dict[str, Any]) -> str | None:
+    """``<dump_root>/dt=*/*.parquet`` when ``dump_root`` is a local directory holding Parquet days.
+
+    Dumps in JSON Lines (or out of reach) get no ``video_uploads`` view.
+    """
+    root = conf.get("dump_root")
+    if not root:
+        return None
+    root = str(root)
+    if "://" in root and not root.startswith("file:"):
+        return None
+    local = os.path.abspath(root.removeprefix("file:"))
+    pattern = os.path.join(local, "dt=*", "*.parquet")
+    return pattern if glob.glob(pattern) else None
+
+
+# ------------------------------------------------------------------------------- Spark catalog
+def _spark_location(spark: "SparkSession", qualified: str) -> str | None:
+    rows = spark.sql(f"DESCRIBE DETAIL {qualified}").collect()
+    return rows[0]["location"] if rows else None
+
+
+def _same_location(a: str | None, b: str) -> bool:
+    def norm(p: str | None) -> str:
+        p = str(p or "")
+        p = p.removeprefix("file://").removeprefix("file:")
+        return p.rstrip("/")
+
+    return norm(a) == norm(b)
+
+
+def _table_exists(spark: "SparkSession", qualified: str) -> bool:
+    return bool(spark.catalog.tableExists(qualified))
+
+
+def _sync_comments(spark: "SparkSession", qualified: str, table: str) -> int:
+    """Set the column comments that differ; returns how many changed (one commit for all of them)."""
+    from jobs.tables import with_retries
+
+    wanted = column_comments(table)
+    current = {f.name: f.metadata.get("comment", "") for f in spark.table(qualified).schema.fields}
+    changes = [(c, text) for c, text in wanted.items() if text and current.get(c, "") != text and c in current]
+    if not changes:
+        return 0
+    specs = ", ".join(f"`{c}` COMMENT {_sql_string(text)}" for c, text in changes)
+    try:
+        with_retries(lambda: spark.sql(f"ALTER TABLE {qualified} ALTER COLUMN {specs}"))
+    except Exception as exc:  # an engine without multi-column ALTER: one statement per column
+        if "PARSE_SYNTAX_ERROR" not in str(exc) and "NOT_SUPPORTED" not in str(exc):
+            raise
+        for c, text in changes:
+            with_retries(lambda c=c, text=text: spark.sql(f"ALTER TABLE {qualified} ALTER COLUMN `{c}` COMMENT {_sql_string(text)}"))
+    return len(changes)
+
+
+def _metastore_hint(exc: Exception) -> Exception:
+    text = str(exc)
+    if "Derby" in text or "XSDB6" in text or "metastore_db" in text:
+        return CatalogError(
+            "the embedded metastore (Derby, one process at a time) is in use by another Spark process: "
+            "wait for it, run `vtag query` (DuckDB, no metastore), or pass "
+            "--conf spark.sql.catalogImplementation=in-memory for a session-only catalog"
+        )
+    return exc
+
+
+def register_tables(spark: "SparkSession", conf: dict[str, Any], create_missing: bool = True) -> list[str]:
+    """Register the Delta tables and the views in the catalog database; returns the qualified names.
+
+    Idempotent: a table already registered at its warehouse path is left alone (but for comments that
+    differ), one registered elsewhere (another warehouse) is re-pointed, a missing Delta table is
+    created empty when ``create_missing`` (so that the views resolve), views are replaced.
+    """
+    from jobs.tables import TABLES, ensure_table, table_path, with_retries
+
+    db = database(conf)
+    try:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {db} COMMENT {_sql_string('vtag: video type tags (Delta tables)')}")
+    except Exception as exc:
+        raise _metastore_hint(exc) from exc
+    names = []
+    for name in TABLE_NAMES:
+        qualified = f"{db}.{name}"
+        if create_missing:
+            path = ensure_table(spark, conf, name)
+        else:
+            from delta.tables import DeltaTable
+
+            path = table_path(conf, name)
+            if not DeltaTable.isDeltaTable(spark, path):
+                continue
+        if _table_exists(spark, qualified) and not _same_location(_spark_location(spark, qualified), path):
+            spark.sql(f"DROP TABLE {qualified}")  # external: drops the registration, never the data
+        with_retries(
+            lambda q=qualified, p=path, n=name: spark.sql(
+                f"CREATE TABLE IF NOT EXISTS {q} USING DELTA LOCATION {_sql_string(p)} "
+                f"COMMENT {_sql_string(TABLES[n].comment)}"
+            )
+        )
+        _sync_comments(spark, qualified, name)
+        names.append(qualified)
+    if f"{db}.video_tags" in names:
+        glob_ = upload_glob(conf)
+        for view in VIEWS:
+            qualified = f"{db}.{view}"
+            if view == "video_uploads" and not glob_:
+                spark.sql(f"DROP VIEW IF EXISTS {qualified}")
+                continue
+            spark.sql(
+                f"CREATE OR REPLACE VIEW {qualified} COMMENT {_sql_string(VIEW_COMMENTS[view])} AS "
+                + view_sql(view, db, "spark", glob_)
+            )
+            names.append(qualified)
+    return names
+
+
+def register_if_configured(spark: "SparkSession", conf: dict[str, Any]) -> list[str]:
+    """For the jobs: register the tables when the conf says ``catalog_register: true`` (clusters)."""
+    flag = str(conf.get("catalog_register", "false")).strip().lower()
+    if flag in ("1", "true", "yes", "on"):
+        return register_tables(spark, conf)
+    return []
+
+
+# ------------------------------------------------------------------------------------ docs
+def _type_name(t: pa.DataType) -> str:
+    if pa.types.is_list(t):
+        return f"array<{_type_name(t.value_type)}>"
+    if pa.types.is_struct(t):
+        return "struct<" + ", ".join(f"{t.field(i).name}: {_type_name(t.field(i).type)}" for i in range(t.num_fields)) + ">"
+    if pa.types.is_timestamp(t):
+        return "timestamp (UTC)"
+    if pa.types.is_date32(t):
+        return "date"
+    return {"int32": "int", "int64": "bigint", "float": "float", "double": "double", "bool": "boolean"}.get(str(t), str(t))
+
+
+def schema_markdown() -> str:
+    """The table schemas as Markdown (the section of docs/analysts.md between the schema markers)."""
+    from jobs.tables import TABLES
+
+    lines = []
+    for name in TABLE_NAMES:
+        parts = PARTITION_COLUMNS[name]
+        lines.append(f"### `{name}`")
+        lines.append("")
+        text = TABLES[name].comment.removeprefix("vtag: ").rstrip(".")
+        lines.append(text[:1].upper() + text[1:] + "."
+                     + (f" Partitioned by `{', '.join(parts)}`." if parts else ""))
+        lines.append("")
+        lines.append("| column | type | null | comment |")
+        lines.append("|---|---|---|---|")
+        docs = column_comments(name)
+        for f in SCHEMAS[name]:
+            lines.append(f"| `{f.name}` | `{_type_name(f.type)}` | {'yes' if f.nullable else 'no'} | {docs[f.name]} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+SCHEMA_BEGIN = "<!-- schema:begin (generated by `python -m jobs.catalog docs/analysts.md`) -->"
+SCHEMA_END = "<!-- schema:end -->"
+
+
+def update_docs(path: str) -> bool:
+    """Rewrite the generated schema section of ``path``; returns whether it changed."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    if SCHEMA_BEGIN not in text or SCHEMA_END not in text:
+        raise CatalogError(f"{path}: the schema markers are missing")
+    head, rest = text.split(SCHEMA_BEGIN, 1)
+    _, tail = rest.split(SCHEMA_END, 1)
+    new = f"{head}{SCHEMA_BEGIN}\n{schema_markdown()}{SCHEMA_END}{tail}"
+    if new != text:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(new)
+    return new != text
+
+
+if __name__ == "__main__":  # python -m jobs.catalog docs/analysts.md
+    import sys
+
+    for p in sys.argv[1:] or ["docs/analysts.md"]:
+        print(f"{p}: {'updated' if update_docs(p) else 'up to date'}")

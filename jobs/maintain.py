@@ -1,0 +1,170 @@
+"""``vtag maintain``: OPTIMIZE (optionally Z-ORDER) and VACUUM one tag table.
+
+``--optimize`` compacts small files (each nightly run adds a few per day); ``--zorder leaf_id``
+also clusters rows by the given columns inside each ``dt`` partition, so that per-leaf queries skip
+files. ``--where "dt >= '2024-06-01'"`` restricts it to partitions. ``--vacuum HOURS`` deletes files
+no longer referenced by versions younger than HOURS: time travel (``VERSION AS OF``) to older versions
+stops working. Below Delta's 168 hours (7 days) it is refused unless ``--force``, which turns Delta's
+own retention check off for that one call (``spark.databricks.delta.retentionDurationCheck.enabled``),
+restoring the previous setting afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+MIN_RETENTION_HOURS = 168
+TABLES = ("video_tags", "video_tags_quarantine", "tag_runs")
+RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+
+
+class MaintenanceError(ValueError):
+    """The request is refused or inconsistent (the message says why and what to do)."""
+
+
+def _arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--table", required=True, choices=TABLES, help="the table to maintain")
+    p.add_argument("--optimize", action="store_true", help="compact small files (OPTIMIZE)")
+    p.add_argument("--zorder", nargs="+", metavar="COLUMN", help="with --optimize: Z-ORDER BY these columns")
+    p.add_argument("--where", help="with --optimize: a predicate on partition columns, e.g. \"dt >= '2024-06-01'\"")
+    p.add_argument("--vacuum", type=float, metavar="HOURS", help="delete unreferenced files older than HOURS")
+    p.add_argument("--force", action="store_true", help=f"allow --vacuum below {MIN_RETENTION_HOURS} hours")
+    p.add_argument("--dry-run", action="store_true", help="with --vacuum: list what would be deleted, delete nothing")
+    p.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
+    p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
+    p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job or Spark setting")
+    return p
+
+
+def check_request(
+    table: str,
+    optimize: bool,
+    zorder: list[str] | None,
+    where: str | None,
+    vacuum_hours: float | None,
+    force: bool,
+) -> None:
+    """Refuse inconsistent or dangerous requests before any Spark work."""
+    from jobs.catalog import PARTITION_COLUMNS, SCHEMAS
+
+    if table not in TABLES:
+        raise MaintenanceError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+    if (zorder or where) and not optimize:
+        raise MaintenanceError("--zorder and --where go with --optimize")
+    if not optimize and vacuum_hours is None:
+        raise MaintenanceError("nothing to do: pass --optimize and/or --vacuum HOURS")
+    for col in zorder or ():
+        if col not in SCHEMAS[table].names:
+            raise MaintenanceError(f"--zorder {col!r}: {table} has no such column")
+        if col in PARTITION_COLUMNS[table]:
+            raise MaintenanceError(f"--zorder {col!r}: a partition column is already clustered; pick another")
+    if vacuum_hours is not None:
+        if vacuum_hours < 0 or vacuum_hours != vacuum_hours:
+            raise MaintenanceError("--vacuum HOURS must be a non-negative number")
+        if vacuum_hours < MIN_RETENTION_HOURS and not force:
+            raise MaintenanceError(
+                f"refusing to vacuum {table} with a retention of {vacuum_hours:g} hours (< {MIN_RETENTION_HOURS}): "
+                "running jobs and time travel to older versions could lose their files; pass --force to do it anyway"
+            )
+
+
+def optimize_table(spark: "SparkSession", path: str, zorder: list[str] | None = None, where: str | None = None) -> dict:
+    """OPTIMIZE (and Z-ORDER) the Delta table at ``path``; returns Delta's metrics."""
+    from delta.tables import DeltaTable
+
+    from jobs.tables import with_retries
+
+    def run():
+        builder = DeltaTable.forPath(spark, path).optimize()
+        if where:
+            builder = builder.where(where)
+        return builder.executeZOrderBy(*zorder) if zorder else builder.executeCompaction()
+
+    row = with_retries(run).collect()[0]
+    m = row["metrics"].asDict(recursive=True)
+    return {k: m.get(k) for k in ("numFilesAdded", "numFilesRemoved", "totalConsideredFiles", "partitionsOptimized")}
+
+
+def vacuum_table(spark: "SparkSession", path: str, hours: float, force: bool = False, dry_run: bool = False) -> list[str]:
+    """VACUUM the table at ``path`` keeping ``hours`` of history; returns the files deleted (or to delete)."""
+    if hours < MIN_RETENTION_HOURS and not force:
+        raise MaintenanceError(f"vacuum below {MIN_RETENTION_HOURS} hours needs force")
+    quoted = path.replace("`", "``")
+    previous = spark.conf.get(RETENTION_CHECK, None)
+    relax = hours < MIN_RETENTION_HOURS
+    if relax:
+        spark.conf.set(RETENTION_CHECK, "false")
+    try:
+        files = [r[0] for r in spark.sql(f"VACUUM delta.`{quoted}` RETAIN {hours:g} HOURS DRY RUN").collect()]
+        if not dry_run:
+            spark.sql(f"VACUUM delta.`{quoted}` RETAIN {hours:g} HOURS").collect()
+    finally:
+        if relax:
+            if previous is None:
+                spark.conf.unset(RETENTION_CHECK)
+            else:
+                spark.conf.set(RETENTION_CHECK, previous)
+    return files
+
+
+def maintain(
+    spark: "SparkSession",
+    conf: dict[str, Any],
+    table: str,
+    optimize: bool = False,
+    zorder: list[str] | None = None,
+    where: str | None = None,
+    vacuum_hours: float | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+) -> dict:
+    """Check the request, then optimize and/or vacuum ``table`` of the conf's warehouse."""
+    from delta.tables import DeltaTable
+
+    from jobs.tables import table_path
+
+    check_request(table, optimize, zorder, where, vacuum_hours, force)
+    path = table_path(conf, table)
+    if not DeltaTable.isDeltaTable(spark, path):
+        raise MaintenanceError(f"no Delta table at {path}")
+    out: dict[str, Any] = {"table": table, "path": path}
+    if optimize:
+        out["optimize"] = optimize_table(spark, path, zorder, where)
+    if vacuum_hours is not None:
+        files = vacuum_table(spark, path, vacuum_hours, force=force, dry_run=dry_run)
+        out["vacuum"] = {"retain_hours": vacuum_hours, "dry_run": dry_run, "files": len(files)}
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from jobs.config import ConfigError
+    from jobs.query import load_conf
+    from jobs.spark import build_session
+
+    try:
+        check_request(args.table, args.optimize, args.zorder, args.where, args.vacuum, args.force)
+        conf = load_conf(args)
+    except (MaintenanceError, ConfigError) as exc:
+        print(f"vtag maintain: {exc}", file=sys.stderr)
+        return 2
+    spark = build_session(conf)
+    try:
+        out = maintain(spark, conf, args.table, args.optimize, args.zorder, args.where, args.vacuum, args.force, args.dry_run)
+    except MaintenanceError as exc:
+        print(f"vtag maintain: {exc}", file=sys.stderr)
+        return 2
+    if "optimize" in out:
+        m = out["optimize"]
+        print(f"{args.table}: optimize: {m['numFilesRemoved']} files -> {m['numFilesAdded']} "
+              f"({m['partitionsOptimized']} partitions)")
+    if "vacuum" in out:
+        v = out["vacuum"]
+        verb = "would delete" if v["dry_run"] else "deleted"
+        print(f"{args.table}: vacuum (retain {v['retain_hours']:g} h): {verb} {v['files']} files")
+    return 0

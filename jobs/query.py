@@ -1,0 +1,256 @@
+"""``vtag query``: DuckDB over the tag tables, read by delta-rs as Arrow datasets — no Spark, no JVM.
+
+The tables and views have the names ``vtag sql`` gives them (:mod:`jobs.catalog`): ``video_tags``,
+``video_tags_quarantine``, ``tag_runs``, ``video_tag_labels``, ``video_tags_latest`` (and
+``video_uploads`` over a Parquet dump), bare or qualified with the catalog database (``vtag.``).
+
+Each table is ``deltalake.DeltaTable(path).to_pyarrow_dataset()``: the files of the table's current
+version, each fragment carrying its ``dt`` partition value. DuckDB pushes projections and filters
+into the Arrow scan, so ``WHERE dt = DATE '2024-06-01'`` (or a range on ``dt``) opens only that
+day's files; ``--files-read`` prints which data files a query opened. Time travel
+(``VERSION AS OF``) is Spark's (``vtag sql``).
+
+The result helpers here (:func:`format_table`, :func:`write_result`) are shared with ``vtag sql``,
+so both commands print and save results the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import pyarrow as pa
+
+from jobs.catalog import TABLE_NAMES, VIEWS, short_database, upload_glob, view_sql
+
+DEFAULT_DISPLAY_ROWS = 100
+
+
+class QueryError(RuntimeError):
+    """A warehouse cannot be opened or a query failed; the message says which and why."""
+
+
+def _arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(p)
+    p.add_argument("--files-read", action="store_true", help="print the data files the query opened (stderr)")
+    return p
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """The arguments ``vtag sql`` and ``vtag query`` share."""
+    p.add_argument("statement", help='one SQL statement, e.g. "SELECT dt, count(*) FROM video_tags GROUP BY dt"')
+    p.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
+    p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
+    p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--csv", metavar="OUT", help="write the result to this CSV file (nested values as JSON)")
+    out.add_argument("--parquet", metavar="OUT", help="write the result to this Parquet file")
+    p.add_argument("--limit", type=int, default=DEFAULT_DISPLAY_ROWS, help="rows to print (default %(default)s)")
+
+
+def load_conf(args: argparse.Namespace) -> dict[str, Any]:
+    from jobs.config import load_job_conf
+
+    overrides = list(args.conf)
+    if args.warehouse:
+        overrides.append(f"warehouse={args.warehouse}")
+    return load_job_conf(args.job_conf, overrides)
+
+
+# ------------------------------------------------------------------------------------ reading
+def _delta_uri(path: str) -> str:
+    if path.startswith("s3a://"):
+        return "s3://" + path[len("s3a://"):]
+    return path.removeprefix("file:")
+
+
+def _counting_filesystem(root: str, opened: list[str]):
+    """A local filesystem rooted at ``root`` that appends every opened file to ``opened``."""
+    import pyarrow.fs as pafs
+
+    class Counting(pafs.FileSystemHandler):
+        def __init__(self, fs):
+            self.fs = fs
+
+        def __eq__(self, other):
+            return isinstance(other, Counting) and other.fs.equals(self.fs)
+
+        def __ne__(self, other):
+            return not self == other
+
+        def get_type_name(self):
+            return "vtag-counting"
+
+        def normalize_path(self, path):
+            return self.fs.normalize_path(path)
+
+        def get_file_info(self, paths):
+            return self.fs.get_file_info(paths)
+
+        def get_file_info_selector(self, selector):
+            return self.fs.get_file_info(selector)
+
+        def open_input_stream(self, path):
+            opened.append(f"{root}/{path}")
+            return self.fs.open_input_stream(path)
+
+        def open_input_file(self, path):
+            opened.append(f"{root}/{path}")
+            return self.fs.open_input_file(path)
+
+        def _read_only(self, *args, **kwargs):
+            raise OSError("vtag query reads tables; it never writes them")
+
+        create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = _read_only
+        delete_file = move = copy_file = open_output_stream = open_append_stream = _read_only
+
+    return pafs.PyFileSystem(Counting(pafs.SubTreeFileSystem(root, pafs.LocalFileSystem())))
+
+
+def open_warehouse(conf: dict[str, Any], files_read: list[str] | None = None):
+    """A DuckDB connection with the warehouse's tables and views (schema = the catalog database).
+
+    ``files_read``: a list that receives the path of every data file a query opens (local warehouses).
+    Tables missing from the warehouse are left out; a warehouse without ``video_tags`` is an error.
+    """
+    import duckdb
+    from deltalake import DeltaTable
+
+    from jobs.tables import table_path
+
+    db = short_database(conf)
+    storage = {str(k): str(v) for k, v in (conf.get("storage_options") or {}).items()}
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f'CREATE SCHEMA "{db}"')
+        found = []
+        for name in TABLE_NAMES:
+            uri = _delta_uri(table_path(conf, name))
+            if not DeltaTable.is_deltatable(uri, storage_options=storage or None):
+                continue
+            table = DeltaTable(uri, storage_options=storage or None)
+            local = "://" not in uri
+            fs = _counting_filesystem(uri, files_read) if files_read is not None and local else None
+            dataset = table.to_pyarrow_dataset(filesystem=fs) if fs is not None else table.to_pyarrow_dataset()
+            con.register(f"_delta_{name}", dataset)
+            con.execute(f'CREATE VIEW "{db}".{name} AS SELECT * FROM _delta_{name}')
+            found.append(name)
+        if "video_tags" not in found:
+            raise QueryError(f"no video_tags Delta table under warehouse {conf.get('warehouse')!r}")
+        glob_ = upload_glob(conf)
+        for view in VIEWS:
+            if view == "video_uploads" and not glob_:
+                continue
+            con.execute(f'CREATE VIEW "{db}".{view} AS ' + view_sql(view, db, "duckdb", glob_))
+        con.execute(f"SET search_path = '{db},main'")
+    except Exception:
+        con.close()
+        raise
+    return con
+
+
+def run_query(con, statement: str) -> pa.Table:
+    """Run one statement; a statement without a result (DDL) gives an empty table."""
+    import duckdb
+
+    try:
+        rel = con.sql(statement)
+    except duckdb.Error as exc:
+        raise QueryError(f"{type(exc).__name__}: {exc}") from exc
+    if rel is None:
+        return pa.table({})
+    return rel.to_arrow_table()
+
+
+def query(conf: dict[str, Any], statement: str, files_read: list[str] | None = None) -> pa.Table:
+    """Open the warehouse, run ``statement``, close; the result as an Arrow table."""
+    con = open_warehouse(conf, files_read)
+    try:
+        return run_query(con, statement)
+    finally:
+        con.close()
+
+
+# ------------------------------------------------------------------------------------ results
+def _is_nested(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_struct(t) or pa.types.is_map(t)
+
+
+def _json_default(v: Any) -> str:
+    return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+
+def flatten_nested(table: pa.Table) -> pa.Table:
+    """Nested columns (arrays, structs, maps) as JSON strings, the rest unchanged (for CSV and print)."""
+    cols = []
+    for name, col in zip(table.column_names, table.columns):
+        if _is_nested(col.type):
+            values = [None if v is None else json.dumps(v, ensure_ascii=False, default=_json_default) for v in col.to_pylist()]
+            col = pa.array(values, pa.string())
+        cols.append(col)
+    return pa.table(cols, names=table.column_names) if cols else table
+
+
+def format_table(table: pa.Table, limit: int = DEFAULT_DISPLAY_ROWS) -> str:
+    """A plain-text table of the first ``limit`` rows (wide Chinese characters aligned), and the row count."""
+    import pandas as pd
+
+    n = table.num_rows
+    if table.num_columns == 0:
+        return "(no result)"
+    shown = flatten_nested(table.slice(0, max(0, limit)))
+    frame = shown.to_pandas(types_mapper=pd.ArrowDtype)
+    with pd.option_context(
+        "display.unicode.east_asian_width", True,
+        "display.max_columns", None,
+        "display.width", 10_000,
+        "display.max_colwidth", 80,
+    ):
+        body = frame.to_string(index=False) if n else "  ".join(table.column_names)
+    more = f", {limit} shown" if n > limit else ""
+    return f"{body}\n({n} row{'s' if n != 1 else ''}{more})"
+
+
+def write_result(table: pa.Table, csv: str | None = None, parquet: str | None = None) -> str:
+    """Write ``table`` to one CSV or Parquet file; returns the path."""
+    if parquet:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, parquet)
+        return parquet
+    if csv:
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(flatten_nested(table), csv)
+        return csv
+    raise ValueError("write_result needs csv or parquet")
+
+
+def emit(table: pa.Table, args: argparse.Namespace) -> None:
+    if args.csv or args.parquet:
+        path = write_result(table, csv=args.csv, parquet=args.parquet)
+        print(f"{table.num_rows} rows -> {path}", file=sys.stderr)
+    else:
+        print(format_table(table, args.limit))
+
+
+def main(args: argparse.Namespace) -> int:
+    from jobs.config import ConfigError
+
+    files: list[str] | None = [] if args.files_read else None
+    try:
+        conf = load_conf(args)
+        result = query(conf, args.statement, files)
+    except (QueryError, ConfigError, ValueError, OSError) as exc:
+        print(f"vtag query: {exc}", file=sys.stderr)
+        return 1
+    emit(result, args)
+    if files is not None:
+        print(f"data files read: {len(files)}", file=sys.stderr)
+        for f in files:
+            print(f"  {f}", file=sys.stderr)
+    return 0

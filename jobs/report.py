@@ -1,0 +1,234 @@
+"""``vtag report``: one self-contained HTML page about one day of tags (charts inline as PNG).
+
+For day D (and D0, by default the previous day present in ``video_tags``): tag counts per level-1
+node and the top leaves, score histograms (primary leaf; all labels by level), the share of
+``cover_missing`` over the last two weeks, quarantine reasons, day-over-day drift per level
+(Jensen–Shannon divergence, base 2, of the level-h node distributions of D and D0 over the primary
+paths; a video whose leaf is above level h counts as "no level-h node"), and the runs of the day
+from ``tag_runs``.
+
+The numbers come from a handful of aggregate SQL queries written in the dialect both engines share,
+so the report runs on DuckDB over delta-rs (default: no JVM, seconds) or on Spark through the catalog
+(``--engine spark``, for warehouses delta-rs cannot reach). Only aggregates leave the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Callable
+
+import pandas as pd
+
+from models.schema import MAX_LEVELS
+
+Query = Callable[[str], pd.DataFrame]
+SCORE_BINS = 20
+TOP_LEAVES = 15
+TREND_DAYS = 14
+NO_NODE = "（无此层级）"  # the leaf lies above this level
+
+
+class ReportError(ValueError):
+    """The day is not in the warehouse, or the arguments are inconsistent."""
+
+
+def _arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--date", required=True, help="the day to report, YYYY-MM-DD")
+    p.add_argument("--compare", help="the day to compare with (default: the previous day present)")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
+    p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
+    p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")
+    p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb", help="query engine (default %(default)s)")
+    return p
+
+
+# ----------------------------------------------------------------------------------- the numbers
+@dataclass
+class ReportData:
+    day: str
+    compare: str | None
+    days: list[str]
+    leaves: pd.DataFrame  # dt, leaf_id, level1..level5, n  (D and D0)
+    score_bins: pd.DataFrame  # dt, bin, n  (primary score)
+    tag_score_bins: pd.DataFrame  # tag_level, bin, n  (all labels of D)
+    cover: pd.DataFrame  # dt, n, missing  (last TREND_DAYS days up to D)
+    quarantine: pd.DataFrame  # reason, n  (D)
+    runs: pd.DataFrame  # the runs of D
+    versions: pd.DataFrame  # taxonomy_version, model_version, n  (D)
+    drift: dict[int, float | None] = field(default_factory=dict)  # level -> JS divergence (None: no D0)
+
+    @property
+    def n_tagged(self) -> int:
+        return int(self.leaves.loc[self.leaves.dt == self.day, "n"].sum())
+
+    @property
+    def n_quarantined(self) -> int:
+        return int(self.quarantine["n"].sum()) if len(self.quarantine) else 0
+
+
+def _iso(d: str, what: str) -> str:
+    try:
+        return date.fromisoformat(d).isoformat()
+    except (TypeError, ValueError):
+        raise ReportError(f"{what} {d!r} is not a YYYY-MM-DD date") from None
+
+
+def _lit(d: str) -> str:
+    return f"DATE '{_iso(d, 'date')}'"
+
+
+def js_divergence(p: dict[Any, float], q: dict[Any, float]) -> float:
+    """Jensen–Shannon divergence (base 2, in [0, 1]) of two count distributions over any keys."""
+    keys = set(p) | set(q)
+    sp, sq = sum(p.values()), sum(q.values())
+    if sp <= 0 or sq <= 0:
+        raise ValueError("a distribution without mass")
+    total = 0.0
+    for k in keys:
+        a, b = p.get(k, 0) / sp, q.get(k, 0) / sq
+        m = (a + b) / 2
+        if a > 0:
+            total += 0.5 * a * math.log2(a / m)
+        if b > 0:
+            total += 0.5 * b * math.log2(b / m)
+    return max(0.0, min(1.0, total))
+
+
+def level_distribution(leaves: pd.DataFrame, dt: str, level: int) -> dict[tuple, float]:
+    """Counts of level-``level`` nodes (named by their path of names) on day ``dt``'s primary paths."""
+    day = leaves[leaves.dt == dt]
+    out: dict[tuple, float] = {}
+    cols = [f"level{i}" for i in range(1, level + 1)]
+    for key, n in zip(day[cols].itertuples(index=False, name=None), day["n"]):
+        node = (NO_NODE,) if key[-1] is None or (isinstance(key[-1], float) and math.isnan(key[-1])) else key
+        out[node] = out.get(node, 0) + float(n)
+    return out
+
+
+def drift_per_level(leaves: pd.DataFrame, day: str, compare: str | None) -> dict[int, float | None]:
+    out: dict[int, float | None] = {}
+    for h in range(1, MAX_LEVELS + 1):
+        if compare is None:
+            out[h] = None
+            continue
+        out[h] = js_divergence(level_distribution(leaves, day, h), level_distribution(leaves, compare, h))
+    return out
+
+
+def collect(q: Query, day: str, compare: str | None = None) -> ReportData:
+    """Run the report's queries through ``q`` (any engine with the catalog's names) for ``day``."""
+    day = _iso(day, "--date")
+    days = [str(d) for d in q("SELECT DISTINCT CAST(dt AS STRING) AS dt FROM video_tags ORDER BY dt")["dt"]]
+    if day not in days:
+        raise ReportError(f"no video_tags rows for {day}; days present: {', '.join(days) or 'none'}")
+    if compare is not None:
+        compare = _iso(compare, "--compare")
+        if compare == day:
+            raise ReportError("--compare must be another day than --date")
+        if compare not in days:
+            raise ReportError(f"no video_tags rows for --compare {compare}; days present: {', '.join(days)}")
+    else:
+        earlier = [d for d in days if d < day]
+        compare = earlier[-1] if earlier else None
+    sel = [day] + ([compare] if compare else [])
+    in_days = "(" + ", ".join(_lit(d) for d in sel) + ")"
+    levels = ", ".join(f"level{i}" for i in range(1, MAX_LEVELS + 1))
+    leaves = q(
+        f"SELECT CAST(dt AS STRING) AS dt, leaf_id, {levels}, count(*) AS n FROM video_tags "
+        f"WHERE dt IN {in_days} GROUP BY dt, leaf_id, {levels}"
+    )
+    bin_expr = f"CAST(least(greatest(floor(score * {SCORE_BINS}), 0), {SCORE_BINS - 1}) AS INT)"
+    score_bins = q(
+        f"SELECT CAST(dt AS STRING) AS dt, {bin_expr} AS bin, count(*) AS n FROM video_tags "
+        f"WHERE dt IN {in_days} AND score IS NOT NULL GROUP BY 1, 2"
+    )
+    tag_score_bins = q(
+        f"SELECT tag_level, {bin_expr.replace('score', 'tag_score')} AS bin, count(*) AS n FROM video_tag_labels "
+        f"WHERE dt = {_lit(day)} AND tag_score IS NOT NULL GROUP BY 1, 2"
+    )
+    start = (date.fromisoformat(day) - timedelta(days=TREND_DAYS - 1)).isoformat()
+    cover = q(
+        "SELECT CAST(dt AS STRING) AS dt, count(*) AS n, "
+        "sum(CASE WHEN cover_missing THEN 1 ELSE 0 END) AS missing FROM video_tags "
+        f"WHERE dt BETWEEN {_lit(start)} AND {_lit(day)} GROUP BY dt ORDER BY dt"
+    )
+    quarantine = q(
+        f"SELECT reason, count(*) AS n FROM video_tags_quarantine WHERE dt = {_lit(day)} "
+        "GROUP BY reason ORDER BY n DESC, reason"
+    )
+    runs = q(
+        "SELECT run_id, job, status, rows_read, rows_tagged, rows_quarantined, seconds, taxonomy_version, "
+        "model_version, CAST(started_at AS STRING) AS started_at, message FROM tag_runs "
+        f"WHERE dt = {_lit(day)} ORDER BY started_at, run_id"
+    )
+    versions = q(
+        "SELECT taxonomy_version, model_version, count(*) AS n FROM video_tags "
+        f"WHERE dt = {_lit(day)} GROUP BY 1, 2 ORDER BY n DESC"
+    )
+    for frame in (leaves, score_bins, tag_score_bins, cover, quarantine, versions):
+        if "n" in frame:
+            frame["n"] = frame["n"].astype("int64")
+    for c in ("rows_read", "rows_tagged", "rows_quarantined"):
+        runs[c] = runs[c].astype("Int64")  # counts stay integers next to the nulls of a failed run
+    for c in [f"level{i}" for i in range(1, MAX_LEVELS + 1)]:
+        leaves[c] = leaves[c].astype(object).where(leaves[c].notna(), None)
+    data = ReportData(day, compare, days, leaves, score_bins, tag_score_bins, cover, quarantine, runs, versions)
+    data.drift = drift_per_level(leaves, day, compare)
+    return data
+
+
+# ----------------------------------------------------------------------------------- engines
+def duckdb_query(conf: dict[str, Any]) -> tuple[Query, Callable[[], None]]:
+    from jobs.query import open_warehouse, run_query
+
+    con = open_warehouse(conf)
+    return (lambda s: run_query(con, s).to_pandas()), con.close
+
+
+def spark_query(conf: dict[str, Any]) -> tuple[Query, Callable[[], None]]:
+    from jobs.spark import build_session
+    from jobs.sql import prepare, session_conf
+
+    conf = session_conf(conf)
+    spark = build_session(conf)
+    prepare(spark, conf)
+    return (lambda s: spark.sql(s).toPandas()), (lambda: None)
+
+
+def build_report(q: Query, day: str, compare: str | None, out: str) -> ReportData:
+    """Collect the numbers for ``day`` and write the page to ``out``."""
+    from jobs.report_render import render_html
+
+    data = collect(q, day, compare)
+    html = render_html(data)
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(html)
+    return data
+
+
+def main(args: argparse.Namespace) -> int:
+    from jobs.config import ConfigError
+    from jobs.query import QueryError, load_conf
+
+    try:
+        conf = load_conf(args)
+        q, close = (duckdb_query if args.engine == "duckdb" else spark_query)(conf)
+    except (ConfigError, QueryError, ValueError, OSError) as exc:
+        print(f"vtag report: {exc}", file=sys.stderr)
+        return 1
+    try:
+        data = build_report(q, args.date, args.compare, args.out)
+    except (ReportError, QueryError, OSError) as exc:
+        print(f"vtag report: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        close()
+    vs = f" vs {data.compare}" if data.compare else " (no earlier day to compare)"
+    print(f"{args.out}: {data.day}{vs}: {data.n_tagged} tagged, {data.n_quarantined} quarantined")
+    return 0

@@ -1,0 +1,74 @@
+"""`vtag maintain`: requests checked before Spark; OPTIMIZE/Z-ORDER and a forced short VACUUM."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+
+import pytest
+
+from jobs import maintain as m
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(vacuum_hours=24.0), "refusing to vacuum video_tags with a retention of 24 hours"),
+        (dict(), "nothing to do"),
+        (dict(zorder=["leaf_id"]), "go with --optimize"),
+        (dict(optimize=True, zorder=["dt"]), "partition column"),
+        (dict(optimize=True, zorder=["nope"]), "no such column"),
+        (dict(vacuum_hours=-1.0, force=True), "non-negative"),
+    ],
+)
+def test_check_request_refuses(kwargs, message):
+    args = dict(table="video_tags", optimize=False, zorder=None, where=None, vacuum_hours=None, force=False)
+    args.update(kwargs)
+    with pytest.raises(m.MaintenanceError, match=message):
+        m.check_request(**args)
+
+
+def test_check_request_accepts():
+    m.check_request("video_tags", True, ["leaf_id"], "dt >= '2024-06-01'", 168.0, False)
+    m.check_request("tag_runs", False, None, None, 1.0, True)
+
+
+def test_main_refuses_short_vacuum_without_spark(capsys):
+    args = m._arg_parser().parse_args(["--table", "video_tags", "--vacuum", "12"])
+    assert m.main(args) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.spark
+def test_optimize_zorder_and_forced_vacuum(spark, tmp_path):
+    from jobs.config import load_job_conf
+    from jobs.tables import ensure_table, replace_day
+    from tests.warehouse_fixture import _frame, _tag_row, load_taxonomies
+    from models.schema import VIDEO_TAGS_SCHEMA
+    import random
+    from datetime import datetime, timezone
+
+    conf = load_job_conf(overrides={"warehouse": str(tmp_path / "warehouse")})
+    ensure_table(spark, conf, "video_tags")
+    tax, _ = load_taxonomies()
+    rng = random.Random(7)
+    now = datetime(2024, 6, 2, tzinfo=timezone.utc)
+    for attempt in range(2):  # the same day written twice: the first files become unreferenced
+        rows = [_tag_row(tax, tax.leaf_ids[i % 5], rng, "2024-06-01", f"r{attempt}", now, f"v{i}", 0.1) for i in range(40)]
+        replace_day(_frame(spark, rows, VIDEO_TAGS_SCHEMA).repartition(3), conf, "video_tags", "2024-06-01")
+
+    out = m.maintain(spark, conf, "video_tags", optimize=True, zorder=["leaf_id"], where="dt = '2024-06-01'")
+    assert out["optimize"]["numFilesRemoved"] >= 2 and out["optimize"]["numFilesAdded"] == 1
+
+    with pytest.raises(m.MaintenanceError):
+        m.maintain(spark, conf, "video_tags", vacuum_hours=0.0)
+    dry = m.maintain(spark, conf, "video_tags", vacuum_hours=0.0, force=True, dry_run=True)
+    assert dry["vacuum"]["files"] >= 3
+    done = m.maintain(spark, conf, "video_tags", vacuum_hours=0.0, force=True)
+    assert done["vacuum"]["files"] == dry["vacuum"]["files"]
+    assert spark.conf.get(m.RETENTION_CHECK, "true") == "true"  # back on after the forced call
+    count = spark.read.format("delta").load(str(tmp_path / "warehouse" / "video_tags")).where(f"dt = DATE'{date(2024, 6, 1)}'").count()
+    assert count == 40
+    # vacuumed: the first version's files are gone, so time travel to it fails
+    with pytest.raises(Exception):
+        spark.read.format("delta").option("versionAsOf", 1).load(str(tmp_path / "warehouse" / "video_tags")).collect()

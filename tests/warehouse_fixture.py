@@ -1,0 +1,274 @@
+"""A small, realistic vtag warehouse for the analysts' tests (catalog, sql/query, docs, report).
+
+Three nightly tag runs (2024-06-01..03, one failed attempt on the third day before it succeeded), a
+taxonomy change (v2 adds a leaf) and a re-tag of 2024-06-02 on 2024-06-05, quarantined rows with
+the generator's reasons, a Parquet dump (for ``video_uploads``), and Delta commit times set to the
+nights the runs would have happened, so that ``TIMESTAMP AS OF`` in docs/analysts.md means something.
+
+Tags come from real taxonomy paths: ``conf/taxonomy/demo-v1.yaml`` when it loads, else the tiny
+test taxonomy. Everything is written through ``jobs.tables`` (``ensure_table``, ``replace_day``,
+``conform``), as the jobs write it; the runs go to ``tag_runs`` in one append (``append_run`` writes
+one row per commit, and every commit costs seconds on a shared CI box). Built once per test session
+(:func:`get_warehouse`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.schema import DUMP_SCHEMA, MAX_LEVELS, QUARANTINE_SCHEMA, TAG_RUNS_SCHEMA, VIDEO_TAGS_SCHEMA
+
+REPO = Path(__file__).resolve().parents[1]
+DAYS = ("2024-06-01", "2024-06-02", "2024-06-03")
+RETAG_DAY = "2024-06-02"
+VIDEOS_PER_DAY = 48
+UPLOADERS = [f"u{i:02d}" for i in range(1, 9)]
+REASONS = ["duplicate_video_id", "undecodable_cover", "no_content", "field_too_long", "missing_video_id"]
+UTC = timezone.utc
+
+#: table -> commit version -> when it happened (the night after the day, the re-tag on 06-05)
+NIGHT = {d: datetime.fromisoformat(d).replace(tzinfo=UTC) + timedelta(days=1, hours=1) for d in DAYS}
+RETAG_AT = datetime(2024, 6, 5, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class Warehouse:
+    root: Path
+    warehouse: Path
+    dump_root: Path
+    conf: dict[str, Any]
+    taxonomy: Any
+    taxonomy_v2: Any
+    days: tuple[str, ...] = DAYS
+    rows: dict[str, list[dict]] = field(default_factory=dict)  # dt -> video_tags rows (final state)
+    rows_before_retag: list[dict] = field(default_factory=list)  # RETAG_DAY rows before the re-tag
+    quarantine: dict[str, list[dict]] = field(default_factory=dict)
+    runs: list[dict] = field(default_factory=list)
+    uploads: dict[str, list[dict]] = field(default_factory=dict)
+    version_before_retag: int = 3
+
+
+def load_taxonomies():
+    """(v1, v2): the demo taxonomy (or the tiny one) and a v2 with one more leaf."""
+    from hierarchy.taxonomy import Taxonomy
+
+    try:
+        tax = Taxonomy.load(REPO / "conf" / "taxonomy" / "demo-v1.yaml")
+    except Exception:  # the demo taxonomy is written by another part; the tiny one always exists
+        tax = Taxonomy.load(REPO / "tests" / "data" / "tiny-taxonomy.yaml")
+    data = tax.to_dict()
+    data.pop("version", None)
+    data["label"] = (tax.label or "taxonomy") + "+1"
+    parent = tax.node(tax.leaf_ids[0]).parent
+
+    def add(nodes: list[dict]) -> bool:
+        for n in nodes:
+            if n["id"] == parent:
+                n["children"].append({"id": f"{parent}_vtagnew", "name": "新兴题材"})
+                return True
+            if add(n.get("children", [])):
+                return True
+        return False
+
+    assert add(data["nodes"])
+    return tax, Taxonomy.from_dict(data, source="<tests v2>")
+
+
+def _tag_row(tax, leaf: str, rng: random.Random, dt: str, run_id: str, tagged_at: datetime, vid: str, cover_missing_p: float):
+    path = tax.path(leaf)
+    names = tax.path_names(leaf)
+    score = round(rng.uniform(0.35, 0.99), 4)
+    tags = []
+    for depth, node in enumerate(path, start=1):
+        s = min(1.0, score + (len(path) - depth) * rng.uniform(0.0, 0.05))
+        tags.append({"node_id": node, "name": tax.node(node).name, "level": depth, "score": round(s, 4)})
+    if rng.random() < 0.3:  # an extra tag from another level-1 subtree
+        other = rng.choice([n for n in tax.nodes if n.level == 2 and n.parent != path[0]])
+        tags.append({"node_id": other.parent, "name": tax.node(other.parent).name, "level": 1, "score": 0.6})
+        tags.append({"node_id": other.id, "name": other.name, "level": 2, "score": 0.55})
+    levels = {f"level{i}": (names[i - 1] if i <= len(names) else None) for i in range(1, MAX_LEVELS + 1)}
+    return {
+        "video_id": vid,
+        "dt": date.fromisoformat(dt),
+        "leaf_id": leaf,
+        "path": path,
+        "path_names": names,
+        **levels,
+        "score": score,
+        "tags": tags,
+        "cover_missing": rng.random() < cover_missing_p,
+        "taxonomy_version": tax.version,
+        "model_version": "demo-cpu-small-20240531",
+        "run_id": run_id,
+        "tagged_at": tagged_at,
+    }
+
+
+def _plan_day(tax, dt: str, day_index: int, rng: random.Random, leaves_by_l1: dict[str, list[str]]):
+    """Videos of a day: id, uploader, leaf. Uploaders keep a favorite subtree; the third day drifts."""
+    l1s = sorted(leaves_by_l1)
+    favorite = {u: l1s[i % len(l1s)] for i, u in enumerate(UPLOADERS)}
+    out = []
+    for i in range(VIDEOS_PER_DAY):
+        # ids 0..7 come back every day (re-uploads): video_tags_latest has work to do
+        vid = f"v{i:04d}" if i < 8 else f"v{day_index}{i:04d}"
+        uploader = UPLOADERS[(i * 3 + day_index) % len(UPLOADERS)]
+        if day_index == 2 and i % 3 == 0:
+            l1 = l1s[0]  # drift: the first subtree surges on the third day
+        elif rng.random() < 0.75:
+            l1 = favorite[uploader]
+        else:
+            l1 = rng.choice(l1s)
+        out.append((vid, uploader, rng.choice(leaves_by_l1[l1])))
+    return out
+
+
+def _write_dump(dump_root: Path, dt: str, plan, rng: random.Random) -> list[dict]:
+    rows = []
+    for vid, uploader, leaf in plan:
+        rows.append(
+            {
+                "video_id": vid,
+                "title": f"视频{vid}·{leaf}",
+                "description": None if rng.random() < 0.5 else "今天分享一下",
+                "cover": None,
+                "cover_uri": None,
+                "uploader_id": uploader,
+                "source_program": rng.choice(["app", "web", None]),
+                "duration_s": rng.randint(5, 600),
+                "upload_ts": datetime.fromisoformat(dt).replace(tzinfo=UTC) + timedelta(minutes=rng.randint(0, 1439)),
+            }
+        )
+    day = dump_root / f"dt={dt}"
+    day.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=DUMP_SCHEMA), day / "part-00000.parquet")
+    (day / "_SUCCESS").write_text("")
+    return rows
+
+
+def _set_commit_times(table_dir: Path, times: dict[int, datetime]) -> None:
+    for version, when in times.items():
+        f = table_dir / "_delta_log" / f"{version:020d}.json"
+        ts = when.timestamp()
+        os.utime(f, (ts, ts))
+
+
+def build_warehouse(spark, root: Path) -> Warehouse:
+    from jobs.config import load_job_conf
+    from jobs.tables import conform, ensure_table, replace_day, table_path, with_retries
+
+    tax, tax2 = load_taxonomies()
+    rng = random.Random(20240601)
+    warehouse, dump_root = root / "warehouse", root / "dumps"
+    conf = load_job_conf(
+        overrides={"warehouse": str(warehouse), "dump_root": str(dump_root), "catalog_database": "vtag"}
+    )
+    wh = Warehouse(root, warehouse, dump_root, conf, tax, tax2)
+    by_l1: dict[str, list[str]] = {}
+    for leaf in tax.leaf_ids:
+        by_l1.setdefault(tax.path(leaf)[0], []).append(leaf)
+    # a handful of subtrees, a few leaves in each, the leaf of the v2 change included
+    changed_leaf = tax.leaf_ids[0]
+    chosen = sorted(by_l1, key=lambda k: (k != tax.path(changed_leaf)[0], k))[:5]
+    leaves_by_l1 = {k: sorted(by_l1[k])[:6] for k in chosen}
+    first = tax.path(changed_leaf)[0]
+    if changed_leaf not in leaves_by_l1[first]:
+        leaves_by_l1[first] = [changed_leaf] + leaves_by_l1[first][:5]
+
+    for name in ("video_tags", "video_tags_quarantine", "tag_runs"):
+        ensure_table(spark, conf, name)
+
+    def run_record(run_id, job, dt, taxv, started, n_read, n_tagged, n_quar, status="succeeded", message=None, secs=41.5):
+        rec = {
+            "run_id": run_id,
+            "job": job,
+            "dt": dt,
+            "taxonomy_version": taxv,
+            "model_version": "demo-cpu-small-20240531",
+            "rows_read": n_read,
+            "rows_tagged": n_tagged,
+            "rows_quarantined": n_quar,
+            "started_at": started,
+            "finished_at": started + timedelta(seconds=secs),
+            "seconds": secs,
+            "status": status,
+            "message": message,
+            "conf": json.dumps({"dump_root": str(dump_root)}),
+        }
+        wh.runs.append(rec)
+        return rec
+
+    for k, dt in enumerate(DAYS):
+        plan = _plan_day(tax, dt, k, rng, leaves_by_l1)
+        wh.uploads[dt] = _write_dump(dump_root, dt, plan, rng)
+        run_id = f"tag-{dt}-{k:02d}"
+        started = NIGHT[dt]
+        rows = [_tag_row(tax, leaf, rng, dt, run_id, started, vid, 0.1 if k < 2 else 0.25) for vid, _, leaf in plan]
+        quar = [
+            {
+                "video_id": None if reason == "missing_video_id" else f"q{k}{j:03d}",
+                "dt": date.fromisoformat(dt),
+                "raw": json.dumps({"video_id": f"q{k}{j:03d}", "title": "坏行"}, ensure_ascii=False),
+                "reason": reason,
+                "run_id": run_id,
+            }
+            for j, reason in enumerate(REASONS[: 3 + k] + ["duplicate_video_id"] * k)
+        ]
+        if k == 2:  # a failed attempt first (e.g. an executor lost), then the successful run
+            run_record(f"tag-{dt}-failed", "tag", dt, tax.version, started - timedelta(minutes=30),
+                       len(plan) + len(quar), None, None, "failed", "Py4JJavaError: executor lost", 300.0)
+        replace_day(_frame(spark, rows, VIDEO_TAGS_SCHEMA), conf, "video_tags", dt)
+        replace_day(_frame(spark, quar, QUARANTINE_SCHEMA), conf, "video_tags_quarantine", dt)
+        wh.rows[dt], wh.quarantine[dt] = rows, quar
+        run_record(run_id, "tag", dt, tax.version, started, len(plan) + len(quar), len(rows), len(quar))
+
+    # the taxonomy change: v2 adds a leaf beside `changed_leaf`; the re-tag moves some videos to it
+    wh.rows_before_retag = wh.rows[RETAG_DAY]
+    new_leaf = f"{tax.node(changed_leaf).parent}_vtagnew"
+    retag_id = f"retag-{RETAG_DAY}-v2"
+    retagged = []
+    for i, r in enumerate(wh.rows_before_retag):
+        moved = r["leaf_id"] == changed_leaf or (i % 4 == 0 and tax.path(r["leaf_id"])[0] == first)
+        row = _tag_row(tax2, new_leaf if moved else r["leaf_id"], rng, RETAG_DAY, retag_id, RETAG_AT, r["video_id"], 0.1)
+        retagged.append(row)
+    replace_day(_frame(spark, retagged, VIDEO_TAGS_SCHEMA), conf, "video_tags", RETAG_DAY)
+    wh.rows[RETAG_DAY] = retagged
+    n_q = len(wh.quarantine[RETAG_DAY])
+    run_record(retag_id, "retag", RETAG_DAY, tax2.version, RETAG_AT, len(retagged) + n_q, len(retagged), n_q)
+    runs = [dict(r, dt=date.fromisoformat(r["dt"])) for r in wh.runs]
+    runs_df = conform(_frame(spark, runs, TAG_RUNS_SCHEMA), "tag_runs")
+    with_retries(lambda: runs_df.write.format("delta").mode("append").save(table_path(conf, "tag_runs")))
+
+    # commit times: table creation and each day's write the night after, the re-tag on 06-05
+    first_night = NIGHT[DAYS[0]]
+    times = {0: first_night - timedelta(minutes=1)}
+    times.update({i + 1: NIGHT[d] + timedelta(minutes=1) for i, d in enumerate(DAYS)})
+    times[len(DAYS) + 1] = RETAG_AT + timedelta(minutes=1)
+    _set_commit_times(warehouse / "video_tags", times)
+    _set_commit_times(warehouse / "video_tags_quarantine", {k: v for k, v in times.items() if k <= len(DAYS)})
+    wh.version_before_retag = len(DAYS)
+    return wh
+
+
+def _frame(spark, rows: list[dict], schema: pa.Schema):
+    return spark.createDataFrame(pa.Table.from_pylist(rows, schema=schema))
+
+
+_CACHE: dict[int, Warehouse] = {}
+
+
+def get_warehouse(spark, tmp_path_factory) -> Warehouse:
+    """The session's warehouse, built on first use (shared by every test module that asks)."""
+    key = id(spark)
+    if key not in _CACHE:
+        _CACHE[key] = build_warehouse(spark, tmp_path_factory.mktemp("vtag-analysts"))
+    return _CACHE[key]
