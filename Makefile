@@ -20,10 +20,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/vtag demo
 
-# pytest exits 5 when it collected no test: that is a failure here too.
+# pytest exits 5 when it collected no test: that is a failure here too. The Airflow tests run in
+# their own venv (.venv-airflow, scripts/airflow_tests.sh) so Airflow's pins never fight ours; the
+# report test needs a headless Chromium (Debian's package, scripts/ensure_chromium.sh).
 test: $(STAMP)
+	bash scripts/ensure_chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "no tests ran: failing"; exit 1; fi; exit $$rc
+	if [ $$rc -eq 5 ]; then echo "no tests ran: failing"; exit 1; fi; \
+	bash scripts/airflow_tests.sh; arc=$$?; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$arc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hierarchy models jobs airflow_dags bench tests
