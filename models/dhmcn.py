@@ -73,7 +73,7 @@ class HierarchySpec:
 
     # -- constructors
     @classmethod
-    def from_ancestor_matrix(cls, R: np.ndarray) -> "HierarchySpec":
+    def from_ancestor_matrix(cls, R: np.ndarray) -> HierarchySpec:
         """From C-HMCNN's ``R`` (diagonal forced true); levels by longest path; edges = the
         transitive reduction of R. Raises ValueError if R has a cycle."""
         R = np.asarray(R).astype(bool).copy()
@@ -99,7 +99,7 @@ class HierarchySpec:
         return cls(R=R, level=level, edges=edges)
 
     @classmethod
-    def from_parents(cls, parent_index: Sequence[int]) -> "HierarchySpec":
+    def from_parents(cls, parent_index: Sequence[int]) -> HierarchySpec:
         """From a tree's ``[N]`` parent index (-1 for top nodes)."""
         parent = np.asarray(parent_index, dtype=np.int64)
         n = parent.shape[0]
@@ -114,7 +114,7 @@ class HierarchySpec:
         return cls.from_ancestor_matrix(R)
 
     @classmethod
-    def from_taxonomy(cls, taxonomy) -> "HierarchySpec":
+    def from_taxonomy(cls, taxonomy) -> HierarchySpec:
         """From a :class:`hierarchy.taxonomy.Taxonomy` (node order = taxonomy node order)."""
         parent = taxonomy.parent_index
         child = np.flatnonzero(parent >= 0)
@@ -264,8 +264,9 @@ class FlatHead(_Head):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.classifier(self.body(x))
-        leaf_p = torch.softmax(logits.float(), dim=1)
-        prob = (leaf_p @ self.structure.leaf_to_node).clamp(0.0, 1.0)
+        with torch.autocast(device_type=x.device.type, enabled=False):  # sums of probabilities in fp32
+            leaf_p = torch.softmax(logits.float(), dim=1)
+            prob = (leaf_p @ self.structure.leaf_to_node).clamp(0.0, 1.0)
         return {"leaf_logits": logits, "prob": prob}
 
 

@@ -184,7 +184,7 @@ class VtagModel(nn.Module):
         finally:
             self.train(was_training)
 
-    def prepare_for(self, device: str | torch.device) -> "VtagModel":
+    def prepare_for(self, device: str | torch.device) -> VtagModel:
         """Move to ``device``; on CUDA the image backbone goes channels_last."""
         device = torch.device(device)
         self.to(device)

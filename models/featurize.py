@@ -58,7 +58,7 @@ class Featurizer:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def fit(cls, taxonomy, config: dict, frame: pd.DataFrame) -> "Featurizer":
+    def fit(cls, taxonomy, config: dict, frame: pd.DataFrame) -> Featurizer:
         """Build the vocabulary from ``frame``'s titles and descriptions (training rows only)."""
         cfg = resolve_config(config)
         tcfg, vcfg = cfg["text"], cfg["text"]["vocab"]

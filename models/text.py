@@ -88,19 +88,14 @@ def normalize(text: str) -> str:
 
 def as_text(value) -> str:
     """A frame cell as a string: None / NaN / non-str -> ''."""
-    if value is None:
-        return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, float) and math.isnan(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    try:
-        import pandas as pd
-
-        if pd.isna(value):
-            return ""
-    except (TypeError, ValueError):
-        pass
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", errors="replace")
+    if type(value).__name__ in ("NAType", "NaTType"):  # pandas.NA / NaT
+        return ""
     return str(value)
 
 

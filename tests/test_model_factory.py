@@ -13,6 +13,15 @@ from PIL import Image
 from models.factory import DEFAULT_CONFIG, create_model, resolve_config
 from models.featurize import Featurizer, collate
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: intra-op threads only add spin-wait overhead on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 TINY = {
     "text": {
         "max_tokens": 12,

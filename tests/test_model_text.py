@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from models.factory import resolve_config
 from models.text import (
     PAD_ID,
     SEP_ID,
@@ -20,12 +22,20 @@ from models.text import (
     taxonomy_words,
     tokenize,
 )
-from models.factory import resolve_config
 
 CFG = resolve_config(
     {"text": {"max_tokens": 10, "bow": {"buckets": 101, "dim": 6},
               "cnn": {"embed_dim": 6, "widths": [2, 3, 5], "channels": 3, "attn_dim": 4}}}
 )["text"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: intra-op threads only add spin-wait overhead on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_user_dictionary_keeps_taxonomy_names_whole(tiny_taxonomy):
