@@ -131,20 +131,20 @@ def _text_masks(text: str, size: int, vertical: bool, stroke: int):
     if vertical:
         box = (size + 2 * pad, size * n + 2 * pad)
     else:
-        l, t, r, b = f.getbbox(text, stroke_width=stroke)
-        box = (r - l + 2 * pad, b - t + 2 * pad)
+        x0, y0, x1, y1 = f.getbbox(text, stroke_width=stroke)
+        box = (x1 - x0 + 2 * pad, y1 - y0 + 2 * pad)
     fill, edge = Image.new("L", box, 0), Image.new("L", box, 0)
     df, de = ImageDraw.Draw(fill), ImageDraw.Draw(edge)
     if vertical:
         for i, ch in enumerate(text):
-            l, t, r, _ = f.getbbox(ch)
-            xy = (pad + (size - (r - l)) // 2 - l, pad + i * size - t)
+            x0, y0, x1, _ = f.getbbox(ch)
+            xy = (pad + (size - (x1 - x0)) // 2 - x0, pad + i * size - y0)
             de.text(xy, ch, font=f, fill=255, stroke_width=stroke, stroke_fill=255)
             df.text(xy, ch, font=f, fill=255)
     else:
-        l, t, _, _ = f.getbbox(text, stroke_width=stroke)
-        de.text((pad - l, pad - t), text, font=f, fill=255, stroke_width=stroke, stroke_fill=255)
-        df.text((pad - l, pad - t), text, font=f, fill=255)
+        x0, y0, _, _ = f.getbbox(text, stroke_width=stroke)
+        de.text((pad - x0, pad - y0), text, font=f, fill=255, stroke_width=stroke, stroke_fill=255)
+        df.text((pad - x0, pad - y0), text, font=f, fill=255)
     return fill, edge
 
 
@@ -169,6 +169,7 @@ def render_cover(
     noise: float,
     offsig: bool,
     text_rate: float,
+    sig_strength: float = 1.0,
 ) -> bytes:
     """One JPEG cover. ``offsig`` draws a random palette/layout (the uploader's own photo style)."""
     w, h = int(width), int(height)
@@ -177,9 +178,14 @@ def render_cover(
         bg1, bg2, accent, accent2 = pal
         layout, shape, icon = int(rng.integers(6)), int(rng.integers(6)), int(rng.integers(3, 9))
     else:
-        bg1, bg2 = _jitter(rng, sig.bg1, 12), _jitter(rng, sig.bg2, 12)
-        accent, accent2 = _jitter(rng, sig.accent, 10), _jitter(rng, sig.accent2, 10)
+        bg1, bg2 = _jitter(rng, sig.bg1, 18), _jitter(rng, sig.bg2, 18)
+        accent, accent2 = _jitter(rng, sig.accent, 14), _jitter(rng, sig.accent2, 14)
         layout, shape, icon = sig.layout, sig.shape, sig.icon
+        # the subtree's layout and shape family are habits, not rules
+        if rng.random() > sig_strength:
+            layout = int(rng.integers(6))
+        if rng.random() > sig_strength:
+            shape = int(rng.integers(6))
     tbox, sbox, gdir = _LAYOUTS[layout]
     ramp = _ramp(bg1, bg2)
     if gdir == 2:

@@ -67,6 +67,7 @@ class Generator:
         self.cw, self.ch, self.cq = int(c["width"]), int(c["height"]), int(c["quality"])
         self.c_noise, self.c_missing = float(c["noise"]), float(c["missing_rate"])
         self.c_offsig, self.c_text = float(c["offsig_rate"]), float(c["text_rate"])
+        self.c_layout = float(c["layout_rate"])
         self.empty_title = float(world.conf["text"]["empty_title_rate"])
         self.chunk_rows = int(world.conf["batch_rows"])
         self.bad_conf = world.conf["bad"]
@@ -134,7 +135,8 @@ class Generator:
         if not missing:
             offsig = rng.random() < self.c_offsig
             row["cover"] = render_cover(
-                rng, w.sig[w.leaf_ids[k]], text.cover_text, self.cw, self.ch, self.cq, self.c_noise, offsig, self.c_text
+                rng, w.sig[w.leaf_ids[k]], text.cover_text, self.cw, self.ch, self.cq, self.c_noise, offsig, self.c_text,
+                self.c_layout,
             )
             if text.title and rng.random() < self.empty_title:
                 row["title"] = ""

@@ -33,7 +33,7 @@ from .shared import load_seeds
 
 log = logging.getLogger("vtag.generate")
 
-_CACHE: dict[str, "World"] = {}
+_CACHE: dict[str, World] = {}
 _LOCK = threading.Lock()
 
 
@@ -148,7 +148,9 @@ class World:
             if self.cover_blind[self.leaf_pos[lid]] and node.parent is not None:
                 carrier = node.parent
             k, kn = sib_index(carrier)
-            ah = h + 0.2 + 0.6 * (k + 0.5) / max(kn, 1)
+            # the accent separates siblings (evenly spread hues); accent2 and the icon follow the parent
+            ah = h + 0.25 + 0.5 * (k + 0.5) / max(kn, 1)
+            pk, _ = sib_index(node.parent) if node.parent is not None else (0, 1)
             s1 = 0.45 + 0.3 * hash01("sat", self.seed, path[0])
             self.sig[lid] = CoverSig(
                 bg1=_rgb(h, s1, 0.88),
@@ -156,8 +158,8 @@ class World:
                 layout=j % 6,
                 shape=(j2 + j // 6) % 6,
                 accent=_rgb(ah, 0.9, 0.95),
-                accent2=_rgb(ah + 0.5, 0.35 + 0.5 * ((k % 3) / 2), 0.35 + 0.6 * ((k // 3) % 2)),
-                icon=3 + (k % 6),
+                accent2=_rgb(h + 0.5, 0.35 + 0.5 * ((pk % 3) / 2), 0.35 + 0.6 * ((pk // 3) % 2)),
+                icon=3 + ((k + pk) % 6),
             )
 
     # ------------------------------------------------------------------ context
@@ -191,7 +193,7 @@ class World:
             first = int(rng.choice(nh, p=p_h))
             chosen = [first]
             for _ in range(int(ks[u]) - 1):
-                same = np.flatnonzero((h_l1 == h_l1[first]))
+                same = np.flatnonzero(h_l1 == h_l1[first])
                 pool = same if (rng.random() < float(c["same_l1_share"]) and len(same) > 1) else np.arange(nh)
                 pw = hw[pool] / hw[pool].sum()
                 chosen.append(int(rng.choice(pool, p=pw)))
@@ -220,8 +222,8 @@ class World:
                   for nid in tax.children(None)}
         l2_mult = {n.id: float(np.exp(rng.normal(0, 0.35))) for n in tax.nodes if n.level == 2}
         self.dur_median = np.array(
-            [l1_med[tax.path(l)[0]] * (l2_mult.get(tax.path(l)[1], 1.0) if len(tax.path(l)) > 1 else 1.0)
-             * float(np.exp(rng.normal(0, 0.2))) for l in self.leaf_ids]
+            [l1_med[tax.path(lf)[0]] * (l2_mult.get(tax.path(lf)[1], 1.0) if len(tax.path(lf)) > 1 else 1.0)
+             * float(np.exp(rng.normal(0, 0.2))) for lf in self.leaf_ids]
         )
 
     # ------------------------------------------------------------------ labels
@@ -236,7 +238,7 @@ class World:
             partners.setdefault(ib, []).append((ia, s))
         self.cooccur_partners = {k: sorted(v) for k, v in partners.items()}
         # node indices of the implicit ancestors of each node (for the "no ancestors listed" rule)
-        self.leaf_index = np.array([tax.index[l] for l in self.leaf_ids], dtype=np.int64)
+        self.leaf_index = np.array([tax.index[lf] for lf in self.leaf_ids], dtype=np.int64)
 
 
 _LEX_CACHE: dict[tuple, Lexicon] = {}
@@ -261,7 +263,7 @@ def _lexicon(tax_text: str, tax: Taxonomy, conf: dict) -> Lexicon:
 
 
 def world_key(tax_text: str, conf: dict, seed: int) -> str:
-    return hashlib.sha256(f"{tax_text}\x00{config_hash(conf)}\x00{seed}".encode("utf-8")).hexdigest()[:24]
+    return hashlib.sha256(f"{tax_text}\x00{config_hash(conf)}\x00{seed}".encode()).hexdigest()[:24]
 
 
 def get_world(tax_text: str, conf: dict, seed: int, source: str = "<generate>") -> World:
