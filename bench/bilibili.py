@@ -1,0 +1,494 @@
+"""vtag against peers on real Bilibili video titles (two-level zones; no covers).
+
+Data: JSON Lines in the format of ``../shared/data/zh_titles/bilibili_popular_2023/videos.jsonl``
+(README there): ``title``, ``desc`` (``"-"`` = empty), ``tid`` (the sub-zone: the label, a node id
+of ``conf/taxonomy/bilibili-v1.yaml``), ``owner_mid`` (uploader), ``duration`` (s), ``pubdate``,
+``aid``/``bvid``. The level-1 zone comes from the taxonomy (not from the file's ``parent_tid``).
+Rows whose ``tid`` is not a taxonomy node are dropped (counted in the output).
+
+Split: ``--train FILE --test FILE``, or by default one file (``--data``, default the shared file)
+split once by uploader (:func:`models.data.grouped_split`, ``--test-fraction 0.2``, split seed
+``--split-seed 0``): no uploader is on both sides.
+
+Systems, all on the same split and the same inputs where they can take them (title + description
+text, uploader id, duration bucket — :func:`models.context.duration_buckets`, vtag's buckets):
+
+- ``vtag_dhmcn_v3``, ``vtag_flat``: vtag's model, text + context modalities (no image: there are no
+  covers), ``conf/model/cpu-small.yaml`` with only ``head.name`` changed, trained by
+  :func:`models.train.train` (its own uploader-grouped 10 % validation split for early stopping),
+  written as a bundle and run through :class:`models.predictor.Predictor` — the production path.
+- ``tfidf_lr``: TF-IDF over jieba word uni+bigrams of title + description, beside one-hot uploader
+  and duration bucket, multinomial logistic regression over the leaves (flat).
+- ``hiclass_lcppn_lr``: the same features, HiClass ``LocalClassifierPerParentNode`` with logistic
+  regression (a local hierarchical peer).
+- ``fasttext_ngrams``: fastText-style: the mean of hashed embeddings of word uni+bigrams, character
+  1-3-grams and ``uploader``/``duration`` tokens, then a linear softmax over the leaves (torch).
+
+Peer settings are not tuned to any file: LR's ``C`` is picked from ``(1, 4, 16)`` on an inner
+uploader-grouped validation split of the training side, the fastText-style model stops early on the
+same kind of split; everything else is fixed here.
+
+Metrics on the test side, from each system's primary predicted node (its path = the predicted set):
+level-1 accuracy, leaf accuracy, hierarchical F1 (micro, :func:`hierarchy.metrics.hierarchical_prf`).
+Each system runs with ``--seeds`` training seeds (deterministic peers — the two LR ones — once: std 0).
+The last line printed is one JSON object ``{system: {"leaf_acc", "leaf_acc_std", "level1_acc",
+"level1_acc_std", "hf1", "hf1_std"}}``.
+
+Usage::
+
+    python bench/bilibili.py [--data FILE | --train FILE --test FILE] [--seeds 3] [--systems a,b]
+        [--threads 1] [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_THREADS = "1"
+for _i, _a in enumerate(sys.argv):  # BLAS pools must be sized before numpy/torch load
+    if _a == "--threads" and _i + 1 < len(sys.argv):
+        _THREADS = sys.argv[_i + 1]
+    elif _a.startswith("--threads="):
+        _THREADS = _a.split("=", 1)[1]
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _THREADS)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SHARED_DATA = Path(os.environ.get("VTAG_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEFAULT_DATA = SHARED_DATA / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl"
+DEFAULT_TAXONOMY = REPO / "conf" / "taxonomy" / "bilibili-v1.yaml"
+DEFAULT_MODEL = REPO / "conf" / "model" / "cpu-small.yaml"
+SYSTEMS = ("vtag_dhmcn_v3", "vtag_flat", "tfidf_lr", "hiclass_lcppn_lr", "fasttext_ngrams")
+DETERMINISTIC = ("tfidf_lr", "hiclass_lcppn_lr")
+LR_C_GRID = (1.0, 4.0, 16.0)
+
+
+# ---------------------------------------------------------------------------------------- data
+def read_videos(path: str | Path, taxonomy) -> tuple[pd.DataFrame, int]:
+    """JSONL -> a labeled frame in ``models.schema.LABELED_SCHEMA`` columns (``cover`` null,
+    ``labels = [str(tid)]``), and the number of rows dropped for an unknown ``tid``."""
+    raw = pd.read_json(path, lines=True, dtype=False)
+    desc = raw["desc"] if "desc" in raw.columns else pd.Series([None] * len(raw))
+    vid = raw["bvid"] if "bvid" in raw.columns else raw["aid"]
+    def obj(values) -> pd.Series:  # object columns keep None (pandas 3 would infer str with NaN)
+        return pd.Series(list(values), dtype=object)
+
+    frame = pd.DataFrame({
+        "video_id": obj(vid.astype(str)),
+        "title": obj(raw["title"].fillna("").astype(str)),
+        "description": obj(None if d is None or (isinstance(d, float) and math.isnan(d)) or str(d).strip() in ("", "-")
+                           else str(d) for d in desc),
+        "cover": obj([None] * len(raw)),
+        "uploader_id": obj(None if u is None or (isinstance(u, float) and math.isnan(u)) else str(u)
+                           for u in raw.get("owner_mid", pd.Series([None] * len(raw)))),
+        "source_program": obj([None] * len(raw)),
+        "duration_s": pd.to_numeric(raw.get("duration"), errors="coerce").astype("Int64"),
+        "upload_ts": pd.to_datetime(pd.to_numeric(raw.get("pubdate"), errors="coerce"), unit="s", utc=True),
+        "labels": obj([str(t)] for t in raw["tid"]),
+    })
+    known = frame["labels"].map(lambda x: x[0] in taxonomy.by_id).to_numpy()
+    return frame.loc[known].reset_index(drop=True), int((~known).sum())
+
+
+def default_split(frame: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from models.data import grouped_split
+
+    tr, te = grouped_split(frame, test_fraction, seed)
+    return frame.iloc[tr].reset_index(drop=True), frame.iloc[te].reset_index(drop=True)
+
+
+def inner_split(frame: pd.DataFrame, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Uploader-grouped 90/10 split of a training side (peers' settings are chosen on it)."""
+    from models.data import grouped_split
+
+    return grouped_split(frame, 0.1, seed)
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def score(taxonomy, true_idx: np.ndarray, pred_idx: np.ndarray) -> dict[str, float]:
+    """``leaf_acc``, ``level1_acc``, ``hf1`` of predicted primary nodes ``[B]`` (taxonomy indices)."""
+    from hierarchy.metrics import hierarchical_prf, level_accuracy
+
+    n = taxonomy.n_nodes
+    t = np.zeros((len(true_idx), n), dtype=bool)
+    p = np.zeros_like(t)
+    t[np.arange(len(t)), true_idx] = True
+    p[np.arange(len(p)), pred_idx] = True
+    return {
+        "leaf_acc": float(np.mean(true_idx == pred_idx)),
+        "level1_acc": level_accuracy(taxonomy, true_idx, pred_idx)[1],
+        "hf1": hierarchical_prf(taxonomy.close_ancestors(t), taxonomy.close_ancestors(p)).f1,
+    }
+
+
+# ---------------------------------------------------------------------------------------- peers' inputs
+def _texts(frame: pd.DataFrame) -> list[str]:
+    return [f"{t or ''} {d or ''}".strip() for t, d in zip(frame["title"], frame["description"])]
+
+
+_JIEBA = None
+
+
+def jieba_tokens(texts: list[str], max_chars: int = 300) -> list[list[str]]:
+    """Lower-cased jieba words (whitespace and punctuation-only tokens dropped)."""
+    global _JIEBA
+    if _JIEBA is None:
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        _JIEBA = jieba.Tokenizer()
+    out = []
+    for s in texts:
+        words = _JIEBA.lcut(s[:max_chars].lower(), HMM=False)
+        out.append([w for w in (x.strip() for x in words) if w and any(ch.isalnum() for ch in w)])
+    return out
+
+
+def context_tokens(frame: pd.DataFrame) -> list[list[str]]:
+    """``["up=<uploader>", "dur=<bucket>"]`` per row (vtag's duration buckets)."""
+    from models.context import duration_buckets
+    from models.factory import DEFAULT_CONFIG
+
+    c = DEFAULT_CONFIG["context"]
+    dur = duration_buckets(frame["duration_s"].tolist(), int(c["duration_buckets"]), float(c["duration_max_s"]))
+    return [[f"up={u}", f"dur={d}"] for u, d in zip(frame["uploader_id"], dur)]
+
+
+class SparseFeatures:
+    """TF-IDF of jieba uni+bigrams (sublinear tf, min_df 2) ⊕ one-hot uploader ⊕ one-hot duration bucket."""
+
+    def __init__(self):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.preprocessing import OneHotEncoder
+
+        self.tfidf = TfidfVectorizer(analyzer=lambda toks: toks + [a + " " + b for a, b in zip(toks, toks[1:])],
+                                     min_df=2, sublinear_tf=True, dtype=np.float32)
+        self.onehot = OneHotEncoder(handle_unknown="ignore", dtype=np.float32)
+
+    def _ctx(self, ctx: list[list[str]]) -> np.ndarray:
+        return np.array(ctx, dtype=object)
+
+    def fit_transform(self, toks, ctx):
+        import scipy.sparse as sp
+
+        return sp.hstack([self.tfidf.fit_transform(toks), self.onehot.fit_transform(self._ctx(ctx))]).tocsr()
+
+    def transform(self, toks, ctx):
+        import scipy.sparse as sp
+
+        return sp.hstack([self.tfidf.transform(toks), self.onehot.transform(self._ctx(ctx))]).tocsr()
+
+
+@dataclass
+class PeerInputs:
+    """Tokenised train/test sides shared by the peers (tokenised once)."""
+
+    train_toks: list[list[str]]
+    test_toks: list[list[str]]
+    train_ctx: list[list[str]]
+    test_ctx: list[list[str]]
+    train_texts: list[str]
+    test_texts: list[str]
+
+
+def _lr(C: float, seed: int):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=300, tol=1e-3, random_state=seed)
+
+
+def _pick_C(make_fit_predict: Callable, train: pd.DataFrame, inputs: PeerInputs, y: np.ndarray, log) -> float:
+    """C from :data:`LR_C_GRID` with the best inner-validation leaf accuracy."""
+    tr, va = inner_split(train)
+    best_c, best = LR_C_GRID[0], -1.0
+    for C in LR_C_GRID:
+        pred = make_fit_predict(C, tr, va)
+        acc = float(np.mean(pred == y[va]))
+        log(f"    C={C:g}: inner-valid leaf acc {acc:.4f}")
+        if acc > best:
+            best_c, best = C, acc
+    return best_c
+
+
+def run_tfidf_lr(taxonomy, train, test, inputs: PeerInputs, seed: int, log) -> np.ndarray:
+    y = np.array([taxonomy.index[x[0]] for x in train["labels"]])
+
+    def fit_predict(C, tr, va):
+        f = SparseFeatures()
+        Xtr = f.fit_transform([inputs.train_toks[i] for i in tr], [inputs.train_ctx[i] for i in tr])
+        Xva = f.transform([inputs.train_toks[i] for i in va], [inputs.train_ctx[i] for i in va])
+        return _lr(C, seed).fit(Xtr, y[tr]).predict(Xva)
+
+    C = _pick_C(fit_predict, train, inputs, y, log)
+    f = SparseFeatures()
+    Xtr = f.fit_transform(inputs.train_toks, inputs.train_ctx)
+    return _lr(C, seed).fit(Xtr, y).predict(f.transform(inputs.test_toks, inputs.test_ctx))
+
+
+def run_hiclass(taxonomy, train, test, inputs: PeerInputs, seed: int, log) -> np.ndarray:
+    from hiclass import LocalClassifierPerParentNode
+
+    paths = [taxonomy.path(x[0]) for x in train["labels"]]
+    depth = taxonomy.max_depth
+    Y = np.array([list(p) + [""] * (depth - len(p)) for p in paths], dtype=object)
+    leaf = np.array([taxonomy.index[x[0]] for x in train["labels"]])
+
+    def to_index(pred_paths) -> np.ndarray:
+        out = []
+        for row in np.asarray(pred_paths, dtype=object):
+            ids = [str(v) for v in row if str(v) not in ("", "nan", "None")]
+            out.append(taxonomy.index.get(ids[-1], -1) if ids else -1)
+        return np.array(out)
+
+    def fit_predict(C, tr, va):
+        f = SparseFeatures()
+        Xtr = f.fit_transform([inputs.train_toks[i] for i in tr], [inputs.train_ctx[i] for i in tr])
+        Xva = f.transform([inputs.train_toks[i] for i in va], [inputs.train_ctx[i] for i in va])
+        clf = LocalClassifierPerParentNode(local_classifier=_lr(C, seed), n_jobs=1)
+        return to_index(clf.fit(Xtr, Y[tr]).predict(Xva))
+
+    C = _pick_C(fit_predict, train, inputs, leaf, log)
+    f = SparseFeatures()
+    clf = LocalClassifierPerParentNode(local_classifier=_lr(C, seed), n_jobs=1)
+    clf.fit(f.fit_transform(inputs.train_toks, inputs.train_ctx), Y)
+    pred = to_index(clf.predict(f.transform(inputs.test_toks, inputs.test_ctx)))
+    if (pred < 0).any():  # an empty path: fall back to the most frequent leaf
+        pred[pred < 0] = np.bincount(leaf).argmax()
+    return pred
+
+
+# ---------------------------------------------------------------------------------------- fastText-style
+FT_BUCKETS = 1 << 20
+FT_DIM = 64
+FT_EPOCHS = 15
+FT_PATIENCE = 2
+
+
+def _hash(tok: str) -> int:
+    return 1 + zlib.crc32(tok.encode("utf-8")) % (FT_BUCKETS - 1)
+
+
+def ngram_ids(toks: list[str], text: str, ctx: list[str]) -> list[int]:
+    """fastText-style bag: words, word bigrams, character 1-3-grams (of the raw text), context tokens."""
+    feats = [f"w:{t}" for t in toks] + [f"b:{a} {b}" for a, b in zip(toks, toks[1:])]
+    s = "".join(text.lower().split())[:200]
+    for n in (1, 2, 3):
+        feats.extend(f"c{n}:{s[i:i + n]}" for i in range(len(s) - n + 1))
+    feats.extend(ctx)
+    return [_hash(f) for f in feats] or [0]
+
+
+def run_fasttext(taxonomy, train, test, inputs: PeerInputs, seed: int, log) -> np.ndarray:
+    """Mean of hashed n-gram embeddings -> linear softmax over leaves; epochs chosen on an inner
+    grouped validation split (the best epoch's weights are kept), then used on test."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    leaves = sorted({taxonomy.index[x[0]] for x in train["labels"]})
+    pos = {j: k for k, j in enumerate(leaves)}
+    y = torch.tensor([pos[taxonomy.index[x[0]]] for x in train["labels"]])
+    bags = [ngram_ids(t, s, c) for t, s, c in zip(inputs.train_toks, inputs.train_texts, inputs.train_ctx)]
+    test_bags = [ngram_ids(t, s, c) for t, s, c in zip(inputs.test_toks, inputs.test_texts, inputs.test_ctx)]
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.EmbeddingBag(FT_BUCKETS, FT_DIM, mode="mean", sparse=True, padding_idx=0)
+            nn.init.uniform_(self.emb.weight, -1.0 / FT_DIM, 1.0 / FT_DIM)
+            self.out = nn.Linear(FT_DIM, len(leaves))
+
+        def forward(self, flat, offsets):
+            return self.out(self.emb(flat, offsets))
+
+    def batch(bs):
+        flat = torch.tensor([i for b in bs for i in b])
+        offsets = torch.tensor(np.cumsum([0] + [len(b) for b in bs[:-1]]))
+        return flat, offsets
+
+    def predict(model, bs):
+        model.eval()
+        with torch.no_grad():
+            return torch.cat([model(*batch(bs[i:i + 1024])).argmax(1) for i in range(0, len(bs), 1024)]).numpy()
+
+    tr, va = inner_split(train)
+    model = Model()
+    opt_s = torch.optim.SparseAdam(list(model.emb.parameters()), lr=0.01)
+    opt_d = torch.optim.Adam(model.out.parameters(), lr=0.01)
+    g = torch.Generator().manual_seed(seed)
+    best, best_state, bad = -1.0, None, 0
+    epoch = 0
+    for epoch in range(FT_EPOCHS):  # noqa: B007 - reported after the loop
+        model.train()
+        perm = tr[torch.randperm(len(tr), generator=g).numpy()]
+        for i in range(0, len(perm), 32):
+            idx = perm[i:i + 32]
+            loss = nn.functional.cross_entropy(model(*batch([bags[k] for k in idx])), y[idx])
+            opt_s.zero_grad()
+            opt_d.zero_grad()
+            loss.backward()
+            opt_s.step()
+            opt_d.step()
+        acc = float(np.mean(predict(model, [bags[k] for k in va]) == y[va].numpy()))
+        if acc > best:
+            best, bad = acc, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= FT_PATIENCE:
+                break
+    log(f"    inner-valid leaf acc {best:.4f} after {epoch + 1} epochs")
+    model.load_state_dict(best_state)
+    return np.array(leaves)[predict(model, test_bags)]
+
+
+# ---------------------------------------------------------------------------------------- vtag
+def vtag_config(model_config: Path, head: str) -> dict:
+    from models.train import load_model_config
+
+    cfg = load_model_config(model_config)
+    cfg["modalities"] = [m for m in cfg.get("modalities", ["text", "image", "context"]) if m != "image"]
+    name, _, flag = head.partition("+")
+    cfg.setdefault("head", {})
+    cfg["head"] = {**cfg["head"], "name": name}
+    if flag == "mc":
+        cfg["head"]["max_constraint"] = True
+    return cfg
+
+
+def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: int | None = None) -> Callable:
+    def run(taxonomy, train, test, inputs, seed, log) -> np.ndarray:
+        from models.predictor import Predictor
+        from models.train import train as train_model
+
+        cfg = vtag_config(model_config, head)
+        with tempfile.TemporaryDirectory(prefix="vtag-bili-") as tmp:
+            res = train_model(cfg, taxonomy, train, Path(tmp) / "bundle", seed=seed, device="cpu", epochs=epochs,
+                              progress=False, max_minutes=max_minutes, label=f"bench-bilibili-{head}")
+            log(f"    epochs {res.epochs_run} (best {res.best_epoch}, {res.stopped}), valid "
+                + " ".join(f"{k}={res.metrics.get(k, float('nan')):.4f}" for k in ("leaf_acc", "level1_acc", "hf1")))
+            pred = Predictor.load(res.bundle_dir, device="cpu", expected_taxonomy_version=taxonomy)
+            decoded, _ = pred.predict_scores(test)
+        return np.asarray(decoded.leaf, dtype=np.int64)
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------- main
+def _arg_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="one JSONL file, split by uploader (default: shared)")
+    ap.add_argument("--train", help="training JSONL (with --test: no split)")
+    ap.add_argument("--test", help="test JSONL")
+    ap.add_argument("--test-fraction", type=float, default=0.2)
+    ap.add_argument("--split-seed", type=int, default=0, help="seed of the uploader-grouped split (default 0)")
+    ap.add_argument("--taxonomy", default=str(DEFAULT_TAXONOMY))
+    ap.add_argument("--model-config", default=str(DEFAULT_MODEL), help="vtag model config (image is disabled)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--systems", default=",".join(SYSTEMS),
+                    help="comma-separated; vtag_<head> for any head of models.dhmcn (+mc allowed)")
+    ap.add_argument("--vtag-max-minutes", type=float, default=None, help="time budget per vtag training run")
+    ap.add_argument("--vtag-epochs", type=int, default=None, help="override train.epochs of the model config")
+    ap.add_argument("--threads", type=int, default=int(_THREADS))
+    ap.add_argument("--json-out", help="also write all figures (per seed too) here")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arg_parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    from hierarchy.taxonomy import Taxonomy
+
+    t_all = time.monotonic()
+    taxonomy = Taxonomy.load(args.taxonomy)
+    if bool(args.train) != bool(args.test):
+        raise SystemExit("--train and --test go together")
+    if args.train:
+        train, d1 = read_videos(args.train, taxonomy)
+        test, d2 = read_videos(args.test, taxonomy)
+        dropped, split_desc = d1 + d2, f"train {args.train}, test {args.test}"
+    else:
+        frame, dropped = read_videos(args.data, taxonomy)
+        train, test = default_split(frame, args.test_fraction, args.split_seed)
+        split_desc = f"{args.data} split by uploader (test fraction {args.test_fraction}, split seed {args.split_seed})"
+    shared_up = set(train["uploader_id"].dropna()) & set(test["uploader_id"].dropna())
+    print(f"{split_desc}: train {len(train)} rows, test {len(test)} rows, {dropped} rows dropped (unknown tid), "
+          f"{len(shared_up)} uploaders on both sides", flush=True)
+    true_idx = np.array([taxonomy.index[x[0]] for x in test["labels"]])
+
+    t = time.monotonic()
+    tr_texts, te_texts = _texts(train), _texts(test)
+    inputs = PeerInputs(jieba_tokens(tr_texts), jieba_tokens(te_texts), context_tokens(train), context_tokens(test),
+                        tr_texts, te_texts)
+    print(f"tokenised in {time.monotonic() - t:.1f}s", flush=True)
+
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    runners: dict[str, Callable] = {"tfidf_lr": run_tfidf_lr, "hiclass_lcppn_lr": run_hiclass,
+                                    "fasttext_ngrams": run_fasttext}
+    for s in systems:
+        if s.startswith("vtag_"):
+            runners[s] = run_vtag(s[len("vtag_"):], Path(args.model_config), args.vtag_max_minutes,
+                                  args.vtag_epochs)
+        elif s not in runners:
+            raise SystemExit(f"unknown system {s!r} (known: {', '.join(SYSTEMS)}, vtag_<head>)")
+
+    def log(m):
+        print(m, flush=True)
+
+    results: dict[str, dict] = {}
+    for s in systems:
+        runs = []
+        n = 1 if s in DETERMINISTIC else args.seeds
+        for seed in range(n):
+            t = time.monotonic()
+            pred = runners[s](taxonomy, train, test, inputs, seed, log)
+            m = score(taxonomy, true_idx, pred)
+            m["seconds"] = round(time.monotonic() - t, 1)
+            runs.append(m)
+            log(f"  {s} seed {seed}: leaf {m['leaf_acc']:.4f} level1 {m['level1_acc']:.4f} hF1 {m['hf1']:.4f} "
+                f"({m['seconds']:.0f}s)")
+        agg = {}
+        for k in ("leaf_acc", "level1_acc", "hf1"):
+            vals = [r[k] for r in runs]
+            agg[k] = float(np.mean(vals))
+            agg[k + "_std"] = float(statistics.stdev(vals)) if len(vals) > 1 else 0.0
+        results[s] = {**agg, "runs": runs}
+
+    print("\n| system | level-1 acc | leaf acc | hF1 | runs | s/run |\n|---|---|---|---|---|---|")
+    for s, r in results.items():
+        print(f"| {s} | {r['level1_acc']:.4f} ± {r['level1_acc_std']:.4f} | {r['leaf_acc']:.4f} ± {r['leaf_acc_std']:.4f} "
+              f"| {r['hf1']:.4f} ± {r['hf1_std']:.4f} | {len(r['runs'])} | "
+              f"{statistics.mean(x['seconds'] for x in r['runs']):.0f} |")
+    print(f"total {time.monotonic() - t_all:.0f}s", flush=True)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps({"split": split_desc, "train_rows": len(train),
+                                                   "test_rows": len(test), "results": results}, indent=1))
+    print(json.dumps({s: {k: v for k, v in r.items() if k != "runs"} for s, r in results.items()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
