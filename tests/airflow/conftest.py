@@ -23,7 +23,15 @@ DAGS = REPO / "airflow_dags"
 PROJECT_VENV = Path(os.environ.get("VTAG_VENV") or REPO / ".venv")
 
 AIRFLOW_REQUIRED = os.environ.get("VTAG_AIRFLOW_TESTS") == "1" or Path(sys.prefix).name == ".venv-airflow"
-HAVE_AIRFLOW = importlib.util.find_spec("airflow") is not None
+
+def _airflow_installed() -> bool:
+    # With tests/ on sys.path this very folder is a namespace package called "airflow" (origin None):
+    # only a real, regular package counts.
+    spec = importlib.util.find_spec("airflow")
+    return spec is not None and spec.origin is not None
+
+
+HAVE_AIRFLOW = _airflow_installed()
 SKIP_REASON = (
     f"tests/airflow not collected: Airflow is not importable in {sys.prefix}; these tests run in "
     ".venv-airflow through scripts/airflow_tests.sh (part of `make test`)"

@@ -130,8 +130,9 @@ def test_nightly_dag_test_tags_one_day_then_the_gate_fails_on_a_doctored_partiti
 
     # doctor the partition: delete three tagged rows behind the job's back (delta-rs, no JVM)
     _project([str(PROJECT_VENV / "bin" / "python"), "-c",
-              "import sys, deltalake; t = deltalake.DeltaTable(sys.argv[1]); "
-              "ids = sorted(t.to_pyarrow_table(filters=[('dt', '=', sys.argv[2])], columns=['video_id'])['video_id'].to_pylist())[:3]; "
+              "import sys, datetime, deltalake; t = deltalake.DeltaTable(sys.argv[1]); "
+              "day = datetime.date.fromisoformat(sys.argv[2]); "
+              "ids = sorted(t.to_pyarrow_table(filters=[('dt', '=', day)], columns=['video_id'])['video_id'].to_pylist())[:3]; "
               "t.delete(\"dt = '\" + sys.argv[2] + \"' AND video_id IN (\" + ', '.join(repr(i) for i in ids) + ')')",
               str(wh / "video_tags"), DAY])
     assert _delta_partition_rows(wh / "video_tags", DAY) == tagged - 3
