@@ -73,9 +73,14 @@ class HierarchySpec:
 
     # -- constructors
     @classmethod
-    def from_ancestor_matrix(cls, R: np.ndarray) -> HierarchySpec:
-        """From C-HMCNN's ``R`` (diagonal forced true); levels by longest path; edges = the
-        transitive reduction of R. Raises ValueError if R has a cycle."""
+    def from_ancestor_matrix(cls, R: np.ndarray, level_indices: Sequence[Sequence[int]] | None = None
+                             ) -> HierarchySpec:
+        """From C-HMCNN's ``R`` (diagonal forced true); edges = the transitive reduction of R.
+
+        Levels: ``level_indices`` (node indices per level, level 1 first; every node once, every
+        edge going to a deeper level) or, by default, the longest path from a top node.
+        Raises ValueError if R has a cycle, is not transitively closed, or the levels do not fit.
+        """
         R = np.asarray(R).astype(bool).copy()
         n = R.shape[0]
         if R.ndim != 2 or R.shape[1] != n:
@@ -90,6 +95,18 @@ class HierarchySpec:
             raise ValueError("R is not transitively closed")
         direct = strict & ~via  # parent -> child edges: no node strictly between them
         edges = np.argwhere(direct).astype(np.int64)  # rows (parent, child)
+        if level_indices is not None:
+            level = np.zeros(n, dtype=np.int64)
+            for h, idx in enumerate(level_indices, start=1):
+                idx = np.asarray(idx, dtype=np.int64)
+                if (level[idx] != 0).any():
+                    raise ValueError(f"level_indices: a node of level {h} is listed twice")
+                level[idx] = h
+            if (level == 0).any():
+                raise ValueError(f"level_indices: node {int(np.flatnonzero(level == 0)[0])} has no level")
+            if len(edges) and (level[edges[:, 0]] >= level[edges[:, 1]]).any():
+                raise ValueError("level_indices: an edge does not go to a deeper level")
+            return cls(R=R, level=level, edges=edges)
         n_anc = strict.sum(axis=0)  # ancestors per node: increases along every edge
         level = np.ones(n, dtype=np.int64)
         for j in np.argsort(n_anc, kind="stable"):

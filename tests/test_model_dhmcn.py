@@ -55,6 +55,11 @@ def test_dag_spec():
     assert s.level.tolist() == [1, 1, 2, 3, 2]
     assert {tuple(e) for e in s.edges} == {(0, 2), (1, 2), (2, 3), (1, 4)}
     assert s.leaves.tolist() == [3, 4]
+    # explicit levels: 4 may sit at level 3 (an edge may skip a level)
+    s2 = HierarchySpec.from_ancestor_matrix(dag_R(), level_indices=[[0, 1], [2], [3, 4]])
+    assert s2.level.tolist() == [1, 1, 2, 3, 3] and s2.n_levels == 3
+    with pytest.raises(ValueError, match="deeper"):
+        HierarchySpec.from_ancestor_matrix(dag_R(), level_indices=[[0, 1, 3], [2], [4]])
     bad = dag_R()
     bad[3, 0] = True  # 0 below 3 and 3 below 0
     with pytest.raises(ValueError, match="cycle"):
