@@ -40,6 +40,15 @@ def _column(frame: pd.DataFrame, name: str) -> Sequence:
     return [None] * len(frame)
 
 
+def _label_list(cell) -> list:
+    """A ``labels`` cell as a list: list / tuple / numpy array as is, a string as one id, null -> []."""
+    if isinstance(cell, str):
+        return [cell]
+    if isinstance(cell, (list, tuple, np.ndarray)):
+        return list(cell)
+    return []
+
+
 class Featurizer:
     """Turns dump rows into model inputs for one taxonomy and resolved config.
 
@@ -120,9 +129,7 @@ class Featurizer:
         index = self.taxonomy.index
         y = np.zeros((len(frame), self.taxonomy.n_nodes), dtype=bool)
         for i, labels in enumerate(_column(frame, "labels")):
-            if labels is None or (isinstance(labels, float) and np.isnan(labels)):
-                continue
-            for node_id in labels:
+            for node_id in _label_list(labels):
                 j = index.get(str(node_id))
                 if j is None:
                     if strict:
@@ -138,7 +145,8 @@ class Featurizer:
         """``[B]`` int64 node index of ``labels[0]`` (-1 when absent or unknown)."""
         out = np.full(len(frame), -1, dtype=np.int64)
         for i, labels in enumerate(_column(frame, "labels")):
-            if labels is not None and not (isinstance(labels, float) and np.isnan(labels)) and len(labels):
+            labels = _label_list(labels)
+            if labels:
                 out[i] = self.taxonomy.index.get(str(labels[0]), -1)
         return torch.from_numpy(out)
 

@@ -181,6 +181,9 @@ def test_targets_are_ancestor_closed(tiny_taxonomy, frame):
     with pytest.raises(ValueError, match="nope"):
         feat.targets(bad)
     assert feat.targets(bad, strict=False).sum() == 0
+    odd = pd.DataFrame({"labels": [None, float("nan"), pd.NA, "food_bake", np.array(["film_anim"])]})
+    y = feat.targets(odd)
+    assert y[:3].sum() == 0 and y[3, idx["food"]] == 1 and y[4, idx["film"]] == 1
 
 
 @pytest.mark.parametrize(
