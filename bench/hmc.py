@@ -97,6 +97,7 @@ class Recipe:
     patience: int = 5
     min_epochs: int = 3
     tolerance: float = 0.005  # epochs = the first epoch within this fraction of the best valid score
+    ema_epochs: float = 2.0  # evaluate an exponential moving average of the weights (horizon in epochs; 0 = off)
     prior_init: bool = True  # output biases start at the logit of each class's training frequency
     valid_fraction: float = 0.3  # held out of train when there is no valid file ("others")
 
@@ -179,8 +180,12 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
 
     With ``val = (Xv, Yv, mask)`` the validation AU(PRC) is scored after every epoch and training
     stops ``recipe.patience`` epochs after the best. Returns ``(head, curve)`` where ``curve`` is the
-    list of per-epoch validation scores (empty without ``val``).
+    list of per-epoch validation scores (empty without ``val``). With ``recipe.ema_epochs`` the
+    returned (and validated) head holds an exponential moving average of the weights, updated after
+    every step with a horizon of that many epochs.
     """
+    import copy
+
     import torch
 
     model = _head(recipe, head, spec, X.shape[1], seed)
@@ -188,6 +193,12 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
         init_output_bias(model, Y)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     g = torch.Generator().manual_seed(seed)
+    ema, params, ema_params, decay = model, [], [], 0.0
+    if recipe.ema_epochs > 0:
+        ema = copy.deepcopy(model)
+        params, ema_params = list(model.parameters()), list(ema.parameters())
+        steps_per_epoch = max(1, len(X) // recipe.batch)
+        decay = 1.0 - 1.0 / max(1.0, recipe.ema_epochs * steps_per_epoch)
     Xt = torch.as_tensor(X, dtype=torch.float32)
     Yt = torch.as_tensor(Y, dtype=torch.float32)
     Xv = torch.as_tensor(val[0], dtype=torch.float32) if val is not None else None
@@ -204,8 +215,11 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema_params:
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
         if val is not None:
-            score = auprc_binned(val[1], predict(model, Xv), val[2])
+            score = auprc_binned(val[1], predict(ema, Xv), val[2])
             curve.append(score)
             if score > best + 1e-5:
                 best, since = score, 0
@@ -215,7 +229,7 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
                 break
         if deadline is not None and time.monotonic() > deadline:
             break
-    return model, curve
+    return ema, curve
 
 
 def pick_epoch(curve: list[float], tolerance: float) -> int:
