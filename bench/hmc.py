@@ -96,10 +96,16 @@ class Recipe:
     max_epochs: int = 40
     patience: int = 5
     min_epochs: int = 3
-    tolerance: float = 0.005  # epochs = the first epoch within this fraction of the best valid score
+    tolerance: float = 0.001  # epochs = the first epoch within this (absolute) of the best valid AU(PRC)
+    widths: tuple[int, ...] = (1, 2)  # width multipliers searched on validation (hidden, local, fan-in)
     ema_epochs: float = 2.0  # evaluate an exponential moving average of the weights (horizon in epochs; 0 = off)
     prior_init: bool = True  # output biases start at the logit of each class's training frequency
     valid_fraction: float = 0.3  # held out of train when there is no valid file ("others")
+
+    def scaled(self, width: int) -> Recipe:
+        """The recipe with ``hidden``, ``local_hidden`` and ``dense_fan_in`` times ``width``."""
+        return replace(self, hidden=self.hidden * width, local_hidden=self.local_hidden * width,
+                       dense_fan_in=self.dense_fan_in * width)
 
     def head_cfg(self, head: str, n_levels: int = 1) -> dict:
         """``create_head`` config. Dense heads concatenate every level's activation into the global
@@ -227,16 +233,16 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
                 since += 1
             if since >= recipe.patience and len(curve) >= recipe.min_epochs:
                 break
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and time.process_time() > deadline:
             break
     return ema, curve
 
 
 def pick_epoch(curve: list[float], tolerance: float) -> int:
-    """1-based: the first epoch whose validation score is within ``tolerance`` (a fraction) of the
+    """1-based: the first epoch whose validation score is within ``tolerance`` (absolute) of the
     best — the plateau's start, cheaper to retrain and no worse within the noise."""
     c = np.asarray(curve)
-    return int(np.flatnonzero(c >= c.max() * (1.0 - tolerance))[0]) + 1
+    return int(np.flatnonzero(c >= c.max() - tolerance)[0]) + 1
 
 
 def predict(model, X, batch: int = 2048) -> np.ndarray:
@@ -259,57 +265,88 @@ def selection_split(ds: HMCDataset, recipe: Recipe, seed: int):
     return Xtr, Ytr, Xva, Yva
 
 
+def _select(recipe: Recipe, head: str, spec, ds: HMCDataset, mask: np.ndarray, select_seeds: int,
+            deadline: float | None) -> tuple[int, float, int]:
+    """Epoch selection of one head and recipe: ``(epochs, mean best valid score, epochs run)``."""
+    best_epochs, val_scores, run = [], [], 0
+    for s in range(select_seeds):
+        Xtr, Ytr, Xva, Yva = selection_split(ds, recipe, s)
+        _, curve = train_head(recipe, head, spec, Xtr, Ytr, s, recipe.max_epochs, val=(Xva, Yva, mask),
+                              deadline=deadline)
+        best_epochs.append(pick_epoch(curve, recipe.tolerance))
+        val_scores.append(max(curve))
+        run += len(curve)
+    return int(round(statistics.median(best_epochs))), float(np.mean(val_scores)), run
+
+
 def run_dataset(ds: HMCDataset, heads: list[str], seeds: int, recipe: Recipe, select_seeds: int = 1,
                 max_minutes: float | None = None, log=print) -> dict:
-    """Epoch selection + final runs of every head on one (standardized) data set.
+    """Width search + epoch selection + final runs of every head on one (standardized) data set.
 
-    Returns ``{"dataset", "<head>": {"auprc_mean", "auprc_std", "auprc", "epochs", "n_seeds",
-    "seconds"}, "seconds", "recipe", "published"}``.
+    Per head: for each width multiplier of ``recipe.widths`` (while the projected time fits the
+    head's share of the budget), an epoch-selection run; the width with the best validation score
+    wins; then ``seeds`` final runs on train+valid. The budget (``max_minutes``) is counted in CPU
+    seconds of this process (= wall time on an otherwise idle machine with one thread); past it, the
+    remaining seeds of a head are skipped (``n_seeds`` says how many ran).
+
+    Returns ``{"dataset", "<head>": {"auprc_mean", "auprc_std", "auprc", "epochs", "width", "hidden",
+    "valid_auprc", "n_seeds", "seconds", "cpu_seconds"}, "seconds", "cpu_seconds", "recipe",
+    "published"}``.
     """
     from models.dhmcn import HierarchySpec
 
-    t0, c0 = time.monotonic(), time.process_time()
-    deadline = t0 + 60.0 * max_minutes if max_minutes else None
+    clock = time.process_time
+    t0, c0 = time.monotonic(), clock()
+    deadline = c0 + 60.0 * max_minutes if max_minutes else None
     h = ds.hierarchy
     spec = HierarchySpec.from_ancestor_matrix(h.R)
     mask = h.eval_mask
     X_all = np.concatenate([ds.train.X] + ([ds.valid.X] if ds.valid is not None else []))
     Y_all = np.concatenate([ds.train.Y] + ([ds.valid.Y] if ds.valid is not None else []))
+    n_sel = len(ds.train) if ds.valid is not None else int(round(len(ds.train) * (1 - recipe.valid_fraction)))
     out: dict = {"dataset": ds.name}
     for k, head in enumerate(heads):
-        th, ch = time.monotonic(), time.process_time()
+        th, ch = time.monotonic(), clock()
         # each head gets an equal share of what is left of the budget
-        head_deadline = None if deadline is None else th + (deadline - th) / (len(heads) - k)
-        best_epochs, val_scores = [], []
-        for s in range(select_seeds):
-            Xtr, Ytr, Xva, Yva = selection_split(ds, recipe, s)
-            _, curve = train_head(recipe, head, spec, Xtr, Ytr, s, recipe.max_epochs, val=(Xva, Yva, mask),
-                                  deadline=head_deadline)
-            best_epochs.append(pick_epoch(curve, recipe.tolerance))
-            val_scores.append(max(curve))
-        epochs = int(round(statistics.median(best_epochs)))
-        t_sel = time.monotonic() - th
+        head_deadline = None if deadline is None else ch + (deadline - ch) / (len(heads) - k)
+        cands = []  # (valid, -width, epochs, width)
+        for w in recipe.widths:
+            r = recipe.scaled(w)
+            tw = clock()
+            epochs, val, run = _select(r, head, spec, ds, mask, select_seeds, head_deadline)
+            cands.append((val, -w, epochs, w))
+            per_epoch = (clock() - tw) / max(1, run)
+            best = max(cands)
+            # projected: final runs of the best so far, plus the next (wider, ~2x dearer) selection
+            final = per_epoch * (best[3] / w) * best[2] * seeds * len(X_all) / max(1, n_sel)
+            if head_deadline is not None and clock() + final + 2.0 * per_epoch * run > head_deadline:
+                break
+        val, _, epochs, width = max(cands)
+        r = recipe.scaled(width)
+        t_sel = clock() - ch
         scores = []
         for s in range(seeds):
-            if scores and head_deadline is not None and time.monotonic() > head_deadline:
+            if scores and head_deadline is not None and clock() > head_deadline:
                 log(f"  {head}: time budget reached after {len(scores)} of {seeds} seeds")
                 break
-            model, _ = train_head(recipe, head, spec, X_all, Y_all, s, epochs)
+            model, _ = train_head(r, head, spec, X_all, Y_all, s, epochs)
             scores.append(auprc(ds.test.Y, predict(model, ds.test.X), mask))
-        sec, cpu = time.monotonic() - th, time.process_time() - ch
+        sec, cpu = time.monotonic() - th, clock() - ch
         out[head] = {
             "auprc_mean": float(np.mean(scores)),
             "auprc_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
             "auprc": [round(x, 5) for x in scores],
-            "epochs": epochs, "valid_auprc": round(float(np.mean(val_scores)), 5),
-            "n_seeds": len(scores), "seconds": round(sec, 1), "cpu_seconds": round(cpu, 1), "select_seconds": round(t_sel, 1),
-            "hidden": recipe.head_cfg(head, spec.n_levels)["hidden"],
+            "epochs": epochs, "width": width, "hidden": r.head_cfg(head, spec.n_levels)["hidden"],
+            "valid_auprc": round(val, 5), "valid_by_width": {c[3]: round(c[0], 5) for c in cands},
+            "n_seeds": len(scores), "seconds": round(sec, 1), "cpu_seconds": round(cpu, 1),
+            "select_cpu_seconds": round(t_sel, 1),
         }
-        log(f"  {head:14s} epochs {epochs:3d} (valid {out[head]['valid_auprc']:.4f})  test AU(PRC) "
+        log(f"  {head:14s} width x{width} (hidden {out[head]['hidden']}) epochs {epochs:3d} "
+            f"(valid {val:.4f}; by width {out[head]['valid_by_width']})  test AU(PRC) "
             f"{out[head]['auprc_mean']:.4f} ± {out[head]['auprc_std']:.4f} over {len(scores)} seeds  "
             f"{sec:6.1f}s wall, {cpu:6.1f}s cpu")
     out["seconds"] = round(time.monotonic() - t0, 1)
-    out["cpu_seconds"] = round(time.process_time() - c0, 1)
+    out["cpu_seconds"] = round(clock() - c0, 1)
     pub = PUBLISHED.get(ds.name)
     out["published"] = {"C-HMCNN": pub[0], "HMCN-F": pub[1]} if pub else None
     out["recipe"] = asdict(recipe)
@@ -362,6 +399,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-minutes", type=float, default=10.0, help="time budget per data set (0 = none)")
     ap.add_argument("--threads", type=int, default=int(_THREADS), help="torch threads (1 is fastest on a busy box)")
     ap.add_argument("--no-file-mean-quirk", action="store_true", help="skip C-HMCNN's per-file NaN mean fill")
+    ap.add_argument("--widths", help="comma-separated width multipliers to search (default 1,2)")
     ap.add_argument("--json-out", help="also write the results (a list, one per data set) here")
     for f in ("hidden", "dropout", "lr", "batch", "max_epochs", "patience"):
         ap.add_argument(f"--{f.replace('_', '-')}", type=type(getattr(Recipe, f)), default=None,
@@ -377,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     over = {f: getattr(args, f) for f in ("hidden", "dropout", "lr", "batch", "max_epochs", "patience")
             if getattr(args, f) is not None}
+    if args.widths:
+        over["widths"] = tuple(int(w) for w in args.widths.split(","))
     recipe = replace(Recipe(), **over)
     if "hidden" in over:
         recipe = replace(recipe, local_hidden=max(1, recipe.hidden // 2))

@@ -40,7 +40,7 @@ def test_hmc_bench_runs_and_prints_one_json_line(tmp_path, capsys):
     _write_arff(d / "gen_train.arff", _rows(rng, 80))
     _write_arff(d / "gen_test.arff", _rows(rng, 40))
     rc = hmc.main(["--data", str(d), "--seeds", "2", "--heads", "dhmcn_v1,dhmcn_v3+mc",
-                   "--max-epochs", "4", "--patience", "2", "--hidden", "16", "--json-out", str(tmp_path / "r.json")])
+                   "--max-epochs", "4", "--patience", "2", "--hidden", "16", "--widths", "1,2", "--json-out", str(tmp_path / "r.json")])
     assert rc == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     res = json.loads(last)
