@@ -30,7 +30,7 @@ def _tree_rss() -> dict[str, int]:
     import psutil
 
     me = psutil.Process(os.getpid())
-    out = {"driver_py": 0, "jvm": 0, "py_workers": 0, "other": 0}
+    out = {"driver_py": 0, "jvm": 0, "py_workers": 0, "other": 0, "n_py": 0}
     procs = [me] + me.children(recursive=True)
     for p in procs:
         try:
@@ -45,6 +45,7 @@ def _tree_rss() -> dict[str, int]:
             out["jvm"] += rss
         elif "python" in name or "pyspark" in cmd:
             out["py_workers"] += rss
+            out["n_py"] += 1
         else:
             out["other"] += rss
     return out
@@ -56,12 +57,14 @@ def one(args) -> int:
     from jobs.generate import generate
     from jobs.spark import build_session
 
-    peak = {"total": 0}
+    peak = {"total": 0, "max_py_procs": 0}
     stop = threading.Event()
 
     def sample():
         while not stop.is_set():
             r = _tree_rss()
+            n_py = r.pop("n_py")
+            peak["max_py_procs"] = max(peak.get("max_py_procs", 0), n_py)
             tot = sum(r.values())
             if tot > peak["total"]:
                 peak.update(r, total=tot)
@@ -84,7 +87,8 @@ def one(args) -> int:
     shutil.rmtree(out, ignore_errors=True)
     print("RESULT " + json.dumps({
         "rows": m["rows"], "partitions": m["partitions"], "seconds": secs, "rows_per_s": m["rows"] / secs,
-        "peak_mb": peak["total"] / 2**20, "peak_parts_mb": {k: v / 2**20 for k, v in peak.items() if k != "total"},
+        "peak_mb": peak["total"] / 2**20, "peak_parts_mb": {k: v / 2**20 for k, v in peak.items() if k not in ("total", "max_py_procs")},
+        "max_py_procs": peak["max_py_procs"],
         "dump_mb": size / 2**20, "bad_rows": m["bad_rows"],
     }), flush=True)
     return 0
@@ -133,13 +137,13 @@ def main(argv=None) -> int:
         f"driver memory {args.driver_memory}; format {args.format}, covers as bytes (160x120 JPEG), "
         f"{'labeled' if args.labeled else 'unlabeled'}, 1 % bad rows, 1 day.",
         "",
-        "| rows/day | partitions | seconds | rows/s | peak RSS (MiB) | driver py | JVM | Python workers | dump MiB |",
+        "| rows/day | partitions | seconds | rows/s | peak RSS (MiB) | driver py | JVM | Python workers (procs) | dump MiB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         p = r["peak_parts_mb"]
         lines.append(f"| {r['rows']:,} | {r['partitions']} | {r['seconds']:.0f} | {r['rows_per_s']:.0f} | "
-                     f"{r['peak_mb']:.0f} | {p['driver_py']:.0f} | {p['jvm']:.0f} | {p['py_workers']:.0f} | "
+                     f"{r['peak_mb']:.0f} | {p['driver_py']:.0f} | {p['jvm']:.0f} | {p['py_workers']:.0f} ({r['max_py_procs']}) | "
                      f"{r['dump_mb']:.0f} |")
     if len(rows) >= 2:
         ratio = rows[-1]["peak_mb"] / rows[0]["peak_mb"]

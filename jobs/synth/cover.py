@@ -122,7 +122,7 @@ def _noise_bank(w: int, h: int, noise: float) -> list:
     return [Image.fromarray(np.ascontiguousarray(t), "RGB") for t in nz]
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=2048)
 def _text_masks(text: str, size: int, vertical: bool, stroke: int):
     """(fill mask, stroke mask) 'L' images of ``text`` at ``size`` (cached: titles repeat hooks)."""
     f = _font(size)

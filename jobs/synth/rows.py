@@ -30,6 +30,32 @@ from .labels import LabelMaker
 from .text import TextMaker
 from .world import World
 
+
+def _libc():
+    try:
+        import ctypes
+
+        lib = ctypes.CDLL("libc.so.6")
+        lib.malloc_trim.argtypes = [ctypes.c_size_t]
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the OS (Arrow's pool and glibc's arenas), so a worker's RSS stays
+    flat across chunks and tasks instead of keeping its high-water mark."""
+    try:
+        pa.default_memory_pool().release_unused()
+    except AttributeError:
+        pass
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 _BAD_UTF8 = [b"\xff\xfe", b"\xc3\x28", b"\xe4\xb8", b"\x80\x81\x82"]
 _MARK = "\ue000"
 
@@ -108,9 +134,13 @@ class Generator:
                     for f in schema.names:
                         cols[f].append(row.get(f))
             if spec.fmt == "jsonl":
-                yield pa.RecordBatch.from_arrays([pa.array(lines, pa.binary())], schema=JSONL_SCHEMA)
+                batch = pa.RecordBatch.from_arrays([pa.array(lines, pa.binary())], schema=JSONL_SCHEMA)
             else:
-                yield pa.RecordBatch.from_arrays([pa.array(cols[f.name], f.type) for f in schema], schema=schema)
+                batch = pa.RecordBatch.from_arrays([pa.array(cols[f.name], f.type) for f in schema], schema=schema)
+            del cols, lines
+            yield batch
+            del batch
+            release_memory()
 
     # ------------------------------------------------------------------ one row
     def _row(self, spec: PartSpec, rng, lrng, k: int, i: int, day_start: int) -> dict:

@@ -277,6 +277,12 @@ def get_world(tax_text: str, conf: dict, seed: int, source: str = "<generate>") 
             tax = Taxonomy.from_dict(yaml.safe_load(tax_text), source=source)
             lex = _lexicon(tax_text, tax, conf)
             w = World(tax, conf, seed, lex)
+            import gc
+
+            from .rows import release_memory
+
+            gc.collect()
+            release_memory()
             while len(_CACHE) >= 3:
                 _CACHE.pop(next(iter(_CACHE)))
             _CACHE[key] = w
