@@ -71,7 +71,7 @@ def state_dict_tensors(model) -> dict:
     return out
 
 
-def weights_hash(tensors: Mapping[str, Any]) -> "hashlib._Hash":
+def weights_hash(tensors: Mapping[str, Any]) -> hashlib._Hash:
     """A sha256 over ``{name: tensor}`` in sorted name order (name, dtype, shape, raw bytes)."""
     h = hashlib.sha256()
     for name in sorted(tensors):

@@ -45,24 +45,25 @@ log = logging.getLogger(__name__)
 
 #: Defaults of the ``train:`` section (a config's values override these).
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 64,
-    "eval_batch_size": 256,
-    "lr": 1e-3,
-    "backbone_lr_mult": 1.0,
-    "weight_decay": 0.01,
-    "warmup_steps": None,  # None: 5% of all optimizer steps, at most 200
-    "min_lr_ratio": 0.05,
-    "grad_accum": 1,
-    "clip_grad_norm": 5.0,
-    "val_fraction": 0.1,
-    "early_stop_metric": "hf1",
-    "patience": 3,
-    "amp": "bf16",
-    "channels_last": True,
-    "cache_features": "auto",
-    "cache_limit_mb": 2048,
-    "augment": True,
+    "epochs": 10,  # upper bound; early stopping and --max-minutes may end sooner
+    "batch_size": 64,  # rows per micro-batch (per rank under DDP)
+    "eval_batch_size": 256,  # validation micro-batch
+    "lr": 1e-3,  # AdamW peak learning rate
+    "backbone_lr_mult": 1.0,  # lr factor for parameters under an image ``backbone``
+    "weight_decay": 0.01,  # not applied to biases and norm weights (1-D parameters)
+    "warmup_steps": None,  # linear warm-up; None: 5% of all optimizer steps, at most 200
+    "min_lr_ratio": 0.05,  # cosine decay floor, as a share of the peak lr
+    "grad_accum": 1,  # micro-batches per optimizer step
+    "clip_grad_norm": 5.0,  # 0/None: no clipping
+    "val_fraction": 0.1,  # share of rows (whole uploaders) held out for validation
+    "early_stop_metric": "hf1",  # hf1 | leaf_acc | auprc | hf1_macro (validation, after decoding)
+    "patience": 3,  # epochs without improvement before stopping
+    "amp": "bf16",  # CUDA only: bf16 | fp16 (with a GradScaler) | off
+    "channels_last": True,  # CUDA only: NHWC model and images
+    "cache_features": "auto",  # true: featurize every row once (no augmentation); auto: when it fits
+    "cache_limit_mb": 2048,  # and no augmentation is asked for
+    "augment": True,  # random image augmentation of training covers (featurizer's train transform)
+    "find_unused_parameters": False,  # DDP only: set for heads/fusions that skip parameters
     "seed": 0,
 }
 
@@ -328,7 +329,7 @@ def _check_same_vocab(vocab: Sequence[str]) -> None:
         raise RuntimeError("ranks fitted different vocabularies (is Featurizer.fit deterministic?)")
 
 
-def _concat_frames(frames) -> "Any":
+def _concat_frames(frames) -> Any:
     import pandas as pd
 
     if isinstance(frames, pd.DataFrame):
@@ -367,18 +368,15 @@ def train(
     start from (warm start, e.g. fine-tuning after a frozen-backbone run); shapes must match.
     Returns a :class:`TrainResult`.
     """
-    import numpy as np
     import torch
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
     from models.bundle import read_vocab, save_bundle, state_dict_tensors, write_vocab
     from models.data import check_labels, grouped_split
-    from models.factory import create_model
+    from models.factory import create_model, resolve_config
     from models.featurize import Featurizer
     from models.predictor import autocast_dtype, batch_to_device, resolve_device
-
-    from models.factory import resolve_config
 
     t_start = time.monotonic()
     config = resolve_config({k: v for k, v in dict(config).items() if k not in ("bundle", "preprocessing")})
@@ -544,13 +542,17 @@ def train(
             os.replace(tmp / name, ckpt_dir / name)
         tmp.rmdir()
 
-    def run_validation(epoch: int, train_loss: float) -> bool:
-        """Validate on rank 0, update best/patience; returns the (broadcast) early-stop decision."""
+    def run_validation(epoch: int, train_loss: float, partial: bool = False) -> bool:
+        """Validate on rank 0, update best/patience; returns the (broadcast) early-stop decision.
+        ``partial``: the time budget cut the epoch short (the row is marked; a resumed run adds the
+        epoch's full row later)."""
         nonlocal best, best_epoch, bad_epochs
         stop = 0.0
         if is_main:
             row = {"epoch": epoch + 1, "step": step, "train_loss": round(train_loss, 6),
                    "seconds": round(time.monotonic() - t_start, 2)}
+            if partial:
+                row["partial"] = True
             if len(val_df):
                 m = validate(raw_model, featurizer, taxonomy, val_df, config, device=dev,
                              batch_size=int(settings["eval_batch_size"]), amp=settings["amp"],
@@ -635,7 +637,7 @@ def train(
         train_loss = loss_sum / max(1, loss_n)
         if time_up:
             done_epoch = micro + 1 >= micro_per_epoch
-            run_validation(epoch, train_loss)
+            run_validation(epoch, train_loss, partial=not done_epoch)
             save_checkpoint(epoch + 1 if done_epoch else epoch, 0 if done_epoch else micro + 1, "time_budget")
             stopped = "time_budget"
             break
@@ -659,8 +661,8 @@ def train(
     # --- best weights -> bundle
     if (ckpt_dir / "best.safetensors").is_file():
         raw_model.load_state_dict(load_file(str(ckpt_dir / "best.safetensors")))
-    best_row = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
-    metrics = {k: v for k, v in best_row.items() if k not in ("epoch", "step", "train_loss", "seconds")}
+    best_row = next((h for h in reversed(history) if h["epoch"] == best_epoch), history[-1] if history else {})
+    metrics = {k: v for k, v in best_row.items() if k not in ("epoch", "step", "train_loss", "seconds", "partial")}
     result.metrics = metrics
     if write_bundle:
         dts = sorted({str(d) for d in frame["dt"].dropna().unique()}) if "dt" in frame.columns else []

@@ -58,6 +58,7 @@ def test_resume_continues_from_the_checkpoint_and_matches_a_straight_run():
     assert (state["epoch"], state["micro_in_epoch"], state["step"]) == (0, 1, 1)
     resumed = train(cfg, tax, frame, root / "b", progress=False, resume=True)
     assert resumed.stopped == "epochs"
+    assert [h["epoch"] for h in resumed.history] == [1, 1, 2] and resumed.history[0]["partial"]
     assert resumed.steps == straight.steps
     wa = load_file(str(root / "a" / "checkpoint" / "model.safetensors"))
     wb = load_file(str(root / "b" / "checkpoint" / "model.safetensors"))
