@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from datetime import date, datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -65,11 +63,10 @@ def _write_day(spark, conf, dt, level1s, *, n_quarantine=0, run_id=None, rows_re
 
 
 @pytest.fixture()
-def wh_conf(spark):
+def wh_conf(spark, tmp_path):
     from jobs.config import load_job_conf
 
-    wh = Path(tempfile.mkdtemp(prefix="vtag-quality-"))
-    return load_job_conf(overrides={"warehouse": str(wh)})
+    return load_job_conf(overrides={"warehouse": str(tmp_path / "warehouse")})
 
 
 def _by_name(report):

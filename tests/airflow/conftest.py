@@ -9,8 +9,10 @@ database itself; the script does the same before pytest starts.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +57,7 @@ else:
         if os.environ.get("AIRFLOW_HOME") and os.environ.get("VTAG_AIRFLOW_TESTS") == "1":
             return
         home = tempfile.mkdtemp(prefix="vtag-airflow-home-")
+        atexit.register(shutil.rmtree, home, True)
         os.environ.update(
             AIRFLOW_HOME=home,
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
