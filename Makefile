@@ -5,9 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.vtag-installed
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -m "not cluster"
 
-.PHONY: venv demo test lint bench-decode clean
+.PHONY: venv demo test test-cluster test-airflow lint bench-decode clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "no tests ran: failing"; exit 1; fi; \
 	bash scripts/airflow_tests.sh; arc=$$?; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$arc
+
+# the jobs as separate processes: local-cluster master, a run SIGKILLed mid-write, two days at once
+test-cluster: $(STAMP)
+	$(PY) -m pytest -m cluster
+
+test-airflow: $(STAMP)
+	bash scripts/airflow_tests.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hierarchy models jobs airflow_dags bench tests

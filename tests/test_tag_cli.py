@@ -1,5 +1,7 @@
 """The tag job through its command line, in separate processes: local-cluster mode (executors in
-their own JVMs, as on a real cluster), a run killed mid-write, and two days tagged at once."""
+their own JVMs, as on a real cluster), a run killed mid-write, and two days tagged at once.
+
+Marked ``cluster``: `make test-cluster` runs them (several JVMs at once; minutes on 2 cores)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 from tiny_dumps import _rows, _write_day
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.cluster]
 
 VTAG = [sys.executable, "-m", "jobs.cli"]
 
