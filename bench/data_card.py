@@ -286,6 +286,9 @@ def main(argv=None) -> int:
         f"- dump: {n0} rows ({m.get('bad_rows', '?')} bad), {len(df)} usable labeled rows; "
         f"seed {m.get('seed')}, config hash `{m.get('config_hash')}`; fit {len(tr)} / validation {len(va)} / test {len(te)} (row split)",
         f"- fusion weights picked on validation: cover {w_best[0]}, uploader {w_best[1]}",
+        f"- dump made by: `vtag generate --taxonomy {args.taxonomy} --start {m.get('dt')} --days 1 "
+        f"--rows-per-day {m.get('rows')} --labeled --bad-rate {m.get('bad_rate')} --seed {m.get('seed')}` "
+        f"(default knobs unless `--set` shows otherwise)",
         f"- distinct leaves in the dump: {df['leaf'].nunique()}; label noise rate: "
         f"{conf['labels']['noise_rate']} (the target is the recorded `labels[0]`)",
         "",
