@@ -10,6 +10,10 @@ Both query engines see the same names:
 * DuckDB (``vtag query``): :mod:`jobs.query` builds the same views from :func:`view_sql` over Arrow
   datasets of delta-rs.
 
+When ``dump_root`` holds Parquet days, ``ugc_dump`` (the dump files, external Parquet table) and the
+view ``video_uploads`` (uploader, title and upload time per video and day) are registered too:
+``video_tags`` has no uploader column, so uploader questions join the dump.
+
 Where the names live: Spark's catalog is per session unless ``spark.sql.catalogImplementation`` is
 ``hive``. pyspark ships the Hive client and Derby, so the embedded default is a Hive metastore in
 embedded Derby at ``<warehouse>/../.metastore/metastore_db`` (``jobs.spark`` points
@@ -99,6 +103,8 @@ VIEWS = tuple(VIEW_COMMENTS)
 
 #: the dump columns every dump has (models.schema.REQUIRED_DUMP_COLUMNS) that analysts join on
 UPLOAD_COLUMNS = ("video_id", "uploader_id", "title", "upload_ts")
+#: Spark only: the Parquet dump files as an external table (all DUMP_SCHEMA columns, no ``dt``)
+DUMP_TABLE = "ugc_dump"
 
 
 class CatalogError(ValueError):
@@ -133,7 +139,7 @@ def _sql_string(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _duck_string(s: str) -> str:
+def duck_string(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
@@ -163,23 +169,24 @@ def view_sql(name: str, db: str, engine: str, upload_glob: str | None = None) ->
             f"FROM {db}.video_tags) AS ranked WHERE _rank = 1"
         )
     if name == "video_uploads":
+        cols = ", ".join(UPLOAD_COLUMNS)
+        pattern = "'dt=([0-9]{4}-[0-9]{2}-[0-9]{2})'"
+        if engine == "spark":  # over the external Parquet table DUMP_TABLE (see register_tables)
+            return (
+                f"SELECT {cols}, CAST(regexp_extract(_metadata.file_path, {pattern}, 1) AS DATE) AS dt "
+                f"FROM {db}.{DUMP_TABLE}"
+            )
         if not upload_glob:
             raise ValueError("video_uploads needs the dump's Parquet glob")
-        cols = ", ".join(UPLOAD_COLUMNS)
-        if engine == "spark":
-            return (
-                f"SELECT {cols}, CAST(regexp_extract(_metadata.file_path, 'dt=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})', 1) "
-                f"AS DATE) AS dt FROM parquet.`{upload_glob}`"
-            )
         return (
-            f"SELECT {cols}, CAST(regexp_extract(filename, 'dt=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})', 1) AS DATE) AS dt "
-            f"FROM read_parquet({_duck_string(upload_glob)}, filename = true, union_by_name = true)"
+            f"SELECT {cols}, CAST(regexp_extract(filename, {pattern}, 1) AS DATE) AS dt "
+            f"FROM read_parquet({duck_string(upload_glob)}, filename = true, union_by_name = true)"
         )
     raise KeyError(f"unknown view {name!r}; views: {', '.join(VIEWS)}")
 
 
-def upload_glob(conf: dict[str, Any]) -> str | None:
-    """``<dump_root>/dt=*/*.parquet`` when ``dump_root`` is a local directory holding Parquet days.
+def dump_root(conf: dict[str, Any]) -> str | None:
+    """The conf's ``dump_root`` as an absolute local path, when it is a local directory holding Parquet days.
 
     Dumps in JSON Lines (or out of reach) get no ``video_uploads`` view.
     """
@@ -190,12 +197,17 @@ def upload_glob(conf: dict[str, Any]) -> str | None:
     if "://" in root and not root.startswith("file:"):
         return None
     local = os.path.abspath(root.removeprefix("file:"))
-    pattern = os.path.join(local, "dt=*", "*.parquet")
-    return pattern if glob.glob(pattern) else None
+    return local if glob.glob(os.path.join(local, "dt=*", "*.parquet")) else None
+
+
+def upload_glob(conf: dict[str, Any]) -> str | None:
+    """``<dump_root>/dt=*/*.parquet`` for DuckDB (see :func:`dump_root`)."""
+    root = dump_root(conf)
+    return os.path.join(root, "dt=*", "*.parquet") if root else None
 
 
 # ------------------------------------------------------------------------------- Spark catalog
-def _spark_location(spark: "SparkSession", qualified: str) -> str | None:
+def _spark_location(spark: SparkSession, qualified: str) -> str | None:
     rows = spark.sql(f"DESCRIBE DETAIL {qualified}").collect()
     return rows[0]["location"] if rows else None
 
@@ -209,11 +221,11 @@ def _same_location(a: str | None, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-def _table_exists(spark: "SparkSession", qualified: str) -> bool:
+def _table_exists(spark: SparkSession, qualified: str) -> bool:
     return bool(spark.catalog.tableExists(qualified))
 
 
-def _sync_comments(spark: "SparkSession", qualified: str, table: str) -> int:
+def _sync_comments(spark: SparkSession, qualified: str, table: str) -> int:
     """Set the column comments that differ; returns how many changed (one commit for all of them)."""
     from jobs.tables import with_retries
 
@@ -244,7 +256,7 @@ def _metastore_hint(exc: Exception) -> Exception:
     return exc
 
 
-def register_tables(spark: "SparkSession", conf: dict[str, Any], create_missing: bool = True) -> list[str]:
+def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: bool = True) -> list[str]:
     """Register the Delta tables and the views in the catalog database; returns the qualified names.
 
     Idempotent: a table already registered at its warehouse path is left alone (but for comments that
@@ -279,22 +291,41 @@ def register_tables(spark: "SparkSession", conf: dict[str, Any], create_missing:
         )
         _sync_comments(spark, qualified, name)
         names.append(qualified)
-    if f"{db}.video_tags" in names:
-        glob_ = upload_glob(conf)
-        for view in VIEWS:
-            qualified = f"{db}.{view}"
-            if view == "video_uploads" and not glob_:
-                spark.sql(f"DROP VIEW IF EXISTS {qualified}")
-                continue
-            spark.sql(
-                f"CREATE OR REPLACE VIEW {qualified} COMMENT {_sql_string(VIEW_COMMENTS[view])} AS "
-                + view_sql(view, db, "spark", glob_)
-            )
-            names.append(qualified)
+    if f"{db}.video_tags" not in names:
+        return names
+    # the dump, for video_uploads: an external Parquet table reading every *.parquet below dump_root
+    # (covers and markers skipped) with the dump's schema; no partition discovery, dt comes from the
+    # file path. A glob path (parquet.`root/dt=*/*.parquet`) would log a stack trace on every use.
+    root = dump_root(conf)
+    spark.sql(f"DROP TABLE IF EXISTS {db}.{DUMP_TABLE}")  # external: drops the registration, never the files
+    if root:
+        from jobs.schema import to_spark
+        from models.schema import DUMP_SCHEMA
+
+        spark.catalog.createTable(
+            f"{db}.{DUMP_TABLE}",
+            path=root,
+            source="parquet",
+            schema=to_spark(DUMP_SCHEMA.set(0, DUMP_SCHEMA.field(0).with_nullable(True))),
+            description="vtag: the Parquet files of the daily dumps under dump_root (input of the tag job)",
+            recursiveFileLookup="true",
+            pathGlobFilter="*.parquet",
+        )
+        names.append(f"{db}.{DUMP_TABLE}")
+    for view in VIEWS:
+        qualified = f"{db}.{view}"
+        if view == "video_uploads" and not root:
+            spark.sql(f"DROP VIEW IF EXISTS {qualified}")
+            continue
+        spark.sql(
+            f"CREATE OR REPLACE VIEW {qualified} COMMENT {_sql_string(VIEW_COMMENTS[view])} AS "
+            + view_sql(view, db, "spark")
+        )
+        names.append(qualified)
     return names
 
 
-def register_if_configured(spark: "SparkSession", conf: dict[str, Any]) -> list[str]:
+def register_if_configured(spark: SparkSession, conf: dict[str, Any]) -> list[str]:
     """For the jobs: register the tables when the conf says ``catalog_register: true`` (clusters)."""
     flag = str(conf.get("catalog_register", "false")).strip().lower()
     if flag in ("1", "true", "yes", "on"):

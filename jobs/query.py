@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from jobs.catalog import TABLE_NAMES, VIEWS, short_database, upload_glob, view_sql
+from jobs.catalog import DUMP_TABLE, TABLE_NAMES, VIEWS, duck_string, short_database, upload_glob, view_sql
 
 DEFAULT_DISPLAY_ROWS = 100
 
@@ -142,6 +142,9 @@ def open_warehouse(conf: dict[str, Any], files_read: list[str] | None = None):
         if "video_tags" not in found:
             raise QueryError(f"no video_tags Delta table under warehouse {conf.get('warehouse')!r}")
         glob_ = upload_glob(conf)
+        if glob_:
+            source = f"read_parquet({duck_string(glob_)}, union_by_name = true)"
+            con.execute(f'CREATE VIEW "{db}".{DUMP_TABLE} AS SELECT * FROM {source}')
         for view in VIEWS:
             if view == "video_uploads" and not glob_:
                 continue
@@ -187,7 +190,7 @@ def _json_default(v: Any) -> str:
 def flatten_nested(table: pa.Table) -> pa.Table:
     """Nested columns (arrays, structs, maps) as JSON strings, the rest unchanged (for CSV and print)."""
     cols = []
-    for name, col in zip(table.column_names, table.columns):
+    for col in table.columns:
         if _is_nested(col.type):
             values = [None if v is None else json.dumps(v, ensure_ascii=False, default=_json_default) for v in col.to_pylist()]
             col = pa.array(values, pa.string())

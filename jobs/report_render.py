@@ -89,7 +89,7 @@ def _figure(width: float, height: float, integer_x: bool = False):
 
 
 # ---------------------------------------------------------------------------------------- charts
-def chart_level1(d: "ReportData") -> str:
+def chart_level1(d: ReportData) -> str:
     counts = d.leaves.groupby(["level1", "dt"])["n"].sum().unstack(fill_value=0)
     counts = counts.sort_values(d.day, ascending=True) if d.day in counts else counts
     fig, ax = _figure(7.5, max(2.5, 0.38 * len(counts) + 1), integer_x=True)
@@ -110,14 +110,14 @@ def leaf_label(row) -> str:
     return " / ".join(str(n) for n in names) or str(row["leaf_id"])
 
 
-def top_leaves(d: "ReportData", k: int) -> pd.DataFrame:
+def top_leaves(d: ReportData, k: int) -> pd.DataFrame:
     day = d.leaves[d.leaves.dt == d.day].copy()
     day["label"] = day.apply(leaf_label, axis=1)
     top = day.groupby(["leaf_id", "label"], as_index=False)["n"].sum()
     return top.sort_values(["n", "leaf_id"], ascending=[False, True]).head(k)
 
 
-def chart_top_leaves(d: "ReportData", k: int) -> str:
+def chart_top_leaves(d: ReportData, k: int) -> str:
     top = top_leaves(d, k).iloc[::-1]
     fig, ax = _figure(7.5, max(2.5, 0.34 * len(top) + 1), integer_x=True)
     ax.barh(range(len(top)), top["n"], color=COLOR_D)
@@ -127,7 +127,7 @@ def chart_top_leaves(d: "ReportData", k: int) -> str:
     return _png(fig)
 
 
-def chart_scores(d: "ReportData", bins: int) -> str:
+def chart_scores(d: ReportData, bins: int) -> str:
     import matplotlib.pyplot as plt
 
     edges = [i / bins for i in range(bins + 1)]
@@ -153,7 +153,7 @@ def chart_scores(d: "ReportData", bins: int) -> str:
     return _png(fig)
 
 
-def chart_cover(d: "ReportData") -> str:
+def chart_cover(d: ReportData) -> str:
     c = d.cover.copy()
     c["share"] = c["missing"] / c["n"].where(c["n"] > 0, 1)
     fig, ax = _figure(7.5, 2.8)
@@ -165,7 +165,7 @@ def chart_cover(d: "ReportData") -> str:
     return _png(fig)
 
 
-def chart_quarantine(d: "ReportData") -> str | None:
+def chart_quarantine(d: ReportData) -> str | None:
     if not len(d.quarantine):
         return None
     qd = d.quarantine.iloc[::-1]
@@ -177,7 +177,7 @@ def chart_quarantine(d: "ReportData") -> str | None:
     return _png(fig)
 
 
-def chart_drift(d: "ReportData") -> str | None:
+def chart_drift(d: ReportData) -> str | None:
     if not d.compare:
         return None
     levels = [h for h, v in d.drift.items() if v is not None]
@@ -230,7 +230,7 @@ th{background:#f3f5f8}.failed td{background:#fdecea}.none{color:#888}img{max-wid
 """
 
 
-def render_html(d: "ReportData") -> str:
+def render_html(d: ReportData) -> str:
     """The whole page for ``d`` (a ``jobs.report.ReportData``)."""
     import matplotlib
 

@@ -41,7 +41,7 @@ def session_conf(conf: dict[str, Any]) -> dict[str, Any]:
     return conf
 
 
-def prepare(spark: "SparkSession", conf: dict[str, Any], register: bool = True) -> str:
+def prepare(spark: SparkSession, conf: dict[str, Any], register: bool = True) -> str:
     """Register the tables and views (when ``register``) and make the catalog database current."""
     from jobs.catalog import _metastore_hint, database, register_tables
 
@@ -55,7 +55,7 @@ def prepare(spark: "SparkSession", conf: dict[str, Any], register: bool = True) 
     return db
 
 
-def run_sql(spark: "SparkSession", conf: dict[str, Any], statement: str, register: bool = True) -> "DataFrame":
+def run_sql(spark: SparkSession, conf: dict[str, Any], statement: str, register: bool = True) -> DataFrame:
     """The DataFrame of ``statement`` over the catalog (lazy for queries; DDL runs at once)."""
     if not statement.strip():
         raise ValueError("empty SQL statement")
@@ -63,7 +63,7 @@ def run_sql(spark: "SparkSession", conf: dict[str, Any], statement: str, registe
     return spark.sql(statement)
 
 
-def to_arrow(df: "DataFrame") -> pa.Table:
+def to_arrow(df: DataFrame) -> pa.Table:
     """Collect ``df`` as an Arrow table (Spark's Arrow path; types kept, nested included)."""
     return df.toArrow()
 

@@ -2,8 +2,11 @@
 
 Three nightly tag runs (2024-06-01..03, one failed attempt on the third day before it succeeded), a
 taxonomy change (v2 adds a leaf) and a re-tag of 2024-06-02 on 2024-06-05, quarantined rows with
-the generator's reasons, a Parquet dump (for ``video_uploads``), and Delta commit times set to the
-nights the runs would have happened, so that ``TIMESTAMP AS OF`` in docs/analysts.md means something.
+the generator's reasons, a Parquet dump (for ``video_uploads``), and Delta commit times spread over
+the last days (table created 4 days ago, one day's write a day, the re-tag 6 hours ago), so that
+``TIMESTAMP AS OF current_timestamp() - INTERVAL 1 DAY`` in docs/analysts.md lands before the re-tag.
+(Delta refuses time travel past ``delta.deletedFileRetentionDuration``, 7 days by default, so the
+commit times cannot be those of June 2024, the days the data is about.)
 
 Tags come from real taxonomy paths: ``conf/taxonomy/demo-v1.yaml`` when it loads, else the tiny
 test taxonomy. Everything is written through ``jobs.tables`` (``ensure_table``, ``replace_day``,
@@ -248,11 +251,11 @@ def build_warehouse(spark, root: Path) -> Warehouse:
     runs_df = conform(_frame(spark, runs, TAG_RUNS_SCHEMA), "tag_runs")
     with_retries(lambda: runs_df.write.format("delta").mode("append").save(table_path(conf, "tag_runs")))
 
-    # commit times: table creation and each day's write the night after, the re-tag on 06-05
-    first_night = NIGHT[DAYS[0]]
-    times = {0: first_night - timedelta(minutes=1)}
-    times.update({i + 1: NIGHT[d] + timedelta(minutes=1) for i, d in enumerate(DAYS)})
-    times[len(DAYS) + 1] = RETAG_AT + timedelta(minutes=1)
+    # commit times: created 4 days ago, a day's write each day, the re-tag 6 hours ago
+    now = datetime.now(UTC)
+    times = {0: now - timedelta(days=4)}
+    times.update({i + 1: now - timedelta(days=3 - i, hours=12 if i == len(DAYS) - 1 else 0) for i in range(len(DAYS))})
+    times[len(DAYS) + 1] = now - timedelta(hours=6)
     _set_commit_times(warehouse / "video_tags", times)
     _set_commit_times(warehouse / "video_tags_quarantine", {k: v for k, v in times.items() if k <= len(DAYS)})
     wh.version_before_retag = len(DAYS)
