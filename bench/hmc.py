@@ -316,10 +316,11 @@ def run_dataset(ds: HMCDataset, heads: list[str], seeds: int, recipe: Recipe, se
             epochs, val, run = _select(r, head, spec, ds, mask, select_seeds, head_deadline)
             cands.append((val, -w, epochs, w))
             per_epoch = (clock() - tw) / max(1, run)
-            best = max(cands)
-            # projected: final runs of the best so far, plus the next (wider, ~2x dearer) selection
-            final = per_epoch * (best[3] / w) * best[2] * seeds * len(X_all) / max(1, n_sel)
-            if head_deadline is not None and clock() + final + 2.0 * per_epoch * run > head_deadline:
+            # go wider only if the next selection and the final runs at that width (assumed to cost
+            # ~width-proportionally more per epoch) still fit this head's share of the budget
+            grow = 2.0
+            final_next = grow * per_epoch * epochs * seeds * len(X_all) / max(1, n_sel)
+            if head_deadline is not None and clock() + grow * per_epoch * run + final_next > head_deadline:
                 break
         val, _, epochs, width = max(cands)
         r = recipe.scaled(width)
