@@ -47,25 +47,26 @@ def test_every_doc_query_runs_and_engines_agree(spark, tmp_path_factory):
 
     wh = get_warehouse(spark, tmp_path_factory)
     con = q.open_warehouse(wh.conf)
+    results = {}
     try:
         for i, (statement, duck) in enumerate(sql_blocks()):
             result = to_arrow(run_sql(spark, wh.conf, statement, register=i == 0))
             assert result.num_rows > 0, f"no rows from the example:\n{statement}"
             if duck:
                 assert_same(result, q.run_query(con, statement), statement, ordered="ORDER BY" in statement)
+            results[statement] = result
     finally:
         con.close()
 
-
-@pytest.mark.spark
-def test_time_travel_examples_see_the_old_taxonomy(spark, tmp_path_factory):
-    from jobs.sql import run_sql
-
-    wh = get_warehouse(spark, tmp_path_factory)
-    by_version = [s for s, _ in sql_blocks() if "VERSION AS OF" in s and "GROUP BY taxonomy_version" in s][0]
-    by_time = [s for s, _ in sql_blocks() if "TIMESTAMP AS OF" in s][0]
-    for statement in (by_version, by_time):
-        rows = run_sql(spark, wh.conf, statement).collect()
-        assert [(r.taxonomy_version, r.videos) for r in rows] == [(wh.taxonomy.version, len(wh.rows_before_retag))]
-    now = run_sql(spark, wh.conf, "SELECT DISTINCT taxonomy_version FROM video_tags WHERE dt = DATE '2024-06-02'")
-    assert [r[0] for r in now.collect()] == [wh.taxonomy_v2.version]
+    # time travel: by version and by time, the re-tagged day as first tagged (the old taxonomy)
+    before = [(wh.taxonomy.version, len(wh.rows_before_retag))]
+    travel = [s for s in results if "GROUP BY taxonomy_version" in s and " AS OF " in s]
+    assert len(travel) == 2
+    for statement in travel:
+        got = results[statement].to_pylist()
+        assert [(r["taxonomy_version"], r["videos"]) for r in got] == before, statement
+    moved = [s for s in results if "leaf_before" in s][0]
+    n_moved = sum(r["videos"] for r in results[moved].to_pylist())
+    old = {r["video_id"]: r["leaf_id"] for r in wh.rows_before_retag}
+    assert n_moved == sum(old[r["video_id"]] != r["leaf_id"] for r in wh.rows["2024-06-02"]) > 0
+    assert {r["taxonomy_version"] for r in wh.rows["2024-06-02"]} == {wh.taxonomy_v2.version}

@@ -42,16 +42,14 @@ def assert_same(spark_table: pa.Table, duck_table: pa.Table, statement: str, ord
     assert a == b, f"engines disagree on:\n{statement}"
 
 
+#: every table and view, whole (the doc's examples add aggregates, windows and joins)
 AGREEMENT = [
-    "SELECT dt, count(*) AS n, sum(CASE WHEN cover_missing THEN 1 ELSE 0 END) AS missing FROM video_tags GROUP BY dt",
-    "SELECT level1, leaf_id, count(*) AS n FROM video_tags WHERE dt = DATE '2024-06-02' GROUP BY level1, leaf_id",
     "SELECT * FROM video_tags WHERE dt = DATE '2024-06-01'",
     "SELECT * FROM video_tag_labels",
-    "SELECT * FROM video_tags_latest",
+    "SELECT * FROM vtag.video_tags_latest",
     "SELECT * FROM video_uploads WHERE dt >= DATE '2024-06-02'",
     "SELECT * FROM video_tags_quarantine",
     "SELECT * FROM tag_runs",
-    "SELECT vtag.video_tags.video_id FROM vtag.video_tags WHERE dt BETWEEN DATE '2024-06-02' AND DATE '2024-06-03'",
 ]
 
 

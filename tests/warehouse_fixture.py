@@ -10,9 +10,9 @@ commit times cannot be those of June 2024, the days the data is about.)
 
 Tags come from real taxonomy paths: ``conf/taxonomy/demo-v1.yaml`` when it loads, else the tiny
 test taxonomy. Everything is written through ``jobs.tables`` (``ensure_table``, ``replace_day``,
-``conform``), as the jobs write it; the runs go to ``tag_runs`` in one append (``append_run`` writes
-one row per commit, and every commit costs seconds on a shared CI box). Built once per test session
-(:func:`get_warehouse`).
+``conform``), as the jobs write it; quarantine rows and runs go in one append each (the jobs commit
+per day and per run, and every commit costs seconds on a shared CI box). Built once per test
+session (:func:`get_warehouse`).
 """
 
 from __future__ import annotations
@@ -230,7 +230,6 @@ def build_warehouse(spark, root: Path) -> Warehouse:
             run_record(f"tag-{dt}-failed", "tag", dt, tax.version, started - timedelta(minutes=30),
                        len(plan) + len(quar), None, None, "failed", "Py4JJavaError: executor lost", 300.0)
         replace_day(_frame(spark, rows, VIDEO_TAGS_SCHEMA), conf, "video_tags", dt)
-        replace_day(_frame(spark, quar, QUARANTINE_SCHEMA), conf, "video_tags_quarantine", dt)
         wh.rows[dt], wh.quarantine[dt] = rows, quar
         run_record(run_id, "tag", dt, tax.version, started, len(plan) + len(quar), len(rows), len(quar))
 
@@ -247,6 +246,11 @@ def build_warehouse(spark, root: Path) -> Warehouse:
     wh.rows[RETAG_DAY] = retagged
     n_q = len(wh.quarantine[RETAG_DAY])
     run_record(retag_id, "retag", RETAG_DAY, tax2.version, RETAG_AT, len(retagged) + n_q, len(retagged), n_q)
+    # quarantine and runs in one append each (the jobs commit per day and per run; the tests read them
+    # only at their latest version, and each commit costs seconds on a busy box)
+    quar_all = [r for dt in DAYS for r in wh.quarantine[dt]]
+    quar_df = conform(_frame(spark, quar_all, QUARANTINE_SCHEMA), "video_tags_quarantine")
+    with_retries(lambda: quar_df.write.format("delta").mode("append").save(table_path(conf, "video_tags_quarantine")))
     runs = [dict(r, dt=date.fromisoformat(r["dt"])) for r in wh.runs]
     runs_df = conform(_frame(spark, runs, TAG_RUNS_SCHEMA), "tag_runs")
     with_retries(lambda: runs_df.write.format("delta").mode("append").save(table_path(conf, "tag_runs")))
@@ -257,7 +261,6 @@ def build_warehouse(spark, root: Path) -> Warehouse:
     times.update({i + 1: now - timedelta(days=3 - i, hours=12 if i == len(DAYS) - 1 else 0) for i in range(len(DAYS))})
     times[len(DAYS) + 1] = now - timedelta(hours=6)
     _set_commit_times(warehouse / "video_tags", times)
-    _set_commit_times(warehouse / "video_tags_quarantine", {k: v for k, v in times.items() if k <= len(DAYS)})
     wh.version_before_retag = len(DAYS)
     return wh
 
