@@ -192,10 +192,12 @@ def duckdb_query(conf: dict[str, Any]) -> tuple[Query, Callable[[], None]]:
 
 
 def spark_query(conf: dict[str, Any]) -> tuple[Query, Callable[[], None]]:
+    from jobs.catalog import check_metastore_free
     from jobs.spark import build_session
     from jobs.sql import prepare, session_conf
 
     conf = session_conf(conf)
+    check_metastore_free(conf)
     spark = build_session(conf)
     prepare(spark, conf)
     return (lambda s: spark.sql(s).toPandas()), (lambda: None)
@@ -219,7 +221,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         conf = load_conf(args)
         q, close = (duckdb_query if args.engine == "duckdb" else spark_query)(conf)
-    except (ConfigError, QueryError, ValueError, OSError) as exc:
+    except (ConfigError, QueryError, ValueError, OSError) as exc:  # CatalogError is a ValueError
         print(f"vtag report: {exc}", file=sys.stderr)
         return 1
     try:

@@ -69,14 +69,15 @@ def to_arrow(df: DataFrame) -> pa.Table:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs.catalog import CatalogError
+    from jobs.catalog import CatalogError, check_metastore_free
     from jobs.config import ConfigError
     from jobs.spark import build_session
 
     try:
         conf = session_conf(load_conf(args))
+        check_metastore_free(conf)
         spark = build_session(conf)
-    except (ConfigError, ValueError, OSError) as exc:
+    except (ConfigError, CatalogError, ValueError, OSError) as exc:
         print(f"vtag sql: {exc}", file=sys.stderr)
         return 1
     try:

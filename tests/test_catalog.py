@@ -124,3 +124,31 @@ def test_metastore_persists_across_processes(spark, tmp_path_factory):
     assert second.returncode == 0, second.stderr[-3000:]
     n_latest = len({r["video_id"] for rows in wh.rows.values() for r in rows})
     assert str(n_latest) in second.stdout
+
+
+def test_a_busy_embedded_metastore_is_reported_before_spark_starts(tmp_path):
+    """Another process holding Derby's lock: a clear error at once, not a minute of JVM and stack traces."""
+    from jobs.catalog import check_metastore_free, local_metastore
+
+    conf = {"warehouse": str(tmp_path / "warehouse"), "spark": {"spark.sql.catalogImplementation": "hive"}}
+    db = Path(local_metastore(conf))
+    assert db == tmp_path / ".metastore" / "metastore_db"
+    assert local_metastore(dict(conf, spark={"spark.sql.catalogImplementation": "in-memory"})) is None
+    assert local_metastore(dict(conf, warehouse="s3a://bucket/wh")) is None
+    check_metastore_free(conf)  # no database yet
+    db.mkdir(parents=True)
+    (db / "dbex.lck").write_bytes(b"")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.lockf(fd, fcntl.LOCK_EX); "
+         "print('locked', flush=True); time.sleep(60)", str(db / "dbex.lck")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CatalogError, match="in use by another Spark process"):
+            check_metastore_free(conf)
+    finally:
+        holder.kill()
+        holder.wait()
+    check_metastore_free(conf)  # a stale lock file (its process gone) is no obstacle
