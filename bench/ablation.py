@@ -105,20 +105,33 @@ def run_config(base: dict, modalities, fusion: str, head: str, *, frozen: bool) 
     return cfg
 
 
-def extract_features(base_cfg: dict, tax, frame, featurizer, cache_dir: Path, key: str, chunk: int = 256):
-    """All rows' model inputs with ``image`` replaced by frozen backbone features (cached on disk)."""
+def load_cached(cache_dir: Path, key: str, n_rows: int):
+    """(tensors, vocab) from an earlier run's cache, or None."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    cache = cache_dir / f"{key}.safetensors"
+    if not cache.is_file():
+        return None
+    with safe_open(str(cache), "pt") as fh:
+        meta = fh.metadata() or {}
+    tensors = load_file(str(cache))
+    if len(tensors["cover_present"]) != n_rows or "vocab" not in meta:
+        return None
+    print(f"features: cached {cache}", flush=True)
+    return tensors, json.loads(meta["vocab"])
+
+
+def extract_features(tax, frame, featurizer, cache_dir: Path, key: str, chunk: int = 256):
+    """All rows' model inputs with ``image`` replaced by frozen backbone features, saved to the cache
+    (with the vocabulary in the safetensors metadata)."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     from models.image import create_backbone
 
     cache = cache_dir / f"{key}.safetensors"
-    if cache.is_file():
-        tensors = load_file(str(cache))
-        if len(tensors["cover_present"]) == len(frame):
-            print(f"features: cached {cache}", flush=True)
-            return tensors, 0.0
     t0 = time.monotonic()
     backbone = create_backbone(featurizer.config["image"], pretrained=True).eval()
     backbone = backbone.to(memory_format=torch.channels_last)  # faster depthwise convs on CPU too
@@ -133,7 +146,7 @@ def extract_features(base_cfg: dict, tax, frame, featurizer, cache_dir: Path, ke
     tensors = {k: torch.cat(v).contiguous() for k, v in parts.items()}
     seconds = time.monotonic() - t0
     cache_dir.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(cache))
+    save_file(tensors, str(cache), metadata={"vocab": json.dumps(list(featurizer.vocab), ensure_ascii=False)})
     return tensors, seconds
 
 
@@ -194,15 +207,21 @@ def main() -> int:
     base["train"] = {**base.get("train", {}), "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
                      "val_fraction": 0.1, "early_stop_metric": "hf1", "cache_features": True}
     base = resolve_config(base)
-    t0 = time.monotonic()
-    featurizer = Featurizer.fit(tax, base, pool)
-    fit_s = time.monotonic() - t0
     key = hashlib.sha256(json.dumps({
         "data": args.data, "limit": args.limit, "rows": len(frame), "first": str(frame["video_id"].iloc[0]),
         "last": str(frame["video_id"].iloc[-1]), "tax": tax.version, "text": base["text"], "context": base["context"],
-        "image": base["image"], "test_fraction": args.test_fraction, "seed": args.seed, "vocab": len(featurizer.vocab),
+        "image": base["image"], "test_fraction": args.test_fraction, "seed": args.seed,
     }, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    tensors, feat_s = extract_features(base, tax, frame, featurizer, Path(args.cache_dir), key)
+    t0 = time.monotonic()
+    hit = load_cached(Path(args.cache_dir), key, len(frame))
+    if hit is not None:
+        tensors, vocab = hit
+        featurizer = Featurizer(tax, base, vocab)  # the vocabulary fitted on the same training rows
+        fit_s, feat_s = time.monotonic() - t0, 0.0
+    else:
+        featurizer = Featurizer.fit(tax, base, pool)
+        fit_s = time.monotonic() - t0
+        tensors, feat_s = extract_features(tax, frame, featurizer, Path(args.cache_dir), key)
     cached = CachedFeaturizer(featurizer, tensors)
     print(f"vocab {len(featurizer.vocab)} (fit {fit_s:.0f}s), features {feat_s:.0f}s "
           f"({ {k: tuple(v.shape) for k, v in tensors.items()} })", flush=True)

@@ -11,10 +11,21 @@ import atexit
 import copy
 import shutil
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
+
+
+def _one_thread() -> None:
+    """Tiny models on a shared 2-core machine: one intra-op thread is several times faster than two
+    (no OpenMP barriers under oversubscription)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+_one_thread()
 
 TINY_CONFIG = {
     "name": "tiny-test",
@@ -47,28 +58,25 @@ def tmp_root() -> Path:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_taxonomy():
     from hierarchy.taxonomy import Taxonomy
 
     return Taxonomy.load(TEST_DATA / "tiny-taxonomy.yaml")
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_frame(n: int = 48, seed: int = 0):
     from models.data import toy_labeled_frame
 
     return toy_labeled_frame(tiny_taxonomy(), n=n, seed=seed)
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_bundle():
     """(bundle dir, taxonomy, frame, TrainResult) — trained once per process (1 epoch, CPU)."""
-    import torch
-
     from models.train import train
 
-    torch.set_num_threads(1)
     out = tmp_root() / "bundle"
     result = train(tiny_config(epochs=1), tiny_taxonomy(), tiny_frame(), out, progress=False, label="tiny")
     return out, tiny_taxonomy(), tiny_frame(), result
