@@ -93,7 +93,7 @@ class Recipe:
     lr: float = 5e-3
     weight_decay: float = 1e-5
     batch: int = 256
-    max_epochs: int = 40
+    max_epochs: int = 100
     patience: int = 5
     min_epochs: int = 3
     tolerance: float = 0.001  # epochs = the first epoch within this (absolute) of the best valid AU(PRC)
