@@ -96,12 +96,12 @@ class ArffHierarchy:
             out[np.ix_(rows, self.ancestors_of(j))] = True
         return out
 
-    def same_as(self, other: "ArffHierarchy") -> bool:
+    def same_as(self, other: ArffHierarchy) -> bool:
         return self.ids == other.ids and np.array_equal(self.edges, other.edges)
 
     @classmethod
     def from_edges(cls, pairs: Iterable[tuple[str, str]], kind: str,
-                   skip: Sequence[str] = CHMCNN_SKIP, source: str = "<edges>") -> "ArffHierarchy":
+                   skip: Sequence[str] = CHMCNN_SKIP, source: str = "<edges>") -> ArffHierarchy:
         """From ``(parent, child)`` id pairs; ``parent == "root"`` marks a top node. Raises
         :class:`ArffError` on a cycle or a self-loop."""
         parents: dict[str, list[str]] = {}
@@ -152,7 +152,7 @@ class ArffHierarchy:
 
     @classmethod
     def parse(cls, spec: str, kind: str | None = None, skip: Sequence[str] = CHMCNN_SKIP,
-              source: str = "<header>") -> "ArffHierarchy":
+              source: str = "<header>") -> ArffHierarchy:
         """From the text after ``hierarchical``. ``kind`` None = detect: DAG (edge list) iff every
         entry has exactly two segments and some entry starts at ``root``; else a tree of paths."""
         entries = [e.strip() for e in spec.strip().split(",") if e.strip()]
@@ -213,7 +213,7 @@ class ArffData:
     def __len__(self) -> int:
         return int(self.X.shape[0])
 
-    def subset(self, rows: np.ndarray) -> "ArffData":
+    def subset(self, rows: np.ndarray) -> ArffData:
         return replace(self, X=self.X[rows], Y=self.Y[rows])
 
 
@@ -384,7 +384,7 @@ class Standardizer:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, X: np.ndarray) -> "Standardizer":
+    def fit(cls, X: np.ndarray) -> Standardizer:
         with _quiet():
             mean = np.nanmean(X, axis=0)
             std = np.nanstd(X, axis=0)
@@ -415,7 +415,7 @@ class HMCDataset:
     def in_dim(self) -> int:
         return int(self.train.X.shape[1])
 
-    def standardize(self, file_mean_quirk: bool = True) -> "HMCDataset":
+    def standardize(self, file_mean_quirk: bool = True) -> HMCDataset:
         """C-HMCNN's preprocessing: (quirk: each file's NaN -> that file's column means), then mean
         imputation + standardisation fitted on train+valid (train alone without a valid file).
         Returns a new data set with ``float32`` X and no NaN."""

@@ -8,7 +8,12 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from test_train_support import tiny_bundle, tiny_taxonomy, tmp_root
+from test_train_support import (
+    tiny_bundle,
+    tiny_taxonomy,
+    tmp_root,
+    torch_one_thread,  # noqa: F401  (autouse fixture)
+)
 
 from models.bundle import (
     BUNDLE_FILES,

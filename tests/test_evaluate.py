@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from test_train_support import tiny_bundle, tmp_root
+from test_train_support import (
+    tiny_bundle,
+    tmp_root,
+    torch_one_thread,  # noqa: F401  (autouse fixture)
+)
 
 from models.data import write_dump
 from models.evaluate import true_labels

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from test_train_support import tiny_bundle
+from test_train_support import (
+    tiny_bundle,
+    torch_one_thread,  # noqa: F401  (autouse fixture)
+)
 
 from models.predictor import Predictor, resolve_device, to_arrow
 from models.schema import PREDICTION_SCHEMA

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from tiny_dumps import _rows, _write_day
@@ -21,10 +22,14 @@ def test_tag_day_end_to_end(spark, tmp_path, tiny_bundle, job_conf):
     from jobs.tables import table_path
     from jobs.tag import tag_day
 
+    # a bundle path no earlier test used: Python workers are reused across the session and cache
+    # predictors by path, so only a fresh path guarantees this test sees the loads it counts
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
     good, bad = _rows("a", 12)
     _write_day(tmp_path / "dump", "2026-11-20", good + [r for r, _ in bad])
     load_log = tmp_path / "loads"
-    res = tag_day(spark, job_conf, "2026-11-20", dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle),
+    res = tag_day(spark, job_conf, "2026-11-20", dump_root=str(tmp_path / "dump"), bundle=str(bundle),
                   load_log=str(load_log))
     assert res.status == "succeeded"
     assert res.rows_read == len(good) + len(bad)

@@ -14,18 +14,23 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
-def _one_thread() -> None:
+@pytest.fixture(autouse=True)
+def torch_one_thread():
     """Tiny models on a shared 2-core machine: one intra-op thread is several times faster than two
-    (no OpenMP barriers under oversubscription)."""
+    (no OpenMP barriers under oversubscription). Import this fixture into a test module to use it;
+    the previous thread count is restored after each test."""
     import torch
 
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
-
-_one_thread()
 
 TINY_CONFIG = {
     "name": "tiny-test",
@@ -75,8 +80,15 @@ def tiny_frame(n: int = 48, seed: int = 0):
 @cache
 def tiny_bundle():
     """(bundle dir, taxonomy, frame, TrainResult) — trained once per process (1 epoch, CPU)."""
+    import torch
+
     from models.train import train
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     out = tmp_root() / "bundle"
-    result = train(tiny_config(epochs=1), tiny_taxonomy(), tiny_frame(), out, progress=False, label="tiny")
+    try:
+        result = train(tiny_config(epochs=1), tiny_taxonomy(), tiny_frame(), out, progress=False, label="tiny")
+    finally:
+        torch.set_num_threads(before)
     return out, tiny_taxonomy(), tiny_frame(), result
