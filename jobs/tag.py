@@ -108,6 +108,21 @@ def resolve_covers(spark: SparkSession, df: DataFrame) -> DataFrame:
     )
 
 
+def register_in_catalog(spark: SparkSession, conf: dict) -> None:
+    """Register the tables in the metastore when the conf says ``catalog_register: true``.
+
+    The day is already written and recorded; a metastore outage must not turn it into a failed run,
+    so a failure here is logged loudly and the tables stay readable by path.
+    """
+    from jobs.catalog import register_if_configured
+
+    try:
+        register_if_configured(spark, conf)
+    except Exception as exc:  # noqa: BLE001 - reported, the data is safe either way
+        print(f"vtag: warning: catalog registration failed ({type(exc).__name__}: {exc}); "
+              "the tables are still readable by path", file=sys.stderr)
+
+
 def tag_day(
     spark: SparkSession,
     conf: dict[str, Any],
@@ -213,6 +228,7 @@ def tag_day(
     marked.unpersist()
     record.update(finished_at=utcnow(), seconds=time.time() - t0, status=status, message=message)
     append_run(spark, conf, record)
+    register_in_catalog(spark, conf)
     return RunResult(
         run_id=run_id,
         dt=dt,

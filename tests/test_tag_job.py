@@ -60,8 +60,12 @@ def test_tag_day_end_to_end(spark, tmp_path, tiny_bundle, job_conf):
 
     # rerun of the day with corrupt covers tagged (missing modality) instead of quarantined: both
     # partitions are replaced, not appended to
-    res2 = tag_day(spark, {**job_conf, "corrupt_cover": "tag"}, "2026-11-20", dump_root=str(tmp_path / "dump"),
-                   bundle=str(tiny_bundle))
+    # (and with catalog_register on, as on a cluster: the run registers the tables by name)
+    res2 = tag_day(spark, {**job_conf, "corrupt_cover": "tag", "catalog_register": "true",
+                           "catalog_database": "vtag_tagjob", "dump_root": None},
+                   "2026-11-20", dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))
+    assert spark.catalog.tableExists("vtag_tagjob.video_tags")
+    assert spark.table("vtag_tagjob.video_tags").count() == res2.rows_tagged
     assert (res2.rows_tagged, res2.rows_quarantined) == (res.rows_tagged + 2, res.rows_quarantined - 2)
     again = {r.video_id: r for r in spark.read.format("delta").load(table_path(job_conf, "video_tags")).collect()}
     assert len(again) == len(good) + 2 and {r.run_id for r in again.values()} == {res2.run_id}
@@ -83,3 +87,11 @@ def test_bundle_of_other_taxonomy_is_refused(spark, tmp_path, tiny_bundle, job_c
         tag_day(spark, conf, "2026-11-21", dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))
     runs = spark.read.format("delta").load(table_path(conf, "tag_runs")).collect()
     assert [x.status for x in runs] == ["failed"] and "BundleMismatchError" in runs[0].message
+
+
+def test_a_failing_catalog_registration_does_not_fail_the_run(capsys):
+    from jobs.tag import register_in_catalog
+
+    register_in_catalog(None, {"catalog_register": "true", "catalog_database": "not a name!"})
+    assert "catalog registration failed" in capsys.readouterr().err
+    register_in_catalog(None, {"catalog_register": "false"})  # off: nothing is touched
