@@ -37,7 +37,11 @@ The last line printed is one JSON object ``{system: {"leaf_acc", "leaf_acc_std",
 Usage::
 
     python bench/bilibili.py [--data FILE | --train FILE --test FILE] [--seeds 3] [--systems a,b]
-        [--threads 1] [--json-out FILE]
+        [--threads 1] [--json-out FILE] [--md-out FILE] [--device cuda] [--workers N]
+
+``--device cuda``: vtag's model trains and predicts on the GPU (the peers stay on the CPU).
+``--workers N``: the runs (system × seed) go to N processes at once (tokenised once, here).
+``--md-out``: a Markdown report (command, device, split, table), rewritten after every run.
 """
 
 from __future__ import annotations
@@ -375,18 +379,19 @@ def vtag_config(model_config: Path, head: str) -> dict:
     return cfg
 
 
-def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: int | None = None) -> Callable:
+def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: int | None = None,
+             device: str = "cpu") -> Callable:
     def run(taxonomy, train, test, inputs, seed, log) -> np.ndarray:
         from models.predictor import Predictor
         from models.train import train as train_model
 
         cfg = vtag_config(model_config, head)
         with tempfile.TemporaryDirectory(prefix="vtag-bili-") as tmp:
-            res = train_model(cfg, taxonomy, train, Path(tmp) / "bundle", seed=seed, device="cpu", epochs=epochs,
+            res = train_model(cfg, taxonomy, train, Path(tmp) / "bundle", seed=seed, device=device, epochs=epochs,
                               progress=False, max_minutes=max_minutes, label=f"bench-bilibili-{head}")
             log(f"    epochs {res.epochs_run} (best {res.best_epoch}, {res.stopped}), valid "
                 + " ".join(f"{k}={res.metrics.get(k, float('nan')):.4f}" for k in ("leaf_acc", "level1_acc", "hf1")))
-            pred = Predictor.load(res.bundle_dir, device="cpu", expected_taxonomy_version=taxonomy)
+            pred = Predictor.load(res.bundle_dir, device=device, expected_taxonomy_version=taxonomy)
             decoded, _ = pred.predict_scores(test)
         return np.asarray(decoded.leaf, dtype=np.int64)
 
@@ -408,9 +413,128 @@ def _arg_parser() -> argparse.ArgumentParser:
                     help="comma-separated; vtag_<head> for any head of models.dhmcn (+mc allowed)")
     ap.add_argument("--vtag-max-minutes", type=float, default=None, help="time budget per vtag training run")
     ap.add_argument("--vtag-epochs", type=int, default=None, help="override train.epochs of the model config")
+    ap.add_argument("--device", default="cpu",
+                    help="where vtag's model trains and predicts: cpu (default), cuda, cuda:N (peers: CPU)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="runs (system × seed) in this many processes at once (each with --threads threads); "
+                         "1 = one after the other in this process")
     ap.add_argument("--threads", type=int, default=int(_THREADS))
     ap.add_argument("--json-out", help="also write all figures (per seed too) here")
+    ap.add_argument("--md-out", help="also write a Markdown report here (rewritten after every run)")
+    ap.add_argument("--note", help="a line added to the Markdown report (e.g. what ran this command)")
     return ap
+
+
+def device_description(device: str) -> str:
+    """One line naming the hardware: the GPU (vtag on CUDA) and the CPU (peers, or everything)."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cpu = f"CPU {cpu}, {os.cpu_count()} cores"
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        d = torch.device(device)
+        gpu = torch.cuda.get_device_name(d.index if d.index is not None else torch.cuda.current_device())
+        return f"vtag on {gpu}, peers on {cpu} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    return f"{cpu} (torch {torch.__version__})"
+
+
+#: per-process state of a run (set by :func:`_init_worker`; in the parent too with ``--workers 1``)
+_CTX: dict = {}
+
+
+def _init_worker(taxonomy_path: str, train: pd.DataFrame, test: pd.DataFrame, inputs: PeerInputs,
+                 opts: dict) -> None:
+    import torch
+
+    from hierarchy.taxonomy import Taxonomy
+
+    torch.set_num_threads(int(opts["threads"]))
+    logging.basicConfig(level=logging.WARNING)
+    taxonomy = Taxonomy.load(taxonomy_path)
+    _CTX.update(taxonomy=taxonomy, train=train, test=test, inputs=inputs, opts=opts,
+                true_idx=np.array([taxonomy.index[x[0]] for x in test["labels"]]))
+
+
+def _make_runner(system: str, opts: dict) -> Callable:
+    if system.startswith("vtag_"):
+        return run_vtag(system[len("vtag_"):], Path(opts["model_config"]), opts["vtag_max_minutes"],
+                        opts["vtag_epochs"], device=opts["device"])
+    return {"tfidf_lr": run_tfidf_lr, "hiclass_lcppn_lr": run_hiclass, "fasttext_ngrams": run_fasttext}[system]
+
+
+def _run_task(system: str, seed: int, prefix: str = "") -> dict:
+    """One training run of ``system`` with ``seed`` on the split in :data:`_CTX`: its test metrics."""
+    def log(m):
+        print("\n".join(prefix + line for line in str(m).splitlines()), flush=True)
+
+    c = _CTX
+    t = time.monotonic()
+    pred = _make_runner(system, c["opts"])(c["taxonomy"], c["train"], c["test"], c["inputs"], seed, log)
+    m = score(c["taxonomy"], c["true_idx"], pred)
+    m["seconds"] = round(time.monotonic() - t, 1)
+    log(f"  {system} seed {seed}: leaf {m['leaf_acc']:.4f} level1 {m['level1_acc']:.4f} hF1 {m['hf1']:.4f} "
+        f"({m['seconds']:.0f}s)")
+    return m
+
+
+def aggregate(runs: list[dict]) -> dict:
+    agg = {}
+    for k in ("leaf_acc", "level1_acc", "hf1"):
+        vals = [r[k] for r in runs]
+        agg[k] = float(np.mean(vals))
+        agg[k + "_std"] = float(statistics.stdev(vals)) if len(vals) > 1 else 0.0
+    return {**agg, "runs": runs}
+
+
+def format_table(results: dict[str, dict]) -> str:
+    lines = ["| system | level-1 acc | leaf acc | hF1 | runs | s/run |", "|---|---|---|---|---|---|"]
+    for s, r in results.items():
+        lines.append(f"| {s} | {r['level1_acc']:.4f} ± {r['level1_acc_std']:.4f} | {r['leaf_acc']:.4f} ± "
+                     f"{r['leaf_acc_std']:.4f} | {r['hf1']:.4f} ± {r['hf1_std']:.4f} | {len(r['runs'])} | "
+                     f"{statistics.mean(x['seconds'] for x in r['runs']):.0f} |")
+    return "\n".join(lines)
+
+
+def format_markdown(results: dict[str, dict], *, command: str, device: str, split_desc: str, seeds: int,
+                    n_train: int, n_test: int, wall_s: float | None = None, pending: list[str] | None = None,
+                    failed: dict[str, str] | None = None, note: str | None = None) -> str:
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# vtag vs peers on Bilibili video titles (bench/bilibili.py)", "",
+             f"- Command: `{command}`", f"- Device: {device}"] + ([f"- {note}"] if note else []) + [
+             f"- Written: {now}" + (f"; {wall_s:.0f} s wall so far" if wall_s is not None else ""),
+             f"- Split: {split_desc}: train {n_train} rows, test {n_test} rows",
+             f"- Seeds: {seeds} per system (the LR peers are deterministic: one run, std 0); mean ± std over runs. "
+             "Metrics on the test side from each system's primary predicted node.", ""]
+    if pending:
+        lines += [f"- **Not finished** (runs missing): {', '.join(pending)}", ""]
+    if failed:
+        lines += ["- **Failed**: " + "; ".join(f"{k}: {v}" for k, v in failed.items()), ""]
+    lines += [format_table(results), ""]
+    vt = {k: v for k, v in results.items() if k.startswith("vtag")}
+    peers = {k: v for k, v in results.items() if not k.startswith("vtag")}
+    if vt and peers:
+        for metric in ("leaf_acc", "hf1"):
+            bv = max(vt, key=lambda k: vt[k][metric])
+            bp = max(peers, key=lambda k: peers[k][metric])
+            d = vt[bv][metric] - peers[bp][metric]
+            lines.append(f"- {metric}: best vtag `{bv}` {vt[bv][metric]:.4f} vs best peer `{bp}` "
+                         f"{peers[bp][metric]:.4f} ({d:+.4f}: {'vtag ahead' if d > 0 else 'peer ahead or tied'})")
+        lines.append("")
+    lines += ["## Runs", "", "| system | seed | leaf acc | level-1 acc | hF1 | s |", "|---|---|---|---|---|---|"]
+    for s, r in results.items():
+        for k, x in enumerate(r["runs"]):
+            lines.append(f"| {s} | {x.get('seed', k)} | {x['leaf_acc']:.4f} | {x['level1_acc']:.4f} | {x['hf1']:.4f} "
+                         f"| {x['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from hierarchy.taxonomy import Taxonomy
 
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available here")
     t_all = time.monotonic()
     taxonomy = Taxonomy.load(args.taxonomy)
     if bool(args.train) != bool(args.test):
@@ -436,58 +562,88 @@ def main(argv: list[str] | None = None) -> int:
     shared_up = set(train["uploader_id"].dropna()) & set(test["uploader_id"].dropna())
     print(f"{split_desc}: train {len(train)} rows, test {len(test)} rows, {dropped} rows dropped (unknown tid), "
           f"{len(shared_up)} uploaders on both sides", flush=True)
-    true_idx = np.array([taxonomy.index[x[0]] for x in test["labels"]])
+
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    for s in systems:
+        if not s.startswith("vtag_") and s not in ("tfidf_lr", "hiclass_lcppn_lr", "fasttext_ngrams"):
+            raise SystemExit(f"unknown system {s!r} (known: {', '.join(SYSTEMS)}, vtag_<head>)")
 
     t = time.monotonic()
     tr_texts, te_texts = _texts(train), _texts(test)
-    inputs = PeerInputs(jieba_tokens(tr_texts), jieba_tokens(te_texts), context_tokens(train), context_tokens(test),
-                        tr_texts, te_texts)
-    print(f"tokenised in {time.monotonic() - t:.1f}s", flush=True)
+    if any(not s.startswith("vtag_") for s in systems):
+        inputs = PeerInputs(jieba_tokens(tr_texts), jieba_tokens(te_texts), context_tokens(train),
+                            context_tokens(test), tr_texts, te_texts)
+        print(f"tokenised in {time.monotonic() - t:.1f}s", flush=True)
+    else:  # only vtag: it tokenises on its own
+        inputs = PeerInputs([], [], [], [], tr_texts, te_texts)
 
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    runners: dict[str, Callable] = {"tfidf_lr": run_tfidf_lr, "hiclass_lcppn_lr": run_hiclass,
-                                    "fasttext_ngrams": run_fasttext}
-    for s in systems:
-        if s.startswith("vtag_"):
-            runners[s] = run_vtag(s[len("vtag_"):], Path(args.model_config), args.vtag_max_minutes,
-                                  args.vtag_epochs)
-        elif s not in runners:
-            raise SystemExit(f"unknown system {s!r} (known: {', '.join(SYSTEMS)}, vtag_<head>)")
+    command = "python bench/bilibili.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    device = device_description(args.device)
+    opts = {"model_config": args.model_config, "vtag_max_minutes": args.vtag_max_minutes,
+            "vtag_epochs": args.vtag_epochs, "device": args.device, "threads": args.threads}
+    tasks = [(s, seed) for s in systems for seed in range(1 if s in DETERMINISTIC else args.seeds)]
+    runs: dict[str, list[dict]] = {s: [] for s in systems}
+    failed: dict[str, str] = {}
 
     def log(m):
         print(m, flush=True)
 
-    results: dict[str, dict] = {}
-    for s in systems:
-        runs = []
-        n = 1 if s in DETERMINISTIC else args.seeds
-        for seed in range(n):
-            t = time.monotonic()
-            pred = runners[s](taxonomy, train, test, inputs, seed, log)
-            m = score(taxonomy, true_idx, pred)
-            m["seconds"] = round(time.monotonic() - t, 1)
-            runs.append(m)
-            log(f"  {s} seed {seed}: leaf {m['leaf_acc']:.4f} level1 {m['level1_acc']:.4f} hF1 {m['hf1']:.4f} "
-                f"({m['seconds']:.0f}s)")
-        agg = {}
-        for k in ("leaf_acc", "level1_acc", "hf1"):
-            vals = [r[k] for r in runs]
-            agg[k] = float(np.mean(vals))
-            agg[k + "_std"] = float(statistics.stdev(vals)) if len(vals) > 1 else 0.0
-        results[s] = {**agg, "runs": runs}
+    def report() -> dict[str, dict]:
+        results = {s: aggregate(sorted(r, key=lambda x: x["seed"])) for s, r in runs.items() if r}
+        if args.md_out:
+            want = {s: sum(1 for x in tasks if x[0] == s) for s in systems}
+            pending = [f"{s} ({len(runs[s])}/{want[s]} runs)" for s in systems
+                       if len(runs[s]) < want[s] and s not in failed]
+            Path(args.md_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.md_out).write_text(format_markdown(
+                results, command=command, device=device, split_desc=split_desc, seeds=args.seeds,
+                n_train=len(train), n_test=len(test), wall_s=time.monotonic() - t_all, pending=pending,
+                failed=failed, note=args.note))
+        return results
 
-    print("\n| system | level-1 acc | leaf acc | hF1 | runs | s/run |\n|---|---|---|---|---|---|")
-    for s, r in results.items():
-        print(f"| {s} | {r['level1_acc']:.4f} ± {r['level1_acc_std']:.4f} | {r['leaf_acc']:.4f} ± {r['leaf_acc_std']:.4f} "
-              f"| {r['hf1']:.4f} ± {r['hf1_std']:.4f} | {len(r['runs'])} | "
-              f"{statistics.mean(x['seconds'] for x in r['runs']):.0f} |")
+    def finish(system: str, seed: int, m: dict | None, err: BaseException | None) -> None:
+        if err is not None:
+            failed[system] = f"{type(err).__name__}: {err}"
+            log(f"  {system} seed {seed} FAILED: {failed[system]}")
+        else:
+            runs[system].append({**m, "seed": seed})
+        report()
+
+    if args.workers <= 1:
+        _init_worker(args.taxonomy, train, test, inputs, opts)
+        for s, seed in tasks:
+            if s in failed:
+                continue
+            try:
+                finish(s, seed, _run_task(s, seed), None)
+            except Exception as e:  # noqa: BLE001 - one system's failure must not lose the others
+                finish(s, seed, None, e)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # longest first: the LR peers (C grid: 4 fits each), then vtag, then the fastText-style runs
+        rank = {"hiclass_lcppn_lr": 0, "tfidf_lr": 1, "fasttext_ngrams": 3}
+        order = sorted(tasks, key=lambda x: (rank.get(x[0], 2), x[1]))
+        with ProcessPoolExecutor(max_workers=min(args.workers, len(order)), mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker,
+                                 initargs=(args.taxonomy, train, test, inputs, opts)) as ex:
+            futs = {ex.submit(_run_task, s, seed, f"[{s} #{seed}] "): (s, seed) for s, seed in order}
+            for f in as_completed(futs):
+                s, seed = futs[f]
+                err = f.exception()
+                finish(s, seed, None if err else f.result(), err)
+
+    results = report()
+    print("\n" + format_table(results))
     print(f"total {time.monotonic() - t_all:.0f}s", flush=True)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps({"split": split_desc, "train_rows": len(train),
-                                                   "test_rows": len(test), "results": results}, indent=1))
+                                                   "test_rows": len(test), "device": device, "failed": failed,
+                                                   "results": results}, indent=1))
     print(json.dumps({s: {k: v for k, v in r.items() if k != "runs"} for s, r in results.items()}), flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

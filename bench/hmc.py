@@ -29,7 +29,13 @@ printed is one JSON object::
 Usage::
 
     python bench/hmc.py --data ../shared/data/hmc/cellcycle_FUN [--seeds 5] [--heads dhmcn_v1,dhmcn_v3+mc]
-        [--max-minutes 10] [--threads 1] [--json-out FILE]
+        [--max-minutes 10] [--threads 1] [--json-out FILE] [--md-out FILE]
+        [--device cuda] [--workers N]
+
+``--device cuda`` trains the heads on the GPU (same recipe; default CPU); ``--workers N`` runs N data
+sets at once in separate processes (largest first; each process keeps its own per-data-set
+budget). ``--md-out`` writes a Markdown report (command, device, the table beside the published
+figures), rewritten after every data set so that a stopped run still leaves what it finished.
 
 ``--data`` takes data set directories, or a directory of them (every sub-directory with a train
 and a test ``.arff`` is run). Data live outside the repo: relative names are looked up under
@@ -181,14 +187,16 @@ def init_output_bias(model, Y: np.ndarray) -> None:
 
 def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, seed: int,
                epochs: int, val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-               deadline: float | None = None):
+               deadline: float | None = None, device: str = "cpu"):
     """Train a fresh head on ``X [B, D]``, ``Y [B, N]`` for up to ``epochs`` epochs.
 
     With ``val = (Xv, Yv, mask)`` the validation AU(PRC) is scored after every epoch and training
     stops ``recipe.patience`` epochs after the best. Returns ``(head, curve)`` where ``curve`` is the
     list of per-epoch validation scores (empty without ``val``). With ``recipe.ema_epochs`` the
     returned (and validated) head holds an exponential moving average of the weights, updated after
-    every step with a horizon of that many epochs.
+    every step with a horizon of that many epochs. ``device``: where the head trains ('cpu',
+    'cuda', 'cuda:N'); the data are moved there once, the batch order is drawn on the CPU generator
+    either way.
     """
     import copy
 
@@ -197,6 +205,8 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
     model = _head(recipe, head, spec, X.shape[1], seed)
     if recipe.prior_init:
         init_output_bias(model, Y)
+    dev = torch.device(device)
+    model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     g = torch.Generator().manual_seed(seed)
     ema, params, ema_params, decay = model, [], [], 0.0
@@ -205,14 +215,14 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
         params, ema_params = list(model.parameters()), list(ema.parameters())
         steps_per_epoch = max(1, len(X) // recipe.batch)
         decay = 1.0 - 1.0 / max(1.0, recipe.ema_epochs * steps_per_epoch)
-    Xt = torch.as_tensor(X, dtype=torch.float32)
-    Yt = torch.as_tensor(Y, dtype=torch.float32)
-    Xv = torch.as_tensor(val[0], dtype=torch.float32) if val is not None else None
+    Xt = torch.as_tensor(X, dtype=torch.float32).to(dev)
+    Yt = torch.as_tensor(Y, dtype=torch.float32).to(dev)
+    Xv = torch.as_tensor(val[0], dtype=torch.float32).to(dev) if val is not None else None
     curve: list[float] = []
     best, since = -1.0, 0
     for _ in range(epochs):
         model.train()
-        perm = torch.randperm(len(Xt), generator=g)
+        perm = torch.randperm(len(Xt), generator=g).to(dev)
         for i in range(0, len(Xt), recipe.batch):
             idx = perm[i: i + recipe.batch]
             if idx.numel() < 2:  # batch-size-1 tails add noise only
@@ -250,9 +260,10 @@ def predict(model, X, batch: int = 2048) -> np.ndarray:
     import torch
 
     model.eval()
-    X = torch.as_tensor(X, dtype=torch.float32)
+    dev = next(model.parameters()).device
+    X = torch.as_tensor(X, dtype=torch.float32).to(dev)
     with torch.no_grad():
-        return torch.cat([model(X[i: i + batch])["prob"].float() for i in range(0, len(X), batch)]).numpy()
+        return torch.cat([model(X[i: i + batch])["prob"].float() for i in range(0, len(X), batch)]).cpu().numpy()
 
 
 def selection_split(ds: HMCDataset, recipe: Recipe, seed: int):
@@ -266,13 +277,13 @@ def selection_split(ds: HMCDataset, recipe: Recipe, seed: int):
 
 
 def _select(recipe: Recipe, head: str, spec, ds: HMCDataset, mask: np.ndarray, select_seeds: int,
-            deadline: float | None) -> tuple[int, float, int]:
+            deadline: float | None, device: str = "cpu") -> tuple[int, float, int]:
     """Epoch selection of one head and recipe: ``(epochs, mean best valid score, epochs run)``."""
     best_epochs, val_scores, run = [], [], 0
     for s in range(select_seeds):
         Xtr, Ytr, Xva, Yva = selection_split(ds, recipe, s)
         _, curve = train_head(recipe, head, spec, Xtr, Ytr, s, recipe.max_epochs, val=(Xva, Yva, mask),
-                              deadline=deadline)
+                              deadline=deadline, device=device)
         best_epochs.append(pick_epoch(curve, recipe.tolerance))
         val_scores.append(max(curve))
         run += len(curve)
@@ -280,7 +291,7 @@ def _select(recipe: Recipe, head: str, spec, ds: HMCDataset, mask: np.ndarray, s
 
 
 def run_dataset(ds: HMCDataset, heads: list[str], seeds: int, recipe: Recipe, select_seeds: int = 1,
-                max_minutes: float | None = None, log=print) -> dict:
+                max_minutes: float | None = None, log=print, device: str = "cpu") -> dict:
     """Width search + epoch selection + final runs of every head on one (standardized) data set.
 
     Per head: for each width multiplier of ``recipe.widths`` (while the projected time fits the
@@ -313,7 +324,7 @@ def run_dataset(ds: HMCDataset, heads: list[str], seeds: int, recipe: Recipe, se
         for w in recipe.widths:
             r = recipe.scaled(w)
             tw = clock()
-            epochs, val, run = _select(r, head, spec, ds, mask, select_seeds, head_deadline)
+            epochs, val, run = _select(r, head, spec, ds, mask, select_seeds, head_deadline, device)
             cands.append((val, -w, epochs, w))
             per_epoch = (clock() - tw) / max(1, run)
             # go wider only if the next selection and the final runs at that width (assumed to cost
@@ -330,7 +341,7 @@ def run_dataset(ds: HMCDataset, heads: list[str], seeds: int, recipe: Recipe, se
             if scores and head_deadline is not None and clock() > head_deadline:
                 log(f"  {head}: time budget reached after {len(scores)} of {seeds} seeds")
                 break
-            model, _ = train_head(r, head, spec, X_all, Y_all, s, epochs)
+            model, _ = train_head(r, head, spec, X_all, Y_all, s, epochs, device=device)
             scores.append(auprc(ds.test.Y, predict(model, ds.test.X), mask))
         sec, cpu = time.monotonic() - th, clock() - ch
         out[head] = {
@@ -370,7 +381,9 @@ def format_table(result: dict, heads: list[str]) -> str:
     return "\n".join(lines)
 
 
-def dataset_dirs(paths: list[str]) -> list[Path]:
+def dataset_dirs(paths: list[str], skipped: list[str] | None = None) -> list[Path]:
+    """Data set directories named by ``paths`` (a data set, or a directory of them: every
+    sub-directory with a train and a test ``.arff``; the others are appended to ``skipped``)."""
     out: list[Path] = []
     for p in paths:
         path = Path(p)
@@ -387,6 +400,9 @@ def dataset_dirs(paths: list[str]) -> list[Path]:
                           and any("test" in x.name.lower() for x in d.glob("*.arff")))
             if not subs:
                 raise SystemExit(f"{path}: no .arff data set in it")
+            if skipped is not None:
+                skipped.extend(d.name for d in sorted(path.iterdir())
+                               if d.is_dir() and d not in subs and any(d.glob("*.arff")))
             out.extend(subs)
     return out
 
@@ -399,13 +415,154 @@ def _arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--heads", default=",".join(DEFAULT_HEADS), help="comma-separated; '+mc' = max-constraint")
     ap.add_argument("--max-minutes", type=float, default=10.0, help="time budget per data set (0 = none)")
     ap.add_argument("--threads", type=int, default=int(_THREADS), help="torch threads (1 is fastest on a busy box)")
+    ap.add_argument("--device", default="cpu", help="where the heads train: cpu (default), cuda, cuda:N")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="data sets run in this many processes at once (each with --threads threads; "
+                         "they share the --device); 1 = in this process")
     ap.add_argument("--no-file-mean-quirk", action="store_true", help="skip C-HMCNN's per-file NaN mean fill")
     ap.add_argument("--widths", help="comma-separated width multipliers to search (default 1,2)")
     ap.add_argument("--json-out", help="also write the results (a list, one per data set) here")
+    ap.add_argument("--md-out", help="also write a Markdown report here (rewritten after every data set)")
+    ap.add_argument("--note", help="a line added to the Markdown report (e.g. what ran this command)")
     for f in ("hidden", "dropout", "lr", "batch", "max_epochs", "patience"):
         ap.add_argument(f"--{f.replace('_', '-')}", type=type(getattr(Recipe, f)), default=None,
                         help=f"override the recipe's {f} (default {getattr(Recipe, f)})")
     return ap
+
+
+def device_description(device: str) -> str:
+    """One line naming the hardware the heads ran on (GPU name, or the CPU model and core count)."""
+    import platform
+
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        dev = torch.device(device)
+        idx = dev.index if dev.index is not None else torch.cuda.current_device()
+        return f"{torch.cuda.get_device_name(idx)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU {model}, {os.cpu_count()} cores (torch {torch.__version__})"
+
+
+def _dataset_cost(path: Path) -> float:
+    """Rough cost key for scheduling (largest first): rows (all files) × (1 + hierarchy entries / 500)
+    — deep, wide DAGs (GO) first, then the many-row sets, then the small trees."""
+    rows, entries = 0, 0
+    for f in path.glob("*.arff"):
+        with open(f, "rb") as fh:
+            for line in fh:
+                if not entries and line[:10].lower() == b"@attribute" and b" hierarchical " in line.lower():
+                    entries = line.count(b",") + 1
+                rows += 1
+    return rows * (1.0 + entries / 500.0)
+
+
+def _run_one(path: str, heads: list[str], seeds: int, recipe: Recipe, select_seeds: int,
+             max_minutes: float | None, file_mean_quirk: bool, device: str, threads: int,
+             prefix: str = "") -> dict:
+    """Load, standardise and run one data set (in this process or a pool worker); prints its log
+    lines and table, returns :func:`run_dataset`'s dict (with load time, device)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def log(m: str) -> None:
+        print("\n".join(prefix + line for line in str(m).splitlines()), flush=True)
+
+    t, c = time.monotonic(), time.process_time()
+    ds = load_hmc_dataset(Path(path)).standardize(file_mean_quirk=file_mean_quirk)
+    h = ds.hierarchy
+    log(f"{ds.name}: {h.kind}, {int(h.eval_mask.sum())} classes, depth {h.depth}, in-dim {ds.in_dim}, "
+        f"train {len(ds.train)} valid {len(ds.valid) if ds.valid is not None else '-'} test {len(ds.test)} "
+        f"(loaded in {time.monotonic() - t:.1f}s) on {device}")
+    res = run_dataset(ds, heads, seeds, recipe, select_seeds, max_minutes, log=log, device=device)
+    res["seconds"] = round(time.monotonic() - t, 1)
+    res["cpu_seconds"] = round(time.process_time() - c, 1)
+    res["device"] = device
+    log(format_table(res, heads))
+    return res
+
+
+def _summary(res: dict, heads: list[str]) -> dict:
+    out = {"dataset": res["dataset"]}
+    for head in heads:
+        out[head] = {k: res[head][k] for k in ("auprc_mean", "auprc_std")}
+    return out
+
+
+def format_markdown(results: list[dict], heads: list[str], *, command: str, device: str, seeds: int,
+                    wall_s: float | None = None, pending: list[str] | None = None,
+                    failed: dict[str, str] | None = None, skipped: list[str] | None = None,
+                    note: str | None = None) -> str:
+    """The Markdown report: how it was made, one summary table (AU(PRC) mean ± std per head beside
+    the published figures), wins per head, and per-data-set details."""
+    import datetime
+
+    results = sorted(results, key=lambda r: r["dataset"])
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# DHMCN heads on the public HMC data sets (bench/hmc.py)", "",
+             f"- Command: `{command}`",
+             f"- Device: {device}"] + ([f"- {note}"] if note else []) + [
+             f"- Written: {now}; {len(results)} data set(s) done"
+             + (f", total {wall_s:.0f} s wall" if wall_s is not None else ""),
+             f"- Protocol: C-HMCNN's (epoch selection on validation, retrain on train+valid, test AU(PRC) micro "
+             f"over non-root classes), one recipe for all data sets (`bench/hmc.py` `Recipe`), {seeds} seed(s).",
+             "- Published figures: C-HMCNN(h) and HMCN-F test AU(PRC) from `../shared/data/hmc/README.md`; "
+             "✓ = the head's mean is at least HMCN-F's, ✓✓ = at least both.", ""]
+    if skipped:
+        lines += [f"- Skipped (no train or no test file): {', '.join(skipped)}", ""]
+    if pending:
+        lines += [f"- **Not finished** (run stopped or still running): {', '.join(pending)}", ""]
+    if failed:
+        lines += ["- **Failed**: " + "; ".join(f"{k}: {v}" for k, v in failed.items()), ""]
+    hdr = "| dataset | " + " | ".join(heads) + " | HMCN-F | C-HMCNN | wall s |"
+    lines += [hdr, "|" + "---|" * (len(heads) + 4)]
+    wins = {h: [0, 0, 0] for h in heads}  # >= HMCN-F, >= C-HMCNN, data sets with figures
+    for r in results:
+        pub = r.get("published") or {}
+        cells = []
+        for h in heads:
+            x = r.get(h)
+            if not x:
+                cells.append("–")
+                continue
+            mark = ""
+            if pub:
+                wins[h][2] += 1
+                ge_f, ge_c = x["auprc_mean"] >= pub["HMCN-F"], x["auprc_mean"] >= pub["C-HMCNN"]
+                wins[h][0] += ge_f
+                wins[h][1] += ge_c
+                mark = " ✓✓" if ge_c and ge_f else (" ✓" if ge_f else "")
+            n = "" if x.get("n_seeds", seeds) == seeds else f" ({x.get('n_seeds')} seeds)"
+            cells.append(f"{x['auprc_mean']:.3f} ± {x['auprc_std']:.3f}{mark}{n}")
+        pf = f"{pub['HMCN-F']:.3f}" if pub else "–"
+        pc = f"{pub['C-HMCNN']:.3f}" if pub else "–"
+        lines.append(f"| {r['dataset']} | " + " | ".join(cells) + f" | {pf} | {pc} | {r.get('seconds', 0):.0f} |")
+    lines += [""]
+    lines += ["| head | ≥ HMCN-F | ≥ C-HMCNN | of (data sets with published figures) |", "|---|---|---|---|"]
+    for h in heads:
+        lines.append(f"| {h} | {wins[h][0]} | {wins[h][1]} | {wins[h][2]} |")
+    lines += ["", "## Details", "",
+              "| dataset | head | width | hidden | epochs | valid AU(PRC) | seeds | test AU(PRC) per seed | s (wall) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for h in heads:
+            x = r.get(h)
+            if x:
+                lines.append(f"| {r['dataset']} | {h} | x{x['width']} | {x['hidden']} | {x['epochs']} | "
+                             f"{x['valid_auprc']:.4f} | {x['n_seeds']} | {', '.join(f'{v:.4f}' for v in x['auprc'])} | "
+                             f"{x['seconds']:.0f} |")
+    if results:
+        lines += ["", "Recipe: `" + json.dumps(results[0].get("recipe", {})) + "`"]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -423,28 +580,66 @@ def main(argv: list[str] | None = None) -> int:
         recipe = replace(recipe, local_hidden=max(1, recipe.hidden // 2))
     for h in heads:
         recipe.head_cfg(h)  # fail early on a bad name
-    results = []
-    for d in dataset_dirs(args.data):
-        t, c = time.monotonic(), time.process_time()
-        ds = load_hmc_dataset(d).standardize(file_mean_quirk=not args.no_file_mean_quirk)
-        h = ds.hierarchy
-        print(f"{ds.name}: {h.kind}, {int(h.eval_mask.sum())} classes, depth {h.depth}, in-dim {ds.in_dim}, "
-              f"train {len(ds.train)} valid {len(ds.valid) if ds.valid is not None else '-'} test {len(ds.test)} "
-              f"(loaded in {time.monotonic() - t:.1f}s)", flush=True)
-        res = run_dataset(ds, heads, args.seeds, recipe, args.select_seeds, args.max_minutes or None,
-                          log=lambda m: print(m, flush=True))
-        res["seconds"] = round(time.monotonic() - t, 1)
-        res["cpu_seconds"] = round(time.process_time() - c, 1)
-        print(format_table(res, heads), flush=True)
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available here")
+    skipped: list[str] = []
+    dirs = dataset_dirs(args.data, skipped)
+    if skipped:
+        print(f"skipped (no train or no test .arff): {', '.join(skipped)}", flush=True)
+    command = "python bench/hmc.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    device = device_description(args.device)
+    print(f"{len(dirs)} data set(s) on {device}, {max(1, args.workers)} worker(s)", flush=True)
+    t_all = time.monotonic()
+    results: list[dict] = []
+    failed: dict[str, str] = {}
+    names = [d.name for d in dirs]
+
+    finished: set[str] = set()
+
+    def done(res: dict, dname: str) -> None:
         results.append(res)
+        finished.add(dname)
         if args.json_out:
             Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json_out).write_text(json.dumps(results, indent=1))
-        summary = {"dataset": res["dataset"]}
-        for head in heads:
-            summary[head] = {k: res[head][k] for k in ("auprc_mean", "auprc_std")}
-        print(json.dumps(summary), flush=True)
-    return 0
+        if args.md_out:
+            Path(args.md_out).parent.mkdir(parents=True, exist_ok=True)
+            pending = [n for n in names if n not in finished and n not in failed]
+            Path(args.md_out).write_text(format_markdown(
+                results, heads, command=command, device=device, seeds=args.seeds,
+                wall_s=time.monotonic() - t_all, pending=pending, failed=failed, skipped=skipped, note=args.note))
+        print(json.dumps(_summary(res, heads)), flush=True)
+
+    common = dict(heads=heads, seeds=args.seeds, recipe=recipe, select_seeds=args.select_seeds,
+                  max_minutes=args.max_minutes or None, file_mean_quirk=not args.no_file_mean_quirk,
+                  device=args.device, threads=args.threads)
+    if args.workers <= 1 or len(dirs) == 1:
+        for d in dirs:
+            done(_run_one(str(d), **common), d.name)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        order = sorted(dirs, key=_dataset_cost, reverse=True)  # longest first: shortest makespan
+        with ProcessPoolExecutor(max_workers=min(args.workers, len(dirs)), mp_context=mp.get_context("spawn")) as ex:
+            futs = {ex.submit(_run_one, str(d), **common, prefix=f"[{d.name}] "): d for d in order}
+            for f in as_completed(futs):
+                try:
+                    res = f.result()
+                except Exception as e:  # noqa: BLE001 - one data set's failure must not lose the others
+                    failed[futs[f].name] = f"{type(e).__name__}: {e}"
+                    print(f"[{futs[f].name}] FAILED: {type(e).__name__}: {e}", flush=True)
+                    continue
+                done(res, futs[f].name)
+        if failed and args.md_out and not results:
+            Path(args.md_out).write_text(format_markdown([], heads, command=command, device=device,
+                                                         seeds=args.seeds, failed=failed, skipped=skipped,
+                                                         note=args.note))
+    print(f"total {time.monotonic() - t_all:.0f}s wall for {len(results)} data set(s)"
+          + (f", {len(failed)} failed" if failed else ""), flush=True)
+    if results:  # the last line stays one data set's JSON object
+        print(json.dumps(_summary(results[-1], heads)), flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
