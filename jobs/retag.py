@@ -30,6 +30,12 @@ from jobs.config import load_job_conf
 
 RETAG_SCHEMA_EXTRA = [pa.field("_action", pa.string()), pa.field("_why", pa.string())]
 
+#: The plan's cost model: ``remap / retag_remap_rows_per_s + reinfer / retag_reinfer_rows_per_s``
+#: (job conf keys; these are the fallbacks). NOTE: placeholders, not yet measured. Set them (here and
+#: in conf/jobs/local.yaml) from ``bench/retag_speed.py`` at 100k rows, which prints both rates.
+REMAP_ROWS_PER_S_DEFAULT = 5000.0
+REINFER_ROWS_PER_S_DEFAULT = 150.0
+
 
 class RetagError(RuntimeError):
     """A re-tag request that cannot be carried out as asked (the message says why)."""
@@ -56,6 +62,13 @@ class DayResult:
     at_target: int
     seconds: float
     run_id: str | None
+    #: stage timings of a written day (0 otherwise): ``classify_seconds`` = the migration rules over every
+    #: row of the day (the remap itself); ``reinfer_seconds`` = reading the day's dump, validating and
+    #: predicting the rows to re-infer (materialized once); ``write_seconds`` = the ``replaceWhere``
+    #: write and its checks. ``vtag retag plan``'s cost constants come from these (bench/retag_speed.py).
+    classify_seconds: float = 0.0
+    reinfer_seconds: float = 0.0
+    write_seconds: float = 0.0
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -200,8 +213,8 @@ def plan(spark, conf: dict, from_path: str, to_path: str, start: str, end: str) 
         .collect()
     )
     by_day = {r.d: r for r in counts}
-    remap_rate = float(conf.get("retag_remap_rows_per_s", 5000))
-    infer_rate = float(conf.get("retag_reinfer_rows_per_s", 150))
+    remap_rate = float(conf.get("retag_remap_rows_per_s") or REMAP_ROWS_PER_S_DEFAULT)
+    infer_rate = float(conf.get("retag_reinfer_rows_per_s") or REINFER_ROWS_PER_S_DEFAULT)
     out = []
     for d in days:
         r = by_day.get(d)
@@ -264,15 +277,23 @@ def run(
             "conf": json.dumps({"from": from_path, "to": to_path, "bundle": bundle, "dump_root": dump_root}),
         }
         classified = _classified(spark, conf, old, new, [p.dt]).persist(StorageLevel.MEMORY_AND_DISK)
+        preds = None
+        stage = {"classify": 0.0, "reinfer": 0.0, "write": 0.0}
         try:
             keep = classified.where(F.col("_action") != "reinfer")
             pred_cols = [f.name for f in PREDICTION_SCHEMA]
             parts = [keep.select(*pred_cols)]
-            n_reinfer = classified.where(F.col("_action") == "reinfer").count()
+            t_stage = time.time()
+            n_reinfer = classified.where(F.col("_action") == "reinfer").count()  # materializes the classification
+            stage["classify"] = time.time() - t_stage
             if n_reinfer:
+                t_stage = time.time()
                 ids = classified.where(F.col("_action") == "reinfer").select("video_id")
-                raw = mark(read_day(spark, dump_root, p.dt), str(conf.get("corrupt_cover", "quarantine"))).where(F.col("reason").isNull())
-                inputs = resolve_covers(spark, raw.join(ids, "video_id", "inner")).select(*MODEL_INPUT_COLUMNS)
+                # only the rows to re-infer are validated (cover decoding, duplicates): a semi join on
+                # video_id keeps every dump row of those ids, so mark's per-id duplicate rule is unchanged
+                day_rows = read_day(spark, dump_root, p.dt).join(ids, "video_id", "left_semi")
+                raw = mark(day_rows, str(conf.get("corrupt_cover", "quarantine"))).where(F.col("reason").isNull())
+                inputs = resolve_covers(spark, raw).select(*MODEL_INPUT_COLUMNS)
                 n_found = inputs.count()
                 if n_found != n_reinfer:
                     raise RetagError(
@@ -282,8 +303,13 @@ def run(
                 n_parts = int(conf.get("tag_partitions") or spark.sparkContext.defaultParallelism)
                 preds = inputs.repartition(max(1, n_parts)).mapInArrow(
                     predict_fn(bundle, new.version, False, load_log), to_spark(PREDICTION_SCHEMA)
-                )
+                ).persist(StorageLevel.MEMORY_AND_DISK)
+                n_pred = preds.count()  # the model runs once, here; the write reads the cached rows
+                stage["reinfer"] = time.time() - t_stage
+                if n_pred != n_reinfer:
+                    raise RetagError(f"{p.dt}: {n_reinfer} rows to re-infer, the model returned {n_pred}")
                 parts.append(preds.select(*pred_cols))
+            t_stage = time.time()
             out = parts[0]
             for extra in parts[1:]:
                 out = out.unionByName(extra)
@@ -305,6 +331,7 @@ def run(
                 raise RetagError(
                     f"{p.dt}: {p.rows} rows before, {rows_after} after, {off_target} not at {new.version}"
                 )
+            stage["write"] = time.time() - t_stage
         except Exception as exc:
             record.update(finished_at=utcnow(), seconds=time.time() - t0, status="failed",
                           message=f"{type(exc).__name__}: {exc}"[:4000])
@@ -312,13 +339,17 @@ def run(
             raise
         finally:
             classified.unpersist()
+            if preds is not None:
+                preds.unpersist()
         secs = time.time() - t0
         record.update(
             rows_tagged=rows_after, rows_quarantined=0, finished_at=utcnow(), seconds=secs, status="succeeded",
-            message=json.dumps({"remapped": p.remap, "reinferred": p.reinfer, "at_target": p.at_target}),
+            message=json.dumps({"remapped": p.remap, "reinferred": p.reinfer, "at_target": p.at_target,
+                                "stage_seconds": {k: round(v, 3) for k, v in stage.items()}}),
         )
         append_run(spark, day_conf, record)
-        results.append(DayResult(p.dt, "succeeded", p.rows, rows_after, p.remap, p.reinfer, p.at_target, secs, run_id))
+        results.append(DayResult(p.dt, "succeeded", p.rows, rows_after, p.remap, p.reinfer, p.at_target, secs, run_id,
+                                 stage["classify"], stage["reinfer"], stage["write"]))
     return results
 
 
