@@ -1,4 +1,4 @@
-"""Ablation of modalities, fusions and hierarchical heads on a labeled synthetic dump (CPU).
+"""Ablation of modalities, fusions and hierarchical heads on a labeled synthetic dump (CPU; ``--device cuda``).
 
 One table, every row evaluated on test rows from **held-out uploaders** (decoded labels, so the
 violation column is what the tag tables would get):
@@ -21,6 +21,11 @@ on validation hF1) for the same ``--epochs`` (fair under a shared, noisy CPU), w
 Usage (after ``vtag generate --labeled``)::
 
     python bench/ablation.py --data DUMP_ROOT [--epochs 4] [--minutes-per-run 6] [--finetune-minutes 6]
+
+On a GPU box: ``--device cuda`` (bf16 autocast in training and evaluation, backbone features on the
+GPU), ``--workers N`` featurizes in N DataLoader processes, and ``--parallel K`` runs the nine
+frozen-feature runs in K child processes sharing the cached features (the fine-tuned run follows in
+the parent, warm-started from the child's lmf weights).
 
 Writes ``bench/results/ablation.md`` (table, expectations checked, command) and
 ``bench/out/ablation.json``.
@@ -122,9 +127,30 @@ def load_cached(cache_dir: Path, key: str, n_rows: int):
     return tensors, json.loads(meta["vocab"])
 
 
-def extract_features(tax, frame, featurizer, cache_dir: Path, key: str, chunk: int = 256):
+class _Chunks:
+    """Map-style dataset of featurized row chunks (DataLoader workers featurize in parallel)."""
+
+    def __init__(self, frame, featurizer, chunk: int):
+        self.frame, self.featurizer, self.chunk = frame, featurizer, chunk
+
+    def __len__(self):
+        return (len(self.frame) + self.chunk - 1) // self.chunk
+
+    def __getitem__(self, i):
+        import torch
+
+        torch.set_num_threads(1)
+        return self.featurizer.transform(self.frame.iloc[i * self.chunk : (i + 1) * self.chunk], train=False)
+
+
+def extract_features(tax, frame, featurizer, cache_dir: Path, key: str, chunk: int = 256, device: str = "cpu",
+                     workers: int = 0):
     """All rows' model inputs with ``image`` replaced by frozen backbone features, saved to the cache
-    (with the vocabulary in the safetensors metadata)."""
+    (with the vocabulary in the safetensors metadata). ``workers`` > 0: featurize (jieba, cover
+    decoding) in that many DataLoader worker processes; ``device``: where the backbone runs (bf16
+    autocast on CUDA)."""
+    import contextlib
+
     import torch
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -133,14 +159,23 @@ def extract_features(tax, frame, featurizer, cache_dir: Path, key: str, chunk: i
 
     cache = cache_dir / f"{key}.safetensors"
     t0 = time.monotonic()
-    backbone = create_backbone(featurizer.config["image"], pretrained=True).eval()
+    dev = torch.device(device)
+    backbone = create_backbone(featurizer.config["image"], pretrained=True).eval().to(dev)
     backbone = backbone.to(memory_format=torch.channels_last)  # faster depthwise convs on CPU too
+    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     parts: dict[str, list] = {}
+    chunks = _Chunks(frame, featurizer, chunk)
+    if workers > 0:
+        featurizer.text.tokenizer  # noqa: B018  (jieba initialised once, inherited by forked workers)
+        loader = torch.utils.data.DataLoader(chunks, batch_size=None, shuffle=False, num_workers=workers,
+                                             prefetch_factor=4, persistent_workers=False)
+    else:
+        loader = (chunks[i] for i in range(len(chunks)))
     with torch.inference_mode():
-        for start in tqdm(range(0, len(frame), chunk), desc="features", mininterval=10):
-            batch = featurizer.transform(frame.iloc[start : start + chunk], train=False)
-            image = batch.pop("image").contiguous(memory_format=torch.channels_last)
-            batch["image_feats"] = backbone(image).to(torch.float32)
+        for batch in tqdm(loader, total=len(chunks), desc="features", mininterval=10):
+            image = batch.pop("image").to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with amp:
+                batch["image_feats"] = backbone(image).to(torch.float32).cpu()
             for k, v in batch.items():
                 parts.setdefault(k, []).append(v)
     tensors = {k: torch.cat(v).contiguous() for k, v in parts.items()}
@@ -170,6 +205,12 @@ def main() -> int:
     p.add_argument("--runs", help="comma-separated subset of run names")
     p.add_argument("--cache-dir", default=str(OUT_DIR / "ablation-cache"))
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (CUDA: bf16 autocast as models.train does)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes for the one-off featurization")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="N > 1: the frozen-feature runs in N child processes (after the features are cached)")
+    p.add_argument("--rows-json", help=argparse.SUPPRESS)  # child mode: write the rows here, no report
+    p.add_argument("--save-lmf", help=argparse.SUPPRESS)  # child mode: save the lmf run's weights here
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -221,7 +262,8 @@ def main() -> int:
     else:
         featurizer = Featurizer.fit(tax, base, pool)
         fit_s = time.monotonic() - t0
-        tensors, feat_s = extract_features(tax, frame, featurizer, Path(args.cache_dir), key)
+        tensors, feat_s = extract_features(tax, frame, featurizer, Path(args.cache_dir), key, device=args.device,
+                                           workers=args.workers)
     cached = CachedFeaturizer(featurizer, tensors)
     print(f"vocab {len(featurizer.vocab)} (fit {fit_s:.0f}s), features {feat_s:.0f}s "
           f"({ {k: tuple(v.shape) for k, v in tensors.items()} })", flush=True)
@@ -231,35 +273,52 @@ def main() -> int:
     json_out = OUT_DIR / "ablation.json"
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     models: dict[str, object] = {}
+    dev = args.device
     with tempfile.TemporaryDirectory(prefix="vtag-ablation-") as tmp:
-        for name, mods, fusion, head in RUNS:
-            if wanted and name not in wanted:
-                continue
+        todo = [r for r in RUNS if not wanted or r[0] in wanted]
+        if args.parallel > 1 and not args.rows_json and len(todo) > 1:
+            del tensors, cached
+            rows, models = _run_children(args, todo, Path(tmp))
+            json_out.write_text(json.dumps({"data": data, "runs": rows}, indent=1))
+            todo = []
+        for name, mods, fusion, head in todo:
             cfg = run_config(base, mods, fusion, head, frozen=True)
             print(f"== {name}: modalities={mods} fusion={fusion} head={head}", flush=True)
             res = train(cfg, tax, pool, Path(tmp) / name, max_minutes=args.minutes_per_run, epochs=args.epochs,
-                        seed=args.seed, device="cpu", progress=False, featurizer=cached, write_bundle=False)
+                        seed=args.seed, device=dev, progress=False, featurizer=cached, write_bundle=False)
             t0 = time.monotonic()
-            m = validate(res.model, cached, tax, test, cfg, device="cpu", batch_size=1024)
+            m = validate(res.model, cached, tax, test, cfg, device=dev, batch_size=1024, amp=cfg["train"].get("amp", "bf16"))
             rows.append(_row(name, mods, fusion, head, "frozen (cached)", res, m, time.monotonic() - t0))
             for h in res.history:
                 print("   ", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()
                               if k in ("epoch", "train_loss", "leaf_acc", "hf1", "seconds")}, flush=True)
             print(json.dumps(rows[-1]), flush=True)
-            json_out.write_text(json.dumps({"data": data, "runs": rows}, indent=1))
+            if args.rows_json:
+                Path(args.rows_json).write_text(json.dumps(rows, indent=1))
+            else:
+                json_out.write_text(json.dumps({"data": data, "runs": rows}, indent=1))
             if name == "lmf":
                 models["lmf"] = res.model
+                if args.save_lmf:
+                    from safetensors.torch import save_file
+
+                    save_file({k: v.detach().cpu().contiguous() for k, v in res.model.state_dict().items()},
+                              args.save_lmf)
+        if args.rows_json:
+            return 0
         if args.finetune_minutes > 0 and "lmf" in models and (not wanted or "finetune" in wanted or "lmf" in wanted):
             cfg = run_config(base, ["text", "image", "context"], "lmf", "dhmcn_v3", frozen=False)
             cfg["train"] = {**cfg["train"], "lr": args.finetune_lr, "cache_features": False, "warmup_steps": 20,
                             "eval_batch_size": 256}
-            init = {k: v.detach().clone() for k, v in models["lmf"].state_dict().items()}
+            lmf = models["lmf"]
+            init = lmf if isinstance(lmf, dict) else {k: v.detach().clone() for k, v in lmf.state_dict().items()}
             print("== lmf fine-tuned (backbone unfrozen, raw covers, warm start from the frozen lmf run)", flush=True)
             res = train(cfg, tax, pool, Path(tmp) / "finetune", max_minutes=args.finetune_minutes, epochs=args.epochs,
-                        seed=args.seed, device="cpu", progress=True, featurizer=featurizer, init_weights=init,
+                        seed=args.seed, device=dev, progress=dev == "cpu", featurizer=featurizer, init_weights=init,
                         write_bundle=False)
             t0 = time.monotonic()
-            m = validate(res.model, featurizer, tax, test, cfg, device="cpu", batch_size=256)
+            m = validate(res.model, featurizer, tax, test, cfg, device=dev, batch_size=256,
+                         amp=cfg["train"].get("amp", "bf16"), channels_last=not dev.startswith("cpu"))
             rows.append(_row("lmf fine-tuned", ["text", "image", "context"], "lmf", "dhmcn_v3",
                              "fine-tuned (LP-FT)", res, m, time.monotonic() - t0))
             print(json.dumps(rows[-1]), flush=True)
@@ -267,6 +326,48 @@ def main() -> int:
     total_min = (time.monotonic() - t_all) / 60
     write_report(args, data, rows, fit_s, feat_s, total_min)
     return 0
+
+
+def _run_children(args, todo, tmp: Path) -> tuple[list[dict], dict]:
+    """The frozen-feature runs split round-robin over ``args.parallel`` child processes of this script
+    (each loads the cached features); returns the rows in RUNS order and the lmf weights if run."""
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    n = min(args.parallel, len(todo))
+    groups = [todo[i::n] for i in range(n)]
+    base_argv = [a for a in sys.argv[1:]]
+    for flag in ("--runs", "--parallel", "--finetune-minutes"):
+        while flag in base_argv:
+            i = base_argv.index(flag)
+            del base_argv[i : i + 2]
+    procs = []
+    threads = max(1, args.threads // n) if args.device == "cpu" else args.threads
+    for i, group in enumerate(groups):
+        cmd = [sys.executable, str(Path(__file__).resolve()), *base_argv, "--runs", ",".join(r[0] for r in group),
+               "--finetune-minutes", "0", "--rows-json", str(tmp / f"rows-{i}.json"), "--threads", str(threads)]
+        if any(r[0] == "lmf" for r in group):
+            cmd += ["--save-lmf", str(tmp / "lmf.safetensors")]
+        print(f"child {i}: {' '.join(r[0] for r in group)}", flush=True)
+        log_f = open(tmp / f"child-{i}.log", "w")
+        procs.append((subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT), log_f, i))
+    for proc, log_f, i in procs:
+        rc = proc.wait()
+        log_f.close()
+        text = (tmp / f"child-{i}.log").read_text(errors="replace")
+        print(f"--- child {i} (rc {rc}) ---\n" + text[-6000:], flush=True)
+    got: dict[str, dict] = {}
+    for i in range(n):
+        f = tmp / f"rows-{i}.json"
+        if f.is_file():
+            for r in json.loads(f.read_text()):
+                got[r["run"]] = r
+    rows = [got[r[0]] for r in RUNS if r[0] in got]
+    models = {}
+    if (tmp / "lmf.safetensors").is_file():
+        models["lmf"] = load_file(str(tmp / "lmf.safetensors"))
+    return rows, models
 
 
 def _row(name, mods, fusion, head, image, res, m, eval_s) -> dict:
@@ -277,6 +378,14 @@ def _row(name, mods, fusion, head, image, res, m, eval_s) -> dict:
         "epochs": len(res.history), "best_epoch": res.best_epoch, "train_min": round(res.seconds / 60, 2),
         "stopped": res.stopped, "eval_s": round(eval_s, 1),
     }
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))}, bf16 autocast)"
+    return device
 
 
 def write_report(args, data: dict, rows: list[dict], fit_s: float, feat_s: float, total_min: float) -> None:
@@ -291,7 +400,8 @@ def write_report(args, data: dict, rows: list[dict], fit_s: float, feat_s: float
         f"({data['uploaders_train']} uploaders; 10% of them again held out inside `train()` for validation / early "
         f"stopping), **test {data['test_rows']} rows from {data['uploaders_test']} held-out uploaders** "
         f"({data['leaves_in_test']} of {data['leaves']} leaves present); {data['covers_missing']:.1%} rows without a "
-        f"cover. Machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}. "
+        f"cover. Machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}, device "
+        f"{_device_name(args.device)}" + (f", {args.parallel} runs in parallel" if args.parallel > 1 else "") + ". "
         f"Total {total_min:.0f} min (vocab fit {fit_s:.0f} s, frozen image features {feat_s / 60:.1f} min).",
         "",
         f"Image modality: frozen `{Path(args.base_config).stem}` backbone (ImageNet-pretrained) at "

@@ -23,6 +23,7 @@ entropy over leaves.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -315,6 +316,21 @@ class DHMCNHead(_Head):
             nn.Sequential(_mlp(hidden, local_hidden, dropout), nn.Linear(local_hidden, size))
             for size in self.structure.level_sizes
         )
+        self._init_prior_bias(spec)
+
+    @torch.no_grad()
+    def _init_prior_bias(self, spec: HierarchySpec) -> None:
+        """Output biases start at the log-odds of a uniform prior within each level (``1 / n_h``), not
+        at 0 (p = 0.5 for every node). With hundreds of nodes and a handful of positives per row, zero
+        biases make the first steps a large "push everything down" phase that shrinks the hidden ReLU
+        activations (many units die) and fills Adam's second moments with those large gradients; weak
+        encoders (text / context embeddings) then stayed at chance for whole epochs (ablation text-only)."""
+        sizes = np.asarray(self.structure.level_sizes, dtype=np.float64)
+        node_prior = np.clip(1.0 / sizes[np.asarray(spec.level) - 1], 1e-4, 0.5)
+        self.global_out.bias.copy_(torch.as_tensor(np.log(node_prior / (1.0 - node_prior)), dtype=torch.float32))
+        for size, head in zip(sizes, self.local):
+            p = min(max(1.0 / size, 1e-4), 0.5)
+            head[-1].bias.fill_(math.log(p / (1.0 - p)))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         acts: list[torch.Tensor] = []
