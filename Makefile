@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.vtag-installed
-PYTEST_ARGS ?= -m "not cluster"
+PYTEST_ARGS ?=
 
 .PHONY: venv demo test test-cluster test-airflow lint bench-decode clean
 

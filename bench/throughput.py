@@ -103,6 +103,39 @@ def spark_run(spark, conf: dict, bundle: str, dump_root: Path, dt: str) -> tuple
     return res.rows_read / secs, {"read": res.rows_read, "tagged": res.rows_tagged, "quarantined": res.rows_quarantined}
 
 
+def save_markdown(path: Path, args: argparse.Namespace, results: dict, sizes: list[int]) -> None:
+    """The figures as a markdown table, with the command that produced them."""
+    import platform
+
+    n = args.rows
+    lines = [
+        "# Tagging throughput: one process vs `vtag tag` on Spark",
+        "",
+        f"Command: `.venv/bin/python bench/throughput.py {' '.join(sys.argv[1:])}`",
+        "",
+        f"Machine: {args.device_note}, {os.cpu_count()} CPUs, {platform.machine()}; bundle `{args.bundle}`; "
+        f"Arrow batch {args.batch} rows; covers included (JPEG bytes), no bad rows.",
+        "",
+        "| path | rows | rows/s |",
+        "|---|---|---|",
+        f"| (a) `Predictor.predict`, one process, {args.threads} torch threads | {n:,} | {results['single_rows_per_s']:,.1f} |",
+    ]
+    for size in sizes:
+        lines.append(f"| (b) `vtag tag` on local[{args.threads}] (read, validate, infer, Delta write) | {size:,} | "
+                     f"{results[f'spark_rows_per_s_{size}']:,.1f} |")
+    lines += ["", f"Ratio (b)/(a) at N = {n:,}: **{results['ratio']:.2f}** (target >= 0.8)", "",
+              "| rows | driver JVM peak | Python workers peak (sum) | largest Python worker | bench process |",
+              "|---|---|---|---|---|"]
+    for size in sizes:
+        p = results[f"peak_{size}"]
+        lines.append(f"| {size:,} | {mib(p['jvm'])} | {mib(p['workers'])} | {mib(p['worker_max'])} | {mib(p['self'])} |")
+    if "worker_mem_ratio" in results:
+        lines += ["", f"Largest Python worker 4N/N: **{results['worker_mem_ratio']:.2f}** (target <= 1.2); "
+                      f"driver JVM 4N/N: {results['driver_mem_ratio']:.2f}"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=str(REPO / "bundles" / "demo"))
@@ -113,6 +146,8 @@ def main() -> int:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--skip-4n", action="store_true")
     ap.add_argument("--device-note", default="CPU (2 cores)")
+    ap.add_argument("--save", default=str(REPO / "bench" / "results" / "throughput.md"),
+                    help="markdown results file ('' to skip)")
     args = ap.parse_args()
 
     from jobs.config import load_job_conf
@@ -157,6 +192,8 @@ def main() -> int:
         print(f"peak Python-worker RSS 4N/N: {w:.2f} (target <= 1.2); driver JVM 4N/N: {d:.2f}")
         results.update(worker_mem_ratio=w, driver_mem_ratio=d)
     results.update(ratio=ratio, device=args.device_note)
+    if args.save:
+        save_markdown(Path(args.save), args, results, sizes)
     print(json.dumps(results))
     spark.stop()
     if not args.workdir:

@@ -68,14 +68,14 @@ _RETRYABLE = (
 )
 
 
-def with_retries(fn: Callable[[], T], attempts: int = 5, base_delay: float = 0.5) -> T:
-    """Run ``fn``, retrying Delta's optimistic-concurrency conflicts with backoff."""
+def with_retries(fn: Callable[[], T], attempts: int = 5, base_delay: float = 0.5, also: tuple[str, ...] = ()) -> T:
+    """Run ``fn``, retrying Delta's optimistic-concurrency conflicts (and errors naming ``also``) with backoff."""
     for attempt in range(attempts):
         try:
             return fn()
         except Exception as exc:  # py4j / Delta exceptions carry the class name in the message
             text = f"{type(exc).__name__}: {exc}"
-            if attempt == attempts - 1 or not any(k in text for k in _RETRYABLE):
+            if attempt == attempts - 1 or not any(k in text for k in _RETRYABLE + also):
                 raise
             time.sleep(base_delay * (2**attempt))
     raise AssertionError("unreachable")
@@ -105,7 +105,9 @@ def ensure_table(spark: SparkSession, conf: dict[str, Any], name: str) -> str:
             builder = builder.partitionedBy(*tdef.partition_by)
         builder.execute()
 
-    with_retries(create)
+    # Two jobs starting on an empty warehouse race to create the table: the loser sees the winner's
+    # half-written _delta_log as "a non-empty location that is not a Delta table" until commit 0 lands.
+    with_retries(create, also=("DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION",))
     return path
 
 

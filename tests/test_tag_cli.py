@@ -46,6 +46,9 @@ def dump(tmp_path):
     return root
 
 
+GOOD, BAD = 40, len(_rows("x", 40)[1])  # rows per dump day: good ones and one of every bad kind
+
+
 def test_local_cluster_two_executors(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
     wh = tmp_path / "wh"
     cmd = _cli(["--date", "2026-11-20", "--json"], wh, tiny_taxonomy_path, tiny_bundle, dump,
@@ -55,8 +58,10 @@ def test_local_cluster_two_executors(tmp_path, dump, tiny_bundle, tiny_taxonomy_
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["status"] == "succeeded"
-    assert res["rows_read"] == res["rows_tagged"] + res["rows_quarantined"] == 47
-    assert len(_day_rows(wh, "video_tags", "2026-11-20")) == res["rows_tagged"] == 40
+    assert res["rows_read"] == res["rows_tagged"] + res["rows_quarantined"] == GOOD + BAD
+    assert len(_day_rows(wh, "video_tags", "2026-11-20")) == res["rows_tagged"] == GOOD
+    reasons = sorted(r["reason"] for r in _day_rows(wh, "video_tags_quarantine", "2026-11-20"))
+    assert reasons == sorted(reason for _, reason in _rows("d0", 40)[1])
 
 
 def test_killed_run_leaves_previous_version_and_rerun_succeeds(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
@@ -105,8 +110,8 @@ def test_two_days_at_once(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     for d in ("2026-11-20", "2026-11-22"):
-        assert len(_day_rows(wh, "video_tags", d)) == 40
-        assert len(_day_rows(wh, "video_tags_quarantine", d)) == 7
+        assert len(_day_rows(wh, "video_tags", d)) == GOOD
+        assert len(_day_rows(wh, "video_tags_quarantine", d)) == BAD
     runs = _delta(wh, "tag_runs").to_pyarrow_table().to_pylist()
     assert sorted((r["dt"].isoformat(), r["status"]) for r in runs) == [
         ("2026-11-20", "succeeded"), ("2026-11-22", "succeeded")]
