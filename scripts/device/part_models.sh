@@ -74,9 +74,10 @@ if [ "${VTAG_DEVICE_REHEARSAL:-0}" = "1" ]; then
   T_GEN=120; T_ABL=900; T_SPEED=600
 else
   DEVICE=cuda; DAYS=4; RPD=20000; PROCS=12
-  ABL=(--epochs 15 --minutes-per-run 0.5 --finetune-minutes 0.5 --workers 10 --parallel 5 --threads 2 --batch-size 256)
+  ABL=(--epochs 15 --minutes-per-run "${MODELS_MINUTES_PER_RUN:-1.0}" --finetune-minutes "${MODELS_FINETUNE_MINUTES:-0.7}"
+       --workers 10 --parallel 5 --threads 2 --batch-size 256)
   SPEED=(--rows 2048 --repeats 2 --threads 8)
-  T_GEN=50; T_ABL=270; T_SPEED=100
+  T_GEN=60; T_ABL=${MODELS_ABLATION_TIMEOUT:-320}; T_SPEED=90
 fi
 DUMP="$TMPW/dump-labeled"
 
