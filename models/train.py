@@ -400,6 +400,8 @@ def train(
     else:
         dev = resolve_device(device)
     if dev.type == "cuda":
+        if dev.index is None:  # plain "cuda": the current device, named so AMP/DDP see one index
+            dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
     amp_dtype = autocast_dtype(dev, settings["amp"])
     channels_last = dev.type == "cuda" and bool(settings["channels_last"])
