@@ -54,7 +54,9 @@ class RunResult:
 
 def _arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--date", required=True, help="the dump day, YYYY-MM-DD")
+    p.add_argument("--date", required=True, help="the dump day, YYYY-MM-DD (with --end: the first day)")
+    p.add_argument("--end", help="last day of a backfill range, inclusive: every day in one Spark session "
+                   "(one run and tag_runs row per day; a failed day is recorded and the others still run)")
     p.add_argument("--dump-root", help="dump root holding dt=YYYY-MM-DD/ (default: job conf dump_root)")
     p.add_argument("--bundle", help="model bundle directory (default: job conf bundle)")
     p.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
@@ -249,28 +251,48 @@ def main(args: argparse.Namespace) -> int:
     if args.warehouse:
         overrides.append(f"warehouse={args.warehouse}")
     conf = load_job_conf(args.job_conf, overrides)
+    days = day_range(args.date, args.end)
+    if args.run_id and len(days) > 1:
+        print("vtag tag: --run-id names one run; it cannot be used with a range of days", file=sys.stderr)
+        return 2
     spark = build_session(conf)
-    try:
-        result = tag_day(
-            spark,
-            conf,
-            args.date,
-            dump_root=args.dump_root,
-            bundle=args.bundle,
-            taxonomy_path=args.taxonomy,
-            allow_taxonomy_mismatch=args.allow_taxonomy_mismatch,
-            fmt=args.format,
-            require_success=not args.allow_incomplete,
-            run_id=args.run_id,
-        )
-    except Exception as exc:
-        print(f"vtag tag: {args.date}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(asdict(result), ensure_ascii=False))
-    else:
-        print(
-            f"{result.dt}: read {result.rows_read}, tagged {result.rows_tagged}, "
-            f"quarantined {result.rows_quarantined} in {result.seconds:.1f}s (run {result.run_id})"
-        )
-    return 0
+    failed = 0
+    for dt in days:
+        try:
+            result = tag_day(
+                spark,
+                conf,
+                dt,
+                dump_root=args.dump_root,
+                bundle=args.bundle,
+                taxonomy_path=args.taxonomy,
+                allow_taxonomy_mismatch=args.allow_taxonomy_mismatch,
+                fmt=args.format,
+                require_success=not args.allow_incomplete,
+                run_id=args.run_id,
+            )
+        except Exception as exc:
+            print(f"vtag tag: {dt}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if args.json:
+            print(json.dumps(asdict(result), ensure_ascii=False))
+        else:
+            print(
+                f"{result.dt}: read {result.rows_read}, tagged {result.rows_tagged}, "
+                f"quarantined {result.rows_quarantined} in {result.seconds:.1f}s (run {result.run_id})"
+            )
+    if failed and len(days) > 1:
+        print(f"vtag tag: {failed} of {len(days)} days failed (see tag_runs)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def day_range(start: str, end: str | None) -> list[str]:
+    """``[start .. end]`` as YYYY-MM-DD strings (just ``[start]`` without ``end``); refuses end < start."""
+    from datetime import timedelta
+
+    first = date.fromisoformat(start)
+    last = date.fromisoformat(end) if end else first
+    if last < first:
+        raise SystemExit(f"vtag tag: --end {end} is before --date {start}")
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]

@@ -67,9 +67,12 @@ def test_local_cluster_two_executors(tmp_path, dump, tiny_bundle, tiny_taxonomy_
 def test_killed_run_leaves_previous_version_and_rerun_succeeds(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
     wh = tmp_path / "wh"
     base = ["--date", "2026-11-21"]
-    first = subprocess.run(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump), capture_output=True, text=True,
-                           timeout=600, cwd=tmp_path)
+    # the first run is a two-day backfill in one session (--end)
+    first = subprocess.run(_cli(base + ["--end", "2026-11-22"], wh, tiny_taxonomy_path, tiny_bundle, dump),
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert [ln.split(":")[0] for ln in first.stdout.strip().splitlines()[-2:]] == ["2026-11-21", "2026-11-22"]
+    assert len(_day_rows(wh, "video_tags", "2026-11-22")) == GOOD
     before_version = _delta(wh, "video_tags").version()
     before = sorted(r["video_id"] for r in _day_rows(wh, "video_tags", "2026-11-21"))
 

@@ -95,3 +95,12 @@ def test_a_failing_catalog_registration_does_not_fail_the_run(capsys):
     register_in_catalog(None, {"catalog_register": "true", "catalog_database": "not a name!"})
     assert "catalog registration failed" in capsys.readouterr().err
     register_in_catalog(None, {"catalog_register": "false"})  # off: nothing is touched
+
+
+def test_day_range_for_backfills():
+    from jobs.tag import day_range
+
+    assert day_range("2026-11-20", None) == ["2026-11-20"]
+    assert day_range("2026-11-30", "2026-12-02") == ["2026-11-30", "2026-12-01", "2026-12-02"]
+    with pytest.raises(SystemExit, match="before"):
+        day_range("2026-11-21", "2026-11-20")
