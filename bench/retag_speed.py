@@ -28,8 +28,9 @@ Timings (per day, from ``DayResult``'s stage fields, jobs/retag.py):
   * remap-only = the rest of the day: the migration rules over every row, the ``replaceWhere`` write
     of the day and its checks (so the fixed per-day cost is charged to the remap path);
   * plan = ``retag plan`` over the range (it is also run, once, inside ``retag run``).
-The plan's cost model is ``remap / retag_remap_rows_per_s + reinfer / retag_reinfer_rows_per_s``;
-the bench prints the two rates to put in the job conf.
+The plan's cost model (jobs/retag.py) is, per day, ``remap / retag_remap_rows_per_s`` plus, when the
+day has rows to re-infer, ``retag_reinfer_day_overhead_s + reinfer / retag_reinfer_rows_per_s``; the
+bench prints the remap rate, the model's rate (baseline) and the per-day re-inference times to set them.
 
     nice -n 19 .venv/bin/python bench/retag_speed.py                 # N = 100000, 4 days
     nice -n 19 .venv/bin/python bench/retag_speed.py --rows 3000 --train-rows 400 --train-minutes 0.5

@@ -30,11 +30,15 @@ from jobs.config import load_job_conf
 
 RETAG_SCHEMA_EXTRA = [pa.field("_action", pa.string()), pa.field("_why", pa.string())]
 
-#: The plan's cost model: ``remap / retag_remap_rows_per_s + reinfer / retag_reinfer_rows_per_s``
-#: (job conf keys; these are the fallbacks). NOTE: placeholders, not yet measured. Set them (here and
-#: in conf/jobs/local.yaml) from ``bench/retag_speed.py`` at 100k rows, which prints both rates.
-REMAP_ROWS_PER_S_DEFAULT = 5000.0
-REINFER_ROWS_PER_S_DEFAULT = 150.0
+#: The plan's cost model, per day: ``remap / retag_remap_rows_per_s`` plus, on a day with rows to
+#: re-infer, ``retag_reinfer_day_overhead_s + reinfer / retag_reinfer_rows_per_s`` (job conf keys; these
+#: are the fallbacks). Measured by ``bench/retag_speed.py`` (bench/results/retag.md: 100k rows, 2 cores,
+#: local[2]): remap-only 2,102 rows/s (classification, remap and write of the day); the model 242
+#: rows/s (a whole day through ``vtag tag`` with the v2 bundle); re-inferring ~850 rows of a day cost
+#: ~14.5 s warm, i.e. ~11 s of reading and validating the day's dump beside 3.5 s of model time.
+REMAP_ROWS_PER_S_DEFAULT = 2100.0
+REINFER_ROWS_PER_S_DEFAULT = 240.0
+REINFER_DAY_OVERHEAD_S_DEFAULT = 11.0
 
 
 class RetagError(RuntimeError):
@@ -215,11 +219,14 @@ def plan(spark, conf: dict, from_path: str, to_path: str, start: str, end: str) 
     by_day = {r.d: r for r in counts}
     remap_rate = float(conf.get("retag_remap_rows_per_s") or REMAP_ROWS_PER_S_DEFAULT)
     infer_rate = float(conf.get("retag_reinfer_rows_per_s") or REINFER_ROWS_PER_S_DEFAULT)
+    day_overhead = conf.get("retag_reinfer_day_overhead_s")
+    day_overhead = REINFER_DAY_OVERHEAD_S_DEFAULT if day_overhead is None else float(day_overhead)
     out = []
     for d in days:
         r = by_day.get(d)
         at, rm, ri = ((r["at_target"] or 0, r["remap"] or 0, r["reinfer"] or 0) if r else (0, 0, 0))
-        out.append(DayPlan(d, at + rm + ri, at, rm, ri, rm / remap_rate + ri / infer_rate))
+        est = rm / remap_rate + ((day_overhead + ri / infer_rate) if ri else 0.0)
+        out.append(DayPlan(d, at + rm + ri, at, rm, ri, est))
     return out
 
 
