@@ -67,20 +67,38 @@ class ContextFeaturizer:
 
 class ContextEncoder(nn.Module):
     """Sum-of-hashes embeddings of uploader and program + a duration embedding, concatenated,
-    then a ReLU layer: batch -> ``[B, out_dim]``."""
+    then a ReLU layer: batch -> ``[B, out_dim]``.
+
+    Id embeddings start at zero, so an id never seen in training (its buckets untouched by any
+    gradient) encodes exactly like a null id instead of like a random vector the rest of the model
+    was never trained on — new uploaders are the normal case at prediction time. ``id_dropout``:
+    during training a row's uploader and program ids are each replaced by null with this
+    probability, so the model also learns to classify without them (otherwise it memorises the
+    training uploaders and has little to fall back on for unseen ones)."""
 
     def __init__(self, cfg: dict):
         super().__init__()
         d = int(cfg["dim"])
         self.uploader = nn.EmbeddingBag(int(cfg["uploader_buckets"]) + 1, d, mode="sum", padding_idx=0)
         self.program = nn.EmbeddingBag(int(cfg["program_buckets"]) + 1, d, mode="sum", padding_idx=0)
+        with torch.no_grad():
+            self.uploader.weight.zero_()
+            self.program.weight.zero_()
         self.duration = nn.Embedding(int(cfg["duration_buckets"]), d)
         self.mix = nn.Sequential(nn.Linear(3 * d, d), nn.ReLU(), nn.Dropout(float(cfg.get("dropout") or 0.0)))
+        self.id_dropout = float(cfg.get("id_dropout") or 0.0)
         self.out_dim = d
+
+    def _drop_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.id_dropout <= 0.0 or ids.numel() == 0:
+            return ids
+        keep = torch.rand(ids.shape[0], 1, device=ids.device) >= self.id_dropout
+        return ids * keep.to(ids.dtype)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = torch.cat(
-            [self.uploader(batch["uploader"]), self.program(batch["program"]), self.duration(batch["duration"])],
+            [self.uploader(self._drop_ids(batch["uploader"])), self.program(self._drop_ids(batch["program"])),
+             self.duration(batch["duration"])],
             dim=1,
         )
         return self.mix(x)

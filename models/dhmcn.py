@@ -254,12 +254,28 @@ class _Head(nn.Module):
     def __init__(self, spec: HierarchySpec, loss_weights: dict | None, max_constraint: bool):
         super().__init__()
         self.structure = _Structure(spec)
+        self.wide: nn.Module | None = None
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
         self.max_constraint = bool(max_constraint)
 
     @property
     def n_nodes(self) -> int:
         return self.structure.n_nodes
+
+    def _init_wide(self, wide_dim: int, n_out: int) -> None:
+        """A linear map from the encoders' raw outputs straight to the logits ("wide & deep"), zero at
+        start. Sparse bag-of-n-gram features are learned best by a linear model on them (fastText):
+        behind the fusion and the head's ReLU layers their signal comes out much weaker (leaf
+        accuracy on real titles 0.27 vs 0.34 for the same bag, linear)."""
+        if wide_dim:
+            self.wide = nn.Linear(int(wide_dim), n_out)
+            nn.init.zeros_(self.wide.weight)
+            nn.init.zeros_(self.wide.bias)
+
+    def _wide_logits(self, wide: torch.Tensor | None) -> torch.Tensor | float:
+        if self.wide is None or wide is None:
+            return 0.0
+        return self.wide(wide)
 
     def loss_terms(self, outputs: dict, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         return hierarchical_loss(outputs, targets, self.structure, self.loss_weights, self.max_constraint)
@@ -275,13 +291,14 @@ class FlatHead(_Head):
     """
 
     def __init__(self, spec: HierarchySpec, in_dim: int, hidden: int = 0, dropout: float = 0.0,
-                 loss_weights: dict | None = None, max_constraint: bool = False, **_: object):
+                 loss_weights: dict | None = None, max_constraint: bool = False, wide_dim: int = 0, **_: object):
         super().__init__(spec, loss_weights, max_constraint=False)  # already consistent
         self.body = _mlp(in_dim, hidden, dropout) if hidden else nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden or in_dim, int(spec.leaves.size))
+        self._init_wide(wide_dim, int(spec.leaves.size))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.classifier(self.body(x))
+    def forward(self, x: torch.Tensor, wide: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        logits = self.classifier(self.body(x)) + self._wide_logits(wide)
         with torch.autocast(device_type=x.device.type, enabled=False):  # sums of probabilities in fp32
             leaf_p = torch.softmax(logits.float(), dim=1)
             prob = (leaf_p @ self.structure.leaf_to_node).clamp(0.0, 1.0)
@@ -300,7 +317,7 @@ class DHMCNHead(_Head):
 
     def __init__(self, spec: HierarchySpec, in_dim: int, hidden: int = 256, local_hidden: int = 128,
                  dropout: float = 0.1, beta: float = 0.5, dense: bool = True, cascade: bool = False,
-                 loss_weights: dict | None = None, max_constraint: bool = False, **_: object):
+                 loss_weights: dict | None = None, max_constraint: bool = False, wide_dim: int = 0, **_: object):
         super().__init__(spec, loss_weights, max_constraint)
         self.dense, self.cascade, self.beta = bool(dense), bool(cascade), float(beta)
         n_levels = self.structure.n_levels
@@ -317,6 +334,7 @@ class DHMCNHead(_Head):
             for size in self.structure.level_sizes
         )
         self._init_prior_bias(spec)
+        self._init_wide(wide_dim, self.structure.n_nodes)
 
     @torch.no_grad()
     def _init_prior_bias(self, spec: HierarchySpec) -> None:
@@ -332,7 +350,7 @@ class DHMCNHead(_Head):
             p = min(max(1.0 / size, 1e-4), 0.5)
             head[-1].bias.fill_(math.log(p / (1.0 - p)))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, wide: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         acts: list[torch.Tensor] = []
         for h, layer in enumerate(self.flow):
             if h == 0:
@@ -342,7 +360,7 @@ class DHMCNHead(_Head):
             else:
                 inp = torch.cat([acts[-1], x], dim=1)
             acts.append(layer(inp))
-        global_logits = self.global_out(torch.cat(acts, dim=1) if self.dense else acts[-1])
+        global_logits = self.global_out(torch.cat(acts, dim=1) if self.dense else acts[-1]) + self._wide_logits(wide)
         local_logits = self.structure.scatter_levels([head(a) for head, a in zip(self.local, acts)])
         fused = self.beta * torch.sigmoid(local_logits.float()) + (1.0 - self.beta) * torch.sigmoid(global_logits.float())
         if self.cascade:
@@ -368,10 +386,15 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
 _HEAD_KEYS = ("hidden", "local_hidden", "dropout", "beta", "max_constraint")
 
 
-def create_head(cfg: dict, spec: HierarchySpec, in_dim: int, loss_weights: dict | None = None) -> nn.Module:
-    """A head from the ``head`` config section (``name`` + :data:`_HEAD_KEYS`) on ``[B, in_dim]``."""
+def create_head(cfg: dict, spec: HierarchySpec, in_dim: int, loss_weights: dict | None = None,
+                wide_dim: int = 0) -> nn.Module:
+    """A head from the ``head`` config section (``name`` + :data:`_HEAD_KEYS`) on ``[B, in_dim]``;
+    ``wide_dim > 0``: plus a linear map from a ``[B, wide_dim]`` ``wide`` input to the logits
+    (``forward(x, wide)``: flat's leaf logits, DHMCN's global logits)."""
     name = cfg["name"]
     if name not in HEADS:
         raise ValueError(f"head.name must be one of {sorted(HEADS)}, got {name!r}")
     kwargs = {k: cfg[k] for k in _HEAD_KEYS if cfg.get(k) is not None}
+    if wide_dim:
+        kwargs["wide_dim"] = int(wide_dim)
     return HEADS[name](spec, in_dim, loss_weights=loss_weights, **kwargs)

@@ -26,7 +26,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "max_tokens": 48,
         "hmm": False,
         "vocab": {"min_count": 2, "max_size": 30000, "include_taxonomy_names": True},
-        "bow": {"enabled": True, "buckets": 65536, "dim": 64, "mode": "mean", "ngrams": [1, 2]},
+        "bow": {"enabled": True, "buckets": 65536, "dim": 64, "mode": "mean", "ngrams": [1, 2],
+                "char_ngrams": [], "char_max_chars": 64},
         "cnn": {"enabled": True, "embed_dim": 64, "widths": [2, 3, 4], "channels": 64, "attn_dim": 64},
         "dropout": 0.1,
     },
@@ -51,9 +52,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "duration_buckets": 16,
         "duration_max_s": 7200,
         "dropout": 0.1,
+        "id_dropout": 0.5,
     },
     "fusion": {"name": "lmf", "dim": 128, "rank": 4, "layers": 2, "dropout": 0.1},
-    "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.1, "beta": 0.5, "max_constraint": False},
+    "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.1, "beta": 0.5, "max_constraint": False,
+             "wide": False},
     "loss": {"global": 1.0, "local": 1.0, "fused": 1.0, "violation": 0.1, "leaf": 1.0, "modality": 0.3},
     "train": {},
     "decode": {"thresholds": 0.5},
@@ -131,6 +134,8 @@ class VtagModel(nn.Module):
         self.head = head
         self.modality_heads = nn.ModuleDict(modality_heads or {})
         self.modality_weight = float(config["loss"]["modality"])
+        #: modalities whose encoder output also feeds the head's linear ``wide`` path (head.wide)
+        self.wide_modalities = tuple(m for m in self.modalities if m != "image") if config["head"].get("wide") else ()
 
     @property
     def n_nodes(self) -> int:
@@ -145,8 +150,12 @@ class VtagModel(nn.Module):
         return feats
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        fused = self.fusion(self.encode(batch))
-        out = dict(self.head(fused["h"]))
+        feats = self.encode(batch)
+        fused = self.fusion(feats)
+        if self.wide_modalities:
+            out = dict(self.head(fused["h"], torch.cat([feats[m] for m in self.wide_modalities], dim=1)))
+        else:
+            out = dict(self.head(fused["h"]))
         for m, h in (fused.get("modality_h") or {}).items():
             if m in self.modality_heads:
                 out[f"modality_logits_{m}"] = self.modality_heads[m](h)
@@ -224,7 +233,8 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
     fusion = create_fusion(dims, cfg["fusion"])
     spec = spec if spec is not None else HierarchySpec.from_taxonomy(taxonomy)
     loss_weights = {k: float(v) for k, v in cfg["loss"].items() if k != "modality"}
-    head = create_head(cfg["head"], spec, int(fusion.out_dim), loss_weights=loss_weights)
+    wide_dim = sum(dims[m] for m in mods if m != "image") if cfg["head"].get("wide") else 0
+    head = create_head(cfg["head"], spec, int(fusion.out_dim), loss_weights=loss_weights, wide_dim=wide_dim)
     modality_heads = None
     if cfg["fusion"]["name"] == "centralnet" and float(cfg["loss"]["modality"]) > 0:
         modality_heads = {m: nn.Linear(int(fusion.out_dim), spec.n_nodes) for m in mods}

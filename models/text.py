@@ -6,7 +6,9 @@ layout of the tensors they exchange:
 - ``text_ids``  ``[B, L]`` int64 — vocabulary ids of title tokens, ``<sep>``, description tokens,
   padded with 0 (``<pad>``) to ``text.max_tokens``.
 - ``bow_ids``   ``[B, M]`` int64 — hashed uni- and bi-gram buckets in ``1..bow.buckets`` (0 = pad),
-  title and description n-grams hashed in separate namespaces, padded to ``2 * max_tokens``.
+  title and description n-grams hashed in separate namespaces, then (``bow.char_ngrams``) hashed
+  character n-grams of the first ``bow.char_max_chars`` non-space characters of title + description,
+  padded to ``2 * max_tokens + len(char_ngrams) * char_max_chars``.
 - ``text_feats`` ``[B, F]`` float32 — engineered features (:data:`TEXT_FEATURES`), scaled to ~[0, 1].
 
 The jieba tokenizer is created lazily, once per process and user dictionary (the taxonomy's node
@@ -184,6 +186,19 @@ def hashed_ngrams(tokens: Sequence[str], buckets: int, namespace: int, bigrams: 
     return out
 
 
+def hashed_char_ngrams(title: str, desc: str, buckets: int, ns: Sequence[int], max_chars: int) -> list[int]:
+    """Bucket ids (1..buckets) of the character ``ns``-grams of the first ``max_chars`` non-space
+    characters of ``normalize(title + desc)`` (namespace 3 + n). At most ``len(ns) * max_chars`` ids.
+
+    Chinese titles are short and jieba's segmentation of new words, names and slang is unstable;
+    character n-grams (as in fastText) share evidence between the pieces of a word."""
+    text = _SPACE_RE.sub("", normalize((title + " " + desc)[: 4 * max_chars]))[:max_chars]
+    out: list[int] = []
+    for n in ns:
+        out.extend(stable_hash(text[i : i + n], 3 + n) % buckets + 1 for i in range(len(text) - n + 1))
+    return out
+
+
 class TextFeaturizer:
     """Rows of (title, description) -> ``text_ids``, ``bow_ids``, ``text_feats`` (numpy).
 
@@ -198,7 +213,10 @@ class TextFeaturizer:
         self.token_to_id = {t: i for i, t in enumerate(self.vocab)}
         self.user_words = list(user_words)
         self.max_tokens = int(cfg["max_tokens"])
-        self.bow_width = 2 * self.max_tokens
+        bow = cfg["bow"]
+        self.char_ngrams = tuple(int(n) for n in (bow.get("char_ngrams") or ()))
+        self.char_max_chars = int(bow.get("char_max_chars") or 0) if self.char_ngrams else 0
+        self.bow_width = 2 * self.max_tokens + len(self.char_ngrams) * self.char_max_chars
 
     @property
     def tokenizer(self):
@@ -228,13 +246,26 @@ class TextFeaturizer:
                 seq.extend(lookup(x, UNK_ID) for x in d)
             ids[i, : len(seq)] = seq
             grams = hashed_ngrams(t, buckets, 1, bigrams) + hashed_ngrams(d, buckets, 2, bigrams)
-            grams = grams[: self.bow_width]
+            grams = grams[: 2 * self.max_tokens]
+            if self.char_ngrams:
+                grams += hashed_char_ngrams(title, desc, buckets, self.char_ngrams, self.char_max_chars)
             bow[i, : len(grams)] = grams
             feats[i] = engineered_features(title, desc, not desc, len(seq), self.max_tokens)
         return {"text_ids": ids, "bow_ids": bow, "text_feats": feats}
 
 
 # ---------------------------------------------------------------------------------------- encoder
+@torch.no_grad()
+def _small_init(weight: torch.Tensor, bound: float, pad: int) -> None:
+    """Uniform(-bound, bound) rows, the pad row zero.
+
+    Not torch's N(0, 1): token / n-gram tables are large and most rows are rare, so they get few
+    (Adam-sized, ~lr) updates; from N(0, 1) a rare n-gram stays a random unit-scale vector that
+    drowns the few frequent, trained ones in a mean-pooled bag (and the model fits the noise)."""
+    weight.uniform_(-bound, bound)
+    weight[pad].zero_()
+
+
 class AdditiveAttentionPool(nn.Module):
     """Bahdanau-style pooling: ``e_t = v^T tanh(W h_t + b)``, softmax over unmasked t.
 
@@ -263,6 +294,7 @@ class CNNAttentionBranch(nn.Module):
                  attn_dim: int, dropout: float):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
+        _small_init(self.embed.weight, 1.0 / math.sqrt(embed_dim), PAD_ID)
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, channels, int(k), padding=int(k) // 2) for k in widths)
         self.pool = AdditiveAttentionPool(channels * len(widths), attn_dim)
         self.drop = nn.Dropout(dropout)
@@ -288,6 +320,7 @@ class BOWBranch(nn.Module):
         if mode not in ("mean", "sum"):
             raise ValueError(f"text.bow.mode must be mean or sum, got {mode!r}")
         self.bag = nn.EmbeddingBag(buckets + 1, dim, mode=mode, padding_idx=0)
+        _small_init(self.bag.weight, 1.0 / dim, 0)  # fastText's init
         self.out_dim = dim + n_feats
 
     def forward(self, bow_ids: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:

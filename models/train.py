@@ -50,6 +50,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 256,  # validation micro-batch
     "lr": 1e-3,  # AdamW peak learning rate
     "backbone_lr_mult": 1.0,  # lr factor for parameters under an image ``backbone``
+    "embedding_lr_mult": 5.0,  # lr factor for embedding tables (token / n-gram / id lookups)
     "weight_decay": 0.01,  # not applied to biases and norm weights (1-D parameters)
     "warmup_steps": None,  # linear warm-up; None: 5% of all optimizer steps, at most 200
     "min_lr_ratio": 0.05,  # cosine decay floor, as a share of the peak lr
@@ -208,7 +209,8 @@ class FeatureSource:
         per_row = sum(v.element_size() * v.numel() for v in first.values() if isinstance(v, torch.Tensor))
         per_row /= max(1, min(chunk, len(frame)))
         est_mb = per_row * len(frame) / 2**20
-        if cache == "auto" and (est_mb > float(limit_mb) or (train and self._accepts_train)):
+        augments = train and self._accepts_train and getattr(featurizer, "image", None) is not None
+        if cache == "auto" and (est_mb > float(limit_mb) or augments):
             # uncached: per-batch transforms keep training augmentation and bound memory
             log.info("features: per batch (about %.0f MB if cached)", est_mb)
             return
@@ -256,21 +258,29 @@ def _config_key(config: Mapping[str, Any]) -> str:
 
 
 def _param_groups(model, settings: Mapping[str, Any]) -> list[dict]:
-    lr, wd, mult = float(settings["lr"]), float(settings["weight_decay"]), float(settings["backbone_lr_mult"])
-    buckets: dict[tuple[bool, bool], list] = {}
+    """AdamW groups by (kind, decay): kind 0 = ordinary, 1 = image backbone (``backbone_lr_mult``),
+    2 = embedding tables (``embedding_lr_mult``). A table row is updated only in the batches that hold
+    its token / n-gram / id, so most rows of a large hashed table see few, Adam-sized (~lr) steps:
+    they learn best at a higher rate than the dense layers, which would overfit at it (fastText)."""
+    import torch
+
+    lr, wd = float(settings["lr"]), float(settings["weight_decay"])
+    mults = {0: 1.0, 1: float(settings["backbone_lr_mult"]), 2: float(settings.get("embedding_lr_mult") or 1.0)}
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))}
+    buckets: dict[tuple[int, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        backbone = ".backbone." in f".{name}."
+        kind = 1 if ".backbone." in f".{name}." else 2 if id(p) in tables else 0
         decay = p.dim() > 1
-        buckets.setdefault((backbone, decay), []).append(p)
+        buckets.setdefault((kind, decay), []).append(p)
     groups = []
-    for (backbone, decay), params in sorted(buckets.items()):
+    for (kind, decay), params in sorted(buckets.items()):
         groups.append({
             "params": params,
-            "lr": lr * (mult if backbone else 1.0),
+            "lr": lr * mults[kind],
             "weight_decay": wd if decay else 0.0,
-            "base_lr": lr * (mult if backbone else 1.0),
+            "base_lr": lr * mults[kind],
         })
     return groups
 

@@ -42,3 +42,16 @@ def test_encoder():
     assert out.shape == (2, 4) and torch.isfinite(out).all()
     out.sum().backward()
     assert all(p.grad is not None for p in enc.parameters())
+
+
+def test_unseen_id_encodes_like_null_and_id_dropout_only_in_training():
+    feats = ContextFeaturizer(CFG).transform(["never-seen", None], [None, None], [12, 12])
+    batch = {k: torch.from_numpy(v) for k, v in feats.items()}
+    enc = ContextEncoder({**CFG, "id_dropout": 1.0}).eval()
+    out = enc(batch)
+    assert torch.allclose(out[0], out[1])  # zero-initialised tables: an untrained id = null
+    with torch.no_grad():
+        enc.uploader.weight.add_(1.0)
+    assert not torch.allclose(enc(batch)[0], enc(batch)[1])  # eval: ids are used
+    enc.train()
+    assert enc._drop_ids(batch["uploader"]).abs().sum() == 0  # training, p = 1: all ids dropped

@@ -191,3 +191,16 @@ def test_flat_loss_uses_leaf_mass(spec, tiny_taxonomy):
     logp = torch.log_softmax(out["leaf_logits"], 1)
     leaf_pos = int(np.flatnonzero(tiny_taxonomy.leaf_indices == tiny_taxonomy.index["food_bake"])[0])
     assert torch.isclose(terms["leaf"], -logp[0, leaf_pos])
+
+
+@pytest.mark.parametrize("name", ["flat", "dhmcn_v3"])
+def test_wide_path_starts_at_zero_and_learns(spec, name):
+    torch.manual_seed(0)
+    head = create_head({"name": name, "hidden": 8, "local_hidden": 4, "dropout": 0.0}, spec, 5, wide_dim=3).eval()
+    x, w = torch.randn(4, 5), torch.randn(4, 3)
+    assert torch.allclose(head(x, w)["prob"], head(x)["prob"])  # zero at start: no change
+    y = torch.zeros(4, spec.n_nodes)
+    y[:, int(spec.leaves[0])] = 1.0
+    y = (torch.as_tensor(spec.R, dtype=torch.float32) @ y.T).T.clamp(max=1.0)
+    head.loss(head(x, w), y).backward()
+    assert head.wide.weight.grad.abs().sum() > 0

@@ -112,3 +112,16 @@ def test_encoder_shapes_no_nan_and_grads():
     assert all(p.grad is not None for p in enc.parameters())
     one = enc({k: v[:1] for k, v in batch.items()})
     assert one.shape == (1, enc.out_dim)
+
+
+def test_char_ngrams_extend_the_bag(tiny_taxonomy):
+    cfg = resolve_config({"text": {"max_tokens": 10, "bow": {"buckets": 101, "char_ngrams": [1, 2], "char_max_chars": 8}}})["text"]
+    tf = TextFeaturizer(cfg, ["<pad>", "<unk>", "<sep>"], taxonomy_words(tiny_taxonomy))
+    out = tf.transform(["王者 荣耀", None], ["教学", None])
+    bow = out["bow_ids"]
+    assert bow.shape == (2, 20 + 2 * 8)
+    words = TextFeaturizer(CFG, ["<pad>", "<unk>", "<sep>"], taxonomy_words(tiny_taxonomy)).transform(["王者 荣耀"], ["教学"])
+    n_words = int((words["bow_ids"][0] > 0).sum())
+    assert (bow[0, :n_words] == words["bow_ids"][0, :n_words]).all()  # word n-grams first, then characters
+    assert (bow[0] > 0).sum() == n_words + 6 + 5  # "王者荣耀教学": 6 uni-grams, 5 bi-grams
+    assert (bow[1] == 0).all()
