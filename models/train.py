@@ -50,7 +50,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 256,  # validation micro-batch
     "lr": 1e-3,  # AdamW peak learning rate
     "backbone_lr_mult": 1.0,  # lr factor for parameters under an image ``backbone``
-    "embedding_lr_mult": 5.0,  # lr factor for embedding tables (token / n-gram / id lookups)
+    "embedding_lr_mult": 5.0,  # lr factor for embedding tables (token / n-gram / id) and the head's wide path
     "weight_decay": 0.01,  # not applied to biases and norm weights (1-D parameters)
     "warmup_steps": None,  # linear warm-up; None: 5% of all optimizer steps, at most 200
     "min_lr_ratio": 0.05,  # cosine decay floor, as a share of the peak lr
@@ -259,9 +259,10 @@ def _config_key(config: Mapping[str, Any]) -> str:
 
 def _param_groups(model, settings: Mapping[str, Any]) -> list[dict]:
     """AdamW groups by (kind, decay): kind 0 = ordinary, 1 = image backbone (``backbone_lr_mult``),
-    2 = embedding tables (``embedding_lr_mult``). A table row is updated only in the batches that hold
-    its token / n-gram / id, so most rows of a large hashed table see few, Adam-sized (~lr) steps:
-    they learn best at a higher rate than the dense layers, which would overfit at it (fastText)."""
+    2 = embedding tables and the head's linear ``wide`` path (``embedding_lr_mult``). A table row is
+    updated only in the batches that hold its token / n-gram / id, so most rows of a large hashed
+    table see few, Adam-sized (~lr) steps: the tables and the linear model on them learn best at a
+    higher rate than the deep layers, which overfit at it (fastText trains its bag at 5-10x)."""
     import torch
 
     lr, wd = float(settings["lr"]), float(settings["weight_decay"])
@@ -271,7 +272,7 @@ def _param_groups(model, settings: Mapping[str, Any]) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        kind = 1 if ".backbone." in f".{name}." else 2 if id(p) in tables else 0
+        kind = 1 if ".backbone." in f".{name}." else 2 if id(p) in tables or ".wide." in f".{name}." else 0
         decay = p.dim() > 1
         buckets.setdefault((kind, decay), []).append(p)
     groups = []
