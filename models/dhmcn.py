@@ -360,8 +360,9 @@ class DHMCNHead(_Head):
             else:
                 inp = torch.cat([acts[-1], x], dim=1)
             acts.append(layer(inp))
-        global_logits = self.global_out(torch.cat(acts, dim=1) if self.dense else acts[-1]) + self._wide_logits(wide)
-        local_logits = self.structure.scatter_levels([head(a) for head, a in zip(self.local, acts)])
+        wide_logits = self._wide_logits(wide)  # into both outputs: the fused score averages them
+        global_logits = self.global_out(torch.cat(acts, dim=1) if self.dense else acts[-1]) + wide_logits
+        local_logits = self.structure.scatter_levels([head(a) for head, a in zip(self.local, acts)]) + wide_logits
         fused = self.beta * torch.sigmoid(local_logits.float()) + (1.0 - self.beta) * torch.sigmoid(global_logits.float())
         if self.cascade:
             fused = self.structure.cascade(fused)
@@ -390,7 +391,7 @@ def create_head(cfg: dict, spec: HierarchySpec, in_dim: int, loss_weights: dict 
                 wide_dim: int = 0) -> nn.Module:
     """A head from the ``head`` config section (``name`` + :data:`_HEAD_KEYS`) on ``[B, in_dim]``;
     ``wide_dim > 0``: plus a linear map from a ``[B, wide_dim]`` ``wide`` input to the logits
-    (``forward(x, wide)``: flat's leaf logits, DHMCN's global logits)."""
+    (``forward(x, wide)``: flat's leaf logits, DHMCN's global and local logits)."""
     name = cfg["name"]
     if name not in HEADS:
         raise ValueError(f"head.name must be one of {sorted(HEADS)}, got {name!r}")
