@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import math
 import multiprocessing as mp
 import os
 import shutil
@@ -74,21 +73,11 @@ def _task(args) -> tuple[str, int, int, float]:
 def generate_inprocess(taxonomy_path, out, start, days: int, rows_per_day: int, *, labeled: bool = True,
                        bad_rate: float = 0.01, seed: int = 7, processes: int = 12, config=None,
                        overrides=None) -> list[dict]:
-    from hierarchy.taxonomy import Taxonomy
-    from jobs.generate import _day_manifest
-    from jobs.synth.config import config_hash, load_config, resolve_shared_data
+    from jobs.generate import _day_manifest, load_inputs, partition_sizes
     from jobs.synth.cover import font_path
 
     taxonomy_path = Path(taxonomy_path)
-    tax = Taxonomy.load(taxonomy_path)
-    tax_text = taxonomy_path.read_text(encoding="utf-8")
-    conf = load_config(config, overrides)
-    chash = config_hash(conf)
-    shared_dir = resolve_shared_data(conf)
-    shared_found = shared_dir.is_dir() and bool(conf["text"].get("use_shared_data", True))
-    if not shared_found:
-        log.warning("shared data not found at %s: reduced lexicons (rows differ from a run with the seeds)",
-                    shared_dir)
+    tax, tax_text, conf, chash, shared = load_inputs(taxonomy_path, config, overrides)
     font = font_path()
     if not font:
         log.warning("no CJK font: covers without text (rows differ from a run with the font)")
@@ -100,8 +89,7 @@ def generate_inprocess(taxonomy_path, out, start, days: int, rows_per_day: int, 
     for d in range(days):
         day_d = start_d + dt.timedelta(days=d)
         day = day_d.isoformat()
-        n_parts = max(1, math.ceil(rows_per_day / rpp))
-        sizes = [rpp] * (n_parts - 1) + [rows_per_day - rpp * (n_parts - 1)]
+        sizes = partition_sizes(rows_per_day, rpp)
         day_dir = out / f"dt={day}"
         shutil.rmtree(day_dir, ignore_errors=True)
         day_dir.mkdir(parents=True)
@@ -119,7 +107,7 @@ def generate_inprocess(taxonomy_path, out, start, days: int, rows_per_day: int, 
     for day, sizes, day_dir in plans:
         m = _day_manifest(day, sizes, seed=seed, conf=conf, fmt="parquet", cover_mode="bytes", labeled=labeled,
                           bad_rate=bad_rate, tax=tax, chash=chash,
-                          shared={"path": str(shared_dir), "found": shared_found}, font=font)
+                          shared=shared, font=font)
         m["writer"] = f"bench/gen_inprocess.py ({processes} processes)"
         (day_dir / "_manifest.json").write_text(json.dumps(m, ensure_ascii=False, indent=2), encoding="utf-8")
         (day_dir / "_SUCCESS").write_bytes(b"")

@@ -23,7 +23,7 @@ import math
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 log = logging.getLogger("vtag.generate")
 
@@ -118,6 +118,41 @@ def _day_manifest(day: str, sizes: list[int], *, seed: int, conf: dict, fmt: str
     }
 
 
+class GeneratorInputs(NamedTuple):
+    """What every writer of synthetic dumps loads once: the taxonomy (object and text), the knobs,
+    their hash, and where the real-data seeds are (``shared``: ``{"path", "found"}`` for the manifest)."""
+
+    tax: Any
+    tax_text: str
+    conf: dict
+    chash: str
+    shared: dict
+
+
+def load_inputs(taxonomy_path: str | Path, config=None, overrides=None) -> GeneratorInputs:
+    """Load the taxonomy and the knobs and locate the shared seed data (logged when absent)."""
+    from hierarchy.taxonomy import Taxonomy
+    from jobs.synth.config import config_hash, load_config, resolve_shared_data
+
+    taxonomy_path = Path(taxonomy_path)
+    conf = load_config(config, overrides)
+    shared_dir = resolve_shared_data(conf)
+    shared_found = shared_dir.is_dir() and bool(conf["text"].get("use_shared_data", True))
+    if not shared_found:
+        log.warning("shared data not found at %s (or disabled): lexicons are reduced to taxonomy names + "
+                    "curated extras", shared_dir)
+    else:
+        log.info("seeding lexicons from real data under %s", shared_dir)
+    return GeneratorInputs(Taxonomy.load(taxonomy_path), taxonomy_path.read_text(encoding="utf-8"), conf,
+                           config_hash(conf), {"path": str(shared_dir), "found": shared_found})
+
+
+def partition_sizes(rows_per_day: int, rows_per_partition: int) -> list[int]:
+    """Rows of each generation task of a day: full partitions, the remainder in the last one."""
+    n_parts = max(1, math.ceil(rows_per_day / rows_per_partition))
+    return [rows_per_partition] * (n_parts - 1) + [rows_per_day - rows_per_partition * (n_parts - 1)]
+
+
 def generate(
     spark,
     taxonomy_path: str | Path,
@@ -143,9 +178,7 @@ def generate(
     import pyarrow as pa  # noqa: F401  (workers need it; fail early on the driver)
     from pyspark.sql import functions as F
 
-    from hierarchy.taxonomy import Taxonomy
     from jobs.schema import to_spark
-    from jobs.synth.config import config_hash, load_config, resolve_shared_data
     from jobs.synth.cover import font_path
     from jobs.synth.rows import JSONL_SCHEMA, output_schema
 
@@ -158,17 +191,7 @@ def generate(
     if not 0.0 <= bad_rate < 1.0:
         raise ValueError(f"bad_rate must lie in [0, 1), got {bad_rate}")
     taxonomy_path = Path(taxonomy_path)
-    tax = Taxonomy.load(taxonomy_path)
-    tax_text = taxonomy_path.read_text(encoding="utf-8")
-    conf = load_config(config, overrides)
-    chash = config_hash(conf)
-    shared_dir = resolve_shared_data(conf)
-    shared_found = shared_dir.is_dir() and bool(conf["text"].get("use_shared_data", True))
-    if not shared_found:
-        log.warning("shared data not found at %s (or disabled): lexicons are reduced to taxonomy names + "
-                    "curated extras", shared_dir)
-    else:
-        log.info("seeding lexicons from real data under %s", shared_dir)
+    tax, tax_text, conf, chash, shared = load_inputs(taxonomy_path, config, overrides)
     font = font_path()
     out = str(out)
     if cover_mode == "uri" and not _is_local(out):
@@ -184,8 +207,8 @@ def generate(
     for d in range(days):
         day_d = start_d + dt.timedelta(days=d)
         day = day_d.isoformat()
-        n_parts = max(1, math.ceil(rows_per_day / rpp))
-        sizes = [rpp] * (n_parts - 1) + [rows_per_day - rpp * (n_parts - 1)]
+        sizes = partition_sizes(rows_per_day, rpp)
+        n_parts = len(sizes)
         day_dir = f"{out.rstrip('/')}/dt={day}"
         covers_dir = None
         if cover_mode == "uri":
@@ -205,7 +228,7 @@ def generate(
         fs.delete(f"{day_dir}/_SUCCESS")
         manifest = _day_manifest(
             day, sizes, seed=seed, conf=conf, fmt=fmt, cover_mode=cover_mode, labeled=labeled, bad_rate=bad_rate,
-            tax=tax, chash=chash, shared={"path": str(shared_dir), "found": shared_found}, font=font,
+            tax=tax, chash=chash, shared=shared, font=font,
         )
         fs.write(f"{day_dir}/_manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2).encode("utf-8"))
         fs.write(f"{day_dir}/_SUCCESS", b"")
