@@ -54,3 +54,13 @@ def load_job_conf(path: str | Path | None = None, overrides: Iterable[str] | dic
         else:
             conf[key] = value
     return conf
+
+
+def day_range(start: str, end: str) -> list[str]:
+    """The days ``start .. end`` (inclusive) as YYYY-MM-DD strings; ValueError when ``end < start``."""
+    from datetime import date, timedelta
+
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    if last < first:
+        raise ValueError(f"--end {end} is before --start {start}")
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]

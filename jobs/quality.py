@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any, Iterable
 
+from jobs.config import day_range as config_day_range
+
 DEFAULT_MAX_QUARANTINE_RATE = 0.05
 DEFAULT_MAX_DRIFT = 0.1
 MAX_DAYS = 3660
@@ -81,13 +83,11 @@ def js_divergence(p: dict[str, float], q: dict[str, float]) -> float:
 
 
 def day_range(start: str, end: str) -> list[str]:
-    d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
-    if d1 < d0:
-        raise ValueError(f"--end {end} is before --start {start}")
-    n = (d1 - d0).days + 1
-    if n > MAX_DAYS:
-        raise ValueError(f"{n} days is more than {MAX_DAYS}: split the range")
-    return [(d0 + timedelta(days=i)).isoformat() for i in range(n)]
+    """:func:`jobs.config.day_range`, at most ``MAX_DAYS`` days."""
+    days = config_day_range(start, end)
+    if len(days) > MAX_DAYS:
+        raise ValueError(f"{len(days)} days is more than {MAX_DAYS}: split the range")
+    return days
 
 
 def _is_delta(spark, path: str) -> bool:

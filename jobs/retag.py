@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from jobs.config import load_job_conf
+from jobs.config import day_range, load_job_conf
 
 RETAG_SCHEMA_EXTRA = [pa.field("_action", pa.string()), pa.field("_why", pa.string())]
 
@@ -103,10 +103,10 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 
 def _days(start: str, end: str) -> list[str]:
-    a, b = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
-    if b < a:
-        raise RetagError(f"--end {end} is before --start {start}")
-    return [(a + dt.timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]
+    try:
+        return day_range(start, end)
+    except ValueError as exc:
+        raise RetagError(str(exc)) from exc
 
 
 def _load_pair(from_path: str, to_path: str):

@@ -22,6 +22,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.config import day_range as config_day_range
 from jobs.config import load_job_conf
 from jobs.dumps import read_day
 from jobs.inference import MODEL_INPUT_COLUMNS, predict_fn
@@ -289,10 +290,7 @@ def main(args: argparse.Namespace) -> int:
 
 def day_range(start: str, end: str | None) -> list[str]:
     """``[start .. end]`` as YYYY-MM-DD strings (just ``[start]`` without ``end``); refuses end < start."""
-    from datetime import timedelta
-
-    first = date.fromisoformat(start)
-    last = date.fromisoformat(end) if end else first
-    if last < first:
-        raise SystemExit(f"vtag tag: --end {end} is before --date {start}")
-    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    try:
+        return config_day_range(start, end or start)
+    except ValueError:
+        raise SystemExit(f"vtag tag: --end {end} is before --date {start}") from None
