@@ -32,10 +32,30 @@ Usage::
         [--max-minutes 10] [--threads 1] [--json-out FILE] [--md-out FILE]
         [--device cuda] [--workers N]
 
-``--device cuda`` trains the heads on the GPU (same recipe; default CPU); ``--workers N`` runs N data
-sets at once in separate processes (largest first; each process keeps its own per-data-set
-budget). ``--md-out`` writes a Markdown report (command, device, the table beside the published
-figures), rewritten after every data set so that a stopped run still leaves what it finished.
+``--device cuda`` trains the heads on the GPU (same recipe; default CPU). ``--md-out`` writes a
+Markdown report (command, device, the table beside the published figures), rewritten after every
+data set so that a stopped run still leaves what it finished.
+
+**Workers and the time budget.** The budget ``--max-minutes M`` is counted in CPU seconds (= wall
+time on an otherwise idle core with ``--threads 1``); past a head's share, that head's remaining
+final seeds are skipped (``n_seeds`` says how many ran; the width search also stops widening when
+the projection does not fit).
+
+- ``--workers 1`` (default): the data sets, and the heads of each, run one after another in this
+  process; each data set gets ``M`` minutes, and each head an equal share of what is left of them
+  when it starts (a fast head leaves more to the later ones).
+- ``--workers N`` (N > 1): the unit of work is one (data set, head) pair; N spawned processes (each
+  with ``--threads`` torch threads, all on ``--device``) take them largest data set first
+  (``_dataset_cost``), and within a data set the costlier heads first (``+mc``, then v2/v3, then
+  the rest). Each head gets a fixed ``M · 60 · W / H`` CPU seconds, ``H`` = the number of heads and
+  ``W = min(N, H)``: with 2 workers and 4 heads, 5 CPU minutes per head, so that one data set's four
+  heads take at most about ``M`` minutes of wall time on two free cores (a data set may use up to
+  ``W · M`` CPU minutes in all). Each worker loads and standardises the data set itself (kept for
+  its next head of the same data set). A data set is reported (its table, its JSON line, the
+  Markdown report) once its last head is done; its ``seconds`` is the wall time from its first
+  head's start (load included) to its last head's end, its ``cpu_seconds`` the heads' sum. A head
+  that fails marks its data set failed (its heads not yet started are dropped); the other data
+  sets go on.
 
 ``--data`` takes data set directories, or a directory of them (every sub-directory with a train
 and a test ``.arff`` is run). Data live outside the repo: relative names are looked up under
@@ -290,79 +310,126 @@ def _select(recipe: Recipe, head: str, spec, ds: HMCDataset, mask: np.ndarray, s
     return int(round(statistics.median(best_epochs))), float(np.mean(val_scores)), run
 
 
+def _prepare(ds: HMCDataset, recipe: Recipe) -> tuple:
+    """What every head of a data set shares: ``(spec, mask, X_all, Y_all, n_sel)`` — the hierarchy
+    spec, the evaluation mask, train+valid for the final runs and the selection-train size."""
+    from models.dhmcn import HierarchySpec
+
+    h = ds.hierarchy
+    spec = HierarchySpec.from_ancestor_matrix(h.R)
+    X_all = np.concatenate([ds.train.X] + ([ds.valid.X] if ds.valid is not None else []))
+    Y_all = np.concatenate([ds.train.Y] + ([ds.valid.Y] if ds.valid is not None else []))
+    n_sel = len(ds.train) if ds.valid is not None else int(round(len(ds.train) * (1 - recipe.valid_fraction)))
+    return spec, h.eval_mask, X_all, Y_all, n_sel
+
+
+def run_head(ds: HMCDataset, head: str, seeds: int, recipe: Recipe, select_seeds: int = 1,
+             deadline: float | None = None, log=print, device: str = "cpu", prepared: tuple | None = None) -> dict:
+    """Width search + epoch selection + final runs of one head on one (standardized) data set.
+
+    For each width multiplier of ``recipe.widths`` (while the projected time fits ``deadline``), an
+    epoch-selection run; the width with the best validation score wins; then ``seeds`` final runs on
+    train+valid. ``deadline``: a ``time.process_time()`` value of this process (CPU seconds; None =
+    no budget) past which the remaining seeds are skipped (``n_seeds`` says how many ran; at least
+    one always runs). ``prepared``: :func:`_prepare`'s tuple, if the caller already has it.
+
+    Returns ``{"auprc_mean", "auprc_std", "auprc", "epochs", "width", "hidden", "valid_auprc",
+    "valid_by_width", "n_seeds", "seconds", "cpu_seconds", "select_cpu_seconds"}``.
+    """
+    clock = time.process_time
+    th, ch = time.monotonic(), clock()
+    spec, mask, X_all, Y_all, n_sel = prepared if prepared is not None else _prepare(ds, recipe)
+    cands = []  # (valid, -width, epochs, width)
+    for w in recipe.widths:
+        r = recipe.scaled(w)
+        tw = clock()
+        epochs, val, run = _select(r, head, spec, ds, mask, select_seeds, deadline, device)
+        cands.append((val, -w, epochs, w))
+        per_epoch = (clock() - tw) / max(1, run)
+        # go wider only if the next selection and the final runs at that width (assumed to cost
+        # ~width-proportionally more per epoch) still fit this head's budget
+        grow = 2.0
+        final_next = grow * per_epoch * epochs * seeds * len(X_all) / max(1, n_sel)
+        if deadline is not None and clock() + grow * per_epoch * run + final_next > deadline:
+            break
+    val, _, epochs, width = max(cands)
+    r = recipe.scaled(width)
+    t_sel = clock() - ch
+    scores = []
+    for s in range(seeds):
+        if scores and deadline is not None and clock() > deadline:
+            log(f"  {head}: time budget reached after {len(scores)} of {seeds} seeds")
+            break
+        model, _ = train_head(r, head, spec, X_all, Y_all, s, epochs, device=device)
+        scores.append(auprc(ds.test.Y, predict(model, ds.test.X), mask))
+    sec, cpu = time.monotonic() - th, clock() - ch
+    out = {
+        "auprc_mean": float(np.mean(scores)),
+        "auprc_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+        "auprc": [round(x, 5) for x in scores],
+        "epochs": epochs, "width": width, "hidden": r.head_cfg(head, spec.n_levels)["hidden"],
+        "valid_auprc": round(val, 5), "valid_by_width": {c[3]: round(c[0], 5) for c in cands},
+        "n_seeds": len(scores), "seconds": round(sec, 1), "cpu_seconds": round(cpu, 1),
+        "select_cpu_seconds": round(t_sel, 1),
+    }
+    log(f"  {head:14s} width x{width} (hidden {out['hidden']}) epochs {epochs:3d} "
+        f"(valid {val:.4f}; by width {out['valid_by_width']})  test AU(PRC) "
+        f"{out['auprc_mean']:.4f} ± {out['auprc_std']:.4f} over {len(scores)} seeds  "
+        f"{sec:6.1f}s wall, {cpu:6.1f}s cpu")
+    return out
+
+
+def merge_heads(name: str, heads: list[str], per_head: dict[str, dict], recipe: Recipe,
+                seconds: float, cpu_seconds: float) -> dict:
+    """The per-data-set dict from :func:`run_head`'s results (``per_head[head]``): ``{"dataset",
+    "<head>": ..., "seconds", "cpu_seconds", "published", "recipe"}`` (heads in ``heads``' order)."""
+    out: dict = {"dataset": name}
+    for head in heads:
+        out[head] = per_head[head]
+    out["seconds"] = round(seconds, 1)
+    out["cpu_seconds"] = round(cpu_seconds, 1)
+    pub = PUBLISHED.get(name)
+    out["published"] = {"C-HMCNN": pub[0], "HMCN-F": pub[1]} if pub else None
+    out["recipe"] = asdict(recipe)
+    return out
+
+
+def head_budget_s(max_minutes: float | None, n_heads: int, workers: int) -> float | None:
+    """CPU seconds each head may use when a data set's heads run in ``workers`` processes at once:
+    ``max_minutes · 60 · W / H`` with ``H = n_heads`` and ``W = min(workers, H)`` — the data set's
+    heads then take about ``max_minutes`` of wall time on W free cores. None without a budget."""
+    if not max_minutes:
+        return None
+    n = max(1, n_heads)
+    return 60.0 * max_minutes * min(max(1, workers), n) / n
+
+
 def run_dataset(ds: HMCDataset, heads: list[str], seeds: int, recipe: Recipe, select_seeds: int = 1,
                 max_minutes: float | None = None, log=print, device: str = "cpu") -> dict:
-    """Width search + epoch selection + final runs of every head on one (standardized) data set.
+    """:func:`run_head` for every head of one (standardized) data set, one after another in this
+    process, merged by :func:`merge_heads`.
 
-    Per head: for each width multiplier of ``recipe.widths`` (while the projected time fits the
-    head's share of the budget), an epoch-selection run; the width with the best validation score
-    wins; then ``seeds`` final runs on train+valid. The budget (``max_minutes``) is counted in CPU
-    seconds of this process (= wall time on an otherwise idle machine with one thread); past it, the
-    remaining seeds of a head are skipped (``n_seeds`` says how many ran).
+    The budget (``max_minutes``) is counted in CPU seconds of this process (= wall time on an
+    otherwise idle machine with one thread); each head gets an equal share of what is left of it
+    when it starts; past its share, the remaining seeds of a head are skipped (``n_seeds`` says how
+    many ran).
 
     Returns ``{"dataset", "<head>": {"auprc_mean", "auprc_std", "auprc", "epochs", "width", "hidden",
     "valid_auprc", "n_seeds", "seconds", "cpu_seconds"}, "seconds", "cpu_seconds", "recipe",
     "published"}``.
     """
-    from models.dhmcn import HierarchySpec
-
     clock = time.process_time
     t0, c0 = time.monotonic(), clock()
     deadline = c0 + 60.0 * max_minutes if max_minutes else None
-    h = ds.hierarchy
-    spec = HierarchySpec.from_ancestor_matrix(h.R)
-    mask = h.eval_mask
-    X_all = np.concatenate([ds.train.X] + ([ds.valid.X] if ds.valid is not None else []))
-    Y_all = np.concatenate([ds.train.Y] + ([ds.valid.Y] if ds.valid is not None else []))
-    n_sel = len(ds.train) if ds.valid is not None else int(round(len(ds.train) * (1 - recipe.valid_fraction)))
-    out: dict = {"dataset": ds.name}
+    prepared = _prepare(ds, recipe)
+    per_head: dict[str, dict] = {}
     for k, head in enumerate(heads):
-        th, ch = time.monotonic(), clock()
+        ch = clock()
         # each head gets an equal share of what is left of the budget
         head_deadline = None if deadline is None else ch + (deadline - ch) / (len(heads) - k)
-        cands = []  # (valid, -width, epochs, width)
-        for w in recipe.widths:
-            r = recipe.scaled(w)
-            tw = clock()
-            epochs, val, run = _select(r, head, spec, ds, mask, select_seeds, head_deadline, device)
-            cands.append((val, -w, epochs, w))
-            per_epoch = (clock() - tw) / max(1, run)
-            # go wider only if the next selection and the final runs at that width (assumed to cost
-            # ~width-proportionally more per epoch) still fit this head's share of the budget
-            grow = 2.0
-            final_next = grow * per_epoch * epochs * seeds * len(X_all) / max(1, n_sel)
-            if head_deadline is not None and clock() + grow * per_epoch * run + final_next > head_deadline:
-                break
-        val, _, epochs, width = max(cands)
-        r = recipe.scaled(width)
-        t_sel = clock() - ch
-        scores = []
-        for s in range(seeds):
-            if scores and head_deadline is not None and clock() > head_deadline:
-                log(f"  {head}: time budget reached after {len(scores)} of {seeds} seeds")
-                break
-            model, _ = train_head(r, head, spec, X_all, Y_all, s, epochs, device=device)
-            scores.append(auprc(ds.test.Y, predict(model, ds.test.X), mask))
-        sec, cpu = time.monotonic() - th, clock() - ch
-        out[head] = {
-            "auprc_mean": float(np.mean(scores)),
-            "auprc_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
-            "auprc": [round(x, 5) for x in scores],
-            "epochs": epochs, "width": width, "hidden": r.head_cfg(head, spec.n_levels)["hidden"],
-            "valid_auprc": round(val, 5), "valid_by_width": {c[3]: round(c[0], 5) for c in cands},
-            "n_seeds": len(scores), "seconds": round(sec, 1), "cpu_seconds": round(cpu, 1),
-            "select_cpu_seconds": round(t_sel, 1),
-        }
-        log(f"  {head:14s} width x{width} (hidden {out[head]['hidden']}) epochs {epochs:3d} "
-            f"(valid {val:.4f}; by width {out[head]['valid_by_width']})  test AU(PRC) "
-            f"{out[head]['auprc_mean']:.4f} ± {out[head]['auprc_std']:.4f} over {len(scores)} seeds  "
-            f"{sec:6.1f}s wall, {cpu:6.1f}s cpu")
-    out["seconds"] = round(time.monotonic() - t0, 1)
-    out["cpu_seconds"] = round(clock() - c0, 1)
-    pub = PUBLISHED.get(ds.name)
-    out["published"] = {"C-HMCNN": pub[0], "HMCN-F": pub[1]} if pub else None
-    out["recipe"] = asdict(recipe)
-    return out
+        per_head[head] = run_head(ds, head, seeds, recipe, select_seeds, head_deadline, log=log, device=device,
+                                  prepared=prepared)
+    return merge_heads(ds.name, heads, per_head, recipe, time.monotonic() - t0, clock() - c0)
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -377,7 +444,7 @@ def format_table(result: dict, heads: list[str]) -> str:
     for k in ("HMCN-F", "C-HMCNN"):
         if k in pub:
             lines.append(f"| {k} (published) | {pub[k]:.3f} | | | |")
-    lines.append(f"runtime {result['seconds']:.0f} s wall, {result['cpu_seconds']:.0f} s cpu (this process)")
+    lines.append(f"runtime {result['seconds']:.0f} s wall, {result['cpu_seconds']:.0f} s cpu (all its heads)")
     return "\n".join(lines)
 
 
@@ -413,12 +480,17 @@ def _arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--select-seeds", type=int, default=1, help="selection runs per head (median epoch)")
     ap.add_argument("--heads", default=",".join(DEFAULT_HEADS), help="comma-separated; '+mc' = max-constraint")
-    ap.add_argument("--max-minutes", type=float, default=10.0, help="time budget per data set (0 = none)")
+    ap.add_argument("--max-minutes", type=float, default=10.0,
+                    help="time budget per data set in CPU minutes (0 = none): with --workers 1 the heads share "
+                         "it (each an equal share of what is left); with N > 1 workers each head gets "
+                         "max-minutes*60*W/H CPU seconds (H heads, W = min(N, H)), i.e. about max-minutes of "
+                         "wall time per data set")
     ap.add_argument("--threads", type=int, default=int(_THREADS), help="torch threads (1 is fastest on a busy box)")
     ap.add_argument("--device", default="cpu", help="where the heads train: cpu (default), cuda, cuda:N")
     ap.add_argument("--workers", type=int, default=1,
-                    help="data sets run in this many processes at once (each with --threads threads; "
-                         "they share the --device); 1 = in this process")
+                    help="(data set, head) pairs run in this many spawned processes at once, largest data "
+                         "set first (each with --threads threads; they share the --device); a data set is "
+                         "reported when its last head is done; 1 = everything in this process, in turn")
     ap.add_argument("--no-file-mean-quirk", action="store_true", help="skip C-HMCNN's per-file NaN mean fill")
     ap.add_argument("--widths", help="comma-separated width multipliers to search (default 1,2)")
     ap.add_argument("--json-out", help="also write the results (a list, one per data set) here")
@@ -465,30 +537,100 @@ def _dataset_cost(path: Path) -> float:
     return rows * (1.0 + entries / 500.0)
 
 
-def _run_one(path: str, heads: list[str], seeds: int, recipe: Recipe, select_seeds: int,
-             max_minutes: float | None, file_mean_quirk: bool, device: str, threads: int,
-             prefix: str = "") -> dict:
-    """Load, standardise and run one data set (in this process or a pool worker); prints its log
-    lines and table, returns :func:`run_dataset`'s dict (with load time, device)."""
-    import torch
-
-    torch.set_num_threads(threads)
-
+def _prefixed(prefix: str):
+    """A log function printing ``m`` with ``prefix`` on every line, in one write (pool workers
+    share the terminal: a separate newline write could land after another process's line)."""
     def log(m: str) -> None:
-        print("\n".join(prefix + line for line in str(m).splitlines()), flush=True)
+        sys.stdout.write("".join(prefix + line + "\n" for line in str(m).splitlines()))
+        sys.stdout.flush()
 
-    t, c = time.monotonic(), time.process_time()
+    return log
+
+
+def _load(path: str, file_mean_quirk: bool, log, device: str) -> HMCDataset:
+    """Load and standardise one data set, logging its shape and the load time."""
+    t = time.monotonic()
     ds = load_hmc_dataset(Path(path)).standardize(file_mean_quirk=file_mean_quirk)
     h = ds.hierarchy
     log(f"{ds.name}: {h.kind}, {int(h.eval_mask.sum())} classes, depth {h.depth}, in-dim {ds.in_dim}, "
         f"train {len(ds.train)} valid {len(ds.valid) if ds.valid is not None else '-'} test {len(ds.test)} "
         f"(loaded in {time.monotonic() - t:.1f}s) on {device}")
+    return ds
+
+
+def _run_one(path: str, heads: list[str], seeds: int, recipe: Recipe, select_seeds: int,
+             max_minutes: float | None, file_mean_quirk: bool, device: str, threads: int,
+             prefix: str = "") -> dict:
+    """Load, standardise and run one data set, its heads one after another in this process; prints
+    its log lines and table, returns :func:`run_dataset`'s dict (with load time, device)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    log = _prefixed(prefix)
+    t, c = time.monotonic(), time.process_time()
+    ds = _load(path, file_mean_quirk, log, device)
     res = run_dataset(ds, heads, seeds, recipe, select_seeds, max_minutes, log=log, device=device)
     res["seconds"] = round(time.monotonic() - t, 1)
     res["cpu_seconds"] = round(time.process_time() - c, 1)
     res["device"] = device
     log(format_table(res, heads))
     return res
+
+
+class TaskError(RuntimeError):
+    """A pool task's failure, as ``"<type>: <message>"`` of the original exception: always picklable
+    (an exception that is not, e.g. ``ArffError``, would break the whole pool, every data set)."""
+
+
+_LOADED: dict = {}  # pool worker: the last data set it loaded, {key: (ds, _prepare(ds, recipe))}
+
+
+def _run_head_task(path: str, head: str, seeds: int, recipe: Recipe, select_seeds: int,
+                   budget_s: float | None, file_mean_quirk: bool, device: str, threads: int,
+                   prefix: str = "") -> dict:
+    """One (data set, head) unit of work in a pool worker: load and standardise the data set (kept
+    for the worker's next head of the same data set), then :func:`run_head` with a budget of
+    ``budget_s`` CPU seconds of this process, counted from after the load. Returns ``{"dataset",
+    "head", "result", "start", "end", "cpu_seconds"}`` (start/end: ``time.time()``, the load
+    included; cpu_seconds: this task's, the load included)."""
+    import traceback
+
+    import torch
+
+    torch.set_num_threads(threads)
+    log = _prefixed(prefix)
+    start, c = time.time(), time.process_time()
+    try:
+        key = (path, file_mean_quirk, recipe)
+        if key not in _LOADED:
+            _LOADED.clear()
+            ds = _load(path, file_mean_quirk, log, device)
+            _LOADED[key] = (ds, _prepare(ds, recipe))
+        ds, prepared = _LOADED[key]
+        deadline = None if budget_s is None else time.process_time() + budget_s
+        res = run_head(ds, head, seeds, recipe, select_seeds, deadline, log=log, device=device, prepared=prepared)
+    except Exception as e:  # noqa: BLE001 - sent back as a plain, picklable error
+        log(traceback.format_exc().rstrip())
+        raise TaskError(f"{type(e).__name__}: {e}") from None
+    return {"dataset": ds.name, "head": head, "result": res, "start": start, "end": time.time(),
+            "cpu_seconds": time.process_time() - c}
+
+
+def _merge_tasks(tasks: list[dict], heads: list[str], recipe: Recipe, device: str) -> dict:
+    """One data set's dict from its :func:`_run_head_task` results: ``seconds`` = wall time from
+    the first head's start to the last head's end, ``cpu_seconds`` = the heads' CPU seconds summed."""
+    per_head = {t["head"]: t["result"] for t in tasks}
+    wall = max(t["end"] for t in tasks) - min(t["start"] for t in tasks)
+    res = merge_heads(tasks[0]["dataset"], heads, per_head, recipe, wall, sum(t["cpu_seconds"] for t in tasks))
+    res["device"] = device
+    return res
+
+
+def _head_rank(head: str) -> int:
+    """Scheduling order of the heads of one data set (costliest first): ``+mc``, then the dense
+    heads (v2, v3), then the rest."""
+    name, _, flag = head.partition("+")
+    return 0 if flag else (1 if name in ("dhmcn_v2", "dhmcn_v3") else 2)
 
 
 def _summary(res: dict, heads: list[str]) -> dict:
@@ -613,24 +755,44 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(heads=heads, seeds=args.seeds, recipe=recipe, select_seeds=args.select_seeds,
                   max_minutes=args.max_minutes or None, file_mean_quirk=not args.no_file_mean_quirk,
                   device=args.device, threads=args.threads)
-    if args.workers <= 1 or len(dirs) == 1:
+    if args.workers <= 1 or len(dirs) * len(heads) == 1:
         for d in dirs:
             done(_run_one(str(d), **common), d.name)
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        order = sorted(dirs, key=_dataset_cost, reverse=True)  # longest first: shortest makespan
-        with ProcessPoolExecutor(max_workers=min(args.workers, len(dirs)), mp_context=mp.get_context("spawn")) as ex:
-            futs = {ex.submit(_run_one, str(d), **common, prefix=f"[{d.name}] "): d for d in order}
+        # the unit of work is one (data set, head): largest data set first, its costliest heads first
+        tasks = [(d, h) for d in sorted(dirs, key=_dataset_cost, reverse=True)
+                 for h in sorted(heads, key=_head_rank)]
+        budget = head_budget_s(common.pop("max_minutes"), len(heads), args.workers)
+        del common["heads"]
+        got: dict[str, list[dict]] = {d.name: [] for d in dirs}
+        n_workers = min(args.workers, len(tasks))
+        if budget is not None:
+            print(f"budget: {budget:.0f} CPU s per head ({len(heads)} heads, {n_workers} worker(s))", flush=True)
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context("spawn")) as ex:
+            futs = {ex.submit(_run_head_task, str(d), h, **common, budget_s=budget, prefix=f"[{d.name} {h}] "): (d, h)
+                    for d, h in tasks}
             for f in as_completed(futs):
-                try:
-                    res = f.result()
-                except Exception as e:  # noqa: BLE001 - one data set's failure must not lose the others
-                    failed[futs[f].name] = f"{type(e).__name__}: {e}"
-                    print(f"[{futs[f].name}] FAILED: {type(e).__name__}: {e}", flush=True)
+                d, h = futs[f]
+                if d.name in failed:  # a head of this data set failed already (or this one was cancelled)
                     continue
-                done(res, futs[f].name)
+                try:
+                    r = f.result()
+                except Exception as e:  # noqa: BLE001 - one data set's failure must not lose the others
+                    why = str(e) if isinstance(e, TaskError) else f"{type(e).__name__}: {e}"
+                    failed[d.name] = f"{h}: {why}"
+                    print(f"[{d.name}] FAILED ({h}): {why}", flush=True)
+                    for g, (d2, _) in futs.items():  # its heads not yet started are not run
+                        if d2 == d:
+                            g.cancel()
+                    continue
+                got[d.name].append(r)
+                if len(got[d.name]) == len(heads):  # the data set's last head: report it
+                    res = _merge_tasks(got.pop(d.name), heads, recipe, args.device)
+                    _prefixed(f"[{d.name}] ")(format_table(res, heads))
+                    done(res, d.name)
         if failed and args.md_out and not results:
             Path(args.md_out).write_text(format_markdown([], heads, command=command, device=device,
                                                          seeds=args.seeds, failed=failed, skipped=skipped,

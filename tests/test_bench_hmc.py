@@ -29,16 +29,21 @@ def _rows(rng, n):
     return out
 
 
-@pytest.mark.slow
-def test_hmc_bench_runs_and_prints_one_json_line(tmp_path, capsys):
-    sys.path.insert(0, str(REPO / "bench"))
-    import hmc
-
+def _dataset(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     d = tmp_path / "gen_others"
     d.mkdir()
     _write_arff(d / "gen_train.arff", _rows(rng, 80))
     _write_arff(d / "gen_test.arff", _rows(rng, 40))
+    return d
+
+
+@pytest.mark.slow
+def test_hmc_bench_runs_and_prints_one_json_line(tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "bench"))
+    import hmc
+
+    d = _dataset(tmp_path)
     rc = hmc.main(["--data", str(d), "--seeds", "2", "--heads", "dhmcn_v1,dhmcn_v3+mc",
                    "--max-epochs", "4", "--patience", "2", "--hidden", "16", "--widths", "1,2", "--json-out", str(tmp_path / "r.json")])
     assert rc == 0
@@ -52,6 +57,44 @@ def test_hmc_bench_runs_and_prints_one_json_line(tmp_path, capsys):
     assert full["dhmcn_v1"]["n_seeds"] == 2 and 1 <= full["dhmcn_v1"]["epochs"] <= 4
     # the easy signal is learnt: well above the positive rate of the 5 classes
     assert full["dhmcn_v1"]["auprc_mean"] > 0.5
+
+
+@pytest.mark.slow
+def test_hmc_bench_heads_in_parallel_workers(tmp_path, capsys):
+    """--workers 2 on one data set: its heads run as separate tasks in two spawned processes, and
+    the data set is reported once, with every head, after the last one."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import hmc
+
+    d = _dataset(tmp_path)
+    heads = ["dhmcn_v1", "dhmcn_v2", "dhmcn_v3+mc"]
+    rc = hmc.main(["--data", str(d), "--seeds", "1", "--heads", ",".join(heads), "--workers", "2",
+                   "--max-epochs", "2", "--patience", "1", "--hidden", "16", "--widths", "1",
+                   "--json-out", str(tmp_path / "r.json")])
+    assert rc == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    last = json.loads(out[-1])
+    assert last["dataset"] == "gen_others" and set(last) == {"dataset", *heads}
+    assert sum(line.startswith("{") for line in out) == 2  # done(...) once, and the closing line
+    full = json.loads((tmp_path / "r.json").read_text())
+    assert len(full) == 1
+    r = full[0]
+    for head in heads:
+        assert r[head]["n_seeds"] == 1 and 1 <= r[head]["epochs"] <= 2
+        assert 0.0 < r[head]["auprc_mean"] <= 1.0
+    assert {"seconds", "cpu_seconds", "recipe", "published", "device"} <= set(r)
+    assert r["seconds"] >= max(r[h]["seconds"] for h in heads)
+    assert r["device"] == "cpu"
+
+
+def test_head_budget():
+    sys.path.insert(0, str(REPO / "bench"))
+    import hmc
+
+    assert hmc.head_budget_s(10, 4, 2) == pytest.approx(300.0)  # 2 heads at a time: 5 CPU minutes each
+    assert hmc.head_budget_s(10, 4, 8) == pytest.approx(600.0)  # W = min(workers, heads)
+    assert hmc.head_budget_s(10, 1, 2) == pytest.approx(600.0)
+    assert hmc.head_budget_s(None, 4, 2) is None and hmc.head_budget_s(0, 4, 2) is None
 
 
 def test_auprc_binned_close_to_exact():
