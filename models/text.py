@@ -315,15 +315,23 @@ class BOWBranch(nn.Module):
     ``bow_ids [B, M]``, ``text_feats [B, F]`` -> ``[B, dim + F]``.
     """
 
-    def __init__(self, buckets: int, dim: int, mode: str, n_feats: int):
+    def __init__(self, buckets: int, dim: int, mode: str, n_feats: int, ngram_dropout: float = 0.0):
         super().__init__()
         if mode not in ("mean", "sum"):
             raise ValueError(f"text.bow.mode must be mean or sum, got {mode!r}")
+        if not 0.0 <= ngram_dropout < 1.0:
+            raise ValueError(f"text.bow.ngram_dropout must be in [0, 1), got {ngram_dropout!r}")
         self.bag = nn.EmbeddingBag(buckets + 1, dim, mode=mode, padding_idx=0)
         _small_init(self.bag.weight, 1.0 / dim, 0)  # fastText's init
+        self.ngram_dropout = float(ngram_dropout)
         self.out_dim = dim + n_feats
 
     def forward(self, bow_ids: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        if self.training and self.ngram_dropout > 0.0:
+            # word dropout (Iyyer et al., 2015): each n-gram is left out of the bag with this
+            # probability, so no single rare n-gram can carry a training row (memorisation)
+            drop = torch.rand(bow_ids.shape, device=bow_ids.device) < self.ngram_dropout
+            bow_ids = bow_ids.masked_fill(drop, 0)
         return torch.cat([self.bag(bow_ids), feats], dim=1)
 
 
@@ -333,7 +341,8 @@ class TextEncoder(nn.Module):
     def __init__(self, cfg: dict, vocab_size: int):
         super().__init__()
         bow, cnn = cfg["bow"], cfg["cnn"]
-        self.bow = BOWBranch(int(bow["buckets"]), int(bow["dim"]), bow["mode"], len(TEXT_FEATURES)) if bow["enabled"] else None
+        self.bow = (BOWBranch(int(bow["buckets"]), int(bow["dim"]), bow["mode"], len(TEXT_FEATURES),
+                              float(bow.get("ngram_dropout") or 0.0)) if bow["enabled"] else None)
         self.cnn = (
             CNNAttentionBranch(vocab_size, int(cnn["embed_dim"]), cnn["widths"], int(cnn["channels"]),
                                int(cnn["attn_dim"]), float(cfg["dropout"]))

@@ -125,3 +125,21 @@ def test_char_ngrams_extend_the_bag(tiny_taxonomy):
     assert (bow[0, :n_words] == words["bow_ids"][0, :n_words]).all()  # word n-grams first, then characters
     assert (bow[0] > 0).sum() == n_words + 6 + 5  # "王者荣耀教学": 6 uni-grams, 5 bi-grams
     assert (bow[1] == 0).all()
+
+
+def test_ngram_dropout_only_in_training():
+    from models.text import BOWBranch
+
+    torch.manual_seed(0)
+    bag = BOWBranch(buckets=50, dim=4, mode="mean", n_feats=0, ngram_dropout=0.5)
+    ids = torch.arange(1, 41).reshape(2, 20)
+    feats = torch.zeros(2, 0)
+    bag.eval()
+    assert torch.equal(bag(ids, feats), bag(ids, feats))  # no dropout at inference
+    full = bag(ids, feats)
+    bag.train()
+    dropped = [bag(ids, feats) for _ in range(4)]
+    assert all(not torch.allclose(d, full) for d in dropped)  # some n-grams left out of each bag
+    assert not torch.allclose(dropped[0], dropped[1])  # a new draw every forward
+    with pytest.raises(ValueError, match="ngram_dropout"):
+        BOWBranch(buckets=5, dim=2, mode="mean", n_feats=0, ngram_dropout=1.0)

@@ -78,6 +78,31 @@ def test_resume_continues_from_the_checkpoint_and_matches_a_straight_run():
     assert more.steps == straight.steps * 3 // 2
 
 
+def test_weight_average_is_validated_shipped_and_resumed():
+    """train.ema_epochs: the bundle holds the moving average (not the last raw weights), and a run
+    cut by the time budget and resumed ends with the same average as a straight run."""
+    from models.train import train
+
+    tax, frame = tiny_taxonomy(), tiny_frame()
+    root = tmp_root()
+    cfg = tiny_config(epochs=2, ema_epochs=1.0)
+    straight = train(cfg, tax, frame, root / "a", progress=False)
+    ema = load_file(str(root / "a" / "checkpoint" / "ema.safetensors"))
+    raw = load_file(str(root / "a" / "checkpoint" / "model.safetensors"))
+    best = load_file(str(root / "a" / "checkpoint" / "best.safetensors"))
+    floats = [k for k in raw if raw[k].is_floating_point() and raw[k].numel() > 1]
+    assert any(not (ema[k] == raw[k]).all() for k in floats)  # the average lags the raw weights
+    assert straight.best_epoch in (1, 2)
+    if straight.best_epoch == 2:
+        assert all((best[k] == ema[k]).all() for k in floats)
+    first = train(cfg, tax, frame, root / "b", progress=False, max_minutes=0)
+    assert first.stopped == "time_budget"
+    train(cfg, tax, frame, root / "b", progress=False, resume=True)
+    ema_b = load_file(str(root / "b" / "checkpoint" / "ema.safetensors"))
+    for k in ema:
+        assert (ema[k] == ema_b[k]).all(), f"{k}: the resumed run's average differs"
+
+
 def test_resume_refuses_another_taxonomy():
     from hierarchy.taxonomy import Taxonomy
     from models.train import train
@@ -100,6 +125,17 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement():
     assert res.stopped == "early_stop"
     assert [h["epoch"] for h in res.history] == [1, 2]
     assert res.best_epoch == 1
+
+
+def test_min_epochs_keeps_no_earlier_weights_and_delays_early_stopping():
+    from models.train import train
+
+    res = train(tiny_config(epochs=6, lr=0.0, patience=1, min_epochs=3), tiny_taxonomy(), tiny_frame(), tmp_root(),
+                progress=False, write_bundle=False)
+    # lr 0: every epoch scores the same, so without min_epochs epoch 1 would be kept and 2 would stop
+    assert res.best_epoch == 3
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]
+    assert res.stopped == "early_stop"
 
 
 def test_grad_accumulation_counts_optimizer_steps():
