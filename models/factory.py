@@ -114,6 +114,12 @@ def _bow_cnn_attn(cfg: dict, vocab_size: int) -> nn.Module:
 TEXT_ENCODERS: dict[str, Callable[[dict, int], nn.Module]] = {"bow_cnn_attn": _bow_cnn_attn}
 
 
+def wide_modalities(config: dict) -> tuple[str, ...]:
+    """Modalities whose encoder output also feeds the head's linear ``wide`` path (``head.wide``):
+    every enabled one but the image."""
+    return tuple(m for m in config["modalities"] if m != "image") if config["head"].get("wide") else ()
+
+
 class VtagModel(nn.Module):
     """Encoders of the enabled modalities -> fusion -> hierarchical head.
 
@@ -134,8 +140,7 @@ class VtagModel(nn.Module):
         self.head = head
         self.modality_heads = nn.ModuleDict(modality_heads or {})
         self.modality_weight = float(config["loss"]["modality"])
-        #: modalities whose encoder output also feeds the head's linear ``wide`` path (head.wide)
-        self.wide_modalities = tuple(m for m in self.modalities if m != "image") if config["head"].get("wide") else ()
+        self.wide_modalities = wide_modalities(config)
 
     @property
     def n_nodes(self) -> int:
@@ -233,7 +238,7 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
     fusion = create_fusion(dims, cfg["fusion"])
     spec = spec if spec is not None else HierarchySpec.from_taxonomy(taxonomy)
     loss_weights = {k: float(v) for k, v in cfg["loss"].items() if k != "modality"}
-    wide_dim = sum(dims[m] for m in mods if m != "image") if cfg["head"].get("wide") else 0
+    wide_dim = sum(dims[m] for m in wide_modalities(cfg))
     head = create_head(cfg["head"], spec, int(fusion.out_dim), loss_weights=loss_weights, wide_dim=wide_dim)
     modality_heads = None
     if cfg["fusion"]["name"] == "centralnet" and float(cfg["loss"]["modality"]) > 0:
