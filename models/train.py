@@ -616,10 +616,11 @@ def train(
             os.replace(tmp / name, ckpt_dir / name)
         tmp.rmdir()
 
-    def run_validation(epoch: int, train_loss: float, partial: bool = False) -> bool:
+    def run_validation(epoch: int, train_loss: float, partial: bool = False, final: bool = False) -> bool:
         """Validate on rank 0, update best/patience; returns the (broadcast) early-stop decision.
         ``partial``: the time budget cut the epoch short (the row is marked; a resumed run adds the
-        epoch's full row later)."""
+        epoch's full row later). ``final``: the run stops after this validation (time budget), so
+        its weights may be kept even before ``min_epochs``."""
         nonlocal best, best_epoch, bad_epochs
         stop = 0.0
         if is_main:
@@ -634,7 +635,7 @@ def train(
                              channels_last=channels_last)
                 row.update({k: v for k, v in m.items() if isinstance(v, (int, float))})
                 value = float(m[metric_name])
-                if epoch + 1 < min_epochs and not partial:
+                if epoch + 1 < min_epochs and not final:
                     pass  # too early to be kept (see TRAIN_DEFAULTS["min_epochs"]); recorded only
                 elif value > best:
                     best, best_epoch, bad_epochs = value, epoch + 1, 0
@@ -715,7 +716,7 @@ def train(
         train_loss = loss_sum / max(1, loss_n)
         if time_up:
             done_epoch = micro + 1 >= micro_per_epoch
-            run_validation(epoch, train_loss, partial=not done_epoch)
+            run_validation(epoch, train_loss, partial=not done_epoch, final=True)
             save_checkpoint(epoch + 1 if done_epoch else epoch, 0 if done_epoch else micro + 1, "time_budget")
             stopped = "time_budget"
             break
