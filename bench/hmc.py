@@ -218,9 +218,9 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
     'cuda', 'cuda:N'); the data are moved there once, the batch order is drawn on the CPU generator
     either way.
     """
-    import copy
-
     import torch
+
+    from models.train import WeightAverage
 
     model = _head(recipe, head, spec, X.shape[1], seed)
     if recipe.prior_init:
@@ -229,12 +229,9 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
     model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     g = torch.Generator().manual_seed(seed)
-    ema, params, ema_params, decay = model, [], [], 0.0
-    if recipe.ema_epochs > 0:
-        ema = copy.deepcopy(model)
-        params, ema_params = list(model.parameters()), list(ema.parameters())
-        steps_per_epoch = max(1, len(X) // recipe.batch)
-        decay = 1.0 - 1.0 / max(1.0, recipe.ema_epochs * steps_per_epoch)
+    average = WeightAverage(model, recipe.ema_epochs, warmup=False)
+    average.set_horizon(max(1, len(X) // recipe.batch))
+    ema = average.model if average.model is not None else model
     Xt = torch.as_tensor(X, dtype=torch.float32).to(dev)
     Yt = torch.as_tensor(Y, dtype=torch.float32).to(dev)
     Xv = torch.as_tensor(val[0], dtype=torch.float32).to(dev) if val is not None else None
@@ -251,9 +248,7 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if ema_params:
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+            average.update(model)
         if val is not None:
             score = auprc_binned(val[1], predict(ema, Xv), val[2])
             curve.append(score)

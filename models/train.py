@@ -79,15 +79,17 @@ class WeightAverage:
 
     The horizon is ``ema_epochs`` epochs of steps: ``decay = 1 - 1 / (ema_epochs · steps_per_epoch)``,
     warmed up as ``min(decay, (1 + t) / (10 + t))`` so the first epochs are not dominated by the
-    random start. Buffers (BatchNorm statistics) are copied, not averaged. Off by default: it
+    random start (``warmup=False``: the plain decay from the first step, as ``bench/hmc.py`` uses it).
+    Buffers (BatchNorm statistics) are copied, not averaged. Off by default: it
     smooths the noisy per-epoch validation curve of small data sets, but on the Bilibili titles
     (docs/model.md) a one-epoch horizon scored below the raw weights.
     """
 
-    def __init__(self, model, ema_epochs: float):
+    def __init__(self, model, ema_epochs: float, warmup: bool = True):
         import copy
 
         self.ema_epochs = float(ema_epochs)
+        self.warmup = bool(warmup)
         self.model = None
         self.decay, self.t = 0.0, 0
         if self.ema_epochs > 0:
@@ -103,7 +105,7 @@ class WeightAverage:
             return
         import torch
 
-        d = min(self.decay, (1.0 + self.t) / (10.0 + self.t))
+        d = min(self.decay, (1.0 + self.t) / (10.0 + self.t)) if self.warmup else self.decay
         self.t += 1
         with torch.no_grad():
             torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1.0 - d)

@@ -19,6 +19,7 @@ from test_train_support import (
 )
 
 from models.data import group_keys, grouped_split, read_dumps, write_dump
+from models.train import WeightAverage
 
 
 # ---------------------------------------------------------------------- grouped split
@@ -177,3 +178,24 @@ def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
     assert len(p.predict(frame.iloc[:3])) == 3
     card = (root / "b" / "MODEL_CARD.md").read_text()
     assert "2024-05-01 .. 2024-05-02" in card and "seed: 7" in card
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_weight_average_follows_its_decay(warmup):
+    """One update: avg ← d·avg + (1-d)·w with d = 1 - 1/(ema_epochs·steps_per_epoch), capped by
+    (1+t)/(10+t) while warming up (``bench/hmc.py`` uses warmup=False: the plain decay)."""
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    average = WeightAverage(model, ema_epochs=2.0, warmup=warmup)
+    average.set_horizon(5)  # decay 1 - 1/10 = 0.9
+    start = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    average.update(model)
+    d = 0.1 if warmup else 0.9  # step 0: (1 + 0) / (10 + 0) = 0.1 < 0.9
+    for s, p_avg in zip(start, average.model.parameters()):
+        assert torch.allclose(p_avg, d * s + (1 - d) * (s + 1.0))
+    assert not any(p.requires_grad for p in average.model.parameters())
+    assert WeightAverage(model, ema_epochs=0.0).model is None  # off: nothing is copied
