@@ -199,3 +199,19 @@ def test_weight_average_follows_its_decay(warmup):
         assert torch.allclose(p_avg, d * s + (1 - d) * (s + 1.0))
     assert not any(p.requires_grad for p in average.model.parameters())
     assert WeightAverage(model, ema_epochs=0.0).model is None  # off: nothing is copied
+
+
+def test_weight_average_copies_batchnorm_statistics():
+    """Persistent buffers (BatchNorm running statistics) follow the raw model at every update."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    average = WeightAverage(model, ema_epochs=1.0)
+    average.set_horizon(4)
+    model.train()
+    model(torch.randn(8, 3) + 5.0)  # moves the running statistics
+    average.update(model)
+    assert torch.equal(average.model[1].running_mean, model[1].running_mean)
+    assert torch.equal(average.model[1].running_var, model[1].running_var)
+    assert int(average.model[1].num_batches_tracked) == 1
