@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEFAULT_LOSS_WEIGHTS = {"global": 1.0, "local": 1.0, "fused": 1.0, "violation": 0.1, "leaf": 1.0}
+DEFAULT_LOSS_WEIGHTS = {"global": 1.0, "local": 1.0, "fused": 1.0, "violation": 0.1, "leaf": 1.0,
+                        "leaf_smoothing": 0.0}
 
 
 # ---------------------------------------------------------------------------------------- structure
@@ -222,7 +223,11 @@ def hierarchical_loss(outputs: dict, targets: torch.Tensor, structure: _Structur
             mass = yl.sum(dim=1, keepdim=True)
             keep = (mass > 0).squeeze(1)
             logp = torch.log_softmax(outputs["leaf_logits"].float(), dim=1)
-            ce = -(yl / mass.clamp_min(1.0) * logp).sum(dim=1)
+            target = yl / mass.clamp_min(1.0)
+            eps = float(w["leaf_smoothing"])
+            if eps:  # label smoothing: eps of the mass spread evenly over all leaves
+                target = (1.0 - eps) * target + eps / yl.shape[1]
+            ce = -(target * logp).sum(dim=1)
             terms["leaf"] = w["leaf"] * (ce[keep].mean() if keep.any() else ce.sum() * 0.0)
         if "global_logits" in outputs and w["global"]:
             terms["global"] = w["global"] * F.binary_cross_entropy_with_logits(outputs["global_logits"].float(), y)

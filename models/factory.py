@@ -57,7 +57,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "fusion": {"name": "lmf", "dim": 128, "rank": 4, "layers": 2, "dropout": 0.5},
     "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.5, "beta": 0.5, "max_constraint": False,
              "wide": False},
-    "loss": {"global": 1.0, "local": 1.0, "fused": 1.0, "violation": 0.1, "leaf": 1.0, "modality": 0.3},
+    "loss": {"global": 1.0, "local": 1.0, "fused": 1.0, "violation": 0.1, "leaf": 1.0, "leaf_smoothing": 0.0,
+             "modality": 0.3},
     "train": {},
     "decode": {"thresholds": 0.5},
 }
@@ -100,6 +101,9 @@ def resolve_config(config: dict | None) -> dict:
     if not mods or bad or len(set(mods)) != len(mods):
         raise ValueError(f"model config: modalities must be a non-empty subset of {MODALITIES}, got {mods}")
     out["modalities"] = [m for m in MODALITIES if m in mods]
+    smoothing = float(out["loss"]["leaf_smoothing"])
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"model config: loss.leaf_smoothing must be in [0, 1), got {smoothing}")
     return out
 
 

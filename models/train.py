@@ -161,8 +161,12 @@ class TrainResult:
 
 def train_settings(config: Mapping[str, Any]) -> dict:
     """The ``train:`` section with defaults filled in."""
+    given = dict(config.get("train") or {})
+    unknown = sorted(set(given) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"model config: unknown key(s) in train: {unknown} (known: {sorted(TRAIN_DEFAULTS)})")
     out = dict(TRAIN_DEFAULTS)
-    out.update({k: v for k, v in dict(config.get("train") or {}).items() if v is not None or k == "warmup_steps"})
+    out.update({k: v for k, v in given.items() if v is not None or k == "warmup_steps"})
     return out
 
 

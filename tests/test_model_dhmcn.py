@@ -193,6 +193,22 @@ def test_flat_loss_uses_leaf_mass(spec, tiny_taxonomy):
     assert torch.isclose(terms["leaf"], -logp[0, leaf_pos])
 
 
+def test_flat_loss_label_smoothing(spec, tiny_taxonomy):
+    """leaf_smoothing eps: (1 - eps) of the target on the true leaf, eps spread over all leaves."""
+    eps = 0.2
+    head = create_head({"name": "flat", "hidden": 0}, spec, 4, loss_weights={"leaf_smoothing": eps})
+    out = head(torch.randn(1, 4))
+    y = torch.zeros(1, spec.n_nodes)
+    y[0, tiny_taxonomy.index["food_bake"]] = 1
+    logp = torch.log_softmax(out["leaf_logits"], 1)[0]
+    leaf_pos = int(np.flatnonzero(tiny_taxonomy.leaf_indices == tiny_taxonomy.index["food_bake"])[0])
+    expect = -(1 - eps) * logp[leaf_pos] - eps * logp.mean()
+    assert torch.isclose(head.loss_terms(out, y)["leaf"], expect)
+    plain = create_head({"name": "flat", "hidden": 0}, spec, 4)
+    plain.load_state_dict(head.state_dict())
+    assert not torch.isclose(plain.loss_terms(out, y)["leaf"], expect)
+
+
 @pytest.mark.parametrize("name", ["flat", "dhmcn_v3"])
 def test_wide_path_starts_at_zero_and_learns(spec, name):
     torch.manual_seed(0)

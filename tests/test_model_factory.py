@@ -223,6 +223,8 @@ def test_resolve_config():
         resolve_config({"fusion": {"dimm": 3}})
     with pytest.raises(ValueError, match="modalities"):
         resolve_config({"modalities": ["audio"]})
+    with pytest.raises(ValueError, match="leaf_smoothing"):
+        resolve_config({"loss": {"leaf_smoothing": 1.0}})
 
 
 @pytest.mark.parametrize("name", ["cpu-small", "xception", "efficientnet-lite0"])

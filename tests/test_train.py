@@ -19,7 +19,7 @@ from test_train_support import (
 )
 
 from models.data import group_keys, grouped_split, read_dumps, write_dump
-from models.train import WeightAverage
+from models.train import TRAIN_DEFAULTS, WeightAverage, train_settings
 
 
 # ---------------------------------------------------------------------- grouped split
@@ -199,6 +199,14 @@ def test_weight_average_follows_its_decay(warmup):
         assert torch.allclose(p_avg, d * s + (1 - d) * (s + 1.0))
     assert not any(p.requires_grad for p in average.model.parameters())
     assert WeightAverage(model, ema_epochs=0.0).model is None  # off: nothing is copied
+
+
+def test_train_settings_fill_defaults_and_refuse_unknown_keys():
+    settings = train_settings({"train": {"lr": 0.5, "warmup_steps": None}})
+    assert settings["lr"] == 0.5 and settings["warmup_steps"] is None
+    assert settings["batch_size"] == TRAIN_DEFAULTS["batch_size"]
+    with pytest.raises(ValueError, match="batchsize"):  # a typo must not silently train with the default
+        train_settings({"train": {"batchsize": 32}})
 
 
 def test_weight_average_copies_batchnorm_statistics():
