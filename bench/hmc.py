@@ -37,9 +37,10 @@ Markdown report (command, device, the table beside the published figures), rewri
 data set so that a stopped run still leaves what it finished.
 
 **Workers and the time budget.** The budget ``--max-minutes M`` is counted in CPU seconds (= wall
-time on an otherwise idle core with ``--threads 1``); past a head's share, that head's remaining
-final seeds are skipped (``n_seeds`` says how many ran; the width search also stops widening when
-the projection does not fit).
+time on an otherwise idle core with ``--threads 1``); a head's next final seed starts only if it
+is expected (from the longest seed so far) to end within the head's share, else the remaining seeds
+are skipped (``n_seeds`` says how many ran; the width search also stops widening when the
+projection does not fit).
 
 - ``--workers 1`` (default): the data sets, and the heads of each, run one after another in this
   process; each data set gets ``M`` minutes, and each head an equal share of what is left of them
@@ -72,6 +73,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 _THREADS = "1"
 for _i, _a in enumerate(sys.argv):  # BLAS pools must be sized before numpy/torch load
@@ -318,6 +320,22 @@ def _prepare(ds: HMCDataset, recipe: Recipe) -> tuple:
     return spec, h.eval_mask, X_all, Y_all, n_sel
 
 
+def seeds_within_budget(run_one: Callable[[int], float], seeds: int, deadline: float | None,
+                        clock: Callable[[], float] = time.process_time) -> list[float]:
+    """``run_one(s)`` for s = 0, 1, ... while the next run is expected to end by ``deadline`` (a
+    ``clock()`` value; None = no budget): the first always runs, a later one only if the clock plus the
+    longest run so far still fits, so the budget is not overrun by a whole run."""
+    scores: list[float] = []
+    longest = 0.0
+    for s in range(seeds):
+        if scores and deadline is not None and clock() + longest > deadline:
+            break
+        t = clock()
+        scores.append(run_one(s))
+        longest = max(longest, clock() - t)
+    return scores
+
+
 def run_head(ds: HMCDataset, head: str, seeds: int, recipe: Recipe, select_seeds: int = 1,
              deadline: float | None = None, log=print, device: str = "cpu", prepared: tuple | None = None) -> dict:
     """Width search + epoch selection + final runs of one head on one (standardized) data set.
@@ -350,13 +368,13 @@ def run_head(ds: HMCDataset, head: str, seeds: int, recipe: Recipe, select_seeds
     val, _, epochs, width = max(cands)
     r = recipe.scaled(width)
     t_sel = clock() - ch
-    scores = []
-    for s in range(seeds):
-        if scores and deadline is not None and clock() > deadline:
-            log(f"  {head}: time budget reached after {len(scores)} of {seeds} seeds")
-            break
+    def final_run(s: int) -> float:
         model, _ = train_head(r, head, spec, X_all, Y_all, s, epochs, device=device)
-        scores.append(auprc(ds.test.Y, predict(model, ds.test.X), mask))
+        return auprc(ds.test.Y, predict(model, ds.test.X), mask)
+
+    scores = seeds_within_budget(final_run, seeds, deadline, clock)
+    if len(scores) < seeds:
+        log(f"  {head}: time budget reached after {len(scores)} of {seeds} seeds")
     sec, cpu = time.monotonic() - th, clock() - ch
     out = {
         "auprc_mean": float(np.mean(scores)),

@@ -87,6 +87,29 @@ def test_hmc_bench_heads_in_parallel_workers(tmp_path, capsys):
     assert r["device"] == "cpu"
 
 
+def test_seeds_stop_before_they_would_overrun_the_budget():
+    sys.path.insert(0, str(REPO / "bench"))
+    import hmc
+
+    now = [0.0]
+
+    def run_one(s):  # each seed costs 10 clock seconds
+        now[0] += 10.0
+        return float(s)
+
+    def clock():
+        return now[0]
+
+    # at 20 s the third seed would end at 30 > 25: skipped (before: started, and overran by 5 s)
+    assert hmc.seeds_within_budget(run_one, 5, 25.0, clock) == [0.0, 1.0]
+    now[0] = 0.0
+    assert hmc.seeds_within_budget(run_one, 5, 1.0, clock) == [0.0]  # the first always runs
+    now[0] = 0.0
+    assert hmc.seeds_within_budget(run_one, 3, None, clock) == [0.0, 1.0, 2.0]
+    now[0] = 0.0
+    assert hmc.seeds_within_budget(run_one, 5, 30.0, clock) == [0.0, 1.0, 2.0]  # ends exactly at 30
+
+
 def test_head_budget():
     sys.path.insert(0, str(REPO / "bench"))
     import hmc
