@@ -4,7 +4,7 @@ Data: JSON Lines in the format of ``../shared/data/zh_titles/bilibili_popular_20
 (README there): ``title``, ``desc`` (``"-"`` = empty), ``tid`` (the sub-zone: the label, a node id
 of ``conf/taxonomy/bilibili-v1.yaml``), ``owner_mid`` (uploader), ``duration`` (s), ``pubdate``,
 ``aid``/``bvid``. The level-1 zone comes from the taxonomy (not from the file's ``parent_tid``).
-Rows whose ``tid`` is not a taxonomy node are dropped (counted in the output).
+Rows without a ``tid``, or whose ``tid`` is not a taxonomy node, are dropped (counted in the output).
 
 Split: ``--train FILE --test FILE``, or by default one file (``--data``, default the shared file)
 split once by uploader (:func:`models.data.grouped_split`, ``--test-fraction 0.2``, split seed
@@ -89,27 +89,47 @@ LR_C_GRID = (1.0, 4.0, 16.0)
 # ---------------------------------------------------------------------------------------- data
 def read_videos(path: str | Path, taxonomy) -> tuple[pd.DataFrame, int]:
     """JSONL -> a labeled frame in ``models.schema.LABELED_SCHEMA`` columns (``cover`` null,
-    ``labels = [str(tid)]``), and the number of rows dropped for an unknown ``tid``."""
+    ``labels = [str(tid)]``), and the number of rows dropped for a missing or unknown ``tid``.
+
+    Only ``title`` and ``tid`` are needed; ``desc``, ``owner_mid``, ``duration``, ``pubdate`` and the
+    id (``bvid``, else ``aid``, else the line number) may be missing from a file or from a row.
+    Raises ValueError when the file has no ``tid`` or no ``title`` at all."""
     raw = pd.read_json(path, lines=True, dtype=False)
-    desc = raw["desc"] if "desc" in raw.columns else pd.Series([None] * len(raw))
-    vid = raw["bvid"] if "bvid" in raw.columns else raw["aid"]
+    for need in ("tid", "title"):
+        if need not in raw.columns:
+            raise ValueError(f"{path}: no {need!r} field in any row (expected the format of "
+                             f"{DEFAULT_DATA.parent / 'README.md'})")
+
+    def col(name: str) -> pd.Series:
+        return raw[name] if name in raw.columns else pd.Series([None] * len(raw), dtype=object)
+
+    def missing(v) -> bool:
+        return v is None or (isinstance(v, float) and math.isnan(v))
+
+    def ident(v) -> str | None:  # 212, 212.0 (a column with nulls turns float) and "212" -> "212"
+        if missing(v):
+            return None
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        return str(v).strip() or None
+
     def obj(values) -> pd.Series:  # object columns keep None (pandas 3 would infer str with NaN)
         return pd.Series(list(values), dtype=object)
 
+    ids = [ident(b) or ident(a) or f"line{i + 1}" for i, (b, a) in enumerate(zip(col("bvid"), col("aid")))]
+    duration = pd.to_numeric(col("duration"), errors="coerce").astype("float64")
     frame = pd.DataFrame({
-        "video_id": obj(vid.astype(str)),
-        "title": obj(raw["title"].fillna("").astype(str)),
-        "description": obj(None if d is None or (isinstance(d, float) and math.isnan(d)) or str(d).strip() in ("", "-")
-                           else str(d) for d in desc),
+        "video_id": obj(ids),
+        "title": obj("" if missing(t) else str(t) for t in raw["title"]),
+        "description": obj(None if missing(d) or str(d).strip() in ("", "-") else str(d) for d in col("desc")),
         "cover": obj([None] * len(raw)),
-        "uploader_id": obj(None if u is None or (isinstance(u, float) and math.isnan(u)) else str(u)
-                           for u in raw.get("owner_mid", pd.Series([None] * len(raw)))),
+        "uploader_id": obj(ident(u) for u in col("owner_mid")),
         "source_program": obj([None] * len(raw)),
-        "duration_s": pd.to_numeric(raw.get("duration"), errors="coerce").astype("Int64"),
-        "upload_ts": pd.to_datetime(pd.to_numeric(raw.get("pubdate"), errors="coerce"), unit="s", utc=True),
-        "labels": obj([str(t)] for t in raw["tid"]),
+        "duration_s": duration.where(duration >= 0).round().astype("Int64"),
+        "upload_ts": pd.to_datetime(pd.to_numeric(col("pubdate"), errors="coerce"), unit="s", utc=True),
+        "labels": obj([ident(t)] for t in raw["tid"]),
     })
-    known = frame["labels"].map(lambda x: x[0] in taxonomy.by_id).to_numpy()
+    known = frame["labels"].map(lambda x: x[0] is not None and x[0] in taxonomy.by_id).to_numpy()
     return frame.loc[known].reset_index(drop=True), int((~known).sum())
 
 
@@ -551,16 +571,19 @@ def main(argv: list[str] | None = None) -> int:
     taxonomy = Taxonomy.load(args.taxonomy)
     if bool(args.train) != bool(args.test):
         raise SystemExit("--train and --test go together")
-    if args.train:
-        train, d1 = read_videos(args.train, taxonomy)
-        test, d2 = read_videos(args.test, taxonomy)
-        dropped, split_desc = d1 + d2, f"train {args.train}, test {args.test}"
-    else:
-        frame, dropped = read_videos(args.data, taxonomy)
-        train, test = default_split(frame, args.test_fraction, args.split_seed)
+    try:
+        if args.train:
+            train, d1 = read_videos(args.train, taxonomy)
+            test, d2 = read_videos(args.test, taxonomy)
+            dropped, split_desc = d1 + d2, f"train {args.train}, test {args.test}"
+        else:
+            frame, dropped = read_videos(args.data, taxonomy)
+            train, test = default_split(frame, args.test_fraction, args.split_seed)
+    except ValueError as e:
+        raise SystemExit(f"bench/bilibili.py: {e}") from e
         split_desc = f"{args.data} split by uploader (test fraction {args.test_fraction}, split seed {args.split_seed})"
     shared_up = set(train["uploader_id"].dropna()) & set(test["uploader_id"].dropna())
-    print(f"{split_desc}: train {len(train)} rows, test {len(test)} rows, {dropped} rows dropped (unknown tid), "
+    print(f"{split_desc}: train {len(train)} rows, test {len(test)} rows, {dropped} rows dropped (missing or unknown tid), "
           f"{len(shared_up)} uploaders on both sides", flush=True)
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]

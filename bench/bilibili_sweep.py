@@ -155,13 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     taxonomy = Taxonomy.load(args.taxonomy)
     if bool(args.train) != bool(args.test):
         raise SystemExit("--train and --test go together")
-    if args.train:
-        train, _ = B.read_videos(args.train, taxonomy)
-        test, _ = B.read_videos(args.test, taxonomy)
-    else:
-        frame, _ = B.read_videos(args.data, taxonomy)
-        train, test = B.default_split(frame, args.test_fraction, args.split_seed)
-    print(f"train {len(train)} rows, test {len(test)} rows; {len(variants)} variants × {args.seeds} seeds "
+    try:
+        if args.train:
+            train, d1 = B.read_videos(args.train, taxonomy)
+            test, d2 = B.read_videos(args.test, taxonomy)
+            dropped = d1 + d2
+        else:
+            frame, dropped = B.read_videos(args.data, taxonomy)
+            train, test = B.default_split(frame, args.test_fraction, args.split_seed)
+    except ValueError as e:
+        raise SystemExit(f"bench/bilibili_sweep.py: {e}") from e
+    print(f"train {len(train)} rows, test {len(test)} rows, {dropped} rows dropped (missing or unknown tid); "
+          f"{len(variants)} variants × {args.seeds} seeds "
           f"on {args.device}", flush=True)
     opts = {"model_config": args.model_config, "head": args.head, "device": args.device, "threads": args.threads,
             "max_minutes": args.max_minutes}

@@ -53,3 +53,27 @@ def test_read_videos_maps_fields(tmp_path):
     row = frame.iloc[0]
     assert row["labels"] == ["76"] and row["description"] is None and row["uploader_id"] == "9"
     assert row["duration_s"] == 61 and row["cover"] is None
+
+
+def test_read_videos_with_fields_missing(tmp_path):
+    """Another sample in the format may lack optional fields, or have nulls that turn a column float."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import bilibili
+
+    from hierarchy.taxonomy import Taxonomy
+
+    tax = Taxonomy.load(REPO / "conf" / "taxonomy" / "bilibili-v1.yaml")
+    f = tmp_path / "v.jsonl"
+    f.write_text('{"aid": 1, "title": "做饭", "tid": 76}\n'
+                 '{"aid": 2, "title": null, "tid": null}\n'
+                 '{"title": "游戏", "tid": 17.0, "duration": 12.6}\n', encoding="utf-8")
+    frame, dropped = bilibili.read_videos(f, tax)
+    assert dropped == 1  # the row without a tid is counted, not silently lost
+    assert frame["labels"].tolist() == [["76"], ["17"]]
+    assert frame["video_id"].tolist() == ["1", "line3"]
+    assert frame["uploader_id"].isna().all() and frame["description"].isna().all()
+    assert frame["duration_s"].iloc[1] == 13 and frame["duration_s"].isna().iloc[0]
+    g = tmp_path / "no_tid.jsonl"
+    g.write_text('{"aid": 1, "title": "做饭"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="tid"):
+        bilibili.read_videos(g, tax)
