@@ -49,14 +49,11 @@ from __future__ import annotations
 import os
 import sys
 
-_THREADS = "1"
-for _i, _a in enumerate(sys.argv):  # BLAS pools must be sized before numpy/torch load
-    if _a == "--threads" and _i + 1 < len(sys.argv):
-        _THREADS = sys.argv[_i + 1]
-    elif _a.startswith("--threads="):
-        _THREADS = _a.split("=", 1)[1]
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, _THREADS)
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # bench/ holds blas_threads
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from blas_threads import size_blas_pools  # noqa: E402
+
+_THREADS = size_blas_pools()  # BLAS pools must be sized before numpy/torch load
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -131,6 +128,24 @@ def read_videos(path: str | Path, taxonomy) -> tuple[pd.DataFrame, int]:
     })
     known = frame["labels"].map(lambda x: x[0] is not None and x[0] in taxonomy.by_id).to_numpy()
     return frame.loc[known].reset_index(drop=True), int((~known).sum())
+
+
+def load_split(args: argparse.Namespace, taxonomy) -> tuple[pd.DataFrame, pd.DataFrame, int, str]:
+    """``(train, test, rows dropped, description)`` from ``--train/--test`` or ``--data`` split by
+    uploader (``--test-fraction``, ``--split-seed``); a bad file or option exits with its message."""
+    if bool(args.train) != bool(args.test):
+        raise SystemExit("--train and --test go together")
+    try:
+        if args.train:
+            train, d1 = read_videos(args.train, taxonomy)
+            test, d2 = read_videos(args.test, taxonomy)
+            return train, test, d1 + d2, f"train {args.train}, test {args.test}"
+        frame, dropped = read_videos(args.data, taxonomy)
+    except ValueError as e:
+        raise SystemExit(f"{Path(sys.argv[0]).name}: {e}") from e
+    train, test = default_split(frame, args.test_fraction, args.split_seed)
+    return train, test, dropped, (f"{args.data} split by uploader (test fraction {args.test_fraction}, "
+                                  f"split seed {args.split_seed})")
 
 
 def default_split(frame: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -399,21 +414,31 @@ def vtag_config(model_config: Path, head: str) -> dict:
     return cfg
 
 
+def train_and_predict(cfg: dict, taxonomy, train: pd.DataFrame, test: pd.DataFrame, seed: int, *,
+                      device: str = "cpu", epochs: int | None = None, max_minutes: float | None = None,
+                      label: str = "bench-bilibili"):
+    """vtag's production path on one split: :func:`models.train.train` (its own uploader-grouped
+    validation split) -> bundle -> :class:`models.predictor.Predictor` on ``test``.
+    Returns ``(primary leaf node index [n_test] int64, the TrainResult)``."""
+    from models.predictor import Predictor
+    from models.train import train as train_model
+
+    with tempfile.TemporaryDirectory(prefix="vtag-bili-") as tmp:
+        res = train_model(cfg, taxonomy, train, Path(tmp) / "bundle", seed=seed, device=device, epochs=epochs,
+                          progress=False, max_minutes=max_minutes, label=label)
+        pred = Predictor.load(res.bundle_dir, device=device, expected_taxonomy_version=taxonomy)
+        decoded, _ = pred.predict_scores(test)
+    return np.asarray(decoded.leaf, dtype=np.int64), res
+
+
 def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: int | None = None,
              device: str = "cpu") -> Callable:
     def run(taxonomy, train, test, inputs, seed, log) -> np.ndarray:
-        from models.predictor import Predictor
-        from models.train import train as train_model
-
-        cfg = vtag_config(model_config, head)
-        with tempfile.TemporaryDirectory(prefix="vtag-bili-") as tmp:
-            res = train_model(cfg, taxonomy, train, Path(tmp) / "bundle", seed=seed, device=device, epochs=epochs,
-                              progress=False, max_minutes=max_minutes, label=f"bench-bilibili-{head}")
-            log(f"    epochs {res.epochs_run} (best {res.best_epoch}, {res.stopped}), valid "
-                + " ".join(f"{k}={res.metrics.get(k, float('nan')):.4f}" for k in ("leaf_acc", "level1_acc", "hf1")))
-            pred = Predictor.load(res.bundle_dir, device=device, expected_taxonomy_version=taxonomy)
-            decoded, _ = pred.predict_scores(test)
-        return np.asarray(decoded.leaf, dtype=np.int64)
+        leaf, res = train_and_predict(vtag_config(model_config, head), taxonomy, train, test, seed, device=device,
+                                      epochs=epochs, max_minutes=max_minutes, label=f"bench-bilibili-{head}")
+        log(f"    epochs {res.epochs_run} (best {res.best_epoch}, {res.stopped}), valid "
+            + " ".join(f"{k}={res.metrics.get(k, float('nan')):.4f}" for k in ("leaf_acc", "level1_acc", "hf1")))
+        return leaf
 
     return run
 
@@ -569,19 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--device {args.device}: CUDA is not available here")
     t_all = time.monotonic()
     taxonomy = Taxonomy.load(args.taxonomy)
-    if bool(args.train) != bool(args.test):
-        raise SystemExit("--train and --test go together")
-    try:
-        if args.train:
-            train, d1 = read_videos(args.train, taxonomy)
-            test, d2 = read_videos(args.test, taxonomy)
-            dropped, split_desc = d1 + d2, f"train {args.train}, test {args.test}"
-        else:
-            frame, dropped = read_videos(args.data, taxonomy)
-            train, test = default_split(frame, args.test_fraction, args.split_seed)
-    except ValueError as e:
-        raise SystemExit(f"bench/bilibili.py: {e}") from e
-        split_desc = f"{args.data} split by uploader (test fraction {args.test_fraction}, split seed {args.split_seed})"
+    train, test, dropped, split_desc = load_split(args, taxonomy)
     shared_up = set(train["uploader_id"].dropna()) & set(test["uploader_id"].dropna())
     print(f"{split_desc}: train {len(train)} rows, test {len(test)} rows, {dropped} rows dropped (missing or unknown tid), "
           f"{len(shared_up)} uploaders on both sides", flush=True)

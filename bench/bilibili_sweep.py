@@ -24,33 +24,19 @@ printed is one JSON object ``{variant: {"valid_leaf_acc", "valid_hf1", "leaf_acc
 
 from __future__ import annotations
 
-import os
+import argparse
+import copy
+import json
 import sys
-
-_THREADS = "1"
-for _i, _a in enumerate(sys.argv):  # BLAS pools must be sized before numpy/torch load
-    if _a == "--threads" and _i + 1 < len(sys.argv):
-        _THREADS = sys.argv[_i + 1]
-    elif _a.startswith("--threads="):
-        _THREADS = _a.split("=", 1)[1]
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, _THREADS)
-
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import time
+from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-import bilibili as B  # noqa: E402  (puts the repo on sys.path)
+import bilibili as B  # noqa: E402  (before numpy: sizes the BLAS pools from --threads; puts the repo on sys.path)
+import numpy as np  # noqa: E402
 
 METRICS = ("valid_leaf_acc", "valid_hf1", "leaf_acc", "level1_acc", "hf1")
 
@@ -70,37 +56,18 @@ def load_variants(path: str) -> dict[str, dict]:
     return variants
 
 
-_CTX: dict = {}
-
-
-def _init_worker(taxonomy_path: str, train, test, opts: dict) -> None:
-    import torch
-
-    from hierarchy.taxonomy import Taxonomy
-
-    torch.set_num_threads(int(opts["threads"]))
-    logging.basicConfig(level=logging.WARNING)
-    taxonomy = Taxonomy.load(taxonomy_path)
-    _CTX.update(taxonomy=taxonomy, train=train, test=test, opts=opts,
-                true_idx=np.array([taxonomy.index[x[0]] for x in test["labels"]]))
-
-
 def run_variant(name: str, overrides: dict, seed: int) -> dict:
-    """Train one variant with one seed; its validation (training side) and test figures."""
+    """Train one variant with one seed on the split in ``bilibili._CTX``: its validation (training
+    side) and test figures."""
     from models.factory import resolve_config
-    from models.predictor import Predictor
-    from models.train import train as train_model
 
-    c, opts = _CTX, _CTX["opts"]
+    c, opts = B._CTX, B._CTX["opts"]
     t = time.monotonic()
     cfg = deep_merge(B.vtag_config(Path(opts["model_config"]), opts["head"]), overrides)
     resolve_config(cfg)  # a typo in a model section fails here
-    with tempfile.TemporaryDirectory(prefix="vtag-sweep-") as tmp:
-        res = train_model(cfg, c["taxonomy"], c["train"], Path(tmp) / "bundle", seed=seed, device=opts["device"],
-                          progress=False, max_minutes=opts["max_minutes"], label=f"sweep-{name}")
-        pred = Predictor.load(res.bundle_dir, device=opts["device"], expected_taxonomy_version=c["taxonomy"])
-        decoded, _ = pred.predict_scores(c["test"])
-    m = B.score(c["taxonomy"], c["true_idx"], np.asarray(decoded.leaf, dtype=np.int64))
+    leaf, res = B.train_and_predict(cfg, c["taxonomy"], c["train"], c["test"], seed, device=opts["device"],
+                                    max_minutes=opts["max_minutes"], label=f"sweep-{name}")
+    m = B.score(c["taxonomy"], c["true_idx"], leaf)
     return {"variant": name, "seed": seed, "epochs": res.epochs_run, "best_epoch": res.best_epoch,
             "stopped": res.stopped, "valid_leaf_acc": round(float(res.metrics["leaf_acc"]), 4),
             "valid_hf1": round(float(res.metrics["hf1"]), 4), **{k: round(v, 4) for k, v in m.items()},
@@ -142,7 +109,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-minutes", type=float, default=None, help="time budget per training run")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=int(_THREADS))
+    ap.add_argument("--threads", type=int, default=int(B._THREADS))
     ap.add_argument("--out", help="append each run's JSON line here")
     return ap
 
@@ -152,19 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from hierarchy.taxonomy import Taxonomy
 
     variants = load_variants(args.variants)
-    taxonomy = Taxonomy.load(args.taxonomy)
-    if bool(args.train) != bool(args.test):
-        raise SystemExit("--train and --test go together")
-    try:
-        if args.train:
-            train, d1 = B.read_videos(args.train, taxonomy)
-            test, d2 = B.read_videos(args.test, taxonomy)
-            dropped = d1 + d2
-        else:
-            frame, dropped = B.read_videos(args.data, taxonomy)
-            train, test = B.default_split(frame, args.test_fraction, args.split_seed)
-    except ValueError as e:
-        raise SystemExit(f"bench/bilibili_sweep.py: {e}") from e
+    train, test, dropped, _ = B.load_split(args, Taxonomy.load(args.taxonomy))
     print(f"train {len(train)} rows, test {len(test)} rows, {dropped} rows dropped (missing or unknown tid); "
           f"{len(variants)} variants × {args.seeds} seeds "
           f"on {args.device}", flush=True)
@@ -189,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 fh.write(line + "\n")
 
     if args.workers <= 1:
-        _init_worker(args.taxonomy, train, test, opts)
+        B._init_worker(args.taxonomy, train, test, None, opts)
         for name, seed in tasks:
             try:
                 finish(name, seed, run_variant(name, variants[name], seed), None)
@@ -200,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=min(args.workers, len(tasks)), mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(args.taxonomy, train, test, opts)) as ex:
+                                 initializer=B._init_worker, initargs=(args.taxonomy, train, test, None, opts)) as ex:
             futs = {ex.submit(run_variant, name, variants[name], seed): (name, seed) for name, seed in tasks}
             for f in as_completed(futs):
                 err = f.exception()

@@ -36,19 +36,24 @@ def test_bilibili_bench_on_a_slice(tmp_path, capsys):
     assert out["tfidf_lr"]["leaf_acc_std"] == 0.0  # deterministic peer: one run
 
 
-def test_read_videos_maps_fields(tmp_path):
+def _read(tmp_path, text: str):
+    """bench/bilibili.py's read_videos on ``text`` written as a JSONL file: (frame, rows dropped)."""
     sys.path.insert(0, str(REPO / "bench"))
     import bilibili
 
     from hierarchy.taxonomy import Taxonomy
 
-    tax = Taxonomy.load(REPO / "conf" / "taxonomy" / "bilibili-v1.yaml")
     f = tmp_path / "v.jsonl"
-    f.write_text('{"aid": 1, "bvid": "BV1", "title": "做饭", "desc": "-", "tid": 76, "owner_mid": 9, '
-                 '"duration": 61, "pubdate": 1692866952}\n'
-                 '{"aid": 2, "bvid": "BV2", "title": "x", "desc": "d", "tid": 999999, "owner_mid": 9, '
-                 '"duration": null, "pubdate": 1692866952}\n', encoding="utf-8")
-    frame, dropped = bilibili.read_videos(f, tax)
+    f.write_text(text, encoding="utf-8")
+    return bilibili.read_videos(f, Taxonomy.load(REPO / "conf" / "taxonomy" / "bilibili-v1.yaml"))
+
+
+def test_read_videos_maps_fields(tmp_path):
+    frame, dropped = _read(tmp_path,
+                           '{"aid": 1, "bvid": "BV1", "title": "做饭", "desc": "-", "tid": 76, "owner_mid": 9, '
+                           '"duration": 61, "pubdate": 1692866952}\n'
+                           '{"aid": 2, "bvid": "BV2", "title": "x", "desc": "d", "tid": 999999, "owner_mid": 9, '
+                           '"duration": null, "pubdate": 1692866952}\n')
     assert dropped == 1 and len(frame) == 1
     row = frame.iloc[0]
     assert row["labels"] == ["76"] and row["description"] is None and row["uploader_id"] == "9"
@@ -57,23 +62,29 @@ def test_read_videos_maps_fields(tmp_path):
 
 def test_read_videos_with_fields_missing(tmp_path):
     """Another sample in the format may lack optional fields, or have nulls that turn a column float."""
-    sys.path.insert(0, str(REPO / "bench"))
-    import bilibili
-
-    from hierarchy.taxonomy import Taxonomy
-
-    tax = Taxonomy.load(REPO / "conf" / "taxonomy" / "bilibili-v1.yaml")
-    f = tmp_path / "v.jsonl"
-    f.write_text('{"aid": 1, "title": "做饭", "tid": 76}\n'
-                 '{"aid": 2, "title": null, "tid": null}\n'
-                 '{"title": "游戏", "tid": 17.0, "duration": 12.6}\n', encoding="utf-8")
-    frame, dropped = bilibili.read_videos(f, tax)
+    frame, dropped = _read(tmp_path,
+                           '{"aid": 1, "title": "做饭", "tid": 76}\n'
+                           '{"aid": 2, "title": null, "tid": null}\n'
+                           '{"title": "游戏", "tid": 17.0, "duration": 12.6}\n')
     assert dropped == 1  # the row without a tid is counted, not silently lost
     assert frame["labels"].tolist() == [["76"], ["17"]]
     assert frame["video_id"].tolist() == ["1", "line3"]
     assert frame["uploader_id"].isna().all() and frame["description"].isna().all()
     assert frame["duration_s"].iloc[1] == 13 and frame["duration_s"].isna().iloc[0]
-    g = tmp_path / "no_tid.jsonl"
-    g.write_text('{"aid": 1, "title": "做饭"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="tid"):
-        bilibili.read_videos(g, tax)
+        _read(tmp_path, '{"aid": 1, "title": "做饭"}\n')
+
+
+def test_default_split_of_one_file(tmp_path, capsys):
+    """--data (one file, split by uploader): the default mode, on a slice of a made-up file."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import bilibili
+
+    rows = [f'{{"aid": {i}, "title": "标题{i % 7} 做饭 游戏", "tid": {(76, 17)[i % 2]}, "owner_mid": {i % 40}}}'
+            for i in range(200)]
+    f = tmp_path / "all.jsonl"
+    f.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert bilibili.main(["--data", str(f), "--systems", "tfidf_lr", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "split by uploader (test fraction 0.2, split seed 0)" in out and "0 uploaders on both sides" in out
+    assert json.loads(out.strip().splitlines()[-1])["tfidf_lr"]["leaf_acc"] >= 0.0
