@@ -75,14 +75,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-_THREADS = "1"
-for _i, _a in enumerate(sys.argv):  # BLAS pools must be sized before numpy/torch load
-    if _a == "--threads" and _i + 1 < len(sys.argv):
-        _THREADS = sys.argv[_i + 1]
-    elif _a.startswith("--threads="):
-        _THREADS = _a.split("=", 1)[1]
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, _THREADS)
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # bench/ holds blas_threads
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from blas_threads import size_blas_pools  # noqa: E402
+
+_THREADS = size_blas_pools()  # BLAS pools must be sized before numpy/torch load
 
 import numpy as np  # noqa: E402
 
