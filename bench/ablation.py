@@ -88,6 +88,10 @@ class CachedFeaturizer:
         return self.base.vocab_size
 
     @property
+    def ngram_keys(self):
+        return self.base.ngram_keys
+
+    @property
     def image_data_config(self):
         return self.base.image_data_config
 
@@ -111,7 +115,7 @@ def run_config(base: dict, modalities, fusion: str, head: str, *, frozen: bool) 
 
 
 def load_cached(cache_dir: Path, key: str, n_rows: int):
-    """(tensors, vocab) from an earlier run's cache, or None."""
+    """(tensors, vocab, n-gram keys or None) from an earlier run's cache, or None."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -124,7 +128,8 @@ def load_cached(cache_dir: Path, key: str, n_rows: int):
     if len(tensors["cover_present"]) != n_rows or "vocab" not in meta:
         return None
     print(f"features: cached {cache}", flush=True)
-    return tensors, json.loads(meta["vocab"])
+    keys = json.loads(meta["ngram_keys"]) if meta.get("ngram_keys") else None
+    return tensors, json.loads(meta["vocab"]), keys
 
 
 class _Chunks:
@@ -181,7 +186,9 @@ def extract_features(tax, frame, featurizer, cache_dir: Path, key: str, chunk: i
     tensors = {k: torch.cat(v).contiguous() for k, v in parts.items()}
     seconds = time.monotonic() - t0
     cache_dir.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(cache), metadata={"vocab": json.dumps(list(featurizer.vocab), ensure_ascii=False)})
+    keys = featurizer.ngram_keys
+    save_file(tensors, str(cache), metadata={"vocab": json.dumps(list(featurizer.vocab), ensure_ascii=False),
+                                             "ngram_keys": "" if keys is None else json.dumps(keys.tolist())})
     return tensors, seconds
 
 
@@ -256,8 +263,8 @@ def main() -> int:
     t0 = time.monotonic()
     hit = load_cached(Path(args.cache_dir), key, len(frame))
     if hit is not None:
-        tensors, vocab = hit
-        featurizer = Featurizer(tax, base, vocab)  # the vocabulary fitted on the same training rows
+        tensors, vocab, keys = hit
+        featurizer = Featurizer(tax, base, vocab, ngram_keys=keys)  # fitted on the same training rows
         fit_s, feat_s = time.monotonic() - t0, 0.0
     else:
         featurizer = Featurizer.fit(tax, base, pool)

@@ -335,6 +335,17 @@ def _meta(bundle_dir: Path, cfg: Mapping[str, Any]) -> BundleMeta:
     )
 
 
+#: Weights key of the kept n-gram buckets (``text.bow.min_count`` > 0): the featurizer's half of
+#: the n-gram table travels with the rows it indexes, in ``model.safetensors``.
+NGRAM_KEYS = "encoders.text.bow.ngram_keys"
+
+
+def ngram_keys_of(tensors: Mapping[str, Any]):
+    """The kept n-gram buckets ``[K]`` (numpy int64) in a state dict, or None."""
+    t = tensors.get(NGRAM_KEYS)
+    return None if t is None else t.cpu().numpy()
+
+
 def load_bundle(bundle_dir: str | Path, device: str | None = "cpu", *, verify: bool = True):
     """Load a bundle -> ``(config, taxonomy, featurizer, model, meta)``.
 
@@ -371,7 +382,7 @@ def load_bundle(bundle_dir: str | Path, device: str | None = "cpu", *, verify: b
                 f"{meta.model_version} (files changed after saving?)"
             )
     # the bundle's weights replace any pretrained file named in the config: none is read here
-    featurizer = Featurizer(taxonomy, body, vocab)
+    featurizer = Featurizer(taxonomy, body, vocab, ngram_keys=ngram_keys_of(tensors))
     model = create_model(body, taxonomy, featurizer, pretrained=False)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:

@@ -27,7 +27,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "hmm": False,
         "vocab": {"min_count": 2, "max_size": 30000, "include_taxonomy_names": True},
         "bow": {"enabled": True, "buckets": 65536, "dim": 64, "mode": "mean", "ngrams": [1, 2],
-                "char_ngrams": [], "char_max_chars": 64, "ngram_dropout": 0.0},
+                "char_ngrams": [], "char_max_chars": 64, "ngram_dropout": 0.0, "min_count": 0},
         "cnn": {"enabled": True, "embed_dim": 64, "widths": [2, 3, 4], "channels": 64, "attn_dim": 64},
         "dropout": 0.3,
     },
@@ -101,6 +101,11 @@ def resolve_config(config: dict | None) -> dict:
     if not mods or bad or len(set(mods)) != len(mods):
         raise ValueError(f"model config: modalities must be a non-empty subset of {MODALITIES}, got {mods}")
     out["modalities"] = [m for m in MODALITIES if m in mods]
+    min_count = out["text"]["bow"]["min_count"]
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 0:
+        raise ValueError(f"model config: text.bow.min_count must be an integer >= 0, got {min_count!r}")
+    if not 1 <= int(out["text"]["bow"]["buckets"]) <= 2**31 - 1:
+        raise ValueError(f"model config: text.bow.buckets must be in 1..2**31-1, got {out['text']['bow']['buckets']!r}")
     smoothing = float(out["loss"]["leaf_smoothing"])
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"model config: loss.leaf_smoothing must be in [0, 1), got {smoothing}")
@@ -108,14 +113,15 @@ def resolve_config(config: dict | None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- registries
-def _bow_cnn_attn(cfg: dict, vocab_size: int) -> nn.Module:
+def _bow_cnn_attn(cfg: dict, vocab_size: int, ngram_keys=None) -> nn.Module:
     from models.text import TextEncoder
 
-    return TextEncoder(cfg, vocab_size)
+    return TextEncoder(cfg, vocab_size, ngram_keys=ngram_keys)
 
 
-#: text encoder name -> builder(text_cfg, vocab_size) returning a module with ``out_dim``.
-TEXT_ENCODERS: dict[str, Callable[[dict, int], nn.Module]] = {"bow_cnn_attn": _bow_cnn_attn}
+#: text encoder name -> builder(text_cfg, vocab_size, ngram_keys) returning a module with ``out_dim``
+#: (``ngram_keys``: the featurizer's kept n-gram buckets, or None; see ``text.bow.min_count``).
+TEXT_ENCODERS: dict[str, Callable[..., nn.Module]] = {"bow_cnn_attn": _bow_cnn_attn}
 
 
 def wide_modalities(config: dict) -> tuple[str, ...]:
@@ -214,7 +220,8 @@ class VtagModel(nn.Module):
 def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, spec=None) -> VtagModel:
     """Build a :class:`VtagModel` for ``taxonomy`` (or an explicit :class:`HierarchySpec` ``spec``).
 
-    ``featurizer`` supplies the vocabulary size. ``pretrained=False`` skips loading
+    ``featurizer`` supplies the vocabulary size (and the kept n-gram keys, ``text.bow.min_count``).
+    ``pretrained=False`` skips loading
     ``image.weights_file`` (use it when the weights come from a bundle next).
     """
     from models.context import ContextEncoder
@@ -229,7 +236,8 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
         name = cfg["text"]["encoder"]
         if name not in TEXT_ENCODERS:
             raise ValueError(f"text.encoder must be one of {sorted(TEXT_ENCODERS)}, got {name!r}")
-        encoders["text"] = TEXT_ENCODERS[name](cfg["text"], featurizer.vocab_size)
+        encoders["text"] = TEXT_ENCODERS[name](cfg["text"], featurizer.vocab_size,
+                                               ngram_keys=getattr(featurizer, "ngram_keys", None))
     if "image" in mods:
         encoders["image"] = ImageEncoder(cfg["image"], pretrained=pretrained)
     if "context" in mods:

@@ -31,7 +31,15 @@ import torch
 from models.context import ContextFeaturizer
 from models.factory import resolve_config
 from models.image import CoverPreprocessor, cover_bytes, cover_decodable
-from models.text import SPECIAL_TOKENS, TextFeaturizer, as_text, build_vocab, taxonomy_words, tokenize
+from models.text import (
+    SPECIAL_TOKENS,
+    TextFeaturizer,
+    as_text,
+    build_vocab,
+    count_ngram_keys,
+    taxonomy_words,
+    tokenize,
+)
 
 
 def _column(frame: pd.DataFrame, name: str) -> Sequence:
@@ -56,7 +64,7 @@ class Featurizer:
     :meth:`fit`, save it as ``vocab.txt`` one token a line.
     """
 
-    def __init__(self, taxonomy, config: dict, vocab: Sequence[str]):
+    def __init__(self, taxonomy, config: dict, vocab: Sequence[str], ngram_keys=None):
         self.taxonomy = taxonomy
         self.config = resolve_config(config)
         self.modalities = tuple(self.config["modalities"])
@@ -64,11 +72,14 @@ class Featurizer:
         self.text = TextFeaturizer(self.config["text"], vocab, taxonomy_words(taxonomy))
         self.image = CoverPreprocessor(self.config["image"]) if "image" in self.modalities else None
         self.context = ContextFeaturizer(self.config["context"])
+        if ngram_keys is not None:
+            self.text.set_ngram_keys(ngram_keys)
 
     # ------------------------------------------------------------------ building
     @classmethod
     def fit(cls, taxonomy, config: dict, frame: pd.DataFrame) -> Featurizer:
-        """Build the vocabulary from ``frame``'s titles and descriptions (training rows only)."""
+        """Build the vocabulary from ``frame``'s titles and descriptions (training rows only), and with
+        ``text.bow.min_count`` > 0 the kept n-gram buckets: those in at least that many rows."""
         cfg = resolve_config(config)
         tcfg, vcfg = cfg["text"], cfg["text"]["vocab"]
         always: list[str] = []
@@ -85,7 +96,16 @@ class Featurizer:
             vocab = build_vocab(tokens, int(vcfg["min_count"]), int(vcfg["max_size"]), always)
         else:
             vocab = list(SPECIAL_TOKENS)
-        return cls(taxonomy, cfg, vocab)
+        keys = None
+        bow = cfg["text"]["bow"]
+        if "text" in cfg["modalities"] and bow["enabled"] and int(bow["min_count"]) > 0:
+            keys = count_ngram_keys(probe, _column(frame, "title"), _column(frame, "description"), int(bow["min_count"]))
+        return cls(taxonomy, cfg, vocab, ngram_keys=keys)
+
+    @property
+    def ngram_keys(self) -> np.ndarray | None:
+        """``[K]`` int64 kept n-gram buckets (``text.bow.min_count`` > 0), else None."""
+        return self.text.ngram_keys if "text" in self.modalities else None
 
     @property
     def vocab(self) -> list[str]:

@@ -217,6 +217,38 @@ class TextFeaturizer:
         self.char_ngrams = tuple(int(n) for n in (bow.get("char_ngrams") or ()))
         self.char_max_chars = int(bow.get("char_max_chars") or 0) if self.char_ngrams else 0
         self.bow_width = 2 * self.max_tokens + len(self.char_ngrams) * self.char_max_chars
+        self.ngram_keys: np.ndarray | None = None  # see set_ngram_keys
+
+    def set_ngram_keys(self, keys) -> None:
+        """Keep only these hashed n-gram buckets (``bow.min_count`` > 0): sorted unique ``[K]`` int64
+        bucket ids of the n-grams seen often enough in training. :meth:`transform` then emits row
+        ids ``1..K`` (a key's rank + 1) and drops every other n-gram (0 = pad), so an n-gram never
+        seen in training adds nothing to the bag instead of a trained bucket's vector."""
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+        if keys.size and (np.any(np.diff(keys) <= 0) or keys[0] < 1 or keys[-1] > int(self.cfg["bow"]["buckets"])):
+            raise ValueError("n-gram keys must be sorted, unique bucket ids in 1..text.bow.buckets")
+        self.ngram_keys = keys
+
+    @property
+    def bow_rows(self) -> int:
+        """Rows of the n-gram table, pad row 0 included."""
+        if self.ngram_keys is not None:
+            return int(self.ngram_keys.size) + 1
+        return int(self.cfg["bow"]["buckets"]) + 1
+
+    def row_grams(self, title: str, desc: str) -> list[int]:
+        """Hashed bucket ids (1..buckets) of one row's word uni/bi-grams and character n-grams."""
+        t, d = self.tokens(title, desc)
+        return self._grams(title, desc, t, d)
+
+    def _grams(self, title: str, desc: str, t: list[str], d: list[str]) -> list[int]:
+        buckets = int(self.cfg["bow"]["buckets"])
+        bigrams = 2 in self.cfg["bow"]["ngrams"]
+        grams = hashed_ngrams(t, buckets, 1, bigrams) + hashed_ngrams(d, buckets, 2, bigrams)
+        grams = grams[: 2 * self.max_tokens]
+        if self.char_ngrams:
+            grams += hashed_char_ngrams(title, desc, buckets, self.char_ngrams, self.char_max_chars)
+        return grams
 
     @property
     def tokenizer(self):
@@ -234,8 +266,6 @@ class TextFeaturizer:
         ids = np.zeros((b, self.max_tokens), dtype=np.int64)
         bow = np.zeros((b, self.bow_width), dtype=np.int64)
         feats = np.zeros((b, len(TEXT_FEATURES)), dtype=np.float32)
-        buckets = int(self.cfg["bow"]["buckets"])
-        bigrams = 2 in self.cfg["bow"]["ngrams"]
         lookup = self.token_to_id.get
         for i, (title_raw, desc_raw) in enumerate(zip(titles, descs)):
             title, desc = as_text(title_raw), as_text(desc_raw)
@@ -245,13 +275,30 @@ class TextFeaturizer:
                 seq.append(SEP_ID)
                 seq.extend(lookup(x, UNK_ID) for x in d)
             ids[i, : len(seq)] = seq
-            grams = hashed_ngrams(t, buckets, 1, bigrams) + hashed_ngrams(d, buckets, 2, bigrams)
-            grams = grams[: 2 * self.max_tokens]
-            if self.char_ngrams:
-                grams += hashed_char_ngrams(title, desc, buckets, self.char_ngrams, self.char_max_chars)
+            grams = self._grams(title, desc, t, d)
             bow[i, : len(grams)] = grams
             feats[i] = engineered_features(title, desc, not desc, len(seq), self.max_tokens)
+        if self.ngram_keys is not None:
+            bow = _keep_keys(bow, self.ngram_keys)
         return {"text_ids": ids, "bow_ids": bow, "text_feats": feats}
+
+
+def _keep_keys(bow: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``bow [B, M]`` bucket ids -> row ids: a bucket in ``keys`` -> its rank + 1, any other -> 0."""
+    if keys.size == 0:
+        return np.zeros_like(bow)
+    pos = np.searchsorted(keys, bow)
+    hit = keys[np.minimum(pos, keys.size - 1)] == bow
+    return np.where(hit & (bow > 0), pos + 1, 0).astype(np.int64)
+
+
+def count_ngram_keys(featurizer: TextFeaturizer, titles: Sequence, descs: Sequence, min_count: int) -> np.ndarray:
+    """Sorted bucket ids (``[K]`` int64) of the hashed n-grams that occur in at least ``min_count``
+    of the rows (titles/descriptions as the featurizer reads them)."""
+    seen: Counter = Counter()
+    for title_raw, desc_raw in zip(titles, descs):
+        seen.update(set(featurizer.row_grams(as_text(title_raw), as_text(desc_raw))))
+    return np.array(sorted(g for g, n in seen.items() if n >= min_count), dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------- encoder
@@ -312,11 +359,17 @@ class CNNAttentionBranch(nn.Module):
 class BOWBranch(nn.Module):
     """Hashed n-grams through ``nn.EmbeddingBag`` (pad 0 excluded) plus engineered features.
 
-    ``bow_ids [B, M]``, ``text_feats [B, F]`` -> ``[B, dim + F]``.
+    ``bow_ids [B, M]``, ``text_feats [B, F]`` -> ``[B, dim + F]``. ``ngram_keys [K]`` (``bow.min_count``
+    > 0): the kept n-gram buckets; the table then has ``K + 1`` rows instead of ``buckets + 1``, and
+    the keys are a persistent buffer, so they travel in the bundle's weights with the rows they index.
     """
 
-    def __init__(self, buckets: int, dim: int, mode: str, n_feats: int, ngram_dropout: float = 0.0):
+    def __init__(self, buckets: int, dim: int, mode: str, n_feats: int, ngram_dropout: float = 0.0,
+                 ngram_keys: np.ndarray | None = None):
         super().__init__()
+        if ngram_keys is not None:
+            self.register_buffer("ngram_keys", torch.as_tensor(np.asarray(ngram_keys, dtype=np.int64)))
+            buckets = int(self.ngram_keys.numel())
         if mode not in ("mean", "sum"):
             raise ValueError(f"text.bow.mode must be mean or sum, got {mode!r}")
         if not 0.0 <= ngram_dropout < 1.0:
@@ -338,11 +391,15 @@ class BOWBranch(nn.Module):
 class TextEncoder(nn.Module):
     """BOW branch and CNN+attention branch, concatenated: batch -> ``[B, out_dim]``."""
 
-    def __init__(self, cfg: dict, vocab_size: int):
+    def __init__(self, cfg: dict, vocab_size: int, ngram_keys: np.ndarray | None = None):
         super().__init__()
         bow, cnn = cfg["bow"], cfg["cnn"]
+        if bow["enabled"] and int(bow.get("min_count") or 0) > 0 and ngram_keys is None:
+            raise ValueError("text.bow.min_count > 0 needs the n-gram keys of a fitted featurizer "
+                             "(Featurizer.fit, or a bundle's weights)")
         self.bow = (BOWBranch(int(bow["buckets"]), int(bow["dim"]), bow["mode"], len(TEXT_FEATURES),
-                              float(bow.get("ngram_dropout") or 0.0)) if bow["enabled"] else None)
+                              float(bow.get("ngram_dropout") or 0.0), ngram_keys=ngram_keys)
+                    if bow["enabled"] else None)
         self.cnn = (
             CNNAttentionBranch(vocab_size, int(cnn["embed_dim"]), cnn["widths"], int(cnn["channels"]),
                                int(cnn["attn_dim"]), float(cfg["dropout"]))

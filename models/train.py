@@ -402,7 +402,7 @@ def _check_same_vocab(vocab: Sequence[str]) -> None:
     t = torch.tensor([h, -h], dtype=torch.int64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     if int(t[0]) != h or int(-t[1]) != h:
-        raise RuntimeError("ranks fitted different vocabularies (is Featurizer.fit deterministic?)")
+        raise RuntimeError("ranks fitted different vocabularies or n-gram keys (is Featurizer.fit deterministic?)")
 
 
 def _concat_frames(frames) -> Any:
@@ -448,7 +448,7 @@ def train(
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
-    from models.bundle import read_vocab, save_bundle, state_dict_tensors, write_vocab
+    from models.bundle import ngram_keys_of, read_vocab, save_bundle, state_dict_tensors, write_vocab
     from models.data import check_labels, grouped_split
     from models.factory import create_model, resolve_config
     from models.featurize import Featurizer
@@ -513,10 +513,12 @@ def train(
 
     if featurizer is None:
         if state and (ckpt_dir / "vocab.txt").is_file():
-            featurizer = Featurizer(taxonomy, config, read_vocab(ckpt_dir / "vocab.txt"))
+            keys = ngram_keys_of(load_file(str(ckpt_dir / "model.safetensors")))
+            featurizer = Featurizer(taxonomy, config, read_vocab(ckpt_dir / "vocab.txt"), ngram_keys=keys)
         else:
             featurizer = Featurizer.fit(taxonomy, config, train_df)
-    _check_same_vocab(list(featurizer.vocab))
+    keys = featurizer.ngram_keys
+    _check_same_vocab(list(featurizer.vocab) + ([] if keys is None else [" ".join(map(str, keys.tolist()))]))
     if is_main:
         write_vocab(ckpt_dir / "vocab.txt", list(featurizer.vocab))
 

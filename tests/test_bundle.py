@@ -110,3 +110,39 @@ def test_vocab_escaping_round_trips(tmp_path):
     vocab = ["<pad>", "<unk>", "<sep>", "漫威", "a\\b", "line\nbreak", "cr\rx", "\\n", " ", "#话题"]
     write_vocab(tmp_path / "v.txt", vocab)
     assert read_vocab(tmp_path / "v.txt") == vocab
+
+
+def test_kept_ngram_keys_travel_in_the_weights_and_survive_resume():
+    """``text.bow.min_count`` > 0: the featurizer's kept n-gram buckets are a buffer of the model, so
+    a bundle (and a checkpoint to resume from) rebuild the same featurizer from the weights alone."""
+    import copy
+
+    from safetensors.torch import load_file
+    from test_train_support import tiny_config, tiny_frame
+
+    from models.bundle import NGRAM_KEYS
+    from models.train import train
+
+    tax, frame = tiny_taxonomy(), tiny_frame()
+    cfg = copy.deepcopy(tiny_config(epochs=2))
+    cfg["modalities"] = ["text", "context"]
+    cfg["text"]["bow"] = {**cfg["text"]["bow"], "buckets": 2**20, "min_count": 2}
+    root = tmp_root()
+    res = train(cfg, tax, frame, root / "a", progress=False, label="keys")
+    keys = res.featurizer.ngram_keys
+    assert keys is not None and 0 < keys.size < 2**20
+    assert res.model.encoders["text"].bow.bag.weight.shape[0] == keys.size + 1
+    assert load_file(str(root / "a" / "model.safetensors"))[NGRAM_KEYS].tolist() == keys.tolist()
+    _, _, featurizer, model, _ = load_bundle(root / "a")
+    np.testing.assert_array_equal(featurizer.ngram_keys, keys)
+    expected, _ = infer_proba(res.model, res.featurizer, frame, batch_size=64, device="cpu")
+    got, _ = infer_proba(model, featurizer, frame, batch_size=64, device="cpu")
+    np.testing.assert_array_equal(got, expected)
+    # stopped after one step, then resumed: the featurizer is rebuilt from the checkpoint's weights
+    first = train(cfg, tax, frame, root / "b", progress=False, max_minutes=0)
+    assert first.stopped == "time_budget"
+    resumed = train(cfg, tax, frame, root / "b", progress=False, resume=True)
+    np.testing.assert_array_equal(resumed.featurizer.ngram_keys, keys)
+    wa = load_file(str(root / "a" / "checkpoint" / "model.safetensors"))
+    wb = load_file(str(root / "b" / "checkpoint" / "model.safetensors"))
+    assert all((wa[k] == wb[k]).all() for k in wa), "the resumed run drifted from the straight one"

@@ -143,3 +143,51 @@ def test_ngram_dropout_only_in_training():
     assert not torch.allclose(dropped[0], dropped[1])  # a new draw every forward
     with pytest.raises(ValueError, match="ngram_dropout"):
         BOWBranch(buckets=5, dim=2, mode="mean", n_feats=0, ngram_dropout=1.0)
+
+
+# ---------------------------------------------------------------------- kept n-grams (bow.min_count)
+KEYS_CFG = resolve_config({"text": {"max_tokens": 10, "bow": {"buckets": 2**24, "dim": 4, "min_count": 2},
+                                    "cnn": {"embed_dim": 4, "widths": [2], "channels": 2, "attn_dim": 2}}})["text"]
+
+
+def test_min_count_keeps_the_ngrams_of_enough_rows_and_drops_the_rest(tiny_taxonomy):
+    from models.text import count_ngram_keys
+
+    tf = TextFeaturizer(KEYS_CFG, ["<pad>", "<unk>", "<sep>"], taxonomy_words(tiny_taxonomy))
+    # "王者荣耀" is in two rows; "教学" twice but in one row only (rows are counted, not occurrences)
+    keys = count_ngram_keys(tf, ["王者荣耀 教学 教学", "王者荣耀 攻略", "原神 抽卡"], [None, None, None], min_count=2)
+    king = stable_hash("王者荣耀", 1) % 2**24 + 1
+    assert keys.tolist() == [king]
+    assert count_ngram_keys(tf, ["王者荣耀", "王者荣耀"], [None, None], min_count=3).size == 0
+    plain = tf.transform(["王者荣耀 新手"], [None])["bow_ids"]
+    assert int((plain > 0).sum()) == 3 and king in plain  # 2 words + 1 bigram, raw buckets
+    tf.set_ngram_keys(keys)
+    kept = tf.transform(["王者荣耀 新手", "完全 没见过"], [None, None])["bow_ids"]
+    assert kept.shape == (2, plain.shape[1])
+    assert sorted(kept[0][kept[0] > 0].tolist()) == [1]  # row id = rank of the key + 1
+    assert (kept[1] == 0).all()  # never seen in training: nothing in the bag (not a trained row)
+    assert tf.bow_rows == 2
+
+
+def test_ngram_keys_are_checked(tiny_taxonomy):
+    tf = TextFeaturizer(KEYS_CFG, ["<pad>", "<unk>", "<sep>"], taxonomy_words(tiny_taxonomy))
+    for bad in ([5, 3], [2, 2], [0, 4], [2**24 + 1]):
+        with pytest.raises(ValueError, match="sorted, unique"):
+            tf.set_ngram_keys(bad)
+    with pytest.raises(ValueError, match="min_count"):
+        TextEncoder(KEYS_CFG, vocab_size=5)  # no keys
+    with pytest.raises(ValueError, match="min_count"):
+        resolve_config({"text": {"bow": {"min_count": -1}}})
+
+
+def test_encoder_table_has_one_row_per_kept_ngram():
+    import numpy as np
+
+    enc = TextEncoder(KEYS_CFG, vocab_size=5, ngram_keys=np.array([7, 99, 12345]))
+    assert enc.bow.bag.weight.shape == (4, 4)  # pad + 3 kept n-grams
+    assert enc.state_dict()["bow.ngram_keys"].tolist() == [7, 99, 12345]  # saved with the weights
+    batch = {"text_ids": torch.tensor([[3, 4, 0, 0, 0, 0, 0, 0, 0, 0]]),
+             "bow_ids": torch.tensor([[1, 3] + [0] * 18]), "text_feats": torch.rand(1, len(TEXT_FEATURES))}
+    out = enc(batch)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and enc.bow.bag.weight.grad is not None
