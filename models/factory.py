@@ -104,8 +104,10 @@ def resolve_config(config: dict | None) -> dict:
     min_count = out["text"]["bow"]["min_count"]
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 0:
         raise ValueError(f"model config: text.bow.min_count must be an integer >= 0, got {min_count!r}")
-    if not 1 <= int(out["text"]["bow"]["buckets"]) <= 2**31 - 1:
-        raise ValueError(f"model config: text.bow.buckets must be in 1..2**31-1, got {out['text']['bow']['buckets']!r}")
+    limit = 2**28 if min_count else 2**31 - 1  # with min_count: one int32 counter per bucket while fitting
+    if not 1 <= int(out["text"]["bow"]["buckets"]) <= limit:
+        raise ValueError(f"model config: text.bow.buckets must be in 1..{limit} (min_count {min_count}), "
+                         f"got {out['text']['bow']['buckets']!r}")
     smoothing = float(out["loss"]["leaf_smoothing"])
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"model config: loss.leaf_smoothing must be in [0, 1), got {smoothing}")

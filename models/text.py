@@ -294,11 +294,20 @@ def _keep_keys(bow: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 def count_ngram_keys(featurizer: TextFeaturizer, titles: Sequence, descs: Sequence, min_count: int) -> np.ndarray:
     """Sorted bucket ids (``[K]`` int64) of the hashed n-grams that occur in at least ``min_count``
-    of the rows (titles/descriptions as the featurizer reads them)."""
-    seen: Counter = Counter()
+    of the rows (titles/descriptions as the featurizer reads them). Memory is one int32 counter per
+    bucket (64 MiB at 2**24 buckets), whatever the number of rows or distinct n-grams."""
+    buckets = int(featurizer.cfg["bow"]["buckets"])
+    counts = np.zeros(buckets + 1, dtype=np.int32)
+    chunk: list[int] = []
     for title_raw, desc_raw in zip(titles, descs):
-        seen.update(set(featurizer.row_grams(as_text(title_raw), as_text(desc_raw))))
-    return np.array(sorted(g for g, n in seen.items() if n >= min_count), dtype=np.int64)
+        chunk.extend(set(featurizer.row_grams(as_text(title_raw), as_text(desc_raw))))
+        if len(chunk) >= 1 << 20:
+            np.add.at(counts, np.asarray(chunk, dtype=np.int64), 1)
+            chunk.clear()
+    if chunk:
+        np.add.at(counts, np.asarray(chunk, dtype=np.int64), 1)
+    counts[0] = 0
+    return np.flatnonzero(counts >= max(int(min_count), 1)).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------- encoder

@@ -178,6 +178,8 @@ def test_ngram_keys_are_checked(tiny_taxonomy):
         TextEncoder(KEYS_CFG, vocab_size=5)  # no keys
     with pytest.raises(ValueError, match="min_count"):
         resolve_config({"text": {"bow": {"min_count": -1}}})
+    with pytest.raises(ValueError, match="buckets must be in"):
+        resolve_config({"text": {"bow": {"min_count": 1, "buckets": 2**29}}})  # the fit's counters: 2 GiB
 
 
 def test_encoder_table_has_one_row_per_kept_ngram():
