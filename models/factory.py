@@ -27,7 +27,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "hmm": False,
         "vocab": {"min_count": 2, "max_size": 30000, "include_taxonomy_names": True},
         "bow": {"enabled": True, "buckets": 65536, "dim": 64, "mode": "mean", "ngrams": [1, 2],
-                "char_ngrams": [], "char_max_chars": 64, "ngram_dropout": 0.0, "min_count": 0},
+                "char_ngrams": [], "char_max_chars": 64, "ngram_dropout": 0.0, "min_count": 0,
+                "max_rows": 0},
         "cnn": {"enabled": True, "embed_dim": 64, "widths": [2, 3, 4], "channels": 64, "attn_dim": 64},
         "dropout": 0.3,
     },
@@ -104,6 +105,9 @@ def resolve_config(config: dict | None) -> dict:
     min_count = out["text"]["bow"]["min_count"]
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 0:
         raise ValueError(f"model config: text.bow.min_count must be an integer >= 0, got {min_count!r}")
+    max_rows = out["text"]["bow"]["max_rows"]
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 0:
+        raise ValueError(f"model config: text.bow.max_rows must be an integer >= 0 (0: no cap), got {max_rows!r}")
     limit = 2**28 if min_count else 2**31 - 1  # with min_count: one int32 counter per bucket while fitting
     if not 1 <= int(out["text"]["bow"]["buckets"]) <= limit:
         raise ValueError(f"model config: text.bow.buckets must be in 1..{limit} (min_count {min_count}), "

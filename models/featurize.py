@@ -79,7 +79,8 @@ class Featurizer:
     @classmethod
     def fit(cls, taxonomy, config: dict, frame: pd.DataFrame) -> Featurizer:
         """Build the vocabulary from ``frame``'s titles and descriptions (training rows only), and with
-        ``text.bow.min_count`` > 0 the kept n-gram buckets: those in at least that many rows."""
+        ``text.bow.min_count`` > 0 the kept n-gram buckets: those in at least that many rows (at most
+        ``text.bow.max_rows`` of them, the most frequent)."""
         cfg = resolve_config(config)
         tcfg, vcfg = cfg["text"], cfg["text"]["vocab"]
         always: list[str] = []
@@ -99,7 +100,8 @@ class Featurizer:
         keys = None
         bow = cfg["text"]["bow"]
         if "text" in cfg["modalities"] and bow["enabled"] and int(bow["min_count"]) > 0:
-            keys = count_ngram_keys(probe, _column(frame, "title"), _column(frame, "description"), int(bow["min_count"]))
+            keys = count_ngram_keys(probe, _column(frame, "title"), _column(frame, "description"), int(bow["min_count"]),
+                                    int(bow["max_rows"]))
         return cls(taxonomy, cfg, vocab, ngram_keys=keys)
 
     @property

@@ -292,10 +292,13 @@ def _keep_keys(bow: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return np.where(hit & (bow > 0), pos + 1, 0).astype(np.int64)
 
 
-def count_ngram_keys(featurizer: TextFeaturizer, titles: Sequence, descs: Sequence, min_count: int) -> np.ndarray:
+def count_ngram_keys(featurizer: TextFeaturizer, titles: Sequence, descs: Sequence, min_count: int,
+                     max_rows: int = 0) -> np.ndarray:
     """Sorted bucket ids (``[K]`` int64) of the hashed n-grams that occur in at least ``min_count``
-    of the rows (titles/descriptions as the featurizer reads them). Memory is one int32 counter per
-    bucket (64 MiB at 2**24 buckets), whatever the number of rows or distinct n-grams."""
+    of the rows (titles/descriptions as the featurizer reads them); ``max_rows`` > 0 keeps only the
+    ``max_rows`` found in the most rows (ties: lower bucket id), so the table cannot grow with the
+    corpus. Memory is one int32 counter per bucket (64 MiB at 2**24 buckets), whatever the number of
+    rows or distinct n-grams."""
     buckets = int(featurizer.cfg["bow"]["buckets"])
     counts = np.zeros(buckets + 1, dtype=np.int32)
     chunk: list[int] = []
@@ -307,7 +310,11 @@ def count_ngram_keys(featurizer: TextFeaturizer, titles: Sequence, descs: Sequen
     if chunk:
         np.add.at(counts, np.asarray(chunk, dtype=np.int64), 1)
     counts[0] = 0
-    return np.flatnonzero(counts >= max(int(min_count), 1)).astype(np.int64)
+    keys = np.flatnonzero(counts >= max(int(min_count), 1)).astype(np.int64)
+    if max_rows and keys.size > max_rows:
+        order = np.lexsort((keys, -counts[keys].astype(np.int64)))  # most rows first, then bucket id
+        keys = np.sort(keys[order[: int(max_rows)]])
+    return keys
 
 
 # ---------------------------------------------------------------------------------------- encoder

@@ -169,6 +169,24 @@ def test_min_count_keeps_the_ngrams_of_enough_rows_and_drops_the_rest(tiny_taxon
     assert tf.bow_rows == 2
 
 
+def test_max_rows_keeps_the_ngrams_of_the_most_rows(tiny_taxonomy):
+    from models.text import count_ngram_keys
+
+    tf = TextFeaturizer(KEYS_CFG, ["<pad>", "<unk>", "<sep>"], taxonomy_words(tiny_taxonomy))
+    titles, descs = ["王者荣耀 攻略", "王者荣耀 攻略", "王者荣耀 新手"], [None] * 3
+    king, guide, newbie = (stable_hash(w, 1) % 2**24 + 1 for w in ("王者荣耀", "攻略", "新手"))
+    king_guide = stable_hash("王者荣耀\x1f攻略", 1 + 7919) % 2**24 + 1
+    every = count_ngram_keys(tf, titles, descs, min_count=1)
+    assert every.size == 5 and {king, guide, newbie, king_guide} <= set(every.tolist())  # + "王者荣耀 新手"
+    assert count_ngram_keys(tf, titles, descs, min_count=1, max_rows=1).tolist() == [king]  # in 3 rows
+    assert count_ngram_keys(tf, titles, descs, min_count=1, max_rows=3).tolist() == sorted([king, guide, king_guide])
+    # a tie at the cut (both in 2 rows) goes to the lower bucket id
+    assert count_ngram_keys(tf, titles, descs, min_count=1, max_rows=2).tolist() == sorted([king, min(guide, king_guide)])
+    assert count_ngram_keys(tf, titles, descs, min_count=3, max_rows=5).tolist() == [king]
+    with pytest.raises(ValueError, match="max_rows"):
+        resolve_config({"text": {"bow": {"max_rows": -5}}})
+
+
 def test_ngram_keys_are_checked(tiny_taxonomy):
     tf = TextFeaturizer(KEYS_CFG, ["<pad>", "<unk>", "<sep>"], taxonomy_words(tiny_taxonomy))
     for bad in ([5, 3], [2, 2], [0, 4], [2**24 + 1]):
