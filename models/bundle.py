@@ -346,6 +346,14 @@ def ngram_keys_of(tensors: Mapping[str, Any]):
     return None if t is None else t.cpu().numpy()
 
 
+def ngram_keys_in_file(weights: str | Path):
+    """The kept n-gram buckets in a ``.safetensors`` file, or None — only that tensor is read."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "np") as fh:
+        return fh.get_tensor(NGRAM_KEYS) if NGRAM_KEYS in fh.keys() else None
+
+
 def load_bundle(bundle_dir: str | Path, device: str | None = "cpu", *, verify: bool = True):
     """Load a bundle -> ``(config, taxonomy, featurizer, model, meta)``.
 

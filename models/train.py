@@ -448,7 +448,7 @@ def train(
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
-    from models.bundle import ngram_keys_of, read_vocab, save_bundle, state_dict_tensors, write_vocab
+    from models.bundle import ngram_keys_in_file, read_vocab, save_bundle, state_dict_tensors, write_vocab
     from models.data import check_labels, grouped_split
     from models.factory import create_model, resolve_config
     from models.featurize import Featurizer
@@ -513,7 +513,7 @@ def train(
 
     if featurizer is None:
         if state and (ckpt_dir / "vocab.txt").is_file():
-            keys = ngram_keys_of(load_file(str(ckpt_dir / "model.safetensors")))
+            keys = ngram_keys_in_file(ckpt_dir / "model.safetensors")  # the weights are loaded further down
             featurizer = Featurizer(taxonomy, config, read_vocab(ckpt_dir / "vocab.txt"), ngram_keys=keys)
         else:
             featurizer = Featurizer.fit(taxonomy, config, train_df)
