@@ -103,3 +103,29 @@ TAG_RUNS_SCHEMA = pa.schema(
         pa.field("conf", pa.string(), metadata={"doc": "JSON of the job's arguments and Spark conf"}),
     ]
 )
+
+# Uploader profiles (DESIGN.md "uploader_profiles"): the category history of an uploader's earlier
+# videos. ``level1_counts`` / ``leaf_counts`` map node id -> count (float: weighted or decayed counts
+# allowed); leaf_counts are keyed by each video's *primary* node (labels[0], or the tag's leaf_id),
+# which may be an internal node for partial labels. ``source``: ``labels`` (labeled data) or ``tags``.
+UPLOADER_PROFILES_SCHEMA = pa.schema(
+    [
+        pa.field("uploader_id", pa.string(), nullable=False),
+        pa.field("taxonomy_version", pa.string(), nullable=False),
+        pa.field("n_videos", pa.float64()),
+        pa.field("level1_counts", pa.map_(pa.string(), pa.float64())),
+        pa.field("leaf_counts", pa.map_(pa.string(), pa.float64())),
+        pa.field("updated_dt", pa.date32()),
+        pa.field("source", pa.string()),
+    ]
+)
+
+#: Columns the tag job joins onto a day's rows before ``Predictor.predict`` (from ``uploader_profiles``).
+#: A row whose ``profile_n_videos`` is null has no table profile: the Predictor then falls back to the
+#: bundle's own training-label profile of that uploader, else an empty profile. Without these columns
+#: in the frame at all, the bundle's profiles are used for every row.
+PROFILE_INPUT_FIELDS = [
+    pa.field("profile_n_videos", pa.float64()),
+    pa.field("profile_level1_counts", pa.map_(pa.string(), pa.float64())),
+    pa.field("profile_leaf_counts", pa.map_(pa.string(), pa.float64())),
+]
