@@ -10,7 +10,11 @@ Files, and nothing pickled:
   ``\\\\``, ``\\n``, ``\\r``);
 - ``taxonomy.yaml`` — the exact taxonomy the model was trained on (``version`` inside);
 - ``metrics.json`` — validation metrics and the training history;
-- ``MODEL_CARD.md`` — what it was trained on, when, metrics per level, intended use, limits.
+- ``MODEL_CARD.md`` — what it was trained on, when, metrics per level, intended use, limits;
+- ``uploader_profiles.parquet`` — only with ``context.profile.enabled``: the uploader profiles of
+  the bundle's own training labels (:mod:`models.profiles`), used by ``Predictor`` for rows that
+  bring no profile of their own; its sha256 is recorded under ``profiles:`` in ``config.yaml``, so it
+  is part of the model version.
 
 The **model version** is a content hash of the weights (names, dtypes, shapes, bytes, in sorted
 name order) and of the config without its ``bundle:`` section; a human label travels beside it.
@@ -153,10 +157,19 @@ def save_bundle(
     out_dir.mkdir(parents=True, exist_ok=True)
     from models.factory import resolve_config
 
-    cfg = resolve_config({k: v for k, v in dict(config).items() if k not in ("bundle", "preprocessing")})
+    cfg = resolve_config({k: v for k, v in dict(config).items() if k not in ("bundle", "preprocessing", "profiles")})
     data_cfg = getattr(featurizer, "image_data_config", None)
     cfg["preprocessing"] = {"image": _plain(data_cfg) if data_cfg else None}
     tensors = state_dict_tensors(model)
+    profiles = getattr(featurizer, "profiles", None)
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_dir))
+    names = list(BUNDLE_FILES)
+    if profiles is not None:
+        from models.profiles import PROFILE_FILE
+
+        cfg["profiles"] = {"file": PROFILE_FILE, "sha256": profiles.save(tmp / PROFILE_FILE, taxonomy),
+                           "uploaders": len(profiles)}
+        names.append(PROFILE_FILE)
     version = model_version(tensors, cfg)
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     info = _plain(dict(train_info or {}))
@@ -169,7 +182,6 @@ def save_bundle(
         "format": 1,
         "train": info,
     }
-    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_dir))
     try:
         save_file(
             tensors,
@@ -182,7 +194,7 @@ def save_bundle(
         (tmp / METRICS).write_text(json.dumps(_plain(metrics), ensure_ascii=False, indent=2), encoding="utf-8")
         (tmp / CARD).write_text(model_card(cfg, taxonomy, metrics), encoding="utf-8")
         mode = 0o666 & ~_umask()
-        for name in BUNDLE_FILES:
+        for name in names:
             os.chmod(tmp / name, mode)  # safetensors writes 0600; executors may run as other users
             os.replace(tmp / name, out_dir / name)
     finally:
@@ -391,6 +403,8 @@ def load_bundle(bundle_dir: str | Path, device: str | None = "cpu", *, verify: b
             )
     # the bundle's weights replace any pretrained file named in the config: none is read here
     featurizer = Featurizer(taxonomy, body, vocab, ngram_keys=ngram_keys_of(tensors))
+    if body.get("profiles"):
+        featurizer.profiles = _load_profiles(bundle_dir, body["profiles"], taxonomy.version, verify)
     model = create_model(body, taxonomy, featurizer, pretrained=False)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
@@ -402,3 +416,18 @@ def load_bundle(bundle_dir: str | Path, device: str | None = "cpu", *, verify: b
     if device is not None:
         model.to(torch.device(device))
     return cfg, taxonomy, featurizer, model, meta
+
+
+def _load_profiles(bundle_dir: Path, spec: Mapping[str, Any], taxonomy_version: str, verify: bool):
+    """The bundle's :class:`models.profiles.ProfileTable` (sha256 checked with ``verify``)."""
+    from models.profiles import ProfileTable
+
+    path = bundle_dir / str(spec.get("file"))
+    if not path.is_file():
+        raise BundleError(f"bundle {bundle_dir}: missing {path.name} (config.yaml names it under profiles:)")
+    if verify and hashlib.sha256(path.read_bytes()).hexdigest() != spec.get("sha256"):
+        raise BundleError(f"bundle {bundle_dir}: {path.name} does not match its recorded sha256 (file changed?)")
+    try:
+        return ProfileTable.load(path, taxonomy_version)
+    except Exception as exc:  # pyarrow errors, a profile of another taxonomy version
+        raise BundleError(f"bundle {bundle_dir}: cannot read {path.name}: {exc}") from exc

@@ -66,7 +66,8 @@ class ContextFeaturizer:
 
 
 class ContextEncoder(nn.Module):
-    """Sum-of-hashes embeddings of uploader and program + a duration embedding, concatenated,
+    """Sum-of-hashes embeddings of uploader and program + a duration embedding (+ with
+    ``profile_dim`` a ReLU projection of the uploader profile ``[B, profile_dim]``), concatenated,
     then a ReLU layer: batch -> ``[B, out_dim]``.
 
     Id embeddings start at zero, so an id never seen in training (its buckets untouched by any
@@ -76,16 +77,19 @@ class ContextEncoder(nn.Module):
     probability, so the model also learns to classify without them (otherwise it memorises the
     training uploaders and has little to fall back on for unseen ones)."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, profile_dim: int = 0):
         super().__init__()
         d = int(cfg["dim"])
+        # uploader profile [B, profile_dim] (models/profiles.py) -> [B, d]; zero for a new uploader
+        self.profile = nn.Sequential(nn.Linear(profile_dim, d), nn.ReLU()) if profile_dim else None
         self.uploader = nn.EmbeddingBag(int(cfg["uploader_buckets"]) + 1, d, mode="sum", padding_idx=0)
         self.program = nn.EmbeddingBag(int(cfg["program_buckets"]) + 1, d, mode="sum", padding_idx=0)
         with torch.no_grad():
             self.uploader.weight.zero_()
             self.program.weight.zero_()
         self.duration = nn.Embedding(int(cfg["duration_buckets"]), d)
-        self.mix = nn.Sequential(nn.Linear(3 * d, d), nn.ReLU(), nn.Dropout(float(cfg.get("dropout") or 0.0)))
+        n_in = 4 * d if profile_dim else 3 * d
+        self.mix = nn.Sequential(nn.Linear(n_in, d), nn.ReLU(), nn.Dropout(float(cfg.get("dropout") or 0.0)))
         self.id_dropout = float(cfg.get("id_dropout") or 0.0)
         self.out_dim = d
 
@@ -96,9 +100,8 @@ class ContextEncoder(nn.Module):
         return ids * keep.to(ids.dtype)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = torch.cat(
-            [self.uploader(self._drop_ids(batch["uploader"])), self.program(self._drop_ids(batch["program"])),
-             self.duration(batch["duration"])],
-            dim=1,
-        )
-        return self.mix(x)
+        parts = [self.uploader(self._drop_ids(batch["uploader"])), self.program(self._drop_ids(batch["program"])),
+                 self.duration(batch["duration"])]
+        if self.profile is not None:
+            parts.append(self.profile(batch["profile"]))
+        return self.mix(torch.cat(parts, dim=1))

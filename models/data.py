@@ -242,6 +242,47 @@ def grouped_split(frame: pd.DataFrame, val_fraction: float = 0.1, seed: int = 0)
     return np.flatnonzero(~val_mask).astype(np.int64), np.flatnonzero(val_mask).astype(np.int64)
 
 
+def temporal_split(frame: pd.DataFrame, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows into (train, validation) positional indices by time: the latest ``val_fraction``
+    of the rows by ``upload_ts`` are validation (ties at the cut go to validation; rows without a
+    timestamp stay on the training side). This is how the nightly job meets data: a model trained
+    on earlier days tags later ones, most of them from uploaders it has seen."""
+    n = len(frame)
+    if val_fraction <= 0 or n == 0:
+        return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    ts = pd.to_datetime(frame["upload_ts"], utc=True)
+    t = ts.to_numpy(dtype="datetime64[ns]").astype("int64")
+    timed = np.flatnonzero(ts.notna().to_numpy())
+    k = max(1, int(round(val_fraction * n)))
+    if len(timed) <= k:
+        return grouped_split(frame, val_fraction)
+    cut = np.sort(t[timed])[len(timed) - k]
+    val = np.zeros(n, dtype=bool)
+    val[timed] = t[timed] >= cut
+    if val.all():
+        return grouped_split(frame, val_fraction)
+    return np.flatnonzero(~val).astype(np.int64), np.flatnonzero(val).astype(np.int64)
+
+
+VAL_SPLITS = ("auto", "time", "grouped")
+
+
+def validation_split(frame: pd.DataFrame, val_fraction: float, seed: int, how: str = "auto"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The training run's validation split: ``time`` (:func:`temporal_split`), ``grouped``
+    (:func:`grouped_split`, by uploader) or ``auto`` (time when at least half the rows have an
+    ``upload_ts``, else grouped)."""
+    if how not in VAL_SPLITS:
+        raise ValueError(f"train.val_split must be one of {VAL_SPLITS}, got {how!r}")
+    if how == "auto":
+        timed = "upload_ts" in frame.columns and len(frame) and \
+            float(pd.to_datetime(frame["upload_ts"], utc=True).notna().mean()) >= 0.5
+        how = "time" if timed else "grouped"
+    if how == "time":
+        return temporal_split(frame, val_fraction)
+    return grouped_split(frame, val_fraction, seed)
+
+
 # ---------------------------------------------------------------------- toy data
 def toy_labeled_frame(taxonomy, n: int = 48, seed: int = 0, n_uploaders: int | None = None, cover_px: int = 24) -> pd.DataFrame:
     """A small *learnable* labeled frame in ``LABELED_SCHEMA`` columns, for tests and smoke runs.

@@ -5,7 +5,8 @@ The structure comes as a :class:`HierarchySpec` — plain arrays, so the heads w
 (e.g. the HMC benchmark data sets, given C-HMCNN's ``R``) as well as on a :class:`Taxonomy`
 (:meth:`HierarchySpec.from_taxonomy`, node order = taxonomy node order). A head maps features
 ``x [B, D]`` to a dict whose ``prob [B, N]`` are the final node probabilities; ``head.loss(out, y)``
-takes multi-hot, ancestor-closed targets ``y [B, N]``.
+takes multi-hot, ancestor-closed targets ``y [B, N]`` (-1 marks an unknown node: below a partial
+label; every term skips it, and the flat head's loss is then the log of the mass of those leaves).
 
 Outputs per head (all ``[B, N]`` unless said):
 
@@ -202,9 +203,19 @@ def max_constraint(prob: torch.Tensor, spec: HierarchySpec) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- loss
-def _bce_prob(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _bce_prob(p: torch.Tensor, y: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
     eps = 1e-6
-    return F.binary_cross_entropy(p.clamp(eps, 1.0 - eps), y)
+    return F.binary_cross_entropy(p.clamp(eps, 1.0 - eps), y, weight=known)
+
+
+def split_targets(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Targets with -1 for unknown nodes (partial labels) -> ``(y in {0, 1}, known mask or None)``;
+    the mask is None when every node is known, so fully labeled batches take the plain path."""
+    y = targets.float()
+    unknown = y < 0
+    if not bool(unknown.any()):
+        return y, None
+    return y.clamp_min(0.0), (~unknown).float()
 
 
 def hierarchical_loss(outputs: dict, targets: torch.Tensor, structure: _Structure, weights: dict,
@@ -214,7 +225,7 @@ def hierarchical_loss(outputs: dict, targets: torch.Tensor, structure: _Structur
     Computed in float32 with autocast off (probability BCE is not autocast-safe).
     """
     w = {**DEFAULT_LOSS_WEIGHTS, **(weights or {})}
-    y = targets.float()
+    y, known = split_targets(targets)
     terms: dict[str, torch.Tensor] = {}
     device_type = y.device.type
     with torch.autocast(device_type=device_type, enabled=False):
@@ -228,20 +239,27 @@ def hierarchical_loss(outputs: dict, targets: torch.Tensor, structure: _Structur
             if eps:  # label smoothing: eps of the mass spread evenly over all leaves
                 target = (1.0 - eps) * target + eps / yl.shape[1]
             ce = -(target * logp).sum(dim=1)
+            if known is not None:  # a row labeled only at an internal node: the mass of its leaves
+                cand = 1.0 - known.index_select(1, structure.leaf_idx)  # [B, L] unknown leaves
+                partial = ~keep & (cand.sum(dim=1) > 0)
+                # finite fill (not -inf): rows without candidates must not give NaN gradients through where()
+                marginal = -torch.logsumexp(logp + (cand - 1.0) * 1e4, dim=1)
+                ce = torch.where(partial, marginal, ce)
+                keep = keep | partial
             terms["leaf"] = w["leaf"] * (ce[keep].mean() if keep.any() else ce.sum() * 0.0)
         if "global_logits" in outputs and w["global"]:
-            terms["global"] = w["global"] * F.binary_cross_entropy_with_logits(outputs["global_logits"].float(), y)
+            terms["global"] = w["global"] * F.binary_cross_entropy_with_logits(outputs["global_logits"].float(), y, weight=known)
         if "local_logits" in outputs and w["local"]:
-            terms["local"] = w["local"] * F.binary_cross_entropy_with_logits(outputs["local_logits"].float(), y)
+            terms["local"] = w["local"] * F.binary_cross_entropy_with_logits(outputs["local_logits"].float(), y, weight=known)
         if "fused" in outputs:
             p = outputs["fused"].float()
             if w["fused"]:
                 if max_constraint:  # C-HMCNN MCLoss
                     pos = structure.max_constraint(y * p)
                     neg = structure.max_constraint(p)
-                    terms["fused"] = w["fused"] * _bce_prob(y * pos + (1.0 - y) * neg, y)
+                    terms["fused"] = w["fused"] * _bce_prob(y * pos + (1.0 - y) * neg, y, known)
                 else:
-                    terms["fused"] = w["fused"] * _bce_prob(p, y)
+                    terms["fused"] = w["fused"] * _bce_prob(p, y, known)
             if w["violation"] and structure.edge_parent.numel():
                 gap = torch.relu(p.index_select(1, structure.edge_child) - p.index_select(1, structure.edge_parent))
                 terms["violation"] = w["violation"] * gap.pow(2).mean()

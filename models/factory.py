@@ -54,6 +54,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "duration_max_s": 7200,
         "dropout": 0.1,
         "id_dropout": 0.8,
+        # uploader profiles (models/profiles.py): the uploader's earlier categories as an input
+        "profile": {"enabled": False, "alpha": 1.0, "train_mode": "auto"},
     },
     "fusion": {"name": "lmf", "dim": 128, "rank": 4, "layers": 2, "dropout": 0.5},
     "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.5, "beta": 0.5, "max_constraint": False,
@@ -136,6 +138,16 @@ def wide_modalities(config: dict) -> tuple[str, ...]:
     return tuple(m for m in config["modalities"] if m != "image") if config["head"].get("wide") else ()
 
 
+def profile_enabled(config: dict) -> bool:
+    """Uploader profiles are a model input: ``context.profile.enabled`` with the context modality on."""
+    return "context" in config["modalities"] and bool(config["context"]["profile"]["enabled"])
+
+
+def wide_profile(config: dict) -> bool:
+    """The raw ``profile [B, n_nodes + 2]`` vector also feeds the head's wide path."""
+    return profile_enabled(config) and bool(config["head"].get("wide"))
+
+
 class VtagModel(nn.Module):
     """Encoders of the enabled modalities -> fusion -> hierarchical head.
 
@@ -157,6 +169,7 @@ class VtagModel(nn.Module):
         self.modality_heads = nn.ModuleDict(modality_heads or {})
         self.modality_weight = float(config["loss"]["modality"])
         self.wide_modalities = wide_modalities(config)
+        self.wide_profile = wide_profile(config)
 
     @property
     def n_nodes(self) -> int:
@@ -174,7 +187,8 @@ class VtagModel(nn.Module):
         feats = self.encode(batch)
         fused = self.fusion(feats)
         if self.wide_modalities:
-            out = dict(self.head(fused["h"], torch.cat([feats[m] for m in self.wide_modalities], dim=1)))
+            wide = [feats[m] for m in self.wide_modalities] + ([batch["profile"]] if self.wide_profile else [])
+            out = dict(self.head(fused["h"], torch.cat(wide, dim=1)))
         else:
             out = dict(self.head(fused["h"]))
         for m, h in (fused.get("modality_h") or {}).items():
@@ -183,14 +197,17 @@ class VtagModel(nn.Module):
         return out
 
     def loss_terms(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        from models.dhmcn import split_targets
+
         terms = self.head.loss_terms(outputs, targets)
+        y, known = split_targets(targets)
         if self.modality_weight:
             for m in self.modality_heads:
                 key = f"modality_logits_{m}"
                 if key in outputs:
                     with torch.autocast(device_type=targets.device.type, enabled=False):
                         terms[f"modality_{m}"] = self.modality_weight * nn.functional.binary_cross_entropy_with_logits(
-                            outputs[key].float(), targets.float()
+                            outputs[key].float(), y, weight=known
                         )
         return terms
 
@@ -246,8 +263,9 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
                                                ngram_keys=getattr(featurizer, "ngram_keys", None))
     if "image" in mods:
         encoders["image"] = ImageEncoder(cfg["image"], pretrained=pretrained)
+    profile_dim = taxonomy_nodes(taxonomy, spec) + 2 if profile_enabled(cfg) else 0
     if "context" in mods:
-        encoders["context"] = ContextEncoder(cfg["context"])
+        encoders["context"] = ContextEncoder(cfg["context"], profile_dim=profile_dim)
     dims = {m: int(e.out_dim) for m, e in encoders.items()}
     gate = None
     if "image" in encoders:
@@ -256,12 +274,17 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
     fusion = create_fusion(dims, cfg["fusion"])
     spec = spec if spec is not None else HierarchySpec.from_taxonomy(taxonomy)
     loss_weights = {k: float(v) for k, v in cfg["loss"].items() if k != "modality"}
-    wide_dim = sum(dims[m] for m in wide_modalities(cfg))
+    wide_dim = sum(dims[m] for m in wide_modalities(cfg)) + (profile_dim if wide_profile(cfg) else 0)
     head = create_head(cfg["head"], spec, int(fusion.out_dim), loss_weights=loss_weights, wide_dim=wide_dim)
     modality_heads = None
     if cfg["fusion"]["name"] == "centralnet" and float(cfg["loss"]["modality"]) > 0:
         modality_heads = {m: nn.Linear(int(fusion.out_dim), spec.n_nodes) for m in mods}
     return VtagModel(cfg, encoders, fusion, head, gate, modality_heads)
+
+
+def taxonomy_nodes(taxonomy, spec=None) -> int:
+    """Number of nodes of ``taxonomy`` (or of an explicit ``spec``)."""
+    return int(spec.n_nodes) if spec is not None else int(taxonomy.n_nodes)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -14,6 +14,7 @@ key                 shape, dtype        meaning
 ``uploader``        [B, K] int64        hashed uploader id buckets, 0 = null
 ``program``         [B, K] int64        hashed source program buckets, 0 = null
 ``duration``        [B] int64           duration bucket, 0 = null
+``profile``         [B, N+2] float32    uploader profile (``context.profile.enabled``; models/profiles.py)
 ==================  ==================  =====================================================
 
 Text keys are present when the text modality is enabled, context keys with context, ``image`` with
@@ -29,8 +30,9 @@ import pandas as pd
 import torch
 
 from models.context import ContextFeaturizer
-from models.factory import resolve_config
+from models.factory import profile_enabled, resolve_config
 from models.image import CoverPreprocessor, cover_bytes, cover_decodable
+from models.profiles import ProfileFeaturizer, ProfileTable
 from models.text import (
     SPECIAL_TOKENS,
     TextFeaturizer,
@@ -72,6 +74,9 @@ class Featurizer:
         self.text = TextFeaturizer(self.config["text"], vocab, taxonomy_words(taxonomy))
         self.image = CoverPreprocessor(self.config["image"]) if "image" in self.modalities else None
         self.context = ContextFeaturizer(self.config["context"])
+        self.profile = None
+        if profile_enabled(self.config):
+            self.profile = ProfileFeaturizer(taxonomy, float(self.config["context"]["profile"]["alpha"]))
         if ngram_keys is not None:
             self.text.set_ngram_keys(ngram_keys)
 
@@ -141,10 +146,25 @@ class Featurizer:
                 _column(frame, "uploader_id"), _column(frame, "source_program"), _column(frame, "duration_s")
             )
             out.update({k: torch.from_numpy(v) for k, v in c.items()})
+        if self.profile is not None:
+            out["profile"] = torch.from_numpy(self.profile.transform(frame))
         return out
 
+    @property
+    def profiles(self) -> ProfileTable | None:
+        """The uploader profiles used for rows without their own profile columns (the bundle's)."""
+        return self.profile.table if self.profile is not None else None
+
+    @profiles.setter
+    def profiles(self, table: ProfileTable | None) -> None:
+        if self.profile is not None:
+            self.profile.table = table
+
     def targets(self, frame: pd.DataFrame, strict: bool = True) -> torch.Tensor:
-        """``labels`` column -> ``[B, n_nodes]`` float32 multi-hot, closed under ancestors.
+        """``labels`` column -> ``[B, n_nodes]`` float32: 1 for the labels closed under ancestors, 0 for
+        known negatives, -1 for *unknown* nodes — the strict descendants of a label none of whose
+        children is labeled (a partial label: "this node, children unknown"; the loss skips them).
+        A row labeled at leaves has no -1.
 
         An unknown node id raises ValueError (``strict=False``: ignored).
         """
@@ -161,7 +181,8 @@ class Featurizer:
                         )
                     continue
                 y[i, j] = True
-        return torch.from_numpy(self.taxonomy.close_ancestors(y).astype(np.float32))
+        y = self.taxonomy.close_ancestors(y)
+        return torch.from_numpy(y.astype(np.float32) - unknown_below(self.taxonomy, y).astype(np.float32))
 
     def primary_leaf(self, frame: pd.DataFrame) -> torch.Tensor:
         """``[B]`` int64 node index of ``labels[0]`` (-1 when absent or unknown)."""
@@ -171,6 +192,24 @@ class Featurizer:
             if labels:
                 out[i] = self.taxonomy.index.get(str(labels[0]), -1)
         return torch.from_numpy(out)
+
+
+def unknown_below(taxonomy, labels: np.ndarray) -> np.ndarray:
+    """``[B, N]`` bool: nodes below a *terminal* label (a labeled node with no labeled child) —
+    unknown, not negative. ``labels``: ancestor-closed ``[B, N]`` bool."""
+    labels = np.asarray(labels, dtype=bool)
+    parent = taxonomy.parent_index
+    child = np.flatnonzero(parent >= 0)
+    has_labeled_child = np.zeros_like(labels)
+    if child.size:
+        onehot = np.zeros((child.size, taxonomy.n_nodes), dtype=np.float32)
+        onehot[np.arange(child.size), parent[child]] = 1.0
+        has_labeled_child = (labels[:, child].astype(np.float32) @ onehot) > 0
+    terminal = labels & ~has_labeled_child & ~taxonomy.is_leaf[None, :]
+    if not terminal.any():
+        return np.zeros_like(labels)
+    strict = taxonomy.ancestor_matrix() & ~np.eye(taxonomy.n_nodes, dtype=bool)
+    return ((terminal.astype(np.float32) @ strict.astype(np.float32)) > 0) & ~labels
 
 
 def collate(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

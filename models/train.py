@@ -57,6 +57,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "grad_accum": 1,  # micro-batches per optimizer step
     "clip_grad_norm": 5.0,  # 0/None: no clipping
     "val_fraction": 0.1,  # share of rows (whole uploaders) held out for validation
+    "val_split": "auto",  # time (latest rows by upload_ts) | grouped (by uploader) | auto: time when timestamps exist
     "early_stop_metric": "hf1",  # hf1 | leaf_acc | auprc | hf1_macro (validation, after decoding)
     "patience": 3,  # epochs without improvement before stopping
     "min_epochs": 1,  # the kept weights come from epoch >= this (and early stopping waits for it); see docs/model.md
@@ -449,13 +450,15 @@ def train(
     from tqdm.auto import tqdm
 
     from models.bundle import ngram_keys_in_file, read_vocab, save_bundle, state_dict_tensors, write_vocab
-    from models.data import check_labels, grouped_split
-    from models.factory import create_model, resolve_config
+    from models.data import check_labels, validation_split
+    from models.factory import create_model, profile_enabled, resolve_config
     from models.featurize import Featurizer
     from models.predictor import autocast_dtype, batch_to_device, resolve_device
+    from models.profiles import ProfileTable, leakage_free_profiles, with_profiles
 
     t_start = time.monotonic()
-    config = resolve_config({k: v for k, v in dict(config).items() if k not in ("bundle", "preprocessing")})
+    config = resolve_config({k: v for k, v in dict(config).items()
+                             if k not in ("bundle", "preprocessing", "profiles")})
     settings = train_settings(config)
     if epochs is not None:
         settings["epochs"] = int(epochs)
@@ -505,7 +508,7 @@ def train(
     if val_frames is not None:
         train_df, val_df = frame, check_labels(_concat_frames(val_frames), taxonomy)
     else:
-        tr_idx, va_idx = grouped_split(frame, float(settings["val_fraction"]), seed)
+        tr_idx, va_idx = validation_split(frame, float(settings["val_fraction"]), seed, str(settings["val_split"]))
         train_df = frame.iloc[tr_idx].reset_index(drop=True)
         val_df = frame.iloc[va_idx].reset_index(drop=True)
     if len(train_df) == 0:
@@ -522,7 +525,11 @@ def train(
     if is_main:
         write_vocab(ckpt_dir / "vocab.txt", list(featurizer.vocab))
 
-    targets = featurizer.targets(train_df).to(torch.uint8)  # [n_train, n_nodes]
+    if profile_enabled(config):  # leakage-free training profiles; validation sees the training side's
+        pcfg = config["context"]["profile"]
+        train_df = with_profiles(train_df, *leakage_free_profiles(train_df, taxonomy, str(pcfg["train_mode"])))
+        featurizer.profiles = ProfileTable.from_labels(train_df, taxonomy)
+    targets = featurizer.targets(train_df).to(torch.int8)  # [n_train, n_nodes]: 1 / 0 / -1 unknown
     source = FeatureSource(
         featurizer, train_df, cache=settings["cache_features"], limit_mb=settings["cache_limit_mb"],
         train=bool(settings["augment"]),
@@ -757,6 +764,8 @@ def train(
     best_row = next((h for h in reversed(history) if h["epoch"] == best_epoch), history[-1] if history else {})
     metrics = {k: v for k, v in best_row.items() if k not in ("epoch", "step", "train_loss", "seconds", "partial")}
     result.metrics = metrics
+    if profile_enabled(config):  # the bundle carries the profiles of all its labeled rows
+        featurizer.profiles = ProfileTable.from_labels(frame, taxonomy)
     if write_bundle:
         dts = sorted({str(d) for d in frame["dt"].dropna().unique()}) if "dt" in frame.columns else []
         info = {
