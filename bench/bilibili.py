@@ -78,8 +78,10 @@ SHARED_DATA = Path(os.environ.get("VTAG_SHARED_DATA", REPO.parent / "shared" / "
 DEFAULT_DATA = SHARED_DATA / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl"
 DEFAULT_TAXONOMY = REPO / "conf" / "taxonomy" / "bilibili-v1.yaml"
 DEFAULT_MODEL = REPO / "conf" / "model" / "cpu-small.yaml"
-SYSTEMS = ("vtag_dhmcn_v3", "vtag_flat", "tfidf_lr", "hiclass_lcppn_lr", "fasttext_ngrams")
-DETERMINISTIC = ("tfidf_lr", "hiclass_lcppn_lr")
+SYSTEMS = ("vtag", "svm_tfidf", "svm_tfidf_ctx", "tfidf_lr", "hiclass_lcppn_lr", "fasttext_ngrams")
+PEERS = ("svm_tfidf", "svm_tfidf_ctx", "tfidf_lr", "hiclass_lcppn_lr", "fasttext_ngrams")
+DETERMINISTIC = ("svm_tfidf", "svm_tfidf_ctx", "tfidf_lr", "hiclass_lcppn_lr")
+SHIPPED_MODEL = REPO / "conf" / "model" / "text-context.yaml"
 LR_C_GRID = (1.0, 4.0, 16.0)
 
 
@@ -143,6 +145,10 @@ def load_split(args: argparse.Namespace, taxonomy) -> tuple[pd.DataFrame, pd.Dat
         frame, dropped = read_videos(args.data, taxonomy)
     except ValueError as e:
         raise SystemExit(f"{Path(sys.argv[0]).name}: {e}") from e
+    if args.split == "time":
+        train, test = time_split(frame, args.test_fraction)
+        return train, test, dropped, (f"{args.data} split in time (earliest {1 - args.test_fraction:.0%} by "
+                                      f"upload time -> latest {args.test_fraction:.0%}; uploaders as they come)")
     train, test = default_split(frame, args.test_fraction, args.split_seed)
     return train, test, dropped, (f"{args.data} split by uploader (test fraction {args.test_fraction}, "
                                   f"split seed {args.split_seed})")
@@ -155,16 +161,47 @@ def default_split(frame: pd.DataFrame, test_fraction: float, seed: int) -> tuple
     return frame.iloc[tr].reset_index(drop=True), frame.iloc[te].reset_index(drop=True)
 
 
-def inner_split(frame: pd.DataFrame, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Uploader-grouped 90/10 split of a training side (peers' settings are chosen on it)."""
-    from models.data import grouped_split
+def time_split(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Earliest ``1 - test_fraction`` of the rows by ``upload_ts`` -> train, the rest -> test (how the
+    nightly job meets data: trained on earlier days, tagging later ones)."""
+    from models.data import temporal_split
 
+    if frame["upload_ts"].isna().all():
+        raise SystemExit("--split time needs upload times (pubdate / upload_ts); this data has none")
+    tr, te = temporal_split(frame, test_fraction)
+    return frame.iloc[tr].reset_index(drop=True), frame.iloc[te].reset_index(drop=True)
+
+
+#: how the peers' inner validation split is made: "time" (latest 10 % of the training side) or
+#: "uploader" (grouped); set from --split, the same kind of split vtag validates on
+INNER_SPLIT = {"kind": "uploader"}
+
+
+def inner_split(frame: pd.DataFrame, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """90/10 split of a training side (peers' settings are chosen on it): by time after a time
+    split, by uploader otherwise."""
+    from models.data import grouped_split, temporal_split
+
+    if INNER_SPLIT["kind"] == "time":
+        return temporal_split(frame, 0.1)
     return grouped_split(frame, 0.1, seed)
 
 
 # ---------------------------------------------------------------------------------------- metrics
-def score(taxonomy, true_idx: np.ndarray, pred_idx: np.ndarray) -> dict[str, float]:
-    """``leaf_acc``, ``level1_acc``, ``hf1`` of predicted primary nodes ``[B]`` (taxonomy indices)."""
+def score(taxonomy, true_idx: np.ndarray, pred_idx: np.ndarray, returning: np.ndarray | None = None
+          ) -> dict[str, float]:
+    """``leaf_acc``, ``level1_acc``, ``hf1`` of predicted primary nodes ``[B]`` (taxonomy indices; the
+    primary node may be internal: exact node match, as HiClass scores labels of any depth); with
+    ``returning [B]`` bool (uploader seen in training) also ``leaf_acc_returning`` / ``leaf_acc_new``."""
+    out = _score(taxonomy, true_idx, pred_idx)
+    if returning is not None:
+        for name, mask in (("returning", returning), ("new", ~returning)):
+            if mask.any():
+                out[f"leaf_acc_{name}"] = float(np.mean(true_idx[mask] == pred_idx[mask]))
+    return out
+
+
+def _score(taxonomy, true_idx: np.ndarray, pred_idx: np.ndarray) -> dict[str, float]:
     from hierarchy.metrics import hierarchical_prf, level_accuracy
 
     n = taxonomy.n_nodes
@@ -213,9 +250,11 @@ def context_tokens(frame: pd.DataFrame) -> list[list[str]]:
 
 
 class SparseFeatures:
-    """TF-IDF of jieba uni+bigrams (sublinear tf, min_df 2) ⊕ one-hot uploader ⊕ one-hot duration bucket."""
+    """TF-IDF of jieba uni+bigrams (sublinear tf, min_df 2) ⊕ one-hot uploader ⊕ one-hot duration bucket
+    (``context=False``: the TF-IDF alone)."""
 
-    def __init__(self):
+    def __init__(self, context: bool = True):
+        self.context = context
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.preprocessing import OneHotEncoder
 
@@ -229,11 +268,15 @@ class SparseFeatures:
     def fit_transform(self, toks, ctx):
         import scipy.sparse as sp
 
+        if not self.context:
+            return self.tfidf.fit_transform(toks).tocsr()
         return sp.hstack([self.tfidf.fit_transform(toks), self.onehot.fit_transform(self._ctx(ctx))]).tocsr()
 
     def transform(self, toks, ctx):
         import scipy.sparse as sp
 
+        if not self.context:
+            return self.tfidf.transform(toks).tocsr()
         return sp.hstack([self.tfidf.transform(toks), self.onehot.transform(self._ctx(ctx))]).tocsr()
 
 
@@ -281,6 +324,39 @@ def run_tfidf_lr(taxonomy, train, test, inputs: PeerInputs, seed: int, log) -> n
     f = SparseFeatures()
     Xtr = f.fit_transform(inputs.train_toks, inputs.train_ctx)
     return _lr(C, seed).fit(Xtr, y).predict(f.transform(inputs.test_toks, inputs.test_ctx))
+
+
+SVM_C_GRID = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+def run_svm(context: bool) -> Callable:
+    """TF-IDF (jieba uni+bigrams, sublinear tf) [+ one-hot uploader and duration bucket] + a linear
+    SVM (one-vs-rest, squared hinge) over the primary label nodes; ``C`` from :data:`SVM_C_GRID` on
+    the inner validation split, then refitted on the whole training side."""
+
+    def run(taxonomy, train, test, inputs: PeerInputs, seed: int, log) -> np.ndarray:
+        from sklearn.svm import LinearSVC
+
+        y = np.array([taxonomy.index[x[0]] for x in train["labels"]])
+
+        def fit(C, rows):
+            f = SparseFeatures(context=context)
+            X = f.fit_transform([inputs.train_toks[i] for i in rows], [inputs.train_ctx[i] for i in rows])
+            return f, LinearSVC(C=C, random_state=seed).fit(X, y[rows])
+
+        tr, va = inner_split(train)
+        best_c, best = SVM_C_GRID[0], -1.0
+        for C in SVM_C_GRID:
+            f, clf = fit(C, tr)
+            acc = float(np.mean(clf.predict(f.transform([inputs.train_toks[i] for i in va],
+                                                        [inputs.train_ctx[i] for i in va])) == y[va]))
+            log(f"    C={C:g}: inner-valid leaf acc {acc:.4f}")
+            if acc > best:
+                best_c, best = C, acc
+        f, clf = fit(best_c, np.arange(len(train)))
+        return clf.predict(f.transform(inputs.test_toks, inputs.test_ctx))
+
+    return run
 
 
 def run_hiclass(taxonomy, train, test, inputs: PeerInputs, seed: int, log) -> np.ndarray:
@@ -433,9 +509,14 @@ def train_and_predict(cfg: dict, taxonomy, train: pd.DataFrame, test: pd.DataFra
 
 def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: int | None = None,
              device: str = "cpu") -> Callable:
+    """``head`` "": the shipped config file as it is (``vtag``); else ``model_config`` without images
+    and with that head (``vtag_<head>``)."""
     def run(taxonomy, train, test, inputs, seed, log) -> np.ndarray:
-        leaf, res = train_and_predict(vtag_config(model_config, head), taxonomy, train, test, seed, device=device,
-                                      epochs=epochs, max_minutes=max_minutes, label=f"bench-bilibili-{head}")
+        from models.train import load_model_config
+
+        cfg = load_model_config(model_config) if not head else vtag_config(model_config, head)
+        leaf, res = train_and_predict(cfg, taxonomy, train, test, seed, device=device,
+                                      epochs=epochs, max_minutes=max_minutes, label=f"bench-bilibili-{head or 'vtag'}")
         log(f"    epochs {res.epochs_run} (best {res.best_epoch}, {res.stopped}), valid "
             + " ".join(f"{k}={res.metrics.get(k, float('nan')):.4f}" for k in ("leaf_acc", "level1_acc", "hf1")))
         return leaf
@@ -450,9 +531,15 @@ def _arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train", help="training JSONL (with --test: no split)")
     ap.add_argument("--test", help="test JSONL")
     ap.add_argument("--test-fraction", type=float, default=0.2)
+    ap.add_argument("--split", choices=("time", "uploader"), default="time",
+                    help="time: earliest rows train, latest test (the headline: how the nightly job meets data); "
+                         "uploader: no uploader on both sides (every test uploader is new)")
     ap.add_argument("--split-seed", type=int, default=0, help="seed of the uploader-grouped split (default 0)")
     ap.add_argument("--taxonomy", default=str(DEFAULT_TAXONOMY))
-    ap.add_argument("--model-config", default=str(DEFAULT_MODEL), help="vtag model config (image is disabled)")
+    ap.add_argument("--model-config", default=str(DEFAULT_MODEL),
+                    help="model config of the vtag_<head> systems (image is disabled)")
+    ap.add_argument("--shipped-config", default=str(SHIPPED_MODEL),
+                    help="the config of system 'vtag', used as it is (default conf/model/text-context.yaml)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--systems", default=",".join(SYSTEMS),
                     help="comma-separated; vtag_<head> for any head of models.dhmcn (+mc allowed)")
@@ -502,16 +589,23 @@ def _init_worker(taxonomy_path: str, train: pd.DataFrame, test: pd.DataFrame, in
 
     torch.set_num_threads(int(opts["threads"]))
     logging.basicConfig(level=logging.WARNING)
+    INNER_SPLIT["kind"] = opts.get("split", "uploader")
     taxonomy = Taxonomy.load(taxonomy_path)
+    seen = set(train["uploader_id"].dropna())
     _CTX.update(taxonomy=taxonomy, train=train, test=test, inputs=inputs, opts=opts,
-                true_idx=np.array([taxonomy.index[x[0]] for x in test["labels"]]))
+                true_idx=np.array([taxonomy.index[x[0]] for x in test["labels"]]),
+                returning=np.array([u in seen for u in test["uploader_id"]], dtype=bool))
 
 
 def _make_runner(system: str, opts: dict) -> Callable:
+    if system == "vtag":
+        return run_vtag("", Path(opts["shipped_config"]), opts["vtag_max_minutes"], opts["vtag_epochs"],
+                        device=opts["device"])
     if system.startswith("vtag_"):
         return run_vtag(system[len("vtag_"):], Path(opts["model_config"]), opts["vtag_max_minutes"],
                         opts["vtag_epochs"], device=opts["device"])
-    return {"tfidf_lr": run_tfidf_lr, "hiclass_lcppn_lr": run_hiclass, "fasttext_ngrams": run_fasttext}[system]
+    return {"tfidf_lr": run_tfidf_lr, "hiclass_lcppn_lr": run_hiclass, "fasttext_ngrams": run_fasttext,
+            "svm_tfidf": run_svm(False), "svm_tfidf_ctx": run_svm(True)}[system]
 
 
 def _run_task(system: str, seed: int, prefix: str = "") -> dict:
@@ -522,16 +616,19 @@ def _run_task(system: str, seed: int, prefix: str = "") -> dict:
     c = _CTX
     t = time.monotonic()
     pred = _make_runner(system, c["opts"])(c["taxonomy"], c["train"], c["test"], c["inputs"], seed, log)
-    m = score(c["taxonomy"], c["true_idx"], pred)
+    m = score(c["taxonomy"], c["true_idx"], pred, c["returning"])
     m["seconds"] = round(time.monotonic() - t, 1)
-    log(f"  {system} seed {seed}: leaf {m['leaf_acc']:.4f} level1 {m['level1_acc']:.4f} hF1 {m['hf1']:.4f} "
-        f"({m['seconds']:.0f}s)")
+    split = "".join(f" {k[9:]} {m[k]:.4f}" for k in ("leaf_acc_returning", "leaf_acc_new") if k in m)
+    log(f"  {system} seed {seed}: leaf {m['leaf_acc']:.4f} level1 {m['level1_acc']:.4f} hF1 {m['hf1']:.4f}"
+        f"{split} ({m['seconds']:.0f}s)")
     return m
 
 
 def aggregate(runs: list[dict]) -> dict:
     agg = {}
-    for k in ("leaf_acc", "level1_acc", "hf1"):
+    for k in ("leaf_acc", "level1_acc", "hf1", "leaf_acc_returning", "leaf_acc_new"):
+        if not all(k in r for r in runs):
+            continue
         vals = [r[k] for r in runs]
         agg[k] = float(np.mean(vals))
         agg[k + "_std"] = float(statistics.stdev(vals)) if len(vals) > 1 else 0.0
@@ -539,10 +636,15 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 def format_table(results: dict[str, dict]) -> str:
-    lines = ["| system | level-1 acc | leaf acc | hF1 | runs | s/run |", "|---|---|---|---|---|---|"]
+    lines = ["| system | level-1 acc | leaf acc | hF1 | leaf acc, returning uploaders | leaf acc, new uploaders "
+             "| runs | s/run |", "|---|---|---|---|---|---|---|---|"]
+
+    def cell(r, k):
+        return f"{r[k]:.4f} ± {r[k + '_std']:.4f}" if k in r else "–"
+
     for s, r in results.items():
-        lines.append(f"| {s} | {r['level1_acc']:.4f} ± {r['level1_acc_std']:.4f} | {r['leaf_acc']:.4f} ± "
-                     f"{r['leaf_acc_std']:.4f} | {r['hf1']:.4f} ± {r['hf1_std']:.4f} | {len(r['runs'])} | "
+        lines.append(f"| {s} | {cell(r, 'level1_acc')} | {cell(r, 'leaf_acc')} | {cell(r, 'hf1')} | "
+                     f"{cell(r, 'leaf_acc_returning')} | {cell(r, 'leaf_acc_new')} | {len(r['runs'])} | "
                      f"{statistics.mean(x['seconds'] for x in r['runs']):.0f} |")
     return "\n".join(lines)
 
@@ -601,12 +703,12 @@ def main(argv: list[str] | None = None) -> int:
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     for s in systems:
-        if not s.startswith("vtag_") and s not in ("tfidf_lr", "hiclass_lcppn_lr", "fasttext_ngrams"):
+        if not s.startswith("vtag") and s not in PEERS:
             raise SystemExit(f"unknown system {s!r} (known: {', '.join(SYSTEMS)}, vtag_<head>)")
 
     t = time.monotonic()
     tr_texts, te_texts = _texts(train), _texts(test)
-    if any(not s.startswith("vtag_") for s in systems):
+    if any(not s.startswith("vtag") for s in systems):
         inputs = PeerInputs(jieba_tokens(tr_texts), jieba_tokens(te_texts), context_tokens(train),
                             context_tokens(test), tr_texts, te_texts)
         print(f"tokenised in {time.monotonic() - t:.1f}s", flush=True)
@@ -615,7 +717,8 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python bench/bilibili.py " + " ".join(sys.argv[1:] if argv is None else argv)
     device = device_description(args.device)
-    opts = {"model_config": args.model_config, "vtag_max_minutes": args.vtag_max_minutes,
+    opts = {"model_config": args.model_config, "shipped_config": args.shipped_config, "split": args.split,
+            "vtag_max_minutes": args.vtag_max_minutes,
             "vtag_epochs": args.vtag_epochs, "device": args.device, "threads": args.threads}
     tasks = [(s, seed) for s in systems for seed in range(1 if s in DETERMINISTIC else args.seeds)]
     runs: dict[str, list[dict]] = {s: [] for s in systems}
@@ -659,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         # longest first: the LR peers (C grid: 4 fits each), then vtag, then the fastText-style runs
-        rank = {"hiclass_lcppn_lr": 0, "tfidf_lr": 1, "fasttext_ngrams": 3}
+        rank = {"hiclass_lcppn_lr": 0, "tfidf_lr": 1, "svm_tfidf": 1, "svm_tfidf_ctx": 1, "fasttext_ngrams": 3}
         order = sorted(tasks, key=lambda x: (rank.get(x[0], 2), x[1]))
         with ProcessPoolExecutor(max_workers=min(args.workers, len(order)), mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker,

@@ -65,6 +65,8 @@ class _Plan:
         self.pos[self.perm] = np.arange(n)
         w_level, w_fanout = t.levels[self.perm], fanout[self.perm]
         w_parent = np.where(t.parent_index[self.perm] >= 0, self.pos[t.parent_index[self.perm]], -1)
+        #: work position -> its parent's work position (-1 for level 1)
+        self.w_parent = w_parent
         self.level_slices: list[slice] = []
         for lvl in range(1, t.max_depth + 1):
             idx = np.flatnonzero(w_level == lvl)
@@ -221,6 +223,10 @@ class Decoder:
     levels use 0.5). A threshold above 1 switches extras off for that level. Scores are compared
     with the thresholds in float32, so a score of 0.9 passes a threshold of 0.9.
     ``max_candidates``: extra-label candidates tried per row (>= 0; 0 = primary path only).
+    ``stop_threshold``: None (default) always ends the primary path at a leaf; a number makes
+    leaf prediction non-mandatory — the primary node is the deepest node of the best path whose
+    consistent score reaches it (a level-1 node at least), so a row whose children are all unsure
+    stops at an internal node (for labels that stop at internal nodes; see docs/model.md).
     """
 
     def __init__(
@@ -228,8 +234,15 @@ class Decoder:
         taxonomy: Taxonomy,
         thresholds: float | Mapping[int, float] = 0.5,
         max_candidates: int = 32,
+        stop_threshold: float | None = None,
     ):
         self.taxonomy = taxonomy
+        if stop_threshold is not None:
+            if isinstance(stop_threshold, bool) or not isinstance(stop_threshold, Real) \
+                    or not 0.0 <= float(stop_threshold) <= 1.0:
+                raise ValueError(f"stop_threshold must be None or a number in [0, 1], got {stop_threshold!r}")
+            stop_threshold = float(stop_threshold)
+        self.stop_threshold = stop_threshold
         #: ``[max_depth]`` float64: entry h-1 is the threshold of level h
         self.thresholds = _level_thresholds(taxonomy, thresholds)
         if isinstance(max_candidates, bool) or not isinstance(max_candidates, (int, np.integer)) \
@@ -242,7 +255,8 @@ class Decoder:
 
     def __repr__(self) -> str:
         return (f"Decoder(taxonomy={self.taxonomy.label or self.taxonomy.version!r}, "
-                f"thresholds={self.thresholds.tolist()}, max_candidates={self.max_candidates})")
+                f"thresholds={self.thresholds.tolist()}, max_candidates={self.max_candidates}, "
+                f"stop_threshold={self.stop_threshold})")
 
     def decode(self, scores: np.ndarray) -> DecodedBatch:
         """``scores [B, N]`` in [0, 1] (taxonomy order) -> :class:`DecodedBatch`. Raises
@@ -265,6 +279,8 @@ class Decoder:
                 )
             plan.consistent_inplace(block)
             leaf_w[lo:hi], logscore[lo:hi] = self._primary(block)
+        if self.stop_threshold is not None:
+            leaf_w = self._stop(work, leaf_w)
         labels = plan.closure[leaf_w]  # [B, N] bool, work order
         if self.max_candidates:
             for lo in range(0, b, _EXTRA_ROWS):
@@ -302,6 +318,20 @@ class Decoder:
             best_pos[better] = arg[better] + sl.start
             best_val[better] = val[better]
         return best_pos, best_val
+
+    def _stop(self, work: np.ndarray, leaf_w: np.ndarray) -> np.ndarray:
+        """Walk each row's primary node up its path while its consistent score is below
+        ``stop_threshold`` (scores only grow upwards, so this is the deepest node that reaches it)."""
+        parent = self._plan.w_parent
+        rows = np.arange(work.shape[0])
+        cur = leaf_w.copy()
+        thr = np.float32(self.stop_threshold)
+        for _ in range(self.taxonomy.max_depth - 1):
+            move = (work[rows, cur] < thr) & (parent[cur] >= 0)
+            if not move.any():
+                break
+            cur[move] = parent[cur[move]]
+        return cur
 
     def _extras(self, work: np.ndarray, leaf_w: np.ndarray, labels: np.ndarray) -> None:
         """Greedy extra labels, in place on ``labels [b, N]`` (work order; ``work``: consistent)."""

@@ -50,6 +50,40 @@ def score_decoded(taxonomy, frame, decoded) -> dict:
     return _plain(evaluate(taxonomy, truth, leaf, decoded.labels, decoded.leaf, decoded.consistent))
 
 
+STOP_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def choose_stop_threshold(taxonomy, frame, prob: np.ndarray, config: Mapping[str, Any]) -> float | None:
+    """``decode.stop_threshold`` with the best leaf accuracy (exact primary node) on labeled
+    ``frame`` given the model's ``prob [B, N]`` on it: None (always a leaf) unless some primary
+    label of ``frame`` is an internal node and a threshold of :data:`STOP_GRID` does strictly better.
+
+    Parameters
+    ----------
+    taxonomy : Taxonomy
+    frame : DataFrame
+        Validation rows with ``labels``.
+    prob : ndarray
+        ``[B, N]`` node probabilities of the model on ``frame``.
+    config : mapping
+        The model config (its other ``decode`` settings are kept).
+    """
+    from models.predictor import decoder_for
+
+    _, leaf = true_labels(taxonomy, frame)
+    known = leaf >= 0
+    if not known.any() or taxonomy.is_leaf[leaf[known]].all():
+        return None
+    base = {**dict(config), "decode": {**dict(config.get("decode") or {}), "stop_threshold": None}}
+    best_thr, best = None, float(np.mean(decoder_for(taxonomy, base).decode(prob).leaf[known] == leaf[known]))
+    for thr in STOP_GRID:
+        cfg = {**base, "decode": {**base["decode"], "stop_threshold": thr}}
+        acc = float(np.mean(decoder_for(taxonomy, cfg).decode(prob).leaf[known] == leaf[known]))
+        if acc > best:
+            best_thr, best = thr, acc
+    return best_thr
+
+
 def _plain(d: Mapping[str, Any]) -> dict:
     out = {}
     for k, v in d.items():

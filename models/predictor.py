@@ -117,7 +117,8 @@ def infer_proba(
 
 
 def decoder_for(taxonomy, config: Mapping[str, Any]):
-    """A :class:`hierarchy.decode.Decoder` with the config's ``decode.thresholds`` (default 0.5)."""
+    """A :class:`hierarchy.decode.Decoder` with the config's ``decode.thresholds`` (default 0.5),
+    ``decode.max_candidates`` and ``decode.stop_threshold`` (None/absent: always a leaf)."""
     from hierarchy.decode import Decoder
 
     dec = dict(config.get("decode") or {})
@@ -129,6 +130,9 @@ def decoder_for(taxonomy, config: Mapping[str, Any]):
     kwargs = {}
     if dec.get("max_candidates") is not None:
         kwargs["max_candidates"] = int(dec["max_candidates"])
+    stop = dec.get("stop_threshold")
+    if stop is not None and stop != "auto":  # "auto": chosen on validation by training (models/train.py)
+        kwargs["stop_threshold"] = float(stop)
     return Decoder(taxonomy, thr, **kwargs)
 
 

@@ -764,6 +764,10 @@ def train(
     best_row = next((h for h in reversed(history) if h["epoch"] == best_epoch), history[-1] if history else {})
     metrics = {k: v for k, v in best_row.items() if k not in ("epoch", "step", "train_loss", "seconds", "partial")}
     result.metrics = metrics
+    if str((config.get("decode") or {}).get("stop_threshold")) == "auto":
+        config["decode"] = {**config["decode"], "stop_threshold": _auto_stop(raw_model, featurizer, taxonomy, val_df,
+                                                                             config, dev, settings, channels_last)}
+        metrics["stop_threshold"] = config["decode"]["stop_threshold"]
     if profile_enabled(config):  # the bundle carries the profiles of all its labeled rows
         featurizer.profiles = ProfileTable.from_labels(frame, taxonomy)
     if write_bundle:
@@ -792,6 +796,22 @@ def train(
         result.bundle_dir = str(out_dir)
         result.model_version = meta.model_version
     return result
+
+
+def _auto_stop(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last) -> float | None:
+    """``decode.stop_threshold: auto`` resolved on the validation rows (see
+    :func:`models.evaluate.choose_stop_threshold`); None without validation rows."""
+    from models.evaluate import choose_stop_threshold
+    from models.predictor import infer_proba
+
+    if len(val_df) == 0:
+        return None
+    model.eval()
+    prob, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]), device=dev,
+                          amp=settings["amp"], channels_last=channels_last)
+    thr = choose_stop_threshold(taxonomy, val_df, prob, config)
+    log.info("decode.stop_threshold auto -> %s (validation)", thr)
+    return thr
 
 
 # ---------------------------------------------------------------------- CLI

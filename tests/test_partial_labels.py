@@ -1,0 +1,120 @@
+"""Partial labels (a label at an internal node: "this node, children unknown"): targets, losses that
+do not push the unknown children down, and decoding that may stop at an internal node."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_train_support import tiny_config, tiny_taxonomy, tmp_root, torch_one_thread  # noqa: F401
+
+from hierarchy.decode import Decoder
+from models.dhmcn import HierarchySpec, create_head, hierarchical_loss
+from models.evaluate import choose_stop_threshold
+from models.featurize import Featurizer
+
+# depth 1, 2 and 3 labels in the tiny taxonomy (levels 1..4)
+PARTIAL = [["game"], ["game_ip"], ["game_ip_marvel"], ["film_anim"], ["game_ip_ironman"]]
+
+
+def _targets(labels):
+    tax = tiny_taxonomy()
+    f = Featurizer(tax, tiny_config(), vocab=[])
+    return tax, f.targets(pd.DataFrame({"labels": labels}))
+
+
+def test_targets_mark_the_descendants_of_a_partial_label_unknown():
+    tax, y = _targets(PARTIAL)
+    idx = tax.index
+    for i, labels in enumerate(PARTIAL):
+        node = labels[0]
+        for a in tax.path(node):
+            assert y[i, idx[a]] == 1
+        for d in tax.descendants(node):
+            assert y[i, idx[d]] == -1, (node, d)
+        others = set(tax.ids) - set(tax.path(node)) - set(tax.descendants(node))
+        assert all(y[i, idx[o]] == 0 for o in others)
+    assert (y[3] >= 0).all() and (y[4] >= 0).all()  # leaf labels: nothing unknown
+
+
+@pytest.mark.parametrize("head", ["dhmcn_v3", "dhmcn_v1"])
+def test_bce_heads_get_no_gradient_on_unknown_children(head):
+    tax, y = _targets(PARTIAL)
+    spec = HierarchySpec.from_taxonomy(tax)
+    torch.manual_seed(0)
+    h = create_head({"name": head, "hidden": 8, "local_hidden": 8}, spec, 6)
+    out = h(torch.randn(len(PARTIAL), 6))
+    for key in ("global_logits", "local_logits"):
+        out[key].retain_grad()
+    sum(hierarchical_loss(out, y, h.structure, {"violation": 0.0}).values()).backward()
+    unknown = y < 0
+    for key in ("global_logits", "local_logits"):
+        g = out[key].grad
+        assert (g[unknown] == 0).all()
+        assert (g[~unknown] != 0).any()
+
+
+def test_flat_loss_of_a_partial_label_is_the_mass_of_its_leaves():
+    tax, y = _targets([["game_ip"]])
+    spec = HierarchySpec.from_taxonomy(tax)
+    logits = torch.randn(1, int(spec.leaves.size), requires_grad=True)
+    out = {"leaf_logits": logits}
+    loss = hierarchical_loss(out, y, create_head({"name": "flat"}, spec, 4).structure, {})["leaf"]
+    p = torch.softmax(logits, dim=1)[0]
+    under = [k for k, j in enumerate(spec.leaves) if tax.ids[j] in tax.descendants("game_ip")]
+    assert loss.item() == pytest.approx(-torch.log(p[under].sum()).item(), rel=1e-5)
+    loss.backward()
+    # moving mass among game_ip's leaves is free: their gradients are equal up to their share
+    g = logits.grad[0, under]
+    share = p[under] / p[under].sum()
+    assert torch.allclose(g / share, (g / share)[0].expand_as(g), atol=1e-5)
+
+
+def test_decoder_stops_at_an_internal_node_when_children_are_unsure():
+    tax = tiny_taxonomy()
+    scores = np.zeros((2, tax.n_nodes), np.float32)
+    for node, s in {"game": 0.9, "game_ip": 0.8, "game_ip_wzry": 0.3, "game_ip_marvel": 0.25}.items():
+        scores[0, tax.index[node]] = s
+    for node, s in {"game": 0.95, "game_ip": 0.9, "game_ip_wzry": 0.85}.items():
+        scores[1, tax.index[node]] = s
+    always = Decoder(tax).decode(scores)
+    assert [tax.ids[j] for j in always.leaf] == ["game_ip_wzry", "game_ip_wzry"]
+    stop = Decoder(tax, stop_threshold=0.5).decode(scores)
+    assert [tax.ids[j] for j in stop.leaf] == ["game_ip", "game_ip_wzry"]
+    assert stop.labels[0, tax.index["game_ip"]] and not stop.labels[0, tax.index["game_ip_wzry"]]
+    with pytest.raises(ValueError, match="stop_threshold"):
+        Decoder(tax, stop_threshold=1.5)
+
+
+def test_stop_threshold_is_chosen_on_validation_only_when_labels_stop_early():
+    tax = tiny_taxonomy()
+    prob = np.zeros((2, tax.n_nodes), np.float32)
+    for node, s in {"game": 0.9, "game_ip": 0.8, "game_ip_wzry": 0.3, "game_ip_marvel": 0.25}.items():
+        prob[:, tax.index[node]] = s
+    full = pd.DataFrame({"labels": [["game_ip_wzry"], ["game_ip_wzry"]]})
+    assert choose_stop_threshold(tax, full, prob, {}) is None
+    partial = pd.DataFrame({"labels": [["game_ip"], ["game_ip"]]})
+    thr = choose_stop_threshold(tax, partial, prob, {})
+    assert thr is not None and 0.3 < thr <= 0.8
+
+
+def test_training_on_labels_at_depths_1_2_3_runs_and_records_the_stop_threshold():
+    from models.data import toy_labeled_frame
+    from models.train import train
+
+    tax = tiny_taxonomy()
+    frame = toy_labeled_frame(tax, n=60, seed=1)
+    # cut every second row's label to its parent (depth 1-3): children unknown
+    frame["labels"] = [[tax.path(x[0])[-2]] if i % 2 and len(tax.path(x[0])) > 1 else list(x)
+                       for i, x in enumerate(frame["labels"])]
+    cfg = tiny_config(epochs=2, val_fraction=0.3)
+    cfg["decode"]["stop_threshold"] = "auto"
+    res = train(cfg, tax, frame, tmp_root() / "b", seed=0, progress=False)
+    assert "stop_threshold" in res.metrics
+    from models.predictor import Predictor
+
+    pred = Predictor.load(res.bundle_dir, device="cpu")
+    thr = pred.config["decode"]["stop_threshold"]
+    assert thr is None or 0 < thr < 1
+    assert len(pred.predict(frame.drop(columns=["labels"]))) == len(frame)
