@@ -295,10 +295,11 @@ class _Head(nn.Module):
             nn.init.zeros_(self.wide.weight)
             nn.init.zeros_(self.wide.bias)
 
-    def _wide_logits(self, wide: torch.Tensor | None) -> torch.Tensor | float:
-        if self.wide is None or wide is None:
-            return 0.0
-        return self.wide(wide)
+    def _wide_logits(self, wide: torch.Tensor | None, extra: torch.Tensor | None = None) -> torch.Tensor | float:
+        """The wide path's logits plus ``extra`` logits computed outside the head (e.g. the sparse
+        TF-IDF linear model, :mod:`models.sparse_wide`)."""
+        out = self.wide(wide) if self.wide is not None and wide is not None else 0.0
+        return out + extra if extra is not None else out
 
     def loss_terms(self, outputs: dict, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         return hierarchical_loss(outputs, targets, self.structure, self.loss_weights, self.max_constraint)
@@ -320,8 +321,9 @@ class FlatHead(_Head):
         self.classifier = nn.Linear(hidden or in_dim, int(spec.leaves.size))
         self._init_wide(wide_dim, int(spec.leaves.size))
 
-    def forward(self, x: torch.Tensor, wide: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        logits = self.classifier(self.body(x)) + self._wide_logits(wide)
+    def forward(self, x: torch.Tensor, wide: torch.Tensor | None = None,
+                extra_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        logits = self.classifier(self.body(x)) + self._wide_logits(wide, extra_logits)
         with torch.autocast(device_type=x.device.type, enabled=False):  # sums of probabilities in fp32
             leaf_p = torch.softmax(logits.float(), dim=1)
             prob = (leaf_p @ self.structure.leaf_to_node).clamp(0.0, 1.0)
@@ -373,7 +375,8 @@ class DHMCNHead(_Head):
             p = min(max(1.0 / size, 1e-4), 0.5)
             head[-1].bias.fill_(math.log(p / (1.0 - p)))
 
-    def forward(self, x: torch.Tensor, wide: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, wide: torch.Tensor | None = None,
+                extra_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         acts: list[torch.Tensor] = []
         for h, layer in enumerate(self.flow):
             if h == 0:
@@ -383,7 +386,7 @@ class DHMCNHead(_Head):
             else:
                 inp = torch.cat([acts[-1], x], dim=1)
             acts.append(layer(inp))
-        wide_logits = self._wide_logits(wide)  # into both outputs: the fused score averages them
+        wide_logits = self._wide_logits(wide, extra_logits)  # into both outputs: the fused score averages them
         global_logits = self.global_out(torch.cat(acts, dim=1) if self.dense else acts[-1]) + wide_logits
         local_logits = self.structure.scatter_levels([head(a) for head, a in zip(self.local, acts)]) + wide_logits
         fused = self.beta * torch.sigmoid(local_logits.float()) + (1.0 - self.beta) * torch.sigmoid(global_logits.float())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,7 +60,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
     "fusion": {"name": "lmf", "dim": 128, "rank": 4, "layers": 2, "dropout": 0.5},
     "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.5, "beta": 0.5, "max_constraint": False,
-             "wide": False},
+             "wide": False, "tfidf_wide": False, "tfidf_wide_max_params": 32_000_000},
     "loss": {"global": 1.0, "local": 1.0, "fused": 1.0, "violation": 0.1, "leaf": 1.0, "leaf_smoothing": 0.0,
              "modality": 0.3},
     "train": {},
@@ -158,7 +159,8 @@ class VtagModel(nn.Module):
     """
 
     def __init__(self, config: dict, encoders: dict[str, nn.Module], fusion: nn.Module, head: nn.Module,
-                 image_gate: nn.Module | None, modality_heads: dict[str, nn.Module] | None):
+                 image_gate: nn.Module | None, modality_heads: dict[str, nn.Module] | None,
+                 tfidf_wide: nn.Module | None = None):
         super().__init__()
         self.config = config
         self.modalities = tuple(config["modalities"])
@@ -170,6 +172,7 @@ class VtagModel(nn.Module):
         self.modality_weight = float(config["loss"]["modality"])
         self.wide_modalities = wide_modalities(config)
         self.wide_profile = wide_profile(config)
+        self.tfidf_wide = tfidf_wide
 
     @property
     def n_nodes(self) -> int:
@@ -186,11 +189,12 @@ class VtagModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feats = self.encode(batch)
         fused = self.fusion(feats)
+        extra = self.tfidf_wide(batch["bow_ids"]) if self.tfidf_wide is not None else None
         if self.wide_modalities:
             wide = [feats[m] for m in self.wide_modalities] + ([batch["profile"]] if self.wide_profile else [])
-            out = dict(self.head(fused["h"], torch.cat(wide, dim=1)))
+            out = dict(self.head(fused["h"], torch.cat(wide, dim=1), extra_logits=extra))
         else:
-            out = dict(self.head(fused["h"]))
+            out = dict(self.head(fused["h"], extra_logits=extra))
         for m, h in (fused.get("modality_h") or {}).items():
             if m in self.modality_heads:
                 out[f"modality_logits_{m}"] = self.modality_heads[m](h)
@@ -276,10 +280,20 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
     loss_weights = {k: float(v) for k, v in cfg["loss"].items() if k != "modality"}
     wide_dim = sum(dims[m] for m in wide_modalities(cfg)) + (profile_dim if wide_profile(cfg) else 0)
     head = create_head(cfg["head"], spec, int(fusion.out_dim), loss_weights=loss_weights, wide_dim=wide_dim)
+    tfidf = None
+    if cfg["head"]["tfidf_wide"]:
+        keys = getattr(featurizer, "ngram_keys", None)
+        if "text" not in mods or keys is None:
+            raise ValueError("head.tfidf_wide needs the text modality with text.bow.min_count > 0 (kept n-grams)")
+        from models.sparse_wide import TfidfWide
+
+        n_out = int(spec.leaves.size) if cfg["head"]["name"] == "flat" else spec.n_nodes
+        tfidf = TfidfWide(int(np.asarray(keys).size), n_out, int(cfg["head"]["tfidf_wide_max_params"]),
+                          df=getattr(featurizer, "ngram_df", None), n_docs=int(getattr(featurizer, "n_docs", 0)))
     modality_heads = None
     if cfg["fusion"]["name"] == "centralnet" and float(cfg["loss"]["modality"]) > 0:
         modality_heads = {m: nn.Linear(int(fusion.out_dim), spec.n_nodes) for m in mods}
-    return VtagModel(cfg, encoders, fusion, head, gate, modality_heads)
+    return VtagModel(cfg, encoders, fusion, head, gate, modality_heads, tfidf_wide=tfidf)
 
 
 def taxonomy_nodes(taxonomy, spec=None) -> int:

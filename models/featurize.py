@@ -74,6 +74,7 @@ class Featurizer:
         self.text = TextFeaturizer(self.config["text"], vocab, taxonomy_words(taxonomy))
         self.image = CoverPreprocessor(self.config["image"]) if "image" in self.modalities else None
         self.context = ContextFeaturizer(self.config["context"])
+        self.ngram_df, self.n_docs = None, 0
         self.profile = None
         if profile_enabled(self.config):
             self.profile = ProfileFeaturizer(taxonomy, float(self.config["context"]["profile"]["alpha"]))
@@ -102,12 +103,14 @@ class Featurizer:
             vocab = build_vocab(tokens, int(vcfg["min_count"]), int(vcfg["max_size"]), always)
         else:
             vocab = list(SPECIAL_TOKENS)
-        keys = None
+        keys = df = None
         bow = cfg["text"]["bow"]
         if "text" in cfg["modalities"] and bow["enabled"] and int(bow["min_count"]) > 0:
-            keys = count_ngram_keys(probe, _column(frame, "title"), _column(frame, "description"), int(bow["min_count"]),
-                                    int(bow["max_rows"]))
-        return cls(taxonomy, cfg, vocab, ngram_keys=keys)
+            keys, df = count_ngram_keys(probe, _column(frame, "title"), _column(frame, "description"),
+                                        int(bow["min_count"]), int(bow["max_rows"]), return_counts=True)
+        out = cls(taxonomy, cfg, vocab, ngram_keys=keys)
+        out.ngram_df, out.n_docs = df, len(frame)  # idf of a fresh sparse wide path (models/sparse_wide.py)
+        return out
 
     @property
     def ngram_keys(self) -> np.ndarray | None:

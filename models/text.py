@@ -293,12 +293,12 @@ def _keep_keys(bow: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def count_ngram_keys(featurizer: TextFeaturizer, titles: Sequence, descs: Sequence, min_count: int,
-                     max_rows: int = 0) -> np.ndarray:
+                     max_rows: int = 0, return_counts: bool = False):
     """Sorted bucket ids (``[K]`` int64) of the hashed n-grams that occur in at least ``min_count``
     of the rows (titles/descriptions as the featurizer reads them); ``max_rows`` > 0 keeps only the
     ``max_rows`` found in the most rows (ties: lower bucket id), so the table cannot grow with the
     corpus. Memory is one int32 counter per bucket (64 MiB at 2**24 buckets), whatever the number of
-    rows or distinct n-grams."""
+    rows or distinct n-grams. ``return_counts``: ``(keys, rows holding each key [K] int64)``."""
     buckets = int(featurizer.cfg["bow"]["buckets"])
     counts = np.zeros(buckets + 1, dtype=np.int32)
     chunk: list[int] = []
@@ -314,6 +314,8 @@ def count_ngram_keys(featurizer: TextFeaturizer, titles: Sequence, descs: Sequen
     if max_rows and keys.size > max_rows:
         order = np.lexsort((keys, -counts[keys].astype(np.int64)))  # most rows first, then bucket id
         keys = np.sort(keys[order[: int(max_rows)]])
+    if return_counts:
+        return keys, counts[keys].astype(np.int64)
     return keys
 
 
