@@ -3,8 +3,8 @@
 Both query engines see the same names:
 
 * Spark (``vtag sql``, any Spark shell on the same metastore): :func:`register_tables` registers the
-  Delta tables as external tables ``<db>.video_tags``, ``<db>.video_tags_quarantine`` and
-  ``<db>.tag_runs`` (``CREATE TABLE ... USING DELTA LOCATION``; the data stays where the jobs write
+  Delta tables as external tables ``<db>.video_tags``, ``<db>.video_tags_quarantine``,
+  ``<db>.tag_runs`` and ``<db>.uploader_profiles`` (``CREATE TABLE ... USING DELTA LOCATION``; the data stays where the jobs write
   it) and creates the views of :data:`VIEWS`. The database is the job conf's ``catalog_database``
   (default ``vtag``; ``catalog.schema`` where the cluster has a multi-level catalog).
 * DuckDB (``vtag query``): :mod:`jobs.query` builds the same views from :func:`view_sql` over Arrow
@@ -36,19 +36,26 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from models.schema import MAX_LEVELS, QUARANTINE_SCHEMA, TAG_RUNS_SCHEMA, VIDEO_TAGS_SCHEMA
+from models.schema import (
+    MAX_LEVELS,
+    QUARANTINE_SCHEMA,
+    TAG_RUNS_SCHEMA,
+    UPLOADER_PROFILES_SCHEMA,
+    VIDEO_TAGS_SCHEMA,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
 DEFAULT_DATABASE = "vtag"
-TABLE_NAMES = ("video_tags", "video_tags_quarantine", "tag_runs")
+TABLE_NAMES = ("video_tags", "video_tags_quarantine", "tag_runs", "uploader_profiles")
 SCHEMAS: dict[str, pa.Schema] = {
     "video_tags": VIDEO_TAGS_SCHEMA,
     "video_tags_quarantine": QUARANTINE_SCHEMA,
     "tag_runs": TAG_RUNS_SCHEMA,
+    "uploader_profiles": UPLOADER_PROFILES_SCHEMA,
 }
-PARTITION_COLUMNS = {"video_tags": ("dt",), "video_tags_quarantine": ("dt",), "tag_runs": ()}
+PARTITION_COLUMNS = {"video_tags": ("dt",), "video_tags_quarantine": ("dt",), "tag_runs": (), "uploader_profiles": ()}
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -89,7 +96,17 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
         "finished_at": "end of the run (UTC)",
         "seconds": "wall-clock duration of the run",
         "status": "succeeded or failed",
-        "message": "the error of a failed run",
+        "message": "the error of a failed run; for tag runs also which uploader profiles were joined and the refresh's counts",
+    },
+    "uploader_profiles": {
+        "uploader_id": "the uploader (dump column uploader_id)",
+        "taxonomy_version": "content hash of the taxonomy the node ids belong to (the bundle's)",
+        "n_videos": "the uploader's videos counted: confident tags (score >= profiles.min_score) up to updated_dt, "
+        "and labeled videos",
+        "level1_counts": "level-1 node id -> videos whose primary node lies under it",
+        "leaf_counts": "primary node id (video_tags.leaf_id, or labels[0]) -> videos",
+        "updated_dt": "the last video_tags day counted (the refresh's day)",
+        "source": "tags when any counted video came from video_tags, else labels",
     },
 }
 

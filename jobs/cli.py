@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tag": ("jobs.tag", "tag one day of a dump into the Delta tag tables (Spark job)"),
     "demo": ("jobs.demo", "the whole main job on the embedded defaults"),
     "retag": ("jobs.retag", "bring tag partitions to a new taxonomy version"),
+    "profiles": ("jobs.profiles", "recompute the uploader_profiles table through a day (Spark job)"),
     "sql": ("jobs.sql", "Spark SQL over the tag tables"),
     "query": ("jobs.query", "DuckDB over the tag tables (no Spark)"),
     "report": ("jobs.report", "an HTML report of one day's tags"),

@@ -33,8 +33,10 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
 def load_job_conf(path: str | Path | None = None, overrides: Iterable[str] | dict | None = None) -> dict[str, Any]:
     """Load a job profile (default ``conf/jobs/local.yaml``) and apply overrides.
 
-    Keys starting with ``spark.`` go into the ``spark`` mapping; other keys replace vtag settings
-    (``master``, ``warehouse``, ``dump_root``, ``bundle``, ...). Values stay strings for Spark.
+    Keys starting with ``spark.`` go into the ``spark`` mapping; another dotted key ``section.key``
+    sets ``key`` in the mapping ``section`` (created when absent, e.g. ``profiles.min_score=0.7``);
+    other keys replace vtag settings (``master``, ``warehouse``, ``dump_root``, ``bundle``, ...).
+    Values stay strings for Spark.
     """
     path = Path(path) if path else DEFAULT_JOB_CONF
     try:
@@ -51,9 +53,32 @@ def load_job_conf(path: str | Path | None = None, overrides: Iterable[str] | dic
     for key, value in items:
         if key.startswith("spark."):
             conf["spark"][key] = str(value)
+        elif "." in key:
+            _set_in_section(conf, key, value)
         else:
             conf[key] = value
     return conf
+
+
+def _set_in_section(conf: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``section.name`` = ``value`` in the mapping ``conf[section]`` (created when absent).
+
+    Parameters
+    ----------
+    conf : dict
+        The job conf being built.
+    key : str
+        ``section.name``; ``section`` must be a mapping in the conf (or absent), not a plain value.
+    value : Any
+        The override's value (a string from the command line).
+    """
+    section, _, name = key.partition(".")
+    current = conf.get(section)
+    if current is None:
+        current = conf[section] = {}
+    if not isinstance(current, dict) or not name:
+        raise ConfigError(f"--conf {key}: {section!r} is not a section of the job conf")
+    current[name] = value
 
 
 def day_range(start: str, end: str) -> list[str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
-from models.schema import PREDICTION_SCHEMA
+from models.schema import PREDICTION_SCHEMA, PROFILE_INPUT_FIELDS
 
 _PREDICTORS: dict[tuple, object] = {}
 
@@ -29,6 +29,8 @@ MODEL_INPUT_COLUMNS = (
     "duration_s",
     "upload_ts",
 )
+#: the uploader-profile columns the tag job adds to the input when ``profiles.enabled`` (jobs.profiles)
+PROFILE_INPUT_COLUMNS = tuple(f.name for f in PROFILE_INPUT_FIELDS)
 
 
 def task_device() -> tuple[str, int]:
@@ -74,16 +76,43 @@ def get_predictor(bundle: str, expected_version: str | None, allow_mismatch: boo
     return pred
 
 
+def log_input(batch: pa.RecordBatch, input_log: str) -> None:
+    """Write ``batch``'s ids and profile columns to a new Parquet file under ``input_log`` (tests read
+    them to see what the model was given).
+
+    Parameters
+    ----------
+    batch : pyarrow.RecordBatch
+        One ``mapInArrow`` input batch.
+    input_log : str
+        A directory (created when absent).
+    """
+    import pyarrow.parquet as pq
+
+    os.makedirs(input_log, exist_ok=True)
+    keep = [c for c in ("video_id", "uploader_id", *PROFILE_INPUT_COLUMNS) if c in batch.schema.names]
+    name = os.path.join(input_log, f"batch-{os.getpid()}-{time.time_ns()}.parquet")
+    pq.write_table(pa.Table.from_batches([batch.select(keep)]), name)
+
+
 def predict_fn(
-    bundle: str, expected_version: str | None, allow_mismatch: bool = False, load_log: str | None = None
+    bundle: str,
+    expected_version: str | None,
+    allow_mismatch: bool = False,
+    load_log: str | None = None,
+    input_log: str | None = None,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """A ``mapInArrow`` function: record batches of MODEL_INPUT_COLUMNS -> PREDICTION_SCHEMA batches."""
+    """A ``mapInArrow`` function: record batches of MODEL_INPUT_COLUMNS (plus PROFILE_INPUT_COLUMNS when
+    the job joined profiles; the Predictor reads what it knows by name) -> PREDICTION_SCHEMA batches.
+    ``input_log``: see :func:`log_input`."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pred = None
         for batch in batches:
             if batch.num_rows == 0:
                 continue
+            if input_log:
+                log_input(batch, input_log)
             if pred is None:
                 pred = get_predictor(bundle, expected_version, allow_mismatch, load_log)
             frame = batch.to_pandas()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
 MIN_RETENTION_HOURS = 168
-TABLES = ("video_tags", "video_tags_quarantine", "tag_runs")
+TABLES = ("video_tags", "video_tags_quarantine", "tag_runs", "uploader_profiles")
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 

@@ -30,6 +30,8 @@ def arrow_type_to_spark(t: pa.DataType) -> T.DataType:
         return T.ArrayType(arrow_type_to_spark(t.value_type), containsNull=True)
     if pa.types.is_struct(t):
         return T.StructType([arrow_field_to_spark(t.field(i)) for i in range(t.num_fields)])
+    if pa.types.is_map(t):
+        return T.MapType(arrow_type_to_spark(t.key_type), arrow_type_to_spark(t.item_type), valueContainsNull=True)
     raise TypeError(f"no Spark type for arrow type {t}")
 
 

@@ -3,6 +3,7 @@
 ``video_tags`` and ``video_tags_quarantine`` are partitioned by ``dt``; a day is written with
 ``replaceWhere`` so that re-running a day replaces exactly that day, atomically (a run killed before
 its commit leaves the table at the previous version). ``tag_runs`` gets one appended row per run.
+``uploader_profiles`` is rewritten whole by :mod:`jobs.profiles` (one overwrite commit per refresh).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs.schema import to_spark
 from jobs.spark import warehouse_path
-from models.schema import QUARANTINE_SCHEMA, TAG_RUNS_SCHEMA, VIDEO_TAGS_SCHEMA
+from models.schema import QUARANTINE_SCHEMA, TAG_RUNS_SCHEMA, UPLOADER_PROFILES_SCHEMA, VIDEO_TAGS_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,13 @@ TABLES: dict[str, TableDef] = {
         TAG_RUNS_SCHEMA,
         (),
         "vtag: one row per job run (tag, retag): versions, row counts, timings, status",
+    ),
+    "uploader_profiles": TableDef(
+        "uploader_profiles",
+        UPLOADER_PROFILES_SCHEMA,
+        (),
+        "vtag: per uploader and taxonomy version, the category counts of the uploader's earlier confidently "
+        "tagged or labeled videos (the relational model input), rewritten after each tag run",
     ),
 }
 

@@ -1,9 +1,11 @@
 """``vtag tag``: tag one day of a UGC dump into the Delta tag tables.
 
 read the day -> validate (bad rows to ``video_tags_quarantine`` with a reason) -> resolve
-``cover_uri`` through Spark's ``binaryFile`` source -> ``Predictor`` in ``mapInArrow`` (loaded once
-per Python worker) -> ``video_tags`` partition replaced with ``replaceWhere`` -> one ``tag_runs``
-row. The run is marked ``succeeded`` only when rows read = rows tagged + rows quarantined.
+``cover_uri`` through Spark's ``binaryFile`` source -> join the uploader profiles of the days before
+(``uploader_profiles``, broadcast; :mod:`jobs.profiles`) -> ``Predictor`` in ``mapInArrow`` (loaded
+once per Python worker) -> ``video_tags`` partition replaced with ``replaceWhere`` -> refresh
+``uploader_profiles`` through the day -> one ``tag_runs`` row. The run is marked ``succeeded`` only
+when rows read = rows tagged + rows quarantined and the profile refresh went through.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pyspark.sql import functions as F
 from jobs.config import day_range as config_day_range
 from jobs.config import load_job_conf
 from jobs.dumps import read_day
-from jobs.inference import MODEL_INPUT_COLUMNS, predict_fn
+from jobs.inference import MODEL_INPUT_COLUMNS, PROFILE_INPUT_COLUMNS, predict_fn
+from jobs.profiles import bundle_taxonomy, join_profiles, profile_settings, profiles_for_day, refresh_profiles
 from jobs.schema import to_spark
 from jobs.tables import append_run, ensure_table, replace_day, table_path, utcnow
 from jobs.validate import mark
@@ -51,6 +54,7 @@ class RunResult:
     taxonomy_version: str
     model_version: str
     status: str
+    profiles: str | None = None  # what the run joined and refreshed (also in tag_runs.message)
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -74,12 +78,7 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 def bundle_taxonomy_version(bundle: str) -> str:
     """The taxonomy version a bundle was trained on, read from its ``taxonomy.yaml`` snapshot."""
-    from hierarchy.taxonomy import Taxonomy
-
-    path = Path(bundle) / "taxonomy.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"{bundle} is not a model bundle: {path.name} is missing")
-    return Taxonomy.load(path).version
+    return bundle_taxonomy(bundle).version
 
 
 def resolve_covers(spark: SparkSession, df: DataFrame) -> DataFrame:
@@ -140,8 +139,13 @@ def tag_day(
     run_id: str | None = None,
     load_log: str | None = None,
     job: str = "tag",
+    input_log: str | None = None,
 ) -> RunResult:
-    """Tag day ``dt`` (YYYY-MM-DD); returns the run's counts. Raises on failure after recording it."""
+    """Tag day ``dt`` (YYYY-MM-DD); returns the run's counts. Raises on failure after recording it.
+
+    ``load_log`` / ``input_log``: directories for tests (:func:`jobs.inference.get_predictor`,
+    :func:`jobs.inference.log_input`).
+    """
     from hierarchy.taxonomy import Taxonomy
 
     date.fromisoformat(dt)
@@ -167,16 +171,21 @@ def tag_day(
         ),
     }
     marked = None
+    notes: list[str] = []
     try:
-        b_version = bundle_taxonomy_version(bundle)
-        if b_version != tax_version and not allow_taxonomy_mismatch:
+        b_taxonomy = bundle_taxonomy(bundle)
+        if b_taxonomy.version != tax_version and not allow_taxonomy_mismatch:
             raise BundleMismatchError(
-                f"bundle {bundle} was trained on taxonomy version {b_version}, the job runs {tax_version} "
+                f"bundle {bundle} was trained on taxonomy version {b_taxonomy.version}, the job runs {tax_version} "
                 f"({taxonomy_path}); retrain, pick the matching bundle, or pass --allow-taxonomy-mismatch"
             )
         from models.bundle import bundle_model_version
 
         record["model_version"] = bundle_model_version(bundle)
+        settings = profile_settings(conf)
+        # the bundle's version: the one its tags carry and its Predictor reads profiles in
+        joined = profiles_for_day(spark, conf, dt, b_taxonomy, dump_root) if settings.enabled else None
+        notes.append(f"profiles: {joined.describe()}" if joined else "profiles: off")
         for name in ("video_tags", "video_tags_quarantine"):
             ensure_table(spark, conf, name)
 
@@ -197,9 +206,9 @@ def tag_day(
         replace_day(quarantine, conf, "video_tags_quarantine", dt)
 
         n_parts = int(conf.get("tag_partitions") or spark.sparkContext.defaultParallelism)
-        model_in = resolve_covers(spark, valid).select(*MODEL_INPUT_COLUMNS).repartition(max(1, n_parts))
+        model_in = model_input(resolve_covers(spark, valid), joined).repartition(max(1, n_parts))
         preds = model_in.mapInArrow(
-            predict_fn(bundle, tax_version, allow_taxonomy_mismatch, load_log), to_spark(PREDICTION_SCHEMA)
+            predict_fn(bundle, tax_version, allow_taxonomy_mismatch, load_log, input_log), to_spark(PREDICTION_SCHEMA)
         )
         tagged = preds.withColumn("dt", F.lit(dt).cast("date")).withColumn("run_id", F.lit(run_id)).withColumn(
             "tagged_at", F.lit(started)
@@ -216,11 +225,14 @@ def tag_day(
             raise InvariantError(
                 f"{dt}: rows read {rows_read} != rows tagged {rows_tagged} + rows quarantined {rows_quarantined}"
             )
-        status, message = "succeeded", None
+        if settings.enabled:
+            notes.append(refresh_step(spark, conf, dt, b_taxonomy, dump_root))
+        status, message = "succeeded", "; ".join(notes)
     except Exception as exc:
         finished = utcnow()
         record.update(
-            finished_at=finished, seconds=time.time() - t0, status="failed", message=f"{type(exc).__name__}: {exc}"[:4000]
+            finished_at=finished, seconds=time.time() - t0, status="failed",
+            message="; ".join([f"{type(exc).__name__}: {exc}", *notes])[:4000],
         )
         try:
             append_run(spark, conf, record)
@@ -242,7 +254,52 @@ def tag_day(
         taxonomy_version=tax_version,
         model_version=record["model_version"],
         status=status,
+        profiles=message,
     )
+
+
+def model_input(rows: DataFrame, joined) -> DataFrame:
+    """The ``mapInArrow`` input: MODEL_INPUT_COLUMNS, plus the profile columns when ``joined`` is given.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        The day's valid rows with covers resolved.
+    joined : jobs.profiles.JoinProfiles or None
+        The profiles of the days before (None: ``profiles.enabled`` is false).
+    """
+    if joined is None:
+        return rows.select(*MODEL_INPUT_COLUMNS)
+    return join_profiles(rows, joined.frame).select(*MODEL_INPUT_COLUMNS, *PROFILE_INPUT_COLUMNS)
+
+
+def refresh_step(spark: SparkSession, conf: dict[str, Any], dt: str, taxonomy, dump_root: str) -> str:
+    """Refresh ``uploader_profiles`` through ``dt`` after the day is published; the run's note.
+
+    A failure here fails the run (the day's tags stay published): the next day would otherwise be
+    joined with profiles that miss this day, so the retry of the run (a rerun of the day) redoes both.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    conf : dict
+        The job conf of the run.
+    dt : str
+        The day just tagged.
+    taxonomy : Taxonomy
+        The bundle's taxonomy.
+    dump_root : str
+        The run's dump root.
+    """
+    try:
+        refreshed = refresh_profiles(spark, conf, dt, taxonomy=taxonomy, dump_root=dump_root)
+    except Exception as exc:
+        raise RuntimeError(
+            f"{dt} was tagged and published, but refreshing uploader_profiles failed ({type(exc).__name__}: {exc}); "
+            f"rerun the day, or `vtag profiles refresh --date {dt}`"
+        ) from exc
+    print(f"vtag tag: {dt}: uploader_profiles {refreshed.describe()}", file=sys.stderr)
+    return f"profiles {refreshed.describe()}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -281,7 +338,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             print(
                 f"{result.dt}: read {result.rows_read}, tagged {result.rows_tagged}, "
-                f"quarantined {result.rows_quarantined} in {result.seconds:.1f}s (run {result.run_id})"
+                f"quarantined {result.rows_quarantined} in {result.seconds:.1f}s (run {result.run_id}); {result.profiles}"
             )
     if failed and len(days) > 1:
         print(f"vtag tag: {failed} of {len(days)} days failed (see tag_runs)", file=sys.stderr)

@@ -49,7 +49,7 @@ def test_view_sql_knows_its_views():
 def test_register_tables_names_comments_views(spark, tmp_path_factory):
     wh = get_warehouse(spark, tmp_path_factory)
     names = register_tables(spark, wh.conf)
-    assert set(names) == {f"vtag.{n}" for n in ("video_tags", "video_tags_quarantine", "tag_runs",
+    assert set(names) == {f"vtag.{n}" for n in ("video_tags", "video_tags_quarantine", "tag_runs", "uploader_profiles",
                                                  "ugc_dump", "video_tag_labels", "video_tags_latest", "video_uploads")}
     listed = {r.tableName for r in spark.sql("SHOW TABLES IN vtag").collect()}
     assert set(n.split(".")[1] for n in names) <= listed

@@ -1,0 +1,193 @@
+"""``uploader_profiles`` through the tag job: refreshed after each day, joined into the next day's
+model input, never the day being tagged, refused for another taxonomy version, idempotent reruns.
+
+The module's nights (tag day 1, tag day 2) run once (``night``); the tests read its snapshots, and
+only the rerun test tags again.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from tiny_dumps import _rows, _write_day
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+D1, D2 = "2026-11-20", "2026-11-21"
+#: run metadata: differs between two runs of the same day by design
+RUN_META = ("run_id", "tagged_at")
+
+
+def _profiles(spark, conf) -> dict[str, dict]:
+    from jobs.tables import table_path
+
+    rows = spark.read.format("delta").load(table_path(conf, "uploader_profiles")).collect()
+    return {r.uploader_id: r.asDict(recursive=True) for r in rows}
+
+
+def _day_tags(spark, conf, dt) -> dict[str, dict]:
+    from pyspark.sql import functions as F
+
+    from jobs.tables import table_path
+
+    rows = spark.read.format("delta").load(table_path(conf, "video_tags")).where(F.col("dt") == F.lit(dt).cast("date"))
+    return {r.video_id: {k: v for k, v in r.asDict(recursive=True).items() if k not in RUN_META} for r in rows.collect()}
+
+
+def _inputs(folder) -> dict[str, dict]:
+    """What the model was given (jobs.inference.log_input files), by video_id; maps as dicts."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for f in sorted(folder.glob("*.parquet")):
+        for row in pq.read_table(f).to_pylist():
+            out[row["video_id"]] = {k: dict(v) if isinstance(v, list) else v for k, v in row.items()}
+    return out
+
+
+def _run(spark, s, dt, log_name):
+    from jobs.tag import tag_day
+
+    return tag_day(spark, s.conf, dt, dump_root=str(s.root / "dump"), bundle=str(s.bundle),
+                   input_log=str(s.root / log_name))
+
+
+@pytest.fixture(scope="module")
+def night(spark, tiny_bundle, tiny_taxonomy_path, tmp_path_factory):
+    """Day 1 (uploaders u0..u3, one bad row) and day 2 (u0..u3 again plus ``new``) tagged in order."""
+    from jobs.config import load_job_conf
+
+    root = tmp_path_factory.mktemp("profiles-night")
+    # min_score 0: every tag counts, so the counts are known; the threshold is tested in test_profiles_refresh
+    conf = load_job_conf(overrides={"warehouse": str(root / "wh"), "taxonomy": str(tiny_taxonomy_path),
+                                    "tag_partitions": "2", "profiles.min_score": "0"})
+    day1, bad = _rows("p", 8)
+    day2, _ = _rows("q", 8)
+    for r in day2[6:]:
+        r["uploader_id"] = "new"
+    _write_day(root / "dump", D1, day1 + [bad[0][0]])  # a null video_id: quarantined
+    _write_day(root / "dump", D2, day2)
+    s = SimpleNamespace(conf=conf, root=root, bundle=tiny_bundle, day1=day1, day2=day2)
+    s.res1 = _run(spark, s, D1, "in1")
+    s.p1, s.tags1 = _profiles(spark, conf), _day_tags(spark, conf, D1)
+    s.res2 = _run(spark, s, D2, "in2")
+    s.p2, s.tags2 = _profiles(spark, conf), _day_tags(spark, conf, D2)
+    s.in1, s.in2 = _inputs(root / "in1"), _inputs(root / "in2")
+    return s
+
+
+def _runs(spark, conf) -> list:
+    from jobs.tables import table_path
+
+    return spark.read.format("delta").load(table_path(conf, "tag_runs")).orderBy("started_at").collect()
+
+
+def test_refresh_after_day_one_counts_its_confident_tags(spark, night):
+    from datetime import date
+
+    from pyspark.sql import functions as F
+
+    from jobs.profiles import profile_settings
+    from jobs.tables import table_path
+    from jobs.tag import bundle_taxonomy_version
+
+    conf, min_score = night.conf, profile_settings(night.conf).min_score
+    tags = (spark.read.format("delta").load(table_path(conf, "video_tags"))
+            .where((F.col("dt") == F.lit(D1).cast("date")) & (F.col("score") >= min_score)))
+    dump = spark.read.parquet(str(night.root / "dump" / f"dt={D1}")).select("video_id", "uploader_id")
+    joined = tags.join(dump, "video_id")
+    want_leaf, want_l1 = {}, {}
+    for r in joined.groupBy("uploader_id", "leaf_id").count().collect():
+        want_leaf.setdefault(r.uploader_id, {})[r.leaf_id] = float(r["count"])
+    for r in joined.groupBy("uploader_id", F.col("path")[0].alias("l1")).count().collect():
+        want_l1.setdefault(r.uploader_id, {})[r.l1] = float(r["count"])
+
+    assert set(night.p1) == set(want_leaf) == {"u0", "u1", "u2", "u3"}
+    version = bundle_taxonomy_version(str(night.bundle))
+    for u, row in night.p1.items():
+        assert row["leaf_counts"] == want_leaf[u] and row["level1_counts"] == want_l1[u]
+        assert row["n_videos"] == sum(want_leaf[u].values())
+        assert (row["updated_dt"], row["source"], row["taxonomy_version"]) == (date.fromisoformat(D1), "tags", version)
+    assert sum(r["n_videos"] for r in night.p1.values()) == night.res1.rows_tagged == len(night.day1)
+    assert "refreshed through 2026-11-20: 4 uploaders" in night.res1.profiles
+
+
+def test_day_two_input_carries_the_profiles_of_day_one_only(spark, night):
+    from datetime import date
+
+    from jobs.inference import PROFILE_INPUT_COLUMNS
+
+    # day 1 (first night, no labels): every row's profile columns present and null
+    assert set(night.in1) == {r["video_id"] for r in night.day1}
+    assert all(set(PROFILE_INPUT_COLUMNS) <= set(row) for row in night.in1.values())
+    assert all(row[c] is None for row in night.in1.values() for c in PROFILE_INPUT_COLUMNS)
+    # day 2: the table refreshed through day 1 was joined as it is
+    assert set(night.in2) == {r["video_id"] for r in night.day2}
+    assert "joined the table through 2026-11-20" in night.res2.profiles
+    for row in night.in2.values():
+        p = night.p1.get(row["uploader_id"])
+        if row["uploader_id"] == "new":
+            assert p is None and all(row[c] is None for c in PROFILE_INPUT_COLUMNS)
+        else:
+            assert (row["profile_n_videos"], row["profile_leaf_counts"], row["profile_level1_counts"]) == (
+                p["n_videos"], p["leaf_counts"], p["level1_counts"])
+    # after day 2: both days counted
+    assert set(night.p2) == {"u0", "u1", "u2", "u3", "new"}
+    assert night.p2["new"]["n_videos"] == 2 and night.p2["u0"]["n_videos"] == night.p1["u0"]["n_videos"] + 2
+    assert {r["updated_dt"] for r in night.p2.values()} == {date.fromisoformat(D2)}
+    runs = _runs(spark, night.conf)
+    assert [(r.status, r.message) for r in runs] == [("succeeded", night.res1.profiles), ("succeeded", night.res2.profiles)]
+
+
+def test_rerunning_days_is_idempotent_and_never_sees_the_day_itself(spark, night):
+    # rerun day 2 (the table is now through day 2): profiles through day 1 are computed on the fly
+    again2 = _run(spark, night, D2, "in2-again")
+    assert "computed through 2026-11-20" in again2.profiles
+    assert _inputs(night.root / "in2-again") == night.in2
+    assert _day_tags(spark, night.conf, D2) == night.tags2
+    assert _profiles(spark, night.conf) == night.p2
+    assert again2.rows_read == again2.rows_tagged + again2.rows_quarantined == len(night.day2)
+
+    # rerun day 1 afterwards: its input sees neither day 1 nor day 2; the refresh writes days <= 1
+    again1 = _run(spark, night, D1, "in1-again")
+    assert _inputs(night.root / "in1-again") == night.in1
+    assert _day_tags(spark, night.conf, D1) == night.tags1
+    assert _profiles(spark, night.conf) == night.p1
+    assert again1.rows_read == again1.rows_tagged + again1.rows_quarantined == len(night.day1) + 1
+    assert [r.status for r in _runs(spark, night.conf)] == ["succeeded"] * 4
+
+
+def test_profiles_of_another_taxonomy_version_are_refused(spark, tmp_path, tiny_bundle, tiny_taxonomy_path):
+    from datetime import date
+
+    from jobs.config import load_job_conf
+    from jobs.profiles import ProfileVersionError
+    from jobs.tables import conform, ensure_table, table_path
+    from jobs.tag import tag_day
+
+    conf = load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "taxonomy": str(tiny_taxonomy_path),
+                                    "tag_partitions": "2"})
+    path = ensure_table(spark, conf, "uploader_profiles")
+    foreign = spark.createDataFrame(
+        [("u0", "another-version", 1.0, {"game": 1.0}, {"game_theme_rpg": 1.0}, date(2026, 11, 19), "tags")],
+        "uploader_id string, taxonomy_version string, n_videos double, level1_counts map<string,double>, "
+        "leaf_counts map<string,double>, updated_dt date, source string")
+    conform(foreign, "uploader_profiles").write.format("delta").mode("append").save(path)
+    good, _ = _rows("x", 3)
+    _write_day(tmp_path / "dump", D1, good)
+
+    with pytest.raises(ProfileVersionError, match="another-version"):
+        tag_day(spark, conf, D1, dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))
+    runs = _runs(spark, conf)
+    assert [r.status for r in runs] == ["failed"] and "ProfileVersionError" in runs[0].message
+
+    # profiles.enabled=false: no join (the input has no profile columns), no refresh (the table is untouched)
+    off = {**conf, "profiles": {"enabled": "false"}}
+    res = tag_day(spark, off, D1, dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle),
+                  input_log=str(tmp_path / "in"))
+    assert res.status == "succeeded" and res.profiles == "profiles: off"
+    seen = _inputs(tmp_path / "in")
+    assert len(seen) == 3 and all("profile_n_videos" not in row for row in seen.values())
+    assert [r.taxonomy_version for r in spark.read.format("delta").load(table_path(conf, "uploader_profiles")).collect()] \
+        == ["another-version"]

@@ -1,0 +1,178 @@
+"""``jobs.profiles`` on hand-made ``video_tags`` rows (no model): what a refresh counts, its one
+commit, which profiles a day is joined with, the ``vtag profiles refresh`` command, the settings."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from tiny_dumps import _write_day
+
+D0, D1, D2, D3 = "2026-11-19", "2026-11-20", "2026-11-21", "2026-11-22"
+TS = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
+
+#: (video_id, day, uploader, primary leaf, score, taxonomy version: None = the tiny taxonomy's)
+TAGS = [
+    ("v1", D1, "u1", "game_theme_moba", 0.9, None),
+    ("v2", D1, "u1", "food_home", 0.3, None),  # not confident
+    ("v3", D1, "u2", "film_live", 0.8, "old"),  # another taxonomy version
+    ("v4", D1, "u3", "game_ip_wzry", 0.7, None),
+    ("v5", D2, "u1", "game_theme_moba", 0.6, None),
+    ("v6", D2, "u2", "food_bake", 0.95, None),  # also labeled: the label wins
+    ("v1", D2, "u1", "game_theme_rpg", 0.9, None),  # v1 again: the later day wins
+    ("v7", D3, "u1", "food_home", 0.99, None),  # after the refreshed day
+    ("v8", D0, "u4", "film_live", 0.9, None),  # its dump day is gone
+]
+#: (video_id, uploader, labels) of the labeled dump's one day
+LABELS = [
+    ("l1", "u5", ["food_bake", "food"]),
+    ("l2", "u2", ["film_anim"]),
+    ("v6", "u2", ["food_home"]),
+    ("l3", "u5", ["ghost"]),  # unknown id: skipped
+    ("l4", None, ["food_home"]),  # no uploader: skipped
+    ("l5", "u3", ["game_theme_rpg"]),
+]
+#: through D2 with min_score 0.5: uploader -> (n_videos, leaf counts, level-1 counts, source)
+WANT_D2 = {
+    "u1": (2.0, {"game_theme_moba": 1.0, "game_theme_rpg": 1.0}, {"game": 2.0}, "tags"),
+    "u2": (2.0, {"film_anim": 1.0, "food_home": 1.0}, {"film": 1.0, "food": 1.0}, "labels"),
+    "u3": (2.0, {"game_ip_wzry": 1.0, "game_theme_rpg": 1.0}, {"game": 2.0}, "tags"),
+    "u5": (1.0, {"food_bake": 1.0}, {"food": 1.0}, "labels"),
+}
+
+
+@pytest.fixture()
+def world(spark, tmp_path, tiny_taxonomy):
+    """A warehouse with TAGS in ``video_tags``, their dump days (not D0) and the labeled dump."""
+    from jobs.config import load_job_conf
+    from jobs.schema import to_spark
+    from jobs.tables import ensure_table, replace_day
+    from models.schema import LABELED_SCHEMA, VIDEO_TAGS_SCHEMA
+
+    conf = load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "dump_root": str(tmp_path / "dump"),
+                                    "profiles.labels_root": str(tmp_path / "labeled")})
+    ensure_table(spark, conf, "video_tags")
+    for day in (D0, D1, D2, D3):
+        rows = [{"video_id": v, "dt": date.fromisoformat(d), "leaf_id": leaf, "path": tiny_taxonomy.path(leaf),
+                 "score": s, "taxonomy_version": ver or tiny_taxonomy.version, "run_id": "hand"}
+                for v, d, _, leaf, s, ver in TAGS if d == day]
+        replace_day(spark.createDataFrame(rows, to_spark(VIDEO_TAGS_SCHEMA)), conf, "video_tags", day)
+        if day != D0:
+            _write_day(tmp_path / "dump", day, [{"video_id": v, "title": "t", "uploader_id": u, "upload_ts": TS}
+                                                for v, d, u, *_ in TAGS if d == day])
+    labeled = tmp_path / "labeled" / "dt=2026-10-01"
+    labeled.mkdir(parents=True)
+    schema = pa.schema([f.with_nullable(True) for f in LABELED_SCHEMA])
+    pq.write_table(pa.Table.from_pylist([{"video_id": v, "uploader_id": u, "labels": lab, "title": "t"}
+                                         for v, u, lab in LABELS], schema=schema), labeled / "part-0.parquet")
+    return conf
+
+
+def _table(spark, conf) -> dict[str, tuple]:
+    from jobs.tables import table_path
+
+    rows = spark.read.format("delta").load(table_path(conf, "uploader_profiles")).collect()
+    return {r.uploader_id: (r.n_videos, r.leaf_counts, r.level1_counts, r.source, r.updated_dt, r.taxonomy_version)
+            for r in rows}
+
+
+def _history(spark, conf):
+    from delta.tables import DeltaTable
+
+    from jobs.tables import table_path
+
+    return DeltaTable.forPath(spark, table_path(conf, "uploader_profiles")).history().orderBy("version").collect()
+
+
+@pytest.mark.spark
+def test_refresh_counts_confident_tags_of_the_version_and_labels_in_one_commit(spark, world, tiny_taxonomy):
+    import json
+
+    from jobs.profiles import refresh_profiles
+
+    res = refresh_profiles(spark, world, D2, taxonomy=tiny_taxonomy)
+    got = _table(spark, world)
+    assert {u: v[:4] for u, v in got.items()} == WANT_D2
+    assert {v[4:] for v in got.values()} == {(date.fromisoformat(D2), tiny_taxonomy.version)}
+    assert (res.uploaders, res.labels_only, res.videos, res.days_without_dump) == (4, 2, 7.0, [D0])
+    commits = _history(spark, world)
+    assert commits[-1].operation == "WRITE" and json.loads(commits[-1].userMetadata)["through"] == D2
+
+    # rerun: the same content, one more commit
+    refresh_profiles(spark, world, D2, taxonomy=tiny_taxonomy)
+    assert _table(spark, world) == got and len(_history(spark, world)) == len(commits) + 1
+
+
+@pytest.mark.spark
+def test_the_join_sees_only_days_before_the_tagged_day(spark, world, tiny_taxonomy):
+    from jobs.profiles import profiles_for_day, refresh_profiles
+
+    refresh_profiles(spark, world, D2, taxonomy=tiny_taxonomy)
+    dump = world["dump_root"]
+
+    def joined(conf, dt):
+        j = profiles_for_day(spark, conf, dt, tiny_taxonomy, dump)
+        return j.how, j.through, {r.uploader_id: (r.profile_n_videos, r.profile_leaf_counts) for r in j.frame.collect()}
+
+    how, through, rows = joined(world, D3)  # the nightly case: the table through the day before
+    assert (how, through) == ("table", D2) and rows == {u: v[:2] for u, v in WANT_D2.items()}
+    how, through, rows = joined(world, D2)  # a rerun of D2: computed through D1, never D2 itself
+    assert (how, through) == ("computed", D1)
+    assert rows["u1"] == (1.0, {"game_theme_moba": 1.0}) and rows["u2"] == WANT_D2["u2"][:2]
+    stricter = {**world, "profiles": {**world["profiles"], "min_score": 0.95}}
+    how, _, rows = joined(stricter, D3)  # other settings than the table's: computed
+    assert how == "computed" and "u1" not in rows and "u3" in rows  # u3 keeps its label only
+    assert rows["u3"] == (1.0, {"game_theme_rpg": 1.0})
+
+
+@pytest.mark.spark
+def test_join_profiles_keeps_every_row(spark):
+    from jobs.profiles import join_profiles
+
+    rows = spark.createDataFrame([("a1", "ua"), ("a2", "ua"), ("b1", "ub"), ("n1", None)], "video_id string, uploader_id string")
+    prof = spark.createDataFrame([("ua", 3.0, {"game": 3.0}, {"game_theme_rpg": 3.0})],
+                                 "uploader_id string, profile_n_videos double, profile_level1_counts map<string,double>, "
+                                 "profile_leaf_counts map<string,double>")
+    out = {r.video_id: r for r in join_profiles(rows, prof).collect()}
+    assert set(out) == {"a1", "a2", "b1", "n1"}
+    assert out["a1"].profile_n_videos == out["a2"].profile_n_videos == 3.0
+    assert out["a2"].profile_leaf_counts == {"game_theme_rpg": 3.0}
+    assert all(out[v].profile_n_videos is None and out[v].profile_leaf_counts is None for v in ("b1", "n1"))
+
+
+@pytest.mark.spark
+def test_vtag_profiles_refresh_command(spark, world, tiny_taxonomy_path, capsys, monkeypatch):
+    import json
+
+    import jobs.spark
+    from jobs.cli import main
+
+    monkeypatch.setattr(jobs.spark, "build_session", lambda conf: spark)  # keep the shared session's settings
+
+    rc = main(["profiles", "refresh", "--date", D3, "--warehouse", world["warehouse"], "--taxonomy",
+               str(tiny_taxonomy_path), "--conf", f"dump_root={world['dump_root']}", "--conf",
+               f"profiles.labels_root={world['profiles']['labels_root']}", "--json"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and out["dt"] == D3 and out["uploaders"] == 4
+    got = _table(spark, world)
+    assert got["u1"][1] == {"game_theme_moba": 1.0, "game_theme_rpg": 1.0, "food_home": 1.0}
+    assert main(["profiles", "refresh", "--date", "2026-02-30", "--warehouse", world["warehouse"]]) == 1
+    assert "failed" in capsys.readouterr().err
+
+
+def test_profile_settings_defaults_overrides_and_errors():
+    from jobs.config import ConfigError, load_job_conf
+    from jobs.profiles import ProfileSettings, profile_settings
+
+    assert profile_settings({}) == ProfileSettings(True, 0.5, None)
+    assert profile_settings(load_job_conf()) == ProfileSettings(True, 0.5, None)  # conf/jobs/local.yaml
+    conf = load_job_conf(overrides=["profiles.enabled=false", "profiles.min_score=0.7", "profiles.labels_root=/x"])
+    assert profile_settings(conf) == ProfileSettings(False, 0.7, "/x")
+    with pytest.raises(ConfigError, match="profiles.min_scor"):
+        profile_settings(load_job_conf(overrides=["profiles.min_scor=0.7"]))
+    with pytest.raises(ConfigError, match="true or false"):
+        profile_settings({"profiles": {"enabled": "maybe"}})
+    with pytest.raises(ConfigError, match="not a section"):
+        load_job_conf(overrides=["warehouse.x=1"])
