@@ -4,7 +4,8 @@ Three nightly tag runs (2024-06-01..03, one failed attempt on the third day befo
 taxonomy change (v2 adds a leaf) and a re-tag of 2024-06-02 on 2024-06-05, quarantined rows with
 the generator's reasons, a Parquet dump (for ``video_uploads``), and Delta commit times spread over
 the last days (table created 4 days ago, one day's write a day, the re-tag 6 hours ago), so that
-``TIMESTAMP AS OF current_timestamp() - INTERVAL 1 DAY`` in docs/analysts.md lands before the re-tag.
+``TIMESTAMP AS OF current_timestamp() - INTERVAL 1 DAY`` in docs/analysts.md lands before the re-tag;
+``uploader_profiles`` refreshed through the last day (:func:`jobs.profiles.refresh_profiles`).
 (Delta refuses time travel past ``delta.deletedFileRetentionDuration``, 7 days by default, so the
 commit times cannot be those of June 2024, the days the data is about.)
 
@@ -262,6 +263,10 @@ def build_warehouse(spark, root: Path) -> Warehouse:
     times[len(DAYS) + 1] = now - timedelta(hours=6)
     _set_commit_times(warehouse / "video_tags", times)
     wh.version_before_retag = len(DAYS)
+    # uploader_profiles as the last night's refresh wrote them (v1 tags: 06-01 and 06-03)
+    from jobs.profiles import refresh_profiles
+
+    refresh_profiles(spark, conf, DAYS[-1], taxonomy=tax)
     return wh
 
 
