@@ -38,10 +38,13 @@ from typing import Mapping
 
 import numpy as np
 
-from hierarchy.taxonomy import Taxonomy
+from hierarchy.taxonomy import SparseRows, Taxonomy
 
 #: log(0) guard: consistent scores are clipped to this before the log.
 _TINY = np.float32(1e-30)
+#: up to this many nodes the plan keeps the closure as a dense ``[N, N]`` bool matrix (64 MiB at
+#: the limit; ~1 MiB for the usual ~1k nodes); above it, sparse rows made dense per lookup
+_DENSE_CLOSURE_NODES = 8192
 
 
 # ---------------------------------------------------------------------- per-taxonomy plan
@@ -91,18 +94,34 @@ class _Plan:
                 child_r = np.array([children[p][r] for p in range(sl.start, sl.start + m)], dtype=np.int64)
                 self.up.append((sl.start, m, child_r))
         # Constraint tables, all in work order.
-        closure = t.closure_matrix[np.ix_(self.perm, self.perm)]
-        #: ``[N, N]`` bool: row c = what tagging c implies
-        self.closure = closure
+        sparse = t.closure_sparse.take(self.perm, self.pos)
+        #: row c = what tagging c implies: ``[N, N]`` bool, or for a taxonomy of more than
+        #: _DENSE_CLOSURE_NODES nodes the sparse rows (indexing gives the same dense rows)
+        self.closure: np.ndarray | SparseRows = sparse.dense() if n <= _DENSE_CLOSURE_NODES else sparse
         # Exclusive groups as "which member of group g (work position) tagging c brings in", -1 for
         # none. The validator guarantees a closure holds at most one member of each group.
         groups = t.constraints.exclusive
         self.group_member = np.full((n, len(groups)), -1, dtype=np.int64)
-        for g, members in enumerate(groups):
-            midx = self.pos[[t.index[m] for m in members]]
-            hit = closure[:, midx]  # [N, |group|]
-            has = hit.any(axis=1)
-            self.group_member[has, g] = midx[hit[has].argmax(axis=1)]
+        if isinstance(self.closure, np.ndarray):
+            closure = self.closure
+            for g, members in enumerate(groups):
+                midx = self.pos[[t.index[m] for m in members]]
+                hit = closure[:, midx]  # [N, |group|]
+                has = hit.any(axis=1)
+                self.group_member[has, g] = midx[hit[has].argmax(axis=1)]
+        elif groups:
+            member_of: dict[int, list[int]] = {}
+            for g, members in enumerate(groups):
+                for m in members:
+                    member_of.setdefault(int(self.pos[t.index[m]]), []).append(g)
+            mem = SparseRows.from_rows(member_of, n, len(groups))  # work position -> its groups
+            n_groups = np.diff(mem.indptr)
+            rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(sparse.indptr))
+            hit = n_groups[sparse.indices] > 0
+            rows, cols = rows[hit], sparse.indices[hit]
+            reps = n_groups[cols]
+            src = np.repeat(mem.indptr[cols] - np.cumsum(reps) + reps, reps) + np.arange(int(reps.sum()))
+            self.group_member[np.repeat(rows, reps), mem.indices[src]] = np.repeat(cols, reps)
         #: work positions of nodes with ``requires`` rules: their closure is more than their path
         self.requiring = np.array(sorted(self.pos[t.index[a]] for a in t.constraints.requires), dtype=np.int64)
 

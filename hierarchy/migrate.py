@@ -22,8 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
-
 from hierarchy.taxonomy import Taxonomy
 
 REMAP_ACTIONS = frozenset({"keep", "rename", "move"})
@@ -73,18 +71,16 @@ class TagRemapper:
         frontier = [t for t in scores if t not in ancestors_of_tags]
         labels: dict[str, float] = {}
         for f in frontier:
-            implied = np.flatnonzero(new.closure_matrix[new.index[f]])
-            for j in implied:
+            for j in new.closure_sparse.row(new.index[f]).tolist():
                 nid = new.ids[j]
                 labels[nid] = max(labels.get(nid, 0.0), scores[f])
         for nid in labels:
             if nid in scores:
                 labels[nid] = max(labels[nid], scores[nid])
-        idx = np.array([new.index[n] for n in labels], dtype=np.int64)
-        clash = new.exclusive_matrix[np.ix_(idx, idx)]
-        if clash.any():
-            a, b = np.argwhere(clash)[0]
-            return None, f"{new.ids[idx[a]]} and {new.ids[idx[b]]} are exclusive in {new.label or 'the new version'}"
+        clash = _first_exclusive_pair(new, list(labels))
+        if clash:
+            a, b = clash
+            return None, f"{a} and {b} are exclusive in {new.label or 'the new version'}"
         tag_rows = sorted(
             (
                 {"node_id": n, "name": new.by_id[n].name, "level": new.by_id[n].level, "score": float(s)}
@@ -100,3 +96,15 @@ class TagRemapper:
             tags=tag_rows,
         )
         return row, ""
+
+
+def _first_exclusive_pair(taxonomy: Taxonomy, ids: list[str]) -> tuple[str, str] | None:
+    """The first pair of ``ids`` (in list order: first by the earlier member, then by the later
+    one's position) that shares an exclusive group of ``taxonomy``, or None."""
+    where = {taxonomy.index[n]: k for k, n in enumerate(ids)}
+    partners = taxonomy.exclusive_sparse
+    for nid in ids:
+        hits = [where[j] for j in partners.row(taxonomy.index[nid]).tolist() if j in where]
+        if hits:
+            return nid, ids[min(hits)]
+    return None

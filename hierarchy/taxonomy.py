@@ -4,6 +4,11 @@ The file format is documented in ``docs/taxonomy-format.md``. A :class:`Taxonomy
 built. Nodes are kept in a deterministic order — by level, then by id — and every array this module
 returns is indexed in that order (``taxonomy.index[node_id]`` gives the position). The root is
 implicit: it has no index and is never tagged; level-1 nodes have ``parent is None``.
+
+Scale: loading and validation cost O(N·depth) time and memory (parent links, per-node paths and the
+sparse :attr:`Taxonomy.closure_sparse`), so a 100k-node file loads in seconds. The dense ``[N, N]``
+matrices (:meth:`Taxonomy.ancestor_matrix`, :attr:`Taxonomy.closure_matrix`,
+:attr:`Taxonomy.exclusive_matrix`) are built only when a caller asks for them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import numpy as np
 import yaml
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+#: libyaml's safe loader where PyYAML was built with it (same documents, ~10x faster), else PyYAML's
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class TaxonomyError(ValueError):
@@ -94,11 +101,22 @@ class Taxonomy:
         """Read and validate a taxonomy YAML file; raises :class:`TaxonomyError`."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except OSError as exc:
             raise TaxonomyError(str(path), None, f"cannot read file: {exc}") from exc
         try:
-            data = yaml.safe_load(text)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise TaxonomyError(
+                str(path),
+                None,
+                f"not UTF-8: byte offset {exc.start} (line {line}) holds 0x{raw[exc.start]:02x}, which is "
+                f"not valid UTF-8 ({exc.reason}); a taxonomy file must be UTF-8 — re-encode it, e.g. "
+                f"`iconv -f GBK -t UTF-8`",
+            ) from None
+        try:
+            data = yaml.load(text, Loader=_YAML_LOADER)
         except yaml.YAMLError as exc:
             raise TaxonomyError(str(path), None, f"not valid YAML: {exc}") from exc
         return cls.from_dict(data, source=str(path))
@@ -268,73 +286,134 @@ class Taxonomy:
     def path_matrix(self) -> np.ndarray:
         """``[n_nodes, max_depth]`` int64: row i is node i's path as indices, padded with -1."""
         out = np.full((self.n_nodes, self.max_depth), -1, dtype=np.int64)
-        for i, nid in enumerate(self.ids):
-            p = [self.index[a] for a in self.path(nid)]
-            out[i, : len(p)] = p
+        parent = self.parent_index
+        # Nodes are ordered by level, so a level is one block and its parents' rows are done.
+        for h in range(1, self.max_depth + 1):
+            idx = self.level_indices(h)
+            if h > 1:
+                out[idx, : h - 1] = out[parent[idx], : h - 1]
+            out[idx, h - 1] = idx
         return out
+
+    @cached_property
+    def leaf_counts(self) -> np.ndarray:
+        """``[n_nodes]`` int64: the number of leaves at or below each node (1 for a leaf)."""
+        paths = self.path_matrix[self.leaf_indices]
+        return np.bincount(paths[paths >= 0], minlength=self.n_nodes).astype(np.int64)
 
     def ancestor_matrix(self) -> np.ndarray:
         """C-HMCNN's ``R``: ``[n_nodes, n_nodes]`` bool, ``R[i, j]`` iff j is i or a descendant of i.
 
         So ``max_j R[i, j] * p[j]`` is the max-constraint output of class i, and a label vector
-        ``y [n]`` is ancestor-closed by ``(R.astype(int) @ y) > 0``.
+        ``y [n]`` is ancestor-closed by ``(R.astype(int) @ y) > 0``. A new dense array on each call
+        (N² bytes: build it only where a model needs it; :meth:`close_ancestors` does not).
         """
-        return self._ancestor_matrix.copy()
-
-    @cached_property
-    def _ancestor_matrix(self) -> np.ndarray:
         n = self.n_nodes
-        r = np.eye(n, dtype=bool)
+        r = np.zeros((n, n), dtype=bool)
         pm = self.path_matrix
-        for j in range(n):
-            anc = pm[j][pm[j] >= 0]
-            r[anc, j] = True
+        cols = np.broadcast_to(np.arange(n)[:, None], pm.shape)
+        valid = pm >= 0
+        r[pm[valid], cols[valid]] = True
         return r
 
     def close_ancestors(self, labels: np.ndarray) -> np.ndarray:
-        """``[batch, n_nodes]`` bool -> the same with every ancestor of a set node set too."""
+        """``[batch, n_nodes]`` bool -> the same with every ancestor of a set node set too.
+
+        Path-based: each set node sets its path (``path_matrix`` row), O(set nodes · depth) beyond
+        reading the input; no ``[N, N]`` matrix. A 1-D ``[n_nodes]`` vector works too.
+        """
         labels = np.asarray(labels, dtype=bool)
-        return (labels.astype(np.float32) @ self._ancestor_matrix.T.astype(np.float32)) > 0
+        n = self.n_nodes
+        if labels.ndim not in (1, 2) or labels.shape[-1] != n:
+            raise ValueError(f"labels must have shape [batch, {n}] (one column per node), got {labels.shape}")
+        flat = labels.reshape(-1, n)
+        out = np.zeros(flat.shape, dtype=bool)
+        pm = self.path_matrix
+        # rows in blocks of about _CLOSE_BLOCK set nodes, so the [set nodes, depth] gather stays small
+        cum = np.cumsum(np.count_nonzero(flat, axis=1))
+        total = int(cum[-1]) if cum.size else 0
+        cuts = np.searchsorted(cum, np.arange(_CLOSE_BLOCK, total, _CLOSE_BLOCK)) + 1
+        bounds = np.unique(np.concatenate([[0], cuts, [flat.shape[0]]]))
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            rows, cols = np.nonzero(flat[lo:hi])
+            anc = pm[cols]  # [k, depth]
+            valid = anc >= 0
+            out[lo + np.broadcast_to(rows[:, None], anc.shape)[valid], anc[valid]] = True
+        return out.reshape(labels.shape)
 
     # ------------------------------------------------------------------ constraints
     @cached_property
+    def closure_sparse(self) -> SparseRows:
+        """What tagging each node implies, sparse: row i holds (ascending) i, its ancestors, what it
+        requires (transitively) and their ancestors. The rows of :attr:`closure_matrix`.
+
+        A node whose path holds no node with a ``requires`` rule implies exactly its path; the others
+        get a search over parent links and rules. O(N·depth) for the usual few rules.
+        """
+        n, pm = self.n_nodes, self.path_matrix
+        req = {self.index[a]: [self.index[b] for b in bs] for a, bs in self.constraints.requires.items() if bs}
+        lengths = self.levels.copy()
+        extra: dict[int, np.ndarray] = {}
+        if req:
+            has_rule = np.zeros(n, dtype=bool)
+            has_rule[list(req)] = True
+            affected = (has_rule[np.where(pm >= 0, pm, 0)] & (pm >= 0)).any(axis=1)
+            for i in np.flatnonzero(affected).tolist():
+                seen: set[int] = set()
+                stack = [i]
+                while stack:
+                    x = stack.pop()
+                    if x in seen:
+                        continue
+                    for a in pm[x][pm[x] >= 0].tolist():
+                        if a not in seen:
+                            seen.add(a)
+                            stack.extend(req.get(a, ()))
+                extra[i] = np.array(sorted(seen), dtype=np.int64)
+                lengths[i] = len(seen)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        indices = np.empty(int(indptr[-1]), dtype=np.int64)
+        plain = np.ones(n, dtype=bool)
+        plain[list(extra)] = False
+        rows = pm[plain]
+        pos = indptr[:-1][plain][:, None] + np.arange(self.max_depth)[None, :]
+        valid = rows >= 0  # a path fills the first `level` slots of its row
+        indices[pos[valid]] = rows[valid]
+        for i, implied in extra.items():
+            indices[indptr[i] : indptr[i + 1]] = implied
+        return SparseRows(indptr, indices, n)
+
+    @cached_property
     def closure_matrix(self) -> np.ndarray:
         """``[n_nodes, n_nodes]`` bool: row i is what tagging i implies — i, its ancestors, what it
-        requires (transitively) and their ancestors."""
-        n = self.n_nodes
-        c = self._ancestor_matrix.T.copy()  # c[i, j]: j is i or an ancestor of i
-        req = np.zeros((n, n), dtype=bool)
-        for a, bs in self.constraints.requires.items():
-            for b in bs:
-                req[self.index[a], self.index[b]] = True
-        # Boolean products as float32 matmuls (BLAS): counts stay below 2**24, so they are exact,
-        # and numpy's integer matmul is ~100x slower (seconds for ~1000 nodes).
-        req32 = req.astype(np.float32)
-        up32 = self._ancestor_matrix.T.astype(np.float32)
-        while True:
-            # rows reached by a required node bring in that node's closure
-            nxt = c | ((c.astype(np.float32) @ req32) > 0)
-            nxt = nxt | ((nxt.astype(np.float32) @ up32) > 0)
-            if (nxt == c).all():
-                return c
-            c = nxt
+        requires (transitively) and their ancestors. Dense (N² bytes), built on first use from
+        :attr:`closure_sparse`."""
+        return self.closure_sparse.dense()
+
+    @cached_property
+    def exclusive_sparse(self) -> SparseRows:
+        """Row i: the nodes (ascending) that share an exclusive group with i, i itself excluded."""
+        partners: dict[int, set[int]] = {}
+        for group in self.constraints.exclusive:
+            idx = [self.index[g] for g in group]
+            for a in idx:
+                partners.setdefault(a, set()).update(b for b in idx if b != a)
+        return SparseRows.from_rows({i: sorted(p) for i, p in partners.items()}, self.n_nodes, self.n_nodes)
 
     @cached_property
     def exclusive_matrix(self) -> np.ndarray:
-        """``[n_nodes, n_nodes]`` bool: i and j (i != j) share an exclusive group."""
-        n = self.n_nodes
-        e = np.zeros((n, n), dtype=bool)
-        for group in self.constraints.exclusive:
-            idx = [self.index[g] for g in group]
-            e[np.ix_(idx, idx)] = True
-        np.fill_diagonal(e, False)
-        return e
+        """``[n_nodes, n_nodes]`` bool: i and j (i != j) share an exclusive group. Dense, built on
+        first use from :attr:`exclusive_sparse`."""
+        return self.exclusive_sparse.dense()
 
     def _validate(self) -> None:
         src = self.source
         c = self.constraints
+        present = np.zeros(self.max_depth + 1, dtype=bool)
+        present[self.levels] = True
         for lvl in range(1, self.max_depth + 1):
-            if not (self.levels == lvl).any():
+            if not present[lvl]:
                 raise TaxonomyError(src, None, f"level {lvl} is empty")
         for group, name in zip(c.exclusive, c.exclusive_names):
             for g in group:
@@ -361,20 +440,124 @@ class Taxonomy:
             if not (0.0 < s <= 1.0):
                 raise TaxonomyError(src, a, f"cooccur strength {s} with {b!r} is outside (0, 1]")
         # A node whose implied set breaks an exclusive group can never be tagged consistently.
-        clo = self.closure_matrix
-        bad = (clo.astype(np.float32) @ self.exclusive_matrix.astype(np.float32)) > 0
-        bad &= clo
-        rows = np.flatnonzero(bad.any(axis=1))
-        if rows.size:
-            i = int(rows[0])
-            implied = [self.ids[j] for j in np.flatnonzero(clo[i])]
-            clash = [self.ids[j] for j in np.flatnonzero(bad[i])]
+        i, clash = self._first_contradiction()
+        if i >= 0:
+            implied = [self.ids[j] for j in self.closure_sparse.row(i)]
             raise TaxonomyError(
                 src,
                 self.ids[i],
                 f"constraint contradicts the hierarchy: tagging it implies {implied}, of which "
-                f"{clash} share an exclusive group",
+                f"{[self.ids[j] for j in clash]} share an exclusive group",
             )
+
+    def _first_contradiction(self) -> tuple[int, list[int]]:
+        """(lowest node index whose closure holds two members of one exclusive group, those members
+        in index order), or (-1, []). Sparse: one pass over the closure entries that are members."""
+        groups = self.constraints.exclusive
+        if not groups:
+            return -1, []
+        n, clo = self.n_nodes, self.closure_sparse
+        member_groups: dict[int, list[int]] = {}
+        for g, group in enumerate(groups):
+            for m in group:
+                member_groups.setdefault(self.index[m], []).append(g)
+        mem = SparseRows.from_rows(member_groups, n, len(groups))  # node -> its groups
+        n_groups = np.diff(mem.indptr)
+        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(clo.indptr))
+        cols = clo.indices
+        hit = n_groups[cols] > 0
+        rows, cols = rows[hit], cols[hit]
+        reps = n_groups[cols]
+        starts = np.repeat(mem.indptr[cols] - np.cumsum(reps) + reps, reps)
+        grp = mem.indices[starts + np.arange(int(reps.sum()))]
+        key = np.repeat(rows, reps) * len(groups) + grp
+        uniq, counts = np.unique(key, return_counts=True)
+        bad = uniq[counts >= 2]
+        if not bad.size:
+            return -1, []
+        i = int(bad.min() // len(groups))
+        bad_groups = {int(k % len(groups)) for k in bad if k // len(groups) == i}
+        clash = [j for j in clo.row(i).tolist() if bad_groups & set(member_groups.get(j, ()))]
+        return i, clash
+
+
+#: close_ancestors gathers about this many set nodes at a time
+_CLOSE_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class SparseRows:
+    """A boolean ``[n_rows, n_cols]`` matrix as CSR index arrays (numpy only).
+
+    ``indptr [n_rows + 1]`` and ``indices [nnz]`` int64: row i's true columns are
+    ``indices[indptr[i]:indptr[i + 1]]``, ascending. Indexing gives dense rows: ``rows[i]`` is
+    ``[n_cols]`` bool, ``rows[idx]`` (an int array) is ``[len(idx), n_cols]`` bool.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    n_cols: int
+
+    @classmethod
+    def from_rows(cls, rows: Mapping[int, Iterable[int]], n_rows: int, n_cols: int) -> SparseRows:
+        """From ``{row: ascending columns}``; rows not given are empty."""
+        lengths = np.zeros(n_rows, dtype=np.int64)
+        lists = {int(r): np.asarray(list(c), dtype=np.int64) for r, c in rows.items()}
+        for r, c in lists.items():
+            lengths[r] = c.size
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        indices = np.empty(int(indptr[-1]), dtype=np.int64)
+        for r, c in lists.items():
+            indices[indptr[r] : indptr[r + 1]] = c
+        return cls(indptr, indices, n_cols)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.indptr.shape[0] - 1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n_rows, self.n_cols
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    def row(self, i: int) -> np.ndarray:
+        """Row ``i``'s true columns, ascending (a view)."""
+        return self.indices[self.indptr[i] : self.indptr[i + 1]]
+
+    def take(self, rows: np.ndarray, col_map: np.ndarray | None = None) -> SparseRows:
+        """The rows ``rows`` (in that order), columns renamed by ``col_map`` (old -> new) when given
+        (the new rows are then not sorted)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.indptr[rows + 1] - self.indptr[rows]
+        indptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        src = np.repeat(self.indptr[rows] - indptr[:-1], lengths) + np.arange(int(indptr[-1]))
+        indices = self.indices[src]
+        if col_map is not None:
+            indices = np.asarray(col_map, dtype=np.int64)[indices]
+        return SparseRows(indptr, indices, self.n_cols)
+
+    def dense(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """``[len(rows), n_cols]`` bool (all rows when ``rows`` is None)."""
+        sub = self if rows is None else self.take(rows)
+        out = np.zeros((sub.n_rows, self.n_cols), dtype=bool)
+        out[np.repeat(np.arange(sub.n_rows), np.diff(sub.indptr)), sub.indices] = True
+        return out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if np.ndim(key) == 0:
+            return self.dense(np.array([int(key)]))[0]
+        return self.dense(np.asarray(key, dtype=np.int64).ravel()).reshape(*np.shape(key), self.n_cols)
+
+    def to_scipy(self):
+        """The same matrix as a ``scipy.sparse.csr_array`` of bool (imports scipy)."""
+        import scipy.sparse as sp
+
+        return sp.csr_array((np.ones(self.nnz, dtype=bool), self.indices, self.indptr), shape=self.shape)
 
 
 # ---------------------------------------------------------------------- parsing helpers

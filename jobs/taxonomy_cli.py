@@ -107,7 +107,7 @@ def _validate(args: argparse.Namespace) -> int:
 def tree_lines(tax: Taxonomy, node: str | None = None, depth: int | None = None) -> list[str]:
     """Plain indented lines: ``id  name  name_en  [N leaves]`` (``[leaf]`` for a leaf), two spaces
     per level below the start; level-1 nodes in node order (by id), children in file order."""
-    leaf_count = tax.ancestor_matrix()[:, tax.leaf_indices].sum(axis=1)
+    leaf_count = tax.leaf_counts
     out: list[str] = []
 
     def visit(nid: str, rel: int) -> None:
@@ -156,7 +156,7 @@ def _show_rich(tax: Taxonomy, header: str, node: str | None, depth: int | None) 
     from rich.markup import escape
     from rich.tree import Tree
 
-    leaf_count = tax.ancestor_matrix()[:, tax.leaf_indices].sum(axis=1)
+    leaf_count = tax.leaf_counts
     root = Tree(escape(header))
 
     def visit(parent: Tree, nid: str, rel: int) -> None:
