@@ -10,6 +10,15 @@ into the Arrow scan, so ``WHERE dt = DATE '2024-06-01'`` (or a range on ``dt``) 
 day's files; ``--files-read`` prints which data files a query opened. Time travel
 (``VERSION AS OF``) is Spark's (``vtag sql``).
 
+Read-only: once the tables and views are registered, :func:`open_warehouse` closes DuckDB to the
+outside (``enable_external_access = false``, so no ``COPY``, ``read_csv``, ``ATTACH``, ``INSTALL``
+or file access except the dump files under ``dump_root`` behind ``video_uploads``; no extension
+auto-install or auto-load; ``lock_configuration = true``, so no ``SET`` undoes it). And
+:func:`check_statement` accepts exactly one statement that reads (``SELECT``, ``WITH``, ``FROM``,
+``VALUES``, ``PIVOT``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``, ``EXPLAIN`` of such a statement, a
+``PRAGMA`` of :data:`READ_PRAGMAS`); anything else is refused before it runs. See
+docs/analysts.md, "Read-only".
+
 The result helpers here (:func:`format_table`, :func:`write_result`) are shared with ``vtag sql``,
 so both commands print and save results the same way.
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Any
 
@@ -28,8 +38,22 @@ from jobs.catalog import DUMP_TABLE, TABLE_NAMES, VIEWS, duck_string, short_data
 DEFAULT_DISPLAY_ROWS = 100
 
 
+#: ``PRAGMA`` names that only read (the catalog, sizes, versions); every other PRAGMA is refused
+READ_PRAGMAS = frozenset({
+    "show_tables", "show_tables_expanded", "show_databases", "table_info", "show", "database_list",
+    "database_size", "storage_info", "metadata_info", "version", "platform", "user_agent", "functions",
+    "collations",
+})
+#: what a refusal names as accepted
+_ACCEPTED = "SELECT/WITH/FROM/VALUES/PIVOT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN of those, or a read-only PRAGMA"
+
+
 class QueryError(RuntimeError):
     """A warehouse cannot be opened or a query failed; the message says which and why."""
+
+
+class RefusedStatement(QueryError):
+    """The statement is not one read-only statement; nothing was run."""
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -118,7 +142,9 @@ def open_warehouse(conf: dict[str, Any], files_read: list[str] | None = None):
     """
     import duckdb
     from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
 
+    from jobs.catalog import dump_root
     from jobs.tables import table_path
 
     db = short_database(conf)
@@ -132,10 +158,14 @@ def open_warehouse(conf: dict[str, Any], files_read: list[str] | None = None):
             uri = _delta_uri(table_path(conf, name))
             if not DeltaTable.is_deltatable(uri, storage_options=storage or None):
                 continue
-            table = DeltaTable(uri, storage_options=storage or None)
             local = "://" not in uri
             fs = _counting_filesystem(uri, files_read) if files_read is not None and local else None
-            dataset = table.to_pyarrow_dataset(filesystem=fs) if fs is not None else table.to_pyarrow_dataset()
+            try:
+                table = DeltaTable(uri, storage_options=storage or None)
+                dataset = table.to_pyarrow_dataset(filesystem=fs) if fs is not None else table.to_pyarrow_dataset()
+            except DeltaError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise QueryError(f"cannot read Delta table {name} at {uri}: {first}") from exc
             con.register(f"_delta_{name}", dataset)
             con.execute(f'CREATE VIEW "{db}".{name} AS SELECT * FROM _delta_{name}')
             found.append(name)
@@ -150,23 +180,116 @@ def open_warehouse(conf: dict[str, Any], files_read: list[str] | None = None):
                 continue
             con.execute(f'CREATE VIEW "{db}".{view} AS ' + view_sql(view, db, "duckdb", glob_))
         con.execute(f"SET search_path = '{db},main'")
+        lock_down(con, [dump_root(conf)] if glob_ else [])
+    except duckdb.Error as exc:
+        con.close()
+        raise QueryError(f"cannot open the warehouse in DuckDB: {type(exc).__name__}: {exc}") from exc
     except Exception:
         con.close()
         raise
     return con
 
 
-def run_query(con, statement: str) -> pa.Table:
-    """Run one statement; a statement without a result (DDL) gives an empty table."""
+def lock_down(con, readable_dirs: list[str]) -> None:
+    """Close ``con`` to the outside once its tables are registered: no file, network or extension
+    access (files under ``readable_dirs`` stay readable), and no setting can be changed afterwards."""
+    if readable_dirs:
+        dirs = ", ".join(duck_string(d.rstrip("/") + "/") for d in readable_dirs)
+        con.execute(f"SET allowed_directories = [{dirs}]")
+    for setting in (
+        "autoinstall_known_extensions = false",
+        "autoload_known_extensions = false",
+        "allow_community_extensions = false",
+        "enable_external_access = false",
+        "lock_configuration = true",  # last: from here on no SET (nor PRAGMA x = y) is accepted
+    ):
+        con.execute(f"SET {setting}")
+
+
+_COMMENT_OR_SPACE = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)", re.S)
+_EXPLAIN = re.compile(r"\AEXPLAIN\s*(?:\([^()]*\)\s*)?(?:ANALY[SZ]E\b\s*)?", re.I)
+_PRAGMA = re.compile(r"\APRAGMA\s+([A-Za-z_][A-Za-z0-9_]*)\s*(\(|;|\Z)", re.I)
+
+
+def _strip_leading(sql: str) -> str:
+    while True:
+        m = _COMMENT_OR_SPACE.match(sql)
+        if not m:
+            return sql
+        sql = sql[m.end():]
+
+
+def _first_word(sql: str) -> str:
+    m = re.match(r"[A-Za-z_]+", _strip_leading(sql))
+    return m.group(0).upper() if m else "this"
+
+
+def check_statement(con, statement: str) -> None:
+    """Accept exactly one read-only statement; raise :class:`RefusedStatement` (nothing run) for an
+    empty text, several statements, or a statement of any other kind (``COPY``, ``INSERT``,
+    ``CREATE``, ``SET``, ``INSTALL``/``LOAD``, ``ATTACH``, ``CALL``, ``PRAGMA`` that is not in
+    :data:`READ_PRAGMAS`, ``EXPLAIN ANALYZE`` of any of them, ...). DuckDB's own parser splits and
+    classifies the text (``extract_statements``)."""
     import duckdb
 
     try:
-        rel = con.sql(statement)
+        statements = con.extract_statements(statement)
     except duckdb.Error as exc:
         raise QueryError(f"{type(exc).__name__}: {exc}") from exc
-    if rel is None:
-        return pa.table({})
-    return rel.to_arrow_table()
+    if not statements:
+        raise RefusedStatement("no SQL statement given")
+    if len(statements) > 1:
+        kinds = ", ".join(_first_word(st.query) for st in statements)
+        raise RefusedStatement(
+            f"refused: {len(statements)} statements ({kinds}); vtag query runs exactly one read-only statement"
+        )
+    _check_read_only(con, statements[0], depth=0)
+
+
+def _check_read_only(con, st, depth: int) -> None:
+    import duckdb
+
+    kind = st.type
+    text = _strip_leading(st.query)
+    if kind == duckdb.StatementType.SELECT:
+        return
+    if kind == duckdb.StatementType.PRAGMA:
+        m = _PRAGMA.match(text)
+        if m and m.group(1).lower() in READ_PRAGMAS:
+            return
+        name = m.group(1) if m else "this"
+        raise RefusedStatement(
+            f"refused: PRAGMA {name} is not a read-only PRAGMA (allowed: {', '.join(sorted(READ_PRAGMAS))}); "
+            "vtag query is read-only"
+        )
+    if kind == duckdb.StatementType.EXPLAIN and depth == 0:
+        m = _EXPLAIN.match(text)
+        try:
+            inner = con.extract_statements(text[m.end():]) if m else []
+        except duckdb.Error:
+            inner = []
+        if len(inner) == 1:
+            _check_read_only(con, inner[0], depth + 1)
+            return
+    what = _first_word(text)
+    raise RefusedStatement(
+        f"refused: {what} ({kind.name} statement) is not allowed; vtag query is read-only and runs one "
+        f"{_ACCEPTED}"
+    )
+
+
+def run_query(con, statement: str) -> pa.Table:
+    """Run one read-only statement (:func:`check_statement`; :class:`RefusedStatement` otherwise)."""
+    import duckdb
+
+    check_statement(con, statement)
+    try:
+        rel = con.sql(statement)
+        if rel is None:
+            return pa.table({})
+        return rel.to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def query(conf: dict[str, Any], statement: str, files_read: list[str] | None = None) -> pa.Table:
