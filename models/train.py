@@ -505,6 +505,7 @@ def train(
 
     # --- data
     frame = check_labels(_concat_frames(train_frames), taxonomy)
+    warn_if_coverless(frame, config)
     if val_frames is not None:
         train_df, val_df = frame, check_labels(_concat_frames(val_frames), taxonomy)
     else:
@@ -796,6 +797,25 @@ def train(
         result.bundle_dir = str(out_dir)
         result.model_version = meta.model_version
     return result
+
+
+def warn_if_coverless(frame, config: Mapping[str, Any]) -> bool:
+    """Warn (log + ``UserWarning``) when the config expects covers and no row has one: the image
+    branch would train on blank images only, at the cost of most of the run's time. Returns True
+    when it warned."""
+    import warnings
+
+    if "image" not in config["modalities"] or len(frame) == 0:
+        return False
+    has = [c for c in ("cover", "cover_uri") if c in frame.columns]
+    if any(frame[c].notna().any() for c in has):
+        return False
+    msg = (f"every training row lacks a cover, but model config {config.get('name')!r} expects images: the image "
+           "branch learns nothing and costs most of the training time. Use conf/model/text-context.yaml "
+           "(no image modality) for data without covers.")
+    log.warning(msg)
+    warnings.warn(msg, UserWarning, stacklevel=3)
+    return True
 
 
 def _auto_stop(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last) -> float | None:

@@ -118,3 +118,4 @@ def test_bundle_carries_its_profiles_and_the_predictor_uses_them():
     changed = pred.predict(empty)
     assert list(changed["video_id"]) == list(base["video_id"])
     assert not np.allclose(changed["score"].to_numpy(), base["score"].to_numpy())
+

@@ -223,3 +223,15 @@ def test_weight_average_copies_batchnorm_statistics():
     assert torch.equal(average.model[1].running_mean, model[1].running_mean)
     assert torch.equal(average.model[1].running_var, model[1].running_var)
     assert int(average.model[1].num_batches_tracked) == 1
+
+
+def test_train_warns_when_no_row_has_a_cover_but_the_config_expects_images():
+    from models.factory import resolve_config
+    from models.train import warn_if_coverless
+
+    frame = tiny_frame().assign(cover=None, cover_uri=None)
+    with pytest.warns(UserWarning, match="text-context"):
+        assert warn_if_coverless(frame, resolve_config(tiny_config()))
+    assert not warn_if_coverless(tiny_frame(), resolve_config(tiny_config()))
+    text_only = resolve_config({**tiny_config(), "modalities": ["text", "context"]})
+    assert not warn_if_coverless(frame, text_only)
