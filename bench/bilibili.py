@@ -132,20 +132,22 @@ def read_videos(path: str | Path, taxonomy) -> tuple[pd.DataFrame, int]:
     return frame.loc[known].reset_index(drop=True), int((~known).sum())
 
 
-def load_split(args: argparse.Namespace, taxonomy) -> tuple[pd.DataFrame, pd.DataFrame, int, str]:
+def load_split(args: argparse.Namespace, taxonomy, reader: Callable = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame, int, str]:
     """``(train, test, rows dropped, description)`` from ``--train/--test`` or ``--data`` split by
     uploader (``--test-fraction``, ``--split-seed``); a bad file or option exits with its message."""
+    reader = reader or read_videos
     if bool(args.train) != bool(args.test):
         raise SystemExit("--train and --test go together")
     try:
         if args.train:
-            train, d1 = read_videos(args.train, taxonomy)
-            test, d2 = read_videos(args.test, taxonomy)
+            train, d1 = reader(args.train, taxonomy)
+            test, d2 = reader(args.test, taxonomy)
             return train, test, d1 + d2, f"train {args.train}, test {args.test}"
-        frame, dropped = read_videos(args.data, taxonomy)
+        frame, dropped = reader(args.data, taxonomy)
     except ValueError as e:
         raise SystemExit(f"{Path(sys.argv[0]).name}: {e}") from e
-    if args.split == "time":
+    if getattr(args, "split", "uploader") == "time":
         train, test = time_split(frame, args.test_fraction)
         return train, test, dropped, (f"{args.data} split in time (earliest {1 - args.test_fraction:.0%} by "
                                       f"upload time -> latest {args.test_fraction:.0%}; uploaders as they come)")
@@ -651,11 +653,12 @@ def format_table(results: dict[str, dict]) -> str:
 
 def format_markdown(results: dict[str, dict], *, command: str, device: str, split_desc: str, seeds: int,
                     n_train: int, n_test: int, wall_s: float | None = None, pending: list[str] | None = None,
-                    failed: dict[str, str] | None = None, note: str | None = None) -> str:
+                    failed: dict[str, str] | None = None, note: str | None = None,
+                    title: str = "vtag vs peers on Bilibili video titles (bench/bilibili.py)") -> str:
     import datetime
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = ["# vtag vs peers on Bilibili video titles (bench/bilibili.py)", "",
+    lines = [f"# {title}", "",
              f"- Command: `{command}`", f"- Device: {device}"] + ([f"- {note}"] if note else []) + [
              f"- Written: {now}" + (f"; {wall_s:.0f} s wall so far" if wall_s is not None else ""),
              f"- Split: {split_desc}: train {n_train} rows, test {n_test} rows",
@@ -684,8 +687,12 @@ def format_markdown(results: dict[str, dict], *, command: str, device: str, spli
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _arg_parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, reader: Callable | None = None,
+         parser: argparse.ArgumentParser | None = None, title: str | None = None, script: str = "bench/bilibili.py") -> int:
+    """Run the comparison; ``reader(path, taxonomy) -> (labeled frame, rows dropped)`` reads
+    ``--data``/``--train``/``--test`` (default: Bilibili JSONL), ``parser`` and ``title`` let another
+    script (bench/realdata.py) reuse everything else."""
+    args = (parser or _arg_parser()).parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -696,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--device {args.device}: CUDA is not available here")
     t_all = time.monotonic()
     taxonomy = Taxonomy.load(args.taxonomy)
-    train, test, dropped, split_desc = load_split(args, taxonomy)
+    train, test, dropped, split_desc = load_split(args, taxonomy, reader)
     shared_up = set(train["uploader_id"].dropna()) & set(test["uploader_id"].dropna())
     print(f"{split_desc}: train {len(train)} rows, test {len(test)} rows, {dropped} rows dropped (missing or unknown tid), "
           f"{len(shared_up)} uploaders on both sides", flush=True)
@@ -715,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     else:  # only vtag: it tokenises on its own
         inputs = PeerInputs([], [], [], [], tr_texts, te_texts)
 
-    command = "python bench/bilibili.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = f"python {script} " + " ".join(sys.argv[1:] if argv is None else argv)
     device = device_description(args.device)
     opts = {"model_config": args.model_config, "shipped_config": args.shipped_config, "split": args.split,
             "vtag_max_minutes": args.vtag_max_minutes,
@@ -737,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.md_out).write_text(format_markdown(
                 results, command=command, device=device, split_desc=split_desc, seeds=args.seeds,
                 n_train=len(train), n_test=len(test), wall_s=time.monotonic() - t_all, pending=pending,
-                failed=failed, note=args.note))
+                failed=failed, note=args.note, **({"title": title} if title else {})))
         return results
 
     def finish(system: str, seed: int, m: dict | None, err: BaseException | None) -> None:

@@ -26,12 +26,14 @@ def test_bilibili_bench_on_a_slice(tmp_path, capsys):
     train.write_text("".join(lines[:300]), encoding="utf-8")
     test.write_text("".join(lines[300:]), encoding="utf-8")
     rc = bilibili.main(["--train", str(train), "--test", str(test), "--seeds", "2", "--vtag-epochs", "1",
-                        "--systems", "vtag_flat,tfidf_lr,fasttext_ngrams"])
+                        "--systems", "vtag_flat,tfidf_lr,fasttext_ngrams,svm_tfidf_ctx"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(out) == {"vtag_flat", "tfidf_lr", "fasttext_ngrams"}
+    assert set(out) == {"vtag_flat", "tfidf_lr", "fasttext_ngrams", "svm_tfidf_ctx"}
     for r in out.values():
-        assert set(r) == {"leaf_acc", "leaf_acc_std", "level1_acc", "level1_acc_std", "hf1", "hf1_std"}
+        assert {"leaf_acc", "leaf_acc_std", "level1_acc", "level1_acc_std", "hf1", "hf1_std"} <= set(r)
+        assert set(r) - {"leaf_acc", "leaf_acc_std", "level1_acc", "level1_acc_std", "hf1", "hf1_std"} <= {
+            "leaf_acc_returning", "leaf_acc_returning_std", "leaf_acc_new", "leaf_acc_new_std"}
         assert 0.0 <= r["leaf_acc"] <= r["hf1"] <= r["level1_acc"] <= 1.0  # 2-level: hF1 between the two
     assert out["tfidf_lr"]["leaf_acc_std"] == 0.0  # deterministic peer: one run
 
@@ -84,7 +86,32 @@ def test_default_split_of_one_file(tmp_path, capsys):
             for i in range(200)]
     f = tmp_path / "all.jsonl"
     f.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    assert bilibili.main(["--data", str(f), "--systems", "tfidf_lr", "--seeds", "1"]) == 0
+    assert bilibili.main(["--data", str(f), "--split", "uploader", "--systems", "tfidf_lr", "--seeds", "1"]) == 0
     out = capsys.readouterr().out
     assert "split by uploader (test fraction 0.2, split seed 0)" in out and "0 uploaders on both sides" in out
     assert json.loads(out.strip().splitlines()[-1])["tfidf_lr"]["leaf_acc"] >= 0.0
+    with pytest.raises(SystemExit, match="needs upload times"):  # the default time split, without pubdate
+        bilibili.main(["--data", str(f), "--systems", "tfidf_lr", "--seeds", "1"])
+
+
+def test_time_split_reports_returning_and_new_uploaders(tmp_path, capsys):
+    """--split time (the default): the latest 20 % by pubdate are the test side; the SVM peers run
+    with C chosen on the training side's own latest 10 %; returning vs new uploaders are reported."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import bilibili
+
+    words = {76: "做饭 美食 菜谱", 17: "游戏 攻略 通关"}
+    rows = [f'{{"aid": {i}, "title": "{words[(76, 17)[i % 2]]} {i % 5}", "tid": {(76, 17)[i % 2]}, '
+            f'"owner_mid": {i % 30}, "pubdate": {1_690_000_000 + 3600 * i}}}' for i in range(240)]
+    f = tmp_path / "all.jsonl"
+    f.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    md = tmp_path / "r.md"
+    assert bilibili.main(["--data", str(f), "--systems", "svm_tfidf,svm_tfidf_ctx", "--seeds", "1",
+                          "--md-out", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "split in time" in out and "train 192 rows, test 48 rows" in out
+    res = json.loads(out.strip().splitlines()[-1])
+    for r in res.values():
+        assert r["leaf_acc"] > 0.9 and "leaf_acc_returning" in r  # every test uploader posted before
+        assert "leaf_acc_new" not in r
+    assert "returning uploaders" in md.read_text()
