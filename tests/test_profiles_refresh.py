@@ -3,6 +3,7 @@ commit, which profiles a day is joined with, the ``vtag profiles refresh`` comma
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timezone
 
 import pyarrow as pa
@@ -25,7 +26,7 @@ TAGS = [
     ("v7", D3, "u1", "food_home", 0.99, None),  # after the refreshed day
     ("v8", D0, "u4", "film_live", 0.9, None),  # its dump day is gone
 ]
-#: (video_id, uploader, labels) of the labeled dump's one day
+#: (video_id, uploader, labels) of the labeled dump's Parquet day (and LABELS_JSONL's JSON Lines day)
 LABELS = [
     ("l1", "u5", ["food_bake", "food"]),
     ("l2", "u2", ["film_anim"]),
@@ -34,23 +35,27 @@ LABELS = [
     ("l4", None, ["food_home"]),  # no uploader: skipped
     ("l5", "u3", ["game_theme_rpg"]),
 ]
+LABELS_JSONL = [("j1", "u6", ["film_live"])]
 #: through D2 with min_score 0.5: uploader -> (n_videos, leaf counts, level-1 counts, source)
 WANT_D2 = {
     "u1": (2.0, {"game_theme_moba": 1.0, "game_theme_rpg": 1.0}, {"game": 2.0}, "tags"),
     "u2": (2.0, {"film_anim": 1.0, "food_home": 1.0}, {"film": 1.0, "food": 1.0}, "labels"),
     "u3": (2.0, {"game_ip_wzry": 1.0, "game_theme_rpg": 1.0}, {"game": 2.0}, "tags"),
     "u5": (1.0, {"food_bake": 1.0}, {"food": 1.0}, "labels"),
+    "u6": (1.0, {"film_live": 1.0}, {"film": 1.0}, "labels"),
 }
 
 
-@pytest.fixture()
-def world(spark, tmp_path, tiny_taxonomy):
-    """A warehouse with TAGS in ``video_tags``, their dump days (not D0) and the labeled dump."""
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory, tiny_taxonomy):
+    """A warehouse with TAGS in ``video_tags``, their dump days (not D0) and the labeled dump (built
+    once: every test starts with a refresh of its own)."""
     from jobs.config import load_job_conf
     from jobs.schema import to_spark
     from jobs.tables import ensure_table, replace_day
     from models.schema import LABELED_SCHEMA, VIDEO_TAGS_SCHEMA
 
+    tmp_path = tmp_path_factory.mktemp("profiles-world")
     conf = load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "dump_root": str(tmp_path / "dump"),
                                     "profiles.labels_root": str(tmp_path / "labeled")})
     ensure_table(spark, conf, "video_tags")
@@ -67,6 +72,10 @@ def world(spark, tmp_path, tiny_taxonomy):
     schema = pa.schema([f.with_nullable(True) for f in LABELED_SCHEMA])
     pq.write_table(pa.Table.from_pylist([{"video_id": v, "uploader_id": u, "labels": lab, "title": "t"}
                                          for v, u, lab in LABELS], schema=schema), labeled / "part-0.parquet")
+    jsonl = tmp_path / "labeled" / "dt=2026-10-02"
+    jsonl.mkdir()
+    (jsonl / "part-0.jsonl").write_text("".join(json.dumps({"video_id": v, "uploader_id": u, "labels": lab}) + "\n"
+                                                for v, u, lab in LABELS_JSONL), encoding="utf-8")
     return conf
 
 
@@ -88,15 +97,13 @@ def _history(spark, conf):
 
 @pytest.mark.spark
 def test_refresh_counts_confident_tags_of_the_version_and_labels_in_one_commit(spark, world, tiny_taxonomy):
-    import json
-
     from jobs.profiles import refresh_profiles
 
     res = refresh_profiles(spark, world, D2, taxonomy=tiny_taxonomy)
     got = _table(spark, world)
     assert {u: v[:4] for u, v in got.items()} == WANT_D2
     assert {v[4:] for v in got.values()} == {(date.fromisoformat(D2), tiny_taxonomy.version)}
-    assert (res.uploaders, res.labels_only, res.videos, res.days_without_dump) == (4, 2, 7.0, [D0])
+    assert (res.uploaders, res.labels_only, res.videos, res.days_without_dump) == (5, 3, 8.0, [D0])
     commits = _history(spark, world)
     assert commits[-1].operation == "WRITE" and json.loads(commits[-1].userMetadata)["through"] == D2
 
@@ -144,8 +151,6 @@ def test_join_profiles_keeps_every_row(spark):
 
 @pytest.mark.spark
 def test_vtag_profiles_refresh_command(spark, world, tiny_taxonomy_path, capsys, monkeypatch):
-    import json
-
     import jobs.spark
     from jobs.cli import main
 
@@ -155,7 +160,7 @@ def test_vtag_profiles_refresh_command(spark, world, tiny_taxonomy_path, capsys,
                str(tiny_taxonomy_path), "--conf", f"dump_root={world['dump_root']}", "--conf",
                f"profiles.labels_root={world['profiles']['labels_root']}", "--json"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert rc == 0 and out["dt"] == D3 and out["uploaders"] == 4
+    assert rc == 0 and out["dt"] == D3 and out["uploaders"] == 5
     got = _table(spark, world)
     assert got["u1"][1] == {"game_theme_moba": 1.0, "game_theme_rpg": 1.0, "food_home": 1.0}
     assert main(["profiles", "refresh", "--date", "2026-02-30", "--warehouse", world["warehouse"]]) == 1
@@ -176,3 +181,20 @@ def test_profile_settings_defaults_overrides_and_errors():
         profile_settings({"profiles": {"enabled": "maybe"}})
     with pytest.raises(ConfigError, match="not a section"):
         load_job_conf(overrides=["warehouse.x=1"])
+
+
+def test_the_predictor_reads_the_profile_columns_as_the_job_hands_them_over(tiny_taxonomy):
+    """mapInArrow gives the Predictor pandas from Arrow: maps become lists of (key, value) pairs."""
+    from models.profiles import ProfileFeaturizer
+    from models.schema import PROFILE_INPUT_FIELDS
+
+    batch = pa.RecordBatch.from_pylist(
+        [{"video_id": "a", "uploader_id": "ua", "profile_n_videos": 3.0, "profile_level1_counts": [("game", 3.0)],
+          "profile_leaf_counts": [("game_theme_rpg", 2.0), ("game_theme_moba", 1.0)]},
+         {"video_id": "b", "uploader_id": "new", "profile_n_videos": None, "profile_level1_counts": None,
+          "profile_leaf_counts": None}],
+        schema=pa.schema([pa.field("video_id", pa.string()), pa.field("uploader_id", pa.string()), *PROFILE_INPUT_FIELDS]))
+    feats = ProfileFeaturizer(tiny_taxonomy)
+    got = feats.transform(batch.to_pandas())
+    want = feats.vectors([3.0, 0.0], [{"game_theme_rpg": 2.0, "game_theme_moba": 1.0}, None])
+    assert got.shape == (2, tiny_taxonomy.n_nodes + 2) and (got == want).all() and got[0].any() and not got[1].any()
