@@ -267,7 +267,7 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
                                                ngram_keys=getattr(featurizer, "ngram_keys", None))
     if "image" in mods:
         encoders["image"] = ImageEncoder(cfg["image"], pretrained=pretrained)
-    profile_dim = taxonomy_nodes(taxonomy, spec) + 2 if profile_enabled(cfg) else 0
+    profile_dim = 2 * taxonomy_nodes(taxonomy, spec) + 2 if profile_enabled(cfg) else 0
     if "context" in mods:
         encoders["context"] = ContextEncoder(cfg["context"], profile_dim=profile_dim)
     dims = {m: int(e.out_dim) for m, e in encoders.items()}
@@ -280,6 +280,8 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
     loss_weights = {k: float(v) for k, v in cfg["loss"].items() if k != "modality"}
     wide_dim = sum(dims[m] for m in wide_modalities(cfg)) + (profile_dim if wide_profile(cfg) else 0)
     head = create_head(cfg["head"], spec, int(fusion.out_dim), loss_weights=loss_weights, wide_dim=wide_dim)
+    if wide_profile(cfg):
+        init_profile_evidence(head, spec, wide_dim - profile_dim)
     tfidf = None
     if cfg["head"]["tfidf_wide"]:
         keys = getattr(featurizer, "ngram_keys", None)
@@ -294,6 +296,21 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
     if cfg["fusion"]["name"] == "centralnet" and float(cfg["loss"]["modality"]) > 0:
         modality_heads = {m: nn.Linear(int(fusion.out_dim), spec.n_nodes) for m in mods}
     return VtagModel(cfg, encoders, fusion, head, gate, modality_heads, tfidf_wide=tfidf)
+
+
+@torch.no_grad()
+def init_profile_evidence(head: nn.Module, spec, offset: int) -> None:
+    """Start the wide path's weights on the profile's log-ratio block (``profile[N:2N]``, at
+    ``offset`` in the wide input) at the identity from node to its own logit: the model starts from
+    the Naive-Bayes update ``logit += log p(node | uploader) - log p(node)`` and learns how far to
+    trust it (flat head: leaf logits; DHMCN heads: node logits)."""
+    n = spec.n_nodes
+    w = head.wide.weight  # [n_out, wide_dim]
+    if w.shape[0] == n:
+        nodes = torch.arange(n)
+    else:
+        nodes = torch.as_tensor(spec.leaves, dtype=torch.long)
+    w[torch.arange(w.shape[0]), offset + n + nodes] = 1.0
 
 
 def taxonomy_nodes(taxonomy, spec=None) -> int:

@@ -14,7 +14,7 @@ key                 shape, dtype        meaning
 ``uploader``        [B, K] int64        hashed uploader id buckets, 0 = null
 ``program``         [B, K] int64        hashed source program buckets, 0 = null
 ``duration``        [B] int64           duration bucket, 0 = null
-``profile``         [B, N+2] float32    uploader profile (``context.profile.enabled``; models/profiles.py)
+``profile``         [B, 2N+2] float32   uploader profile (``context.profile.enabled``; models/profiles.py)
 ==================  ==================  =====================================================
 
 Text keys are present when the text modality is enabled, context keys with context, ``image`` with

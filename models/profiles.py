@@ -11,10 +11,12 @@ before, and an uploader's earlier categories predict the next one. A profile is
 :class:`ProfileTable` holds profiles by uploader (built from labeled rows, or read from the
 ``uploader_profiles`` Delta table / a bundle's ``uploader_profiles.parquet``, both in
 :data:`models.schema.UPLOADER_PROFILES_SCHEMA`). :class:`ProfileFeaturizer` turns a profile into
-the model's ``profile [B, n_nodes + 2]`` float32 input: per node the smoothed share of the
-uploader's videos under that node, ``count / (n_videos + alpha)`` (counts closed over ancestors),
-then ``log1p(n_videos) / 5`` and ``n_videos > 0``. A new uploader's vector is all zeros, so an
-empty profile adds nothing to the logits.
+the model's ``profile [B, 2 * n_nodes + 2]`` float32 input: per node the smoothed share of the
+uploader's videos under that node, ``count / (n_videos + alpha)`` (counts closed over ancestors);
+per node the log-ratio of the smoothed share to the node's prior ``q`` (its share of all profiled
+videos), ``log((count + alpha q) / (n_videos + alpha)) - log q`` — the Naive-Bayes evidence the
+uploader's history adds to a node's log-odds; then ``log1p(n_videos) / 5`` and ``n_videos > 0``.
+A new uploader's vector is all zeros, so an empty profile adds nothing to the logits.
 
 Training rows get profiles **without leakage** (:func:`leakage_free_profiles`): a row never sees
 its own label. ``time`` mode counts the uploader's strictly earlier rows (by ``upload_ts``), the way
@@ -271,24 +273,47 @@ class ProfileFeaturizer:
     def __init__(self, taxonomy, alpha: float = 1.0):
         self.taxonomy = taxonomy
         self.alpha = float(alpha)
-        self.dim = taxonomy.n_nodes + 2
+        self.n_nodes = n = taxonomy.n_nodes
+        self.dim = 2 * n + 2
         pm = taxonomy.path_matrix  # [N, depth] node indices root..node, -1 past the node
         self._path = {nid: pm[j][pm[j] >= 0] for j, nid in enumerate(taxonomy.ids)}
-        self.table: ProfileTable | None = None
+        self._table: ProfileTable | None = None
+        self.log_prior = np.full(n, -np.log(n), dtype=np.float32)
+
+    @property
+    def table(self) -> ProfileTable | None:
+        return self._table
+
+    @table.setter
+    def table(self, table: ProfileTable | None) -> None:
+        """Set the fallback profiles; the node prior ``q`` is their pooled share (add-one smoothed)."""
+        self._table = table
+        counts = np.ones(self.n_nodes, dtype=np.float64)
+        total = float(self.n_nodes)
+        for n_videos, leaf_counts in (table.profiles.values() if table is not None else ()):
+            total += float(n_videos)
+            for node, c in leaf_counts.items():
+                path = self._path.get(node)
+                if path is not None:
+                    counts[path] += float(c)
+        self.log_prior = np.log(np.minimum(counts / total, 1.0)).astype(np.float32)
 
     def vectors(self, n_videos: Iterable[float], leaf_counts: Iterable[Mapping[str, float] | None]) -> np.ndarray:
-        """``[B, n_nodes + 2]`` float32 from per-row ``n_videos`` and ``{node_id: count}``; unknown
+        """``[B, 2 * n_nodes + 2]`` float32 from per-row ``n_videos`` and ``{node_id: count}``; unknown
         node ids (another taxonomy version's) are ignored."""
         rows = []
+        n_nodes, prior = self.n_nodes, np.exp(self.log_prior)
         for n, counts in zip(n_videos, leaf_counts):
             v = np.zeros(self.dim, dtype=np.float32)
             n = 0.0 if _is_null(n) else float(n)
             if n > 0 and counts:
-                scale = 1.0 / (n + self.alpha)
-                for node, c in counts.items():
+                c = np.zeros(n_nodes, dtype=np.float64)
+                for node, k in counts.items():
                     path = self._path.get(node)
                     if path is not None:
-                        v[path] += float(c) * scale
+                        c[path] += float(k)
+                v[:n_nodes] = c / (n + self.alpha)
+                v[n_nodes:2 * n_nodes] = np.log((c + self.alpha * prior) / (n + self.alpha)) - self.log_prior
                 v[-2] = np.log1p(n) / 5.0
                 v[-1] = 1.0
             rows.append(v)

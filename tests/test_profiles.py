@@ -59,11 +59,18 @@ def test_profile_vector_is_zero_for_a_new_uploader_and_closed_over_ancestors():
     f = ProfileFeaturizer(tax, alpha=1.0)
     leaf = tax.leaf_ids[0]
     v = f.vectors([0.0, 3.0], [None, {leaf: 3.0}])
-    assert v.shape == (2, tax.n_nodes + 2)
+    n = tax.n_nodes
+    assert v.shape == (2, 2 * n + 2)
     assert not v[0].any()
+    q = 1.0 / n  # no table: a uniform prior
     for node in tax.path(leaf):
         assert v[1, tax.index[node]] == pytest.approx(3.0 / 4.0)
+        assert v[1, n + tax.index[node]] == pytest.approx(np.log((3.0 + q) / 4.0 / q), rel=1e-5)
+    other = next(j for j in range(n) if tax.ids[j] not in tax.path(leaf))
+    assert v[1, n + other] == pytest.approx(np.log(0.25), rel=1e-5)  # no video there: evidence against
     assert v[1, -1] == 1.0 and v[1, -2] == pytest.approx(np.log1p(3.0) / 5.0)
+    f.table = ProfileTable(tax.version, {"a": (9.0, {leaf: 9.0})})  # the table sets the node prior
+    assert np.exp(f.log_prior[tax.index[leaf]]) == pytest.approx((9 + 1) / (9 + n))
 
 
 def test_frame_columns_win_and_null_falls_back_to_the_table():
