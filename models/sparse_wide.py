@@ -11,6 +11,13 @@ hold it (``N`` rows in all): ``w = (1 + log c) * idf``, ``idf = log((1 + N) / (1
 ``sum_g w_g * W[g]``. The table holds the ``max_params // n_out`` n-grams in the most training
 rows (all when they fit); the others still count in the row's norm. ``idf`` and the table-row map
 are persistent buffers, so they travel in the bundle's weights.
+
+``fitted=True`` (``head.tfidf_wide: svm``): the table and a per-output bias are not learned by
+back-propagation but fitted once, before the deep part trains, as a linear SVM (scikit-learn's
+``LinearSVC``, C chosen on the run's validation split: :func:`fit_linear_svm`), then frozen; only a
+scale on its margins is learned, and the rest of the model learns the residual on top of it. The
+model then starts from what a tuned linear SVM on TF-IDF knows, instead of having to learn it
+jointly with everything else (where it overfits within a few epochs).
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ class TfidfWide(nn.Module):
         Training rows (with ``df``).
     """
 
-    def __init__(self, n_keys: int, n_out: int, max_params: int, df: np.ndarray | None = None, n_docs: int = 0):
+    def __init__(self, n_keys: int, n_out: int, max_params: int, df: np.ndarray | None = None, n_docs: int = 0,
+                 fitted: bool = False):
         super().__init__()
         rows = wide_rows(n_keys, n_out, max_params)
         idf = torch.zeros(n_keys + 1)
@@ -58,6 +66,11 @@ class TfidfWide(nn.Module):
         self.register_buffer("row_of", row_of)
         self.table = nn.EmbeddingBag(rows, int(n_out), mode="sum", padding_idx=0)
         nn.init.zeros_(self.table.weight)
+        self.fitted = bool(fitted)
+        if self.fitted:
+            self.table.weight.requires_grad_(False)
+            self.register_buffer("bias", torch.zeros(int(n_out)))
+            self.scale = nn.Parameter(torch.tensor(2.0))  # margins (about +-1) -> logits
 
     def weights(self, bow_ids: torch.Tensor) -> torch.Tensor:
         """``[B, M]`` float32 per-position weights; an n-gram's positions sum to its TF-IDF value."""
@@ -69,4 +82,73 @@ class TfidfWide(nn.Module):
         return w / count / norm
 
     def forward(self, bow_ids: torch.Tensor) -> torch.Tensor:
-        return self.table(self.row_of[bow_ids], per_sample_weights=self.weights(bow_ids))
+        out = self.table(self.row_of[bow_ids], per_sample_weights=self.weights(bow_ids))
+        if self.fitted:
+            out = self.scale * (out + self.bias)
+        return out
+
+    @torch.no_grad()
+    def features(self, bow_ids: torch.Tensor):
+        """``[B, rows]`` scipy CSR TF-IDF matrix of ``bow_ids`` (the table's columns; what forward sums)."""
+        import scipy.sparse as sp
+
+        w = self.weights(bow_ids).numpy()
+        cols = self.row_of[bow_ids].numpy()
+        keep = cols > 0
+        rows = np.broadcast_to(np.arange(bow_ids.shape[0])[:, None], cols.shape)
+        return sp.csr_matrix((w[keep], (rows[keep], cols[keep])), shape=(bow_ids.shape[0], self.table.num_embeddings))
+
+
+SVM_C_GRID = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+@torch.no_grad()
+def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, y_val: np.ndarray | None = None,
+                   grid: tuple[float, ...] = SVM_C_GRID, seed: int = 0) -> dict:
+    """Fit ``module``'s table and bias as a one-vs-rest linear SVM and freeze them.
+
+    Parameters
+    ----------
+    module : TfidfWide
+        Built with ``fitted=True``.
+    x_train, x_val : scipy sparse ``[n, rows]``
+        :meth:`TfidfWide.features` of the training / validation rows.
+    y_train, y_val : ndarray
+        ``[n]`` int output index of each row (-1: not a class of this model, e.g. a partial label;
+        left out).
+    grid : tuple of float
+        ``C`` candidates; the one with the best validation accuracy is kept (the first without
+        validation rows).
+
+    Returns
+    -------
+    dict with ``C``, ``val_acc`` (None without validation rows) and ``classes``.
+    """
+    from sklearn.svm import LinearSVC
+
+    if not module.fitted:
+        raise ValueError("fit_linear_svm needs a TfidfWide built with fitted=True")
+    tr = y_train >= 0
+    classes = np.unique(y_train[tr])
+    if classes.size < 2:
+        return {"C": None, "val_acc": None, "classes": int(classes.size)}
+    best_c, best = grid[0], None
+    va = None if y_val is None else y_val >= 0
+    if va is not None and va.any() and len(grid) > 1:
+        for c in grid:
+            clf = LinearSVC(C=c, random_state=seed).fit(x_train[tr], y_train[tr])
+            acc = float(np.mean(clf.predict(x_val[va]) == y_val[va]))
+            if best is None or acc > best:
+                best_c, best = c, acc
+    clf = LinearSVC(C=best_c, random_state=seed).fit(x_train[tr], y_train[tr])
+    coef, intercept = clf.coef_, clf.intercept_
+    if classes.size == 2:  # binary: one hyperplane, class 1 positive
+        coef, intercept = np.vstack([-coef[0], coef[0]]), np.array([-intercept[0], intercept[0]])
+    weight = np.zeros(tuple(module.table.weight.shape), dtype=np.float32)
+    weight[:, classes] = coef.T
+    weight[0] = 0.0  # the pad row
+    bias = np.full(module.bias.shape[0], float(intercept.min()) - 1.0, dtype=np.float32)  # unseen outputs
+    bias[classes] = intercept
+    module.table.weight.copy_(torch.from_numpy(weight))
+    module.bias.copy_(torch.from_numpy(bias))
+    return {"C": best_c, "val_acc": best, "classes": int(classes.size)}

@@ -544,6 +544,9 @@ def train(
         if unexpected:
             raise ValueError(f"init_weights has keys the model lacks: {list(unexpected)[:5]}")
         log.info("warm start: %d tensors loaded, %d kept from init", len(init_weights), len(missing))
+    if getattr(model, "tfidf_wide", None) is not None and model.tfidf_wide.fitted and not state \
+            and init_weights is None:
+        _fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed)
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -797,6 +800,33 @@ def train(
         result.bundle_dir = str(out_dir)
         result.model_version = meta.model_version
     return result
+
+
+def _fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> None:
+    """``head.tfidf_wide: svm``: fit the TF-IDF linear SVM (C on the validation rows), frozen
+    before the deep part trains (:func:`models.sparse_wide.fit_linear_svm`)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from models.sparse_wide import fit_linear_svm
+
+    module = model.tfidf_wide
+    leaf_pos = {int(j): k for k, j in enumerate(taxonomy.leaf_indices)}
+
+    def xy(frame):
+        if len(frame) == 0:
+            return None, None
+        parts = [module.features(featurizer.transform(frame.iloc[i:i + 2048])["bow_ids"])
+                 for i in range(0, len(frame), 2048)]
+        y = np.array([leaf_pos.get(int(j), -1) for j in featurizer.primary_leaf(frame).numpy()])
+        return sp.vstack(parts).tocsr(), y
+
+    t0 = time.monotonic()
+    x_tr, y_tr = xy(train_df)
+    x_va, y_va = xy(val_df)
+    info = fit_linear_svm(module, x_tr, y_tr, x_va, y_va, seed=seed)
+    log.info("tfidf_wide svm: C=%s validation acc %s, %d classes, %.1fs", info["C"], info["val_acc"],
+             info["classes"], time.monotonic() - t0)
 
 
 def warn_if_coverless(frame, config: Mapping[str, Any]) -> bool:
