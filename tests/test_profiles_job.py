@@ -158,11 +158,15 @@ def test_rerunning_days_is_idempotent_and_never_sees_the_day_itself(spark, night
     assert [r.status for r in _runs(spark, night.conf)] == ["succeeded"] * 4
 
 
-def test_profiles_of_another_taxonomy_version_are_refused(spark, tmp_path, tiny_bundle, tiny_taxonomy_path):
+def test_profiles_of_another_taxonomy_version_are_refused(spark, tmp_path, tiny_bundle, tiny_taxonomy_path,
+                                                          monkeypatch):
+    """Refused; ``profiles.enabled=false`` tags without them; ``vtag profiles refresh`` rebuilds the
+    table; a refresh that fails after the day is published fails the run."""
     from datetime import date
 
+    import jobs.tag
     from jobs.config import load_job_conf
-    from jobs.profiles import ProfileVersionError
+    from jobs.profiles import ProfileVersionError, refresh_profiles
     from jobs.tables import conform, ensure_table, table_path
     from jobs.tag import tag_day
 
@@ -189,5 +193,21 @@ def test_profiles_of_another_taxonomy_version_are_refused(spark, tmp_path, tiny_
     assert res.status == "succeeded" and res.profiles == "profiles: off"
     seen = _inputs(tmp_path / "in")
     assert len(seen) == 3 and all("profile_n_videos" not in row for row in seen.values())
-    assert [r.taxonomy_version for r in spark.read.format("delta").load(table_path(conf, "uploader_profiles")).collect()] \
-        == ["another-version"]
+    def versions():
+        return [r.taxonomy_version for r in spark.read.format("delta").load(table_path(conf, "uploader_profiles")).collect()]
+
+    assert versions() == ["another-version"]
+
+    # the remedy: rebuild for the bundle's version; then a refresh that fails after publishing fails the run
+    refresh_profiles(spark, conf, D1, dump_root=str(tmp_path / "dump"), taxonomy=jobs.tag.bundle_taxonomy(str(tiny_bundle)))
+    assert "another-version" not in versions()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(jobs.tag, "refresh_profiles", broken)
+    with pytest.raises(RuntimeError, match="published, but refreshing uploader_profiles failed"):
+        tag_day(spark, conf, D1, dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))
+    last = _runs(spark, conf)[-1]
+    assert last.status == "failed" and "OSError: disk full" in last.message
+    assert last.rows_read == last.rows_tagged == 3 and len(_day_tags(spark, conf, D1)) == 3  # the day is there
