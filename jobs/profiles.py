@@ -380,7 +380,7 @@ def join_profiles(rows, profiles):
 
 # ----------------------------------------------------------------------------------- CLI
 def _arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="vtag profiles", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="action", required=True)
     r = sub.add_parser("refresh", help="recompute uploader_profiles from the days up to --date (backfills, repair)")
     r.add_argument("--date", required=True, help="the last day counted, YYYY-MM-DD (becomes updated_dt)")
