@@ -139,6 +139,8 @@ def replace_day(df: DataFrame, conf: dict[str, Any], name: str, dt: str) -> None
         lambda: out.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", f"dt = DATE'{dt}'")
+        # a table created before a column was added (video_tags_quarantine.detail) gains it here
+        .option("mergeSchema", "true")
         .option("userMetadata", json.dumps({"job": conf.get("_job", "vtag"), "dt": dt, "run_id": conf.get("_run_id")}))
         .save(path)
     )

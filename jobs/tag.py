@@ -201,6 +201,7 @@ def tag_day(
             F.lit(dt).cast("date").alias("dt"),
             F.col("_raw").alias("raw"),
             F.col("reason"),
+            F.lit(None).cast("string").alias("detail"),
             F.lit(run_id).alias("run_id"),
         )
         replace_day(quarantine, conf, "video_tags_quarantine", dt)

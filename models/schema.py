@@ -81,6 +81,7 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("dt", pa.date32(), nullable=False),
         pa.field("raw", pa.string(), metadata={"doc": "the row as JSON (binary as base64, long fields cut)"}),
         pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
         pa.field("run_id", pa.string(), nullable=False),
     ]
 )

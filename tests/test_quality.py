@@ -49,7 +49,7 @@ def _write_day(spark, conf, dt, level1s, *, n_quarantine=0, run_id=None, rows_re
         row.update(video_id=f"v{i}", dt=d, leaf_id=f"{l1}_leaf", level1=l1, score=0.9, cover_missing=False,
                    taxonomy_version=version, model_version="m1", run_id=run_id, tagged_at=started)
         tags.append(tuple(row[f] for f in tag_fields))
-    quar = [(f"bad{i}", d, "{}", "empty_content", run_id) for i in range(n_quarantine)]
+    quar = [(f"bad{i}", d, "{}", "empty_content", None, run_id) for i in range(n_quarantine)]
     replace_day(spark.createDataFrame(tags, to_spark(VIDEO_TAGS_SCHEMA)), conf, "video_tags", dt)
     replace_day(spark.createDataFrame(quar, to_spark(QUARANTINE_SCHEMA)), conf, "video_tags_quarantine", dt)
     read = len(level1s) + n_quarantine if rows_read is None else rows_read
