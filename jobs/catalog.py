@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from jobs.reasons import reason_list
 from models.schema import (
     MAX_LEVELS,
     QUARANTINE_SCHEMA,
@@ -79,8 +80,9 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
     "video_tags_quarantine": {
         "video_id": "the video's id when it could be read, else null",
         "dt": "the dump day (partition column)",
-        "reason": "why the row was not tagged: missing_video_id, duplicate_video_id, undecodable_cover, "
-        "no_content, field_too_long, invalid_utf8, malformed_record, ...",
+        "reason": "why the row was not tagged, one code of jobs/reasons.py: " + reason_list(),
+        "detail": "the particulars of the reason: the column and its length or value, the byte offset, the "
+        "parser's or the file's error",
         "run_id": "the run that wrote the row (tag_runs.run_id)",
     },
     "tag_runs": {
@@ -95,7 +97,8 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
         "started_at": "start of the run (UTC)",
         "finished_at": "end of the run (UTC)",
         "seconds": "wall-clock duration of the run",
-        "status": "succeeded or failed",
+        "status": "started (running, or killed: vtag tag --repair), succeeded, failed (nothing of it published, "
+        "unless the message says the profile refresh failed after publishing) or killed",
         "message": "the error of a failed run; for tag runs also which uploader profiles were joined and the refresh's counts",
     },
     "uploader_profiles": {

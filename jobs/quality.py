@@ -6,7 +6,8 @@ day's partitions of ``video_tags`` and ``video_tags_quarantine``, and checks:
 - ``run``: a run is recorded for the day;
 - ``status``: that run ``succeeded``;
 - ``invariant``: rows read = rows in ``video_tags`` + rows in ``video_tags_quarantine`` (the tables
-  as they are now, not the counts the run wrote down);
+  as they are now, not the counts the run wrote down; a file-level quarantine entry counts the rows
+  its footer gave, :func:`jobs.validate.quarantined_rows`);
 - ``run_counts``: the tables hold the counts the run recorded (nothing deleted or added since);
 - ``unique``: no ``video_id`` twice in the day;
 - ``written_by_run``: every ``video_tags`` row of the day carries the run's ``run_id`` (skipped when a
@@ -177,10 +178,14 @@ def check_days(
                 level1.setdefault(r["dt"].isoformat(), {})[r["l1"]] = int(r["count"])
     quar_counts: dict[str, int] = {}
     if _is_delta(spark, quar_path):
+        from jobs.validate import quarantined_rows
+
+        # a file-level entry (unreadable_file, schema_mismatch) stands for the rows its footer gave
         for r in (
-            spark.read.format("delta").load(quar_path).where(F.col("dt").isin(as_dates)).groupBy("dt").count().collect()
+            spark.read.format("delta").load(quar_path).where(F.col("dt").isin(as_dates)).groupBy("dt")
+            .agg(F.sum(quarantined_rows()).alias("n")).collect()
         ):
-            quar_counts[r["dt"].isoformat()] = int(r["count"])
+            quar_counts[r["dt"].isoformat()] = int(r["n"] or 0)
 
     reports = []
     for d in days:
@@ -194,6 +199,10 @@ def check_days(
             continue
         rep.run_id = run["run_id"]
         add(Check("run", True, f"latest `{run['job']}` run {run['run_id']} (started {run['started_at']})"))
+        if run["status"] == "started":
+            add(Check("status", False, f"run {run['run_id']} is still running, or was killed: `vtag tag --date {d} "
+                      "--repair` finishes or records it"))
+            continue
         if run["status"] != "succeeded":
             add(Check("status", False, f"run {run['run_id']} ended {run['status']!r}: {run['message'] or 'no message'}"))
             continue

@@ -247,11 +247,13 @@ def run(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    from jobs.covers import cover_root, mark_covers, resolve_covers
     from jobs.dumps import read_day
     from jobs.inference import MODEL_INPUT_COLUMNS, predict_fn
+    from jobs.publish import DayOutput, run_day
     from jobs.schema import to_spark
-    from jobs.tables import append_run, replace_day, utcnow
-    from jobs.tag import bundle_taxonomy_version, resolve_covers
+    from jobs.tables import utcnow
+    from jobs.tag import bundle_taxonomy_version
     from jobs.validate import mark
     from models.bundle import bundle_model_version
     from models.schema import PREDICTION_SCHEMA
@@ -283,10 +285,12 @@ def run(
             "model_version": model_version, "rows_read": p.rows, "started_at": started,
             "conf": json.dumps({"from": from_path, "to": to_path, "bundle": bundle, "dump_root": dump_root}),
         }
-        classified = _classified(spark, conf, old, new, [p.dt]).persist(StorageLevel.MEMORY_AND_DISK)
-        preds = None
+        cached: list = []
         stage = {"classify": 0.0, "reinfer": 0.0, "write": 0.0}
-        try:
+
+        def compute(day, p=p, run_id=run_id, started=started, cached=cached, stage=stage) -> DayOutput:
+            classified = _classified(spark, conf, old, new, [p.dt]).persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(classified)
             keep = classified.where(F.col("_action") != "reinfer")
             pred_cols = [f.name for f in PREDICTION_SCHEMA]
             parts = [keep.select(*pred_cols)]
@@ -299,8 +303,9 @@ def run(
                 # only the rows to re-infer are validated (cover decoding, duplicates): a semi join on
                 # video_id keeps every dump row of those ids, so mark's per-id duplicate rule is unchanged
                 day_rows = read_day(spark, dump_root, p.dt).join(ids, "video_id", "left_semi")
-                raw = mark(day_rows, str(conf.get("corrupt_cover", "quarantine"))).where(F.col("reason").isNull())
-                inputs = resolve_covers(spark, raw).select(*MODEL_INPUT_COLUMNS)
+                root = cover_root(conf, dump_root)
+                raw = mark(mark_covers(day_rows, root), str(conf.get("corrupt_cover", "quarantine")), "missing")
+                inputs = resolve_covers(spark, raw.where(F.col("reason").isNull()), root).select(*MODEL_INPUT_COLUMNS)
                 n_found = inputs.count()
                 if n_found != n_reinfer:
                     raise RetagError(
@@ -311,12 +316,12 @@ def run(
                 preds = inputs.repartition(max(1, n_parts)).mapInArrow(
                     predict_fn(bundle, new.version, False, load_log), to_spark(PREDICTION_SCHEMA)
                 ).persist(StorageLevel.MEMORY_AND_DISK)
-                n_pred = preds.count()  # the model runs once, here; the write reads the cached rows
+                cached.append(preds)
+                n_pred = preds.count()  # the model runs once, here; the staging write reads the cached rows
                 stage["reinfer"] = time.time() - t_stage
                 if n_pred != n_reinfer:
                     raise RetagError(f"{p.dt}: {n_reinfer} rows to re-infer, the model returned {n_pred}")
                 parts.append(preds.select(*pred_cols))
-            t_stage = time.time()
             out = parts[0]
             for extra in parts[1:]:
                 out = out.unionByName(extra)
@@ -325,36 +330,24 @@ def run(
                 .withColumn("run_id", F.lit(run_id))
                 .withColumn("tagged_at", F.lit(started))
             )
-            replace_day(out, day_conf, "video_tags", p.dt)
-            from jobs.tables import table_path
+            stage["t_write"] = time.time()
+            note = json.dumps({"remapped": p.remap, "reinferred": p.reinfer, "at_target": p.at_target,
+                               "stage_seconds": {k: round(stage[k], 3) for k in ("classify", "reinfer")}})
+            return DayOutput({"video_tags": out}, p.rows, [note])
 
-            after = (
-                spark.read.format("delta").load(table_path(conf, "video_tags"))
-                .where(F.col("dt") == F.lit(p.dt).cast("date"))
-            )
-            rows_after = after.count()
-            off_target = after.where(F.col("taxonomy_version") != new.version).count()
-            if rows_after != p.rows or off_target:
-                raise RetagError(
-                    f"{p.dt}: {p.rows} rows before, {rows_after} after, {off_target} not at {new.version}"
-                )
-            stage["write"] = time.time() - t_stage
-        except Exception as exc:
-            record.update(finished_at=utcnow(), seconds=time.time() - t0, status="failed",
-                          message=f"{type(exc).__name__}: {exc}"[:4000])
-            append_run(spark, day_conf, record)
-            raise
+        def audit(day, staged, p=p) -> list[str]:
+            off = staged.frames["video_tags"].where(F.col("taxonomy_version") != new.version).count()
+            return [f"{off} rows not at {new.version}"] if off else []
+
+        try:
+            day = run_day(spark, day_conf, job="retag", dt=p.dt, run_id=run_id, record=record, compute=compute,
+                          audit=audit)
         finally:
-            classified.unpersist()
-            if preds is not None:
-                preds.unpersist()
+            for frame in cached:
+                frame.unpersist()
+        stage["write"] = time.time() - stage.pop("t_write", time.time())
         secs = time.time() - t0
-        record.update(
-            rows_tagged=rows_after, rows_quarantined=0, finished_at=utcnow(), seconds=secs, status="succeeded",
-            message=json.dumps({"remapped": p.remap, "reinferred": p.reinfer, "at_target": p.at_target,
-                                "stage_seconds": {k: round(v, 3) for k, v in stage.items()}}),
-        )
-        append_run(spark, day_conf, record)
+        rows_after = day.record["rows_tagged"]
         results.append(DayResult(p.dt, "succeeded", p.rows, rows_after, p.remap, p.reinfer, p.at_target, secs, run_id,
                                  stage["classify"], stage["reinfer"], stage["write"]))
     return results

@@ -130,18 +130,23 @@ def conform(df: DataFrame, name: str) -> DataFrame:
     return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
 
 
-def replace_day(df: DataFrame, conf: dict[str, Any], name: str, dt: str) -> None:
-    """Atomically replace partition ``dt`` of table ``name`` with ``df``'s rows (replaceWhere)."""
+def replace_day(df: DataFrame, conf: dict[str, Any], name: str, dt: str, *, meta: dict[str, Any] | None = None) -> None:
+    """Atomically replace partition ``dt`` of table ``name`` with ``df``'s rows (replaceWhere).
+
+    The commit's ``userMetadata`` is ``meta`` (JSON), by default the conf's job and run id with the day;
+    :mod:`jobs.publish` reads it back to find a run's commits.
+    """
     date.fromisoformat(dt)  # refuse anything but YYYY-MM-DD before it reaches a predicate
     path = table_path(conf, name)
     out = conform(df, name)
+    meta = meta or {"job": conf.get("_job", "vtag"), "dt": dt, "run_id": conf.get("_run_id")}
     with_retries(
         lambda: out.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", f"dt = DATE'{dt}'")
         # a table created before a column was added (video_tags_quarantine.detail) gains it here
         .option("mergeSchema", "true")
-        .option("userMetadata", json.dumps({"job": conf.get("_job", "vtag"), "dt": dt, "run_id": conf.get("_run_id")}))
+        .option("userMetadata", json.dumps(meta))
         .save(path)
     )
 

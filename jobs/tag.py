@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -26,17 +25,15 @@ from pyspark.sql import functions as F
 
 from jobs.config import day_range as config_day_range
 from jobs.config import load_job_conf
-from jobs.dumps import read_day
+from jobs.covers import cover_policy, cover_root, mark_covers, resolve_covers
+from jobs.dumps import read_day_checked
 from jobs.inference import MODEL_INPUT_COLUMNS, PROFILE_INPUT_COLUMNS, predict_fn
 from jobs.profiles import bundle_taxonomy, join_profiles, profile_settings, profiles_for_day, refresh_profiles
+from jobs.publish import DayOutput, DayRun, run_day
 from jobs.schema import to_spark
-from jobs.tables import append_run, ensure_table, replace_day, table_path, utcnow
+from jobs.tables import utcnow
 from jobs.validate import mark
-from models.schema import MAX_COVER_BYTES, PREDICTION_SCHEMA
-
-
-class InvariantError(RuntimeError):
-    """Rows read != rows tagged + rows quarantined: the run is marked failed."""
+from models.schema import PREDICTION_SCHEMA
 
 
 class BundleMismatchError(RuntimeError):
@@ -73,41 +70,17 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-incomplete", action="store_true", help="tag a day without its _SUCCESS marker")
     p.add_argument("--run-id", help="run id (default: generated)")
     p.add_argument("--json", action="store_true", help="print the run result as JSON")
+    p.add_argument("--repair", action="store_true",
+                   help="tag nothing: finish the runs of the day(s) that were killed while publishing (from their "
+                   "staged rows; the tag job's profile refresh included) and record every killed run in tag_runs")
+    p.add_argument("--rollback", action="store_true",
+                   help="with --repair: roll a killed run's commits back instead of finishing them")
     return p
 
 
 def bundle_taxonomy_version(bundle: str) -> str:
     """The taxonomy version a bundle was trained on, read from its ``taxonomy.yaml`` snapshot."""
     return bundle_taxonomy(bundle).version
-
-
-def resolve_covers(spark: SparkSession, df: DataFrame) -> DataFrame:
-    """Fill ``cover`` from ``cover_uri`` through the ``binaryFile`` source where ``cover`` is null.
-
-    A URI that names no file (or a file over the size limit) leaves ``cover`` null: the row is then
-    tagged as ``cover_missing``.
-    """
-    need = F.col("cover").isNull() & F.col("cover_uri").isNotNull() & (F.trim("cover_uri") != "")
-    if df.where(need).limit(1).count() == 0:
-        return df
-    norm = lambda c: F.regexp_replace(c, r"^file:(//)?(?=/)", "")  # noqa: E731
-    dirs = [
-        r[0]
-        for r in df.where(need).select(F.regexp_extract(norm(F.col("cover_uri")), r"^(.*)/[^/]*$", 1)).distinct().collect()
-        if r[0]
-    ]
-    files = (
-        spark.read.format("binaryFile")
-        .load(dirs)
-        .where(F.col("length") <= MAX_COVER_BYTES)
-        .select(norm(F.col("path")).alias("_cover_path"), F.col("content").alias("_cover_content"))
-    )
-    joined = df.withColumn("_cover_path", F.when(need, norm(F.col("cover_uri")))).join(
-        files, on="_cover_path", how="left"
-    )
-    return joined.withColumn("cover", F.coalesce(F.col("cover"), F.col("_cover_content"))).drop(
-        "_cover_path", "_cover_content"
-    )
 
 
 def register_in_catalog(spark: SparkSession, conf: dict) -> None:
@@ -143,13 +116,14 @@ def tag_day(
 ) -> RunResult:
     """Tag day ``dt`` (YYYY-MM-DD); returns the run's counts. Raises on failure after recording it.
 
+    The day goes through :func:`jobs.publish.run_day` (write, audit, publish): its rows are computed
+    once into staging files, audited (invariant, unique ids) and only then committed to both tables.
     ``load_log`` / ``input_log``: directories for tests (:func:`jobs.inference.get_predictor`,
     :func:`jobs.inference.log_input`).
     """
     from hierarchy.taxonomy import Taxonomy
 
     date.fromisoformat(dt)
-    t0 = time.time()
     started = utcnow()
     dump_root = str(dump_root or conf["dump_root"])
     bundle = str(Path(bundle or conf["bundle"]).resolve())
@@ -170,9 +144,11 @@ def tag_day(
             default=str,
         ),
     }
-    marked = None
-    notes: list[str] = []
-    try:
+    cached: list[DataFrame] = []
+    profile_notes: list[str] = []
+    state: dict[str, Any] = {}
+
+    def compute(day: DayRun) -> DayOutput:
         b_taxonomy = bundle_taxonomy(bundle)
         if b_taxonomy.version != tax_version and not allow_taxonomy_mismatch:
             raise BundleMismatchError(
@@ -181,81 +157,81 @@ def tag_day(
             )
         from models.bundle import bundle_model_version
 
-        record["model_version"] = bundle_model_version(bundle)
+        day.record["model_version"] = bundle_model_version(bundle)
         settings = profile_settings(conf)
+        state.update(taxonomy=b_taxonomy, profiles=settings.enabled)
         # the bundle's version: the one its tags carry and its Predictor reads profiles in
         joined = profiles_for_day(spark, conf, dt, b_taxonomy, dump_root) if settings.enabled else None
-        notes.append(f"profiles: {joined.describe()}" if joined else "profiles: off")
-        for name in ("video_tags", "video_tags_quarantine"):
-            ensure_table(spark, conf, name)
+        profile_notes.append(f"profiles: {joined.describe()}" if joined else "profiles: off")
 
-        raw = read_day(spark, dump_root, dt, fmt=fmt, require_success=require_success)
-        marked = mark(raw, str(conf.get("corrupt_cover", "quarantine"))).persist(StorageLevel.MEMORY_AND_DISK)
+        notes: list[str] = []
+        read = read_day_checked(spark, dump_root, dt, fmt=fmt, require_success=require_success)
+        for problem in read.problems:
+            print(f"vtag tag: {dt}: quarantined file {problem.path}: {problem.reason} ({problem.detail})",
+                  file=sys.stderr)
+        root, policy = cover_root(conf, dump_root), cover_policy(conf)
+        framed = mark_covers(read.frame, root)
+        marked = mark(framed, str(conf.get("corrupt_cover", "quarantine")), policy).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(marked)
         valid = marked.where(F.col("reason").isNull())
         rejected = marked.where(F.col("reason").isNotNull())
-        rows_read = marked.count()
-        record["rows_read"] = rows_read
+        counts = marked.agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum((F.col("reason").isNull() & F.col("_cover_problem").isNotNull()).cast("int")).alias("outside"),
+        ).first()
+        # a quarantined file counts the rows its footer gives (jobs.validate.quarantined_rows)
+        rows_read = int(counts.n) + read.file_rows
+        if counts.outside:
+            notes.append(f"covers: {counts.outside} cover_uri relative or outside the cover root {root} "
+                         "(tagged cover_missing)")
 
         quarantine = rejected.select(
             F.col("video_id"),
             F.lit(dt).cast("date").alias("dt"),
             F.col("_raw").alias("raw"),
             F.col("reason"),
-            F.lit(None).cast("string").alias("detail"),
+            F.col("detail"),
             F.lit(run_id).alias("run_id"),
-        )
-        replace_day(quarantine, conf, "video_tags_quarantine", dt)
-
+        ).unionByName(read.quarantine(spark, dt, run_id))
         n_parts = int(conf.get("tag_partitions") or spark.sparkContext.defaultParallelism)
-        model_in = model_input(resolve_covers(spark, valid), joined).repartition(max(1, n_parts))
+        model_in = model_input(resolve_covers(spark, valid, root), joined).repartition(max(1, n_parts))
         preds = model_in.mapInArrow(
             predict_fn(bundle, tax_version, allow_taxonomy_mismatch, load_log, input_log), to_spark(PREDICTION_SCHEMA)
         )
         tagged = preds.withColumn("dt", F.lit(dt).cast("date")).withColumn("run_id", F.lit(run_id)).withColumn(
             "tagged_at", F.lit(started)
         )
-        replace_day(tagged, conf, "video_tags", dt)
+        return DayOutput({"video_tags_quarantine": quarantine, "video_tags": tagged}, rows_read,
+                         [*profile_notes, read.describe(), *notes])
 
-        day = F.col("dt") == F.lit(dt).cast("date")
-        rows_tagged = spark.read.format("delta").load(table_path(conf, "video_tags")).where(day).count()
-        rows_quarantined = (
-            spark.read.format("delta").load(table_path(conf, "video_tags_quarantine")).where(day).count()
-        )
-        record.update(rows_tagged=rows_tagged, rows_quarantined=rows_quarantined)
-        if rows_read != rows_tagged + rows_quarantined:
-            raise InvariantError(
-                f"{dt}: rows read {rows_read} != rows tagged {rows_tagged} + rows quarantined {rows_quarantined}"
-            )
-        if settings.enabled:
-            notes.append(refresh_step(spark, conf, dt, b_taxonomy, dump_root))
-        status, message = "succeeded", "; ".join(notes)
-    except Exception as exc:
-        finished = utcnow()
-        record.update(
-            finished_at=finished, seconds=time.time() - t0, status="failed",
-            message="; ".join([f"{type(exc).__name__}: {exc}", *notes])[:4000],
-        )
-        try:
-            append_run(spark, conf, record)
-        finally:
-            if marked is not None:
-                marked.unpersist()
-        raise
-    marked.unpersist()
-    record.update(finished_at=utcnow(), seconds=time.time() - t0, status=status, message=message)
-    append_run(spark, conf, record)
+    def after_publish(day: DayRun) -> str | None:
+        for frame in cached:
+            frame.unpersist()
+        if not state.get("profiles"):
+            return None
+        note = refresh_step(spark, conf, dt, state["taxonomy"], dump_root)
+        profile_notes.append(note)
+        return note
+
+    try:
+        day = run_day(spark, conf, job=job, dt=dt, run_id=run_id, record=record, compute=compute,
+                      after_publish=after_publish)
+    finally:
+        for frame in cached:
+            frame.unpersist()
     register_in_catalog(spark, conf)
+    rec = day.record
     return RunResult(
         run_id=run_id,
         dt=dt,
-        rows_read=rows_read,
-        rows_tagged=rows_tagged,
-        rows_quarantined=rows_quarantined,
-        seconds=record["seconds"],
+        rows_read=rec["rows_read"],
+        rows_tagged=rec["rows_tagged"],
+        rows_quarantined=rec["rows_quarantined"],
+        seconds=rec["seconds"],
         taxonomy_version=tax_version,
-        model_version=record["model_version"],
-        status=status,
-        profiles=message,
+        model_version=rec["model_version"],
+        status=rec["status"],
+        profiles="; ".join(profile_notes),
     )
 
 
@@ -314,7 +290,12 @@ def main(args: argparse.Namespace) -> int:
     if args.run_id and len(days) > 1:
         print("vtag tag: --run-id names one run; it cannot be used with a range of days", file=sys.stderr)
         return 2
+    if args.rollback and not args.repair:
+        print("vtag tag: --rollback goes with --repair", file=sys.stderr)
+        return 2
     spark = build_session(conf)
+    if args.repair:
+        return repair_main(spark, conf, days, rollback=args.rollback, as_json=args.json)
     failed = 0
     for dt in days:
         try:
@@ -343,6 +324,46 @@ def main(args: argparse.Namespace) -> int:
             )
     if failed and len(days) > 1:
         print(f"vtag tag: {failed} of {len(days)} days failed (see tag_runs)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def repair(spark: SparkSession, conf: dict[str, Any], dt: str, *, rollback: bool = False) -> list:
+    """``vtag tag --repair`` for one day: :func:`jobs.publish.repair_day`, then the profile refresh of each
+    tag run it finished (the refresh the killed run never got to)."""
+    from jobs.publish import repair_day
+
+    done = repair_day(spark, conf, dt, rollback=rollback)
+    for rec in done:
+        if rec.job != "tag" or rec.action not in ("finished", "published") or not profile_settings(conf).enabled:
+            continue
+        run_conf = json.loads((rec.intent or {}).get("conf") or "{}")
+        bundle = run_conf.get("bundle") or str(Path(conf["bundle"]).resolve())
+        dump_root = run_conf.get("dump_root") or str(conf["dump_root"])
+        note = refresh_step(spark, conf, dt, bundle_taxonomy(bundle), dump_root)
+        rec.message += f"; {note}"
+        from jobs.publish import update_run
+
+        update_run(spark, conf, rec.run_id, {"message": rec.message[:4000]})
+    return done
+
+
+def repair_main(spark: SparkSession, conf: dict[str, Any], days: list[str], *, rollback: bool, as_json: bool) -> int:
+    failed = 0
+    for dt in days:
+        try:
+            done = repair(spark, conf, dt, rollback=rollback)
+        except Exception as exc:
+            print(f"vtag tag --repair: {dt}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if as_json:
+            print(json.dumps({"dt": dt, "runs": [{"run_id": r.run_id, "job": r.job, "action": r.action,
+                                                   "status": r.status, "message": r.message} for r in done]},
+                             ensure_ascii=False))
+        elif not done:
+            print(f"{dt}: no killed run to repair")
+        for r in done if not as_json else ():
+            print(f"{dt}: {r.run_id}: {r.action} -> {r.status}: {r.message}")
     return 1 if failed else 0
 
 

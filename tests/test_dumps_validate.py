@@ -48,7 +48,7 @@ PARQUET_CASES = [
     (_row("trunc", cover=_jpeg()[:40]), "undecodable_cover"),
     (_row(None), "null_video_id"),
     (_row("  "), "null_video_id"),
-    (_row("long", title="长" * 600), "overlong:title"),
+    (_row("long", title="长" * 600), "overlong"),
     (_row("garbage", cover=b"not an image at all"), "undecodable_cover"),
     (_row("empty", title="", description=None, cover=None), "empty_content"),
     (_row("neg", duration_s=-5), "invalid_duration"),
@@ -75,7 +75,10 @@ def _collect(spark, root, dt):
     from jobs.dumps import read_day
     from jobs.validate import mark
 
-    rows = mark(read_day(spark, str(root), dt)).select("video_id", "reason", "_raw").collect()
+    rows = mark(read_day(spark, str(root), dt)).select("video_id", "reason", "detail", "_raw").collect()
+    from jobs.reasons import REASONS
+
+    assert {r.reason for r in rows if r.reason} <= set(REASONS)  # codes of the one list, nothing else
     return rows
 
 
@@ -88,6 +91,9 @@ def test_parquet_validation_reasons(spark, tmp_path):
     assert got == want
     raw = json.loads(next(r for r in rows if r.video_id == "garbage")._raw)
     assert raw["cover"].startswith("base64:") and "bytes)" in raw["cover"]
+    details = {r.video_id: r.detail for r in rows if r.reason}
+    assert details["long"] == "title: 600 chars > 512" and details["neg"] == "duration_s: -5"
+    assert "do not decode" in details["garbage"] and "kept" in details["dup"]
 
 
 def test_corrupt_covers_are_tagged_under_the_tag_policy(spark, tmp_path):
@@ -103,12 +109,13 @@ def test_corrupt_covers_are_tagged_under_the_tag_policy(spark, tmp_path):
 def test_parquet_wrong_type_is_named(spark, tmp_path):
     day = tmp_path / "dt=2026-11-21"
     day.mkdir(parents=True)
+    ts = pa.array([datetime(2026, 11, 21, tzinfo=timezone.utc)] * 2)
     table = pa.table({"video_id": ["a", "b"], "title": ["标题", "标题"], "duration_s": ["12", "abc"],
-                      "uploader_id": ["u", "u"]})
+                      "uploader_id": ["u", "u"], "upload_ts": ts})
     pq.write_table(table, day / "part-0.parquet")
     (day / "_SUCCESS").write_text("")
-    rows = {r.video_id: r.reason for r in _collect(spark, tmp_path, "2026-11-21")}
-    assert rows == {"a": None, "b": "wrong_type:duration_s"}
+    rows = {r.video_id: (r.reason, r.detail) for r in _collect(spark, tmp_path, "2026-11-21")}
+    assert rows == {"a": (None, None), "b": ("wrong_type", "duration_s: abc is not a int")}
 
 
 def test_jsonl_reasons(spark, tmp_path):
@@ -129,10 +136,9 @@ def test_jsonl_reasons(spark, tmp_path):
     (day / "_SUCCESS").write_text("")
     rows = _collect(spark, tmp_path, "2026-11-22")
     assert len(rows) == len(lines)
-    reasons = sorted((r.reason or "ok").split(": ")[0] for r in rows)
-    assert reasons == sorted(
-        ["ok", "wrong_type:duration_s", "wrong_type:title", "invalid_utf8", "malformed_json", "wrong_type:cover"]
-    )
+    got = sorted((r.reason or "ok", (r.detail or "").split(":")[0]) for r in rows)
+    assert got == sorted([("ok", ""), ("wrong_type", "duration_s"), ("wrong_type", "title"), ("invalid_utf8", "byte 29"),
+                          ("malformed_json", "Expecting value"), ("wrong_type", "cover")])
 
 
 def test_missing_success_marker_is_refused(spark, tmp_path):

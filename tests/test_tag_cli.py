@@ -96,10 +96,51 @@ def test_killed_run_leaves_previous_version_and_rerun_succeeds(tmp_path, dump, t
     assert _delta(wh, "video_tags").version() == before_version
     assert sorted(r["video_id"] for r in _day_rows(wh, "video_tags", "2026-11-21")) == before
 
+    runs = {r["run_id"]: r for r in _delta(wh, "tag_runs").to_pyarrow_table().to_pylist()}
+    (killed,) = [r for r in runs.values() if r["status"] == "started"]  # the killed run has its row
+
     rerun = subprocess.run(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump), capture_output=True, text=True,
                            timeout=600, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert sorted(r["video_id"] for r in _day_rows(wh, "video_tags", "2026-11-21")) == before
+    runs = {r["run_id"]: r for r in _delta(wh, "tag_runs").to_pyarrow_table().to_pylist()}
+    assert runs[killed["run_id"]]["status"] == "killed"  # recorded by the rerun, which found it dead
+    _assert_one_run(wh, "2026-11-21")
+
+
+def _assert_one_run(wh, dt):
+    """Both tables' rows of ``dt`` come from one run, recorded succeeded with these counts; ids unique."""
+    tags, quar = _day_rows(wh, "video_tags", dt), _day_rows(wh, "video_tags_quarantine", dt)
+    writers = {r["run_id"] for r in tags} | {r["run_id"] for r in quar}
+    assert len(writers) == 1, writers
+    assert len({r["video_id"] for r in tags}) == len(tags)
+    run = {r["run_id"]: r for r in _delta(wh, "tag_runs").to_pyarrow_table().to_pylist()}[writers.pop()]
+    assert run["status"] == "succeeded" and run["rows_read"] == len(tags) + len(quar) == GOOD + BAD
+    return run
+
+
+def test_sigkill_between_the_commits_then_repair_finishes_the_run(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
+    wh = tmp_path / "wh"
+    base = ["--date", "2026-11-20"]
+    first = subprocess.run(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump), capture_output=True, text=True,
+                           timeout=600, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    old = _assert_one_run(wh, "2026-11-20")["run_id"]
+    # the driver SIGKILLs itself right after the quarantine commit (VTAG_FAULT_INJECT, jobs/publish.py)
+    env = {**os.environ, "VTAG_FAULT_INJECT": "after_commit:video_tags_quarantine=kill"}
+    killed = subprocess.run(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump), capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path, env=env)
+    assert killed.returncode == -signal.SIGKILL
+    (victim,) = [r for r in _delta(wh, "tag_runs").to_pyarrow_table().to_pylist() if r["status"] == "started"]
+    assert {r["run_id"] for r in _day_rows(wh, "video_tags_quarantine", "2026-11-20")} == {victim["run_id"]}
+    assert {r["run_id"] for r in _day_rows(wh, "video_tags", "2026-11-20")} == {old}  # the mixed day a kill leaves
+    repair = subprocess.run(_cli(base + ["--repair", "--json"], wh, tiny_taxonomy_path, tiny_bundle, dump),
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert repair.returncode == 0, repair.stderr[-3000:]
+    report = json.loads(repair.stdout.strip().splitlines()[-1])
+    assert [(r["run_id"], r["action"], r["status"]) for r in report["runs"]] == [
+        (victim["run_id"], "finished", "succeeded")]
+    assert _assert_one_run(wh, "2026-11-20")["run_id"] == victim["run_id"]
 
 
 def test_two_days_at_once(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):

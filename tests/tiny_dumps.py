@@ -33,7 +33,7 @@ def _rows(tag: str, n_good: int):
     bad = [
         ({**good[0], "video_id": None}, "null_video_id"),
         ({**good[0], "upload_ts": datetime(2026, 11, 19, tzinfo=timezone.utc)}, "duplicate_video_id"),
-        ({**good[1], "video_id": f"{tag}-big", "title": "长" * 2000}, "overlong:title"),
+        ({**good[1], "video_id": f"{tag}-big", "title": "长" * 2000}, "overlong"),
         ({**good[1], "video_id": f"{tag}-junk", "cover": b"junk bytes"}, "undecodable_cover"),
         ({**good[1], "video_id": f"{tag}-corrupt", "cover": b"\xff\xd8\xff\xe0" + b"\x00" * 40}, "undecodable_cover"),
         ({**good[1], "video_id": f"{tag}-empty", "title": "", "description": None, "cover": None}, "empty_content"),

@@ -36,7 +36,7 @@ DAYS = ("2024-06-01", "2024-06-02", "2024-06-03")
 RETAG_DAY = "2024-06-02"
 VIDEOS_PER_DAY = 48
 UPLOADERS = [f"u{i:02d}" for i in range(1, 9)]
-REASONS = ["duplicate_video_id", "undecodable_cover", "no_content", "field_too_long", "missing_video_id"]
+REASONS = ["duplicate_video_id", "undecodable_cover", "empty_content", "overlong", "null_video_id"]
 UTC = timezone.utc
 
 #: table -> commit version -> when it happened (the night after the day, the re-tag on 06-05)
@@ -219,7 +219,7 @@ def build_warehouse(spark, root: Path) -> Warehouse:
         rows = [_tag_row(tax, leaf, rng, dt, run_id, started, vid, 0.1 if k < 2 else 0.25) for vid, _, leaf in plan]
         quar = [
             {
-                "video_id": None if reason == "missing_video_id" else f"q{k}{j:03d}",
+                "video_id": None if reason == "null_video_id" else f"q{k}{j:03d}",
                 "dt": date.fromisoformat(dt),
                 "raw": json.dumps({"video_id": f"q{k}{j:03d}", "title": "坏行"}, ensure_ascii=False),
                 "reason": reason,

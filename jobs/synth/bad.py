@@ -12,15 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: kind -> the quarantine reason the tagging job should give (docs/generator.md has the table)
+#: kind -> the quarantine reason code the tagging job gives (jobs/reasons.py; docs/generator.md has the table)
 KINDS: dict[str, str] = {
-    "null_video_id": "missing_video_id",
+    "null_video_id": "null_video_id",
     "duplicate_video_id": "duplicate_video_id",
     "undecodable_cover": "undecodable_cover",
-    "empty_title_no_cover": "no_content",
-    "overlong_field": "field_too_long",
+    "empty_title_no_cover": "empty_content",
+    "overlong_field": "overlong",
     "invalid_utf8": "invalid_utf8",
-    "wrong_types": "malformed_record",
+    "wrong_types": "wrong_type",
 }
 JSONL_ONLY = ("invalid_utf8", "wrong_types")
 BAD_STREAM = 0xBAD
