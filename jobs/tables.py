@@ -2,7 +2,8 @@
 
 ``video_tags`` and ``video_tags_quarantine`` are partitioned by ``dt``; a day is written with
 ``replaceWhere`` so that re-running a day replaces exactly that day, atomically (a run killed before
-its commit leaves the table at the previous version). ``tag_runs`` gets one appended row per run.
+its commit leaves the table at the previous version); :mod:`jobs.publish` makes the two tables of a day
+one unit. ``tag_runs`` has one row per run, appended when the run starts and updated in place at its end.
 ``uploader_profiles`` is rewritten whole by :mod:`jobs.profiles` (one overwrite commit per refresh).
 """
 

@@ -1,11 +1,16 @@
 """``vtag tag``: tag one day of a UGC dump into the Delta tag tables.
 
-read the day -> validate (bad rows to ``video_tags_quarantine`` with a reason) -> resolve
-``cover_uri`` through Spark's ``binaryFile`` source -> join the uploader profiles of the days before
+check the day's files and read the sound ones (a bad file becomes one quarantine entry,
+:mod:`jobs.dumps`) -> normalise ``cover_uri`` against the cover root (:mod:`jobs.covers`) ->
+validate (bad rows to ``video_tags_quarantine`` with a reason code and a detail) -> read the covers
+through Spark's ``binaryFile`` source -> join the uploader profiles of the days before
 (``uploader_profiles``, broadcast; :mod:`jobs.profiles`) -> ``Predictor`` in ``mapInArrow`` (loaded
-once per Python worker) -> ``video_tags`` partition replaced with ``replaceWhere`` -> refresh
-``uploader_profiles`` through the day -> one ``tag_runs`` row. The run is marked ``succeeded`` only
-when rows read = rows tagged + rows quarantined and the profile refresh went through.
+once per Python worker) -> write, audit, publish both partitions of the day as one unit
+(:mod:`jobs.publish`) -> refresh ``uploader_profiles`` through the day. ``tag_runs`` holds the run's
+row from its start (``started``) and its outcome. The run is ``succeeded`` only when rows read = rows
+tagged + rows quarantined, every ``video_id`` is tagged once, both tables were published and the
+profile refresh went through. ``vtag tag --repair`` finishes or rolls back a run killed while
+publishing (:func:`jobs.publish.repair_day`).
 """
 
 from __future__ import annotations
