@@ -356,8 +356,14 @@ class DayLock:
                 self.held = True
                 return self
             holder = read_json(self.store, self.path)
-            if holder is None:
-                continue  # released (or half-written) meanwhile: try again
+            if holder is None:  # released meanwhile, or half-written: try again; unreadable for 10 s: stale
+                unreadable = getattr(self, "_unreadable", 0) + 1
+                self._unreadable = unreadable
+                if unreadable > 20:
+                    self.store.rename(self.path, f"{self.path}.unreadable-{uuid.uuid4().hex[:6]}")
+                    self._unreadable = 0
+                time.sleep(0.5)
+                continue
             owner = holder.get("run_id")
             if owner == self.run_id:
                 self.held = True
@@ -671,15 +677,23 @@ class DayRun:
         fault("after_publish")
 
     def rollback(self, exc: BaseException) -> str:
-        """Put every table this run committed back to its version before the run (the day only)."""
-        if not self.committed:
-            return "nothing was committed"
+        """Put every table this run committed back to its version before the run (the day only).
+
+        What was committed is read from the tables' histories, not from what this process noted: a
+        commit can land and its call still fail (an error after the commit, a lost reply).
+        """
         done = []
         for name in reversed(ORDER):
-            if name in self.committed:
+            if name not in self.pre:
+                continue
+            mine = [c for c in commits_since(self.spark, self.conf, name, self.pre[name])
+                    if c.meta.get("run_id") == self.run_id and c.meta.get("dt") == self.dt]
+            if mine and mine[-1].meta.get("op") in ("publish", "finish"):
                 restore_day(self.spark, self.conf, name, self.dt, self.pre[name], self.meta)
                 done.append(f"{name} to v{self.pre[name]}")
         self.committed = {}
+        if not done:
+            return "nothing was committed"
         return f"rolled back {', '.join(done)} after {type(exc).__name__}"
 
     # -- 5. finish

@@ -174,6 +174,24 @@ def test_a_failure_at_a_commit_point_leaves_the_previous_day(spark, fx, first, m
         assert "rolled back" in last["message"]
 
 
+def test_a_commit_that_lands_but_whose_call_fails_is_rolled_back(spark, fx, first, monkeypatch):
+    import jobs.publish
+
+    real, fired = jobs.publish.replace_day, []
+
+    def lands_then_fails(df, conf, name, dt, **kw):  # e.g. the reply of a commit lost after it landed
+        real(df, conf, name, dt, **kw)
+        if name == "video_tags_quarantine" and not fired:
+            fired.append(name)
+            raise OSError("connection reset after the commit")
+
+    monkeypatch.setattr(jobs.publish, "replace_day", lands_then_fails)
+    with pytest.raises(OSError):
+        _tag(spark, fx, D_RERUN)
+    assert _check_day(spark, fx["conf"], D_RERUN)[0] == first.run_id
+    assert "rolled back video_tags_quarantine" in _runs(spark, fx["conf"], D_RERUN)[-1]["message"]
+
+
 def test_a_bundle_failing_in_the_workers_writes_nothing(spark, fx, first):
     import yaml
 
