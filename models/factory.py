@@ -56,7 +56,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "dropout": 0.1,
         "id_dropout": 0.8,
         # uploader profiles (models/profiles.py): the uploader's earlier categories as an input
-        "profile": {"enabled": False, "alpha": 1.0, "train_mode": "auto"},
+        "profile": {"enabled": False, "alpha": 1.0, "train_mode": "auto", "dropout": 0.5},
     },
     "fusion": {"name": "lmf", "dim": 128, "rank": 4, "layers": 2, "dropout": 0.5},
     "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.5, "beta": 0.5, "max_constraint": False,
@@ -173,6 +173,7 @@ class VtagModel(nn.Module):
         self.wide_modalities = wide_modalities(config)
         self.wide_profile = wide_profile(config)
         self.tfidf_wide = tfidf_wide
+        self.profile_dropout = float(config["context"]["profile"].get("dropout") or 0.0) if profile_enabled(config) else 0.0
 
     @property
     def n_nodes(self) -> int:
@@ -187,6 +188,11 @@ class VtagModel(nn.Module):
         return feats
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.training and self.profile_dropout > 0 and "profile" in batch:
+            # a share of the training rows looks like a new uploader's, so the text side must carry
+            # them too (else it learns little wherever the history already explains the label)
+            keep = torch.rand(batch["profile"].shape[0], 1, device=batch["profile"].device) >= self.profile_dropout
+            batch = {**batch, "profile": batch["profile"] * keep.to(batch["profile"].dtype)}
         feats = self.encode(batch)
         fused = self.fusion(feats)
         extra = self.tfidf_wide(batch["bow_ids"]) if self.tfidf_wide is not None else None

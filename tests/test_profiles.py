@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_train_support import tiny_config, tiny_frame, tiny_taxonomy, tmp_root, torch_one_thread  # noqa: F401
 
 from models.profiles import (
@@ -126,3 +127,30 @@ def test_bundle_carries_its_profiles_and_the_predictor_uses_them():
     assert list(changed["video_id"]) == list(base["video_id"])
     assert not np.allclose(changed["score"].to_numpy(), base["score"].to_numpy())
 
+
+
+def test_profile_dropout_blanks_whole_rows_in_training_only():
+    from models.factory import create_model
+
+    tax, frame = tiny_taxonomy(), tiny_frame()
+    cfg = tiny_config()
+    cfg["modalities"] = ["text", "context"]
+    cfg["context"]["profile"] = {"enabled": True, "dropout": 1.0}
+    cfg["head"]["wide"] = True
+    cfg["context"]["dropout"] = 0.0
+    from models.featurize import Featurizer
+
+    f = Featurizer.fit(tax, cfg, frame)
+    f.profiles = ProfileTable.from_labels(frame, tax)
+    model = create_model(cfg, tax, f)
+    batch = f.transform(frame)
+    assert batch["profile"].abs().sum() > 0
+    blank = {**batch, "profile": batch["profile"] * 0}
+    for m in model.modules():  # compare the profile effect alone: no other dropout in train mode
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    model.encoders["context"].id_dropout = 0.0
+    model.train()
+    assert torch.allclose(model(batch)["prob"], model(blank)["prob"])  # dropout 1: every row blanked
+    model.eval()
+    assert not torch.allclose(model(batch)["prob"], model(blank)["prob"])  # never at prediction time
