@@ -197,4 +197,4 @@ def test_the_predictor_reads_the_profile_columns_as_the_job_hands_them_over(tiny
     feats = ProfileFeaturizer(tiny_taxonomy)
     got = feats.transform(batch.to_pandas())
     want = feats.vectors([3.0, 0.0], [{"game_theme_rpg": 2.0, "game_theme_moba": 1.0}, None])
-    assert got.shape == (2, tiny_taxonomy.n_nodes + 2) and (got == want).all() and got[0].any() and not got[1].any()
+    assert got.shape == (2, 2 * tiny_taxonomy.n_nodes + 2) and (got == want).all() and got[0].any() and not got[1].any()
