@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from jobs.reasons import reason_list
+from jobs.reasons import reason_list, replace_marked_section
 from models.schema import (
     MAX_LEVELS,
     QUARANTINE_SCHEMA,
@@ -442,17 +442,7 @@ SCHEMA_END = "<!-- schema:end -->"
 
 def update_docs(path: str) -> bool:
     """Rewrite the generated schema section of ``path``; returns whether it changed."""
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    if SCHEMA_BEGIN not in text or SCHEMA_END not in text:
-        raise CatalogError(f"{path}: the schema markers are missing")
-    head, rest = text.split(SCHEMA_BEGIN, 1)
-    _, tail = rest.split(SCHEMA_END, 1)
-    new = f"{head}{SCHEMA_BEGIN}\n{schema_markdown()}{SCHEMA_END}{tail}"
-    if new != text:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(new)
-    return new != text
+    return replace_marked_section(path, SCHEMA_BEGIN, SCHEMA_END, schema_markdown(), "schema", CatalogError)
 
 
 if __name__ == "__main__":  # python -m jobs.catalog docs/analysts.md
