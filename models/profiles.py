@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -152,7 +153,7 @@ class ProfileTable:
         import pyarrow.parquet as pq
 
         pq.write_table(self.to_arrow(taxonomy), str(path))
-        return hashlib.sha256(open(path, "rb").read()).hexdigest()
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
     @classmethod
     def load(cls, path, taxonomy_version: str | None = None) -> ProfileTable:
