@@ -296,14 +296,14 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
         from models.sparse_wide import TfidfWide
 
         mode = cfg["head"]["tfidf_wide"]
-        if mode not in (True, "svm"):
-            raise ValueError(f"head.tfidf_wide must be false, true or svm, got {mode!r}")
-        if mode == "svm" and cfg["head"]["name"] != "flat":
-            raise ValueError("head.tfidf_wide: svm needs head.name: flat (the SVM scores leaves)")
+        if mode not in (True, "svm", "mix"):
+            raise ValueError(f"head.tfidf_wide must be false, true, svm or mix, got {mode!r}")
+        if mode in ("svm", "mix") and cfg["head"]["name"] != "flat":
+            raise ValueError(f"head.tfidf_wide: {mode} needs head.name: flat (the SVM scores leaves)")
         n_out = int(spec.leaves.size) if cfg["head"]["name"] == "flat" else spec.n_nodes
         tfidf = TfidfWide(int(np.asarray(keys).size), n_out, int(cfg["head"]["tfidf_wide_max_params"]),
                           df=getattr(featurizer, "ngram_df", None), n_docs=int(getattr(featurizer, "n_docs", 0)),
-                          fitted=mode == "svm")
+                          fitted=mode == "svm", mix=mode == "mix")
     modality_heads = None
     if cfg["fusion"]["name"] == "centralnet" and float(cfg["loss"]["modality"]) > 0:
         modality_heads = {m: nn.Linear(int(fusion.out_dim), spec.n_nodes) for m in mods}

@@ -18,6 +18,13 @@ back-propagation but fitted once, before the deep part trains, as a linear SVM (
 scale on its margins is learned, and the rest of the model learns the residual on top of it. The
 model then starts from what a tuned linear SVM on TF-IDF knows, instead of having to learn it
 jointly with everything else (where it overfits within a few epochs).
+
+``mix=True`` (``head.tfidf_wide: mix``): the same fitted SVM, but the deep model trains without it
+(``scale`` is 0 and not learned) and the SVM's margins are mixed into its logits afterwards with
+the weight that scores best on the validation rows (:func:`choose_mix_scale`): an ensemble of two
+models that err differently, the weight chosen where neither was trained. Training on top of the
+SVM's margins (``svm``) teaches the deep part little, because those margins are near-perfect on
+the very rows it trains on.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ class TfidfWide(nn.Module):
     """
 
     def __init__(self, n_keys: int, n_out: int, max_params: int, df: np.ndarray | None = None, n_docs: int = 0,
-                 fitted: bool = False):
+                 fitted: bool = False, mix: bool = False):
         super().__init__()
         rows = wide_rows(n_keys, n_out, max_params)
         idf = torch.zeros(n_keys + 1)
@@ -66,11 +73,14 @@ class TfidfWide(nn.Module):
         self.register_buffer("row_of", row_of)
         self.table = nn.EmbeddingBag(rows, int(n_out), mode="sum", padding_idx=0)
         nn.init.zeros_(self.table.weight)
-        self.fitted = bool(fitted)
+        self.fitted = bool(fitted) or bool(mix)
+        self.mix = bool(mix)
         if self.fitted:
             self.table.weight.requires_grad_(False)
             self.register_buffer("bias", torch.zeros(int(n_out)))
-            self.scale = nn.Parameter(torch.tensor(2.0))  # margins (about +-1) -> logits
+            # margins (about +-1) -> logits; a mix starts at 0 (the deep part trains alone) and
+            # is set after training, on the validation rows (choose_mix_scale)
+            self.scale = nn.Parameter(torch.tensor(0.0 if self.mix else 2.0), requires_grad=not self.mix)
 
     def weights(self, bow_ids: torch.Tensor) -> torch.Tensor:
         """``[B, M]`` float32 per-position weights; an n-gram's positions sum to its TF-IDF value."""
@@ -81,7 +91,9 @@ class TfidfWide(nn.Module):
         norm = torch.sqrt((w * w / count).sum(dim=1, keepdim=True)).clamp_min(1e-6)
         return w / count / norm
 
-    def forward(self, bow_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, bow_ids: torch.Tensor) -> torch.Tensor | None:
+        if self.mix and float(self.scale) == 0.0:
+            return None  # not mixed in (yet): the deep part alone
         out = self.table(self.row_of[bow_ids], per_sample_weights=self.weights(bow_ids))
         if self.fitted:
             out = self.scale * (out + self.bias)
@@ -100,6 +112,37 @@ class TfidfWide(nn.Module):
 
 
 SVM_C_GRID = (0.1, 0.25, 0.5, 1.0, 2.0)
+MIX_SCALE_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
+
+
+@torch.no_grad()
+def choose_mix_scale(module: TfidfWide, score, grid: tuple[float, ...] = MIX_SCALE_GRID) -> dict:
+    """``head.tfidf_wide: mix``: set the weight of the fitted SVM's margins in the trained model's
+    logits to the grid value that scores best on validation rows (0 = the deep model alone).
+
+    Parameters
+    ----------
+    module : TfidfWide
+        Built with ``mix=True`` and fitted (:func:`fit_linear_svm`).
+    score : callable
+        ``score() -> float``: the validation metric of the model as it stands (higher is better);
+        called once per grid value with ``module.scale`` set to it.
+    grid : tuple of float
+        Candidate scales; ties keep the smaller one.
+
+    Returns
+    -------
+    dict with ``scale`` (the chosen one) and ``scores`` (``{scale: metric}``).
+    """
+    if not module.mix:
+        raise ValueError("choose_mix_scale needs a TfidfWide built with mix=True")
+    scores = {}
+    for s in sorted(grid):
+        module.scale.fill_(float(s))
+        scores[float(s)] = float(score())
+    best = max(scores, key=lambda s: (scores[s], -s))
+    module.scale.fill_(best)
+    return {"scale": best, "scores": scores}
 
 
 @torch.no_grad()

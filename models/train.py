@@ -768,6 +768,9 @@ def train(
     best_row = next((h for h in reversed(history) if h["epoch"] == best_epoch), history[-1] if history else {})
     metrics = {k: v for k, v in best_row.items() if k not in ("epoch", "step", "train_loss", "seconds", "partial")}
     result.metrics = metrics
+    if getattr(raw_model, "tfidf_wide", None) is not None and raw_model.tfidf_wide.mix and len(val_df):
+        metrics["tfidf_mix"] = _mix_svm(raw_model, featurizer, taxonomy, val_df, config, dev, settings,
+                                        channels_last, metric_name)
     if str((config.get("decode") or {}).get("stop_threshold")) == "auto":
         config["decode"] = {**config["decode"], "stop_threshold": _auto_stop(raw_model, featurizer, taxonomy, val_df,
                                                                              config, dev, settings, channels_last)}
@@ -827,6 +830,22 @@ def _fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> N
     info = fit_linear_svm(module, x_tr, y_tr, x_va, y_va, seed=seed)
     log.info("tfidf_wide svm: C=%s validation acc %s, %d classes, %.1fs", info["C"], info["val_acc"],
              info["classes"], time.monotonic() - t0)
+
+
+def _mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last, metric_name) -> dict:
+    """``head.tfidf_wide: mix``: the SVM margins' weight in the trained model's logits, chosen on
+    the validation rows by the early-stopping metric (:func:`models.sparse_wide.choose_mix_scale`)."""
+    from models.sparse_wide import choose_mix_scale
+
+    def score() -> float:
+        return float(validate(model, featurizer, taxonomy, val_df, config, device=dev,
+                              batch_size=int(settings["eval_batch_size"]), amp=settings["amp"],
+                              channels_last=channels_last)[metric_name])
+
+    info = choose_mix_scale(model.tfidf_wide, score)
+    log.info("tfidf_wide mix: scale %s on validation (%s: %s)", info["scale"], metric_name,
+             {k: round(v, 4) for k, v in info["scores"].items()})
+    return {"scale": info["scale"], "validation": {str(k): v for k, v in info["scores"].items()}}
 
 
 def warn_if_coverless(frame, config: Mapping[str, Any]) -> bool:

@@ -1,0 +1,109 @@
+"""models/sparse_wide.py: the TF-IDF table, the fitted linear SVM, and the validated mix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.sparse_wide import TfidfWide, choose_mix_scale, fit_linear_svm
+from tests.test_train_support import (  # noqa: F401  (autouse fixture)
+    tiny_config,
+    tiny_frame,
+    tiny_taxonomy,
+    tmp_root,
+    torch_one_thread,
+)
+
+
+def _docs(rng, n_rows, n_keys, max_len):
+    """Rows of kept n-gram ids 1..n_keys (repeats allowed), padded with 0 -> (bow_ids [n, max_len], lists)."""
+    rows = [rng.integers(1, n_keys + 1, size=int(rng.integers(1, max_len + 1))).tolist() for _ in range(n_rows)]
+    ids = torch.zeros(n_rows, max_len, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+    return ids, rows
+
+
+def test_tfidf_features_match_scikit_learn_sublinear_smooth_idf_l2():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    rng = np.random.default_rng(0)
+    n_keys = 30
+    ids, rows = _docs(rng, 40, n_keys, 12)
+    df = np.array([sum(k in r for r in rows) for k in range(1, n_keys + 1)])
+    module = TfidfWide(n_keys, 3, max_params=10**6, df=df, n_docs=len(rows))
+    ours = module.features(ids).toarray()[:, 1:]  # column 0 is the pad row
+    vec = TfidfVectorizer(analyzer=lambda r: [str(k) for k in r], sublinear_tf=True, smooth_idf=True, norm="l2")
+    theirs = vec.fit_transform(rows).toarray()
+    order = [vec.vocabulary_[str(k)] for k in range(1, n_keys + 1) if str(k) in vec.vocabulary_]
+    kept = [k - 1 for k in range(1, n_keys + 1) if str(k) in vec.vocabulary_]
+    np.testing.assert_allclose(ours[:, kept], theirs[:, order], atol=1e-5)
+
+
+def test_fitted_svm_margins_are_linear_svc_decision_values():
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(1)
+    n_keys, n_out = 25, 4
+    ids, rows = _docs(rng, 80, n_keys, 8)
+    y = np.array([min(r) % n_out for r in rows])  # learnable: the smallest id names the class
+    df = np.array([sum(k in r for r in rows) for k in range(1, n_keys + 1)])
+    module = TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=len(rows), fitted=True)
+    x = module.features(ids)
+    info = fit_linear_svm(module, x[:60], y[:60], x[60:], y[60:], grid=(0.5, 1.0))
+    assert info["C"] in (0.5, 1.0) and info["classes"] == n_out
+    ref = LinearSVC(C=info["C"], random_state=0).fit(x[:60], y[:60])
+    with torch.no_grad():
+        margins = module(ids) / module.scale
+    np.testing.assert_allclose(margins.numpy(), ref.decision_function(x), atol=1e-4)
+
+
+def test_mix_contributes_nothing_until_its_scale_is_chosen_on_validation():
+    module = TfidfWide(10, 3, max_params=1000, df=np.ones(10), n_docs=20, mix=True)
+    ids = torch.tensor([[1, 2, 0], [3, 3, 4]])
+    assert module.fitted and module.mix
+    assert float(module.scale) == 0.0 and not module.scale.requires_grad
+    assert module(ids) is None  # the deep part trains alone
+    seen = []
+
+    def score():  # a validation metric that peaks at scale 2
+        seen.append(float(module.scale))
+        return -abs(float(module.scale) - 2.0)
+
+    info = choose_mix_scale(module, score, grid=(0.0, 1.0, 2.0, 4.0))
+    assert seen == [0.0, 1.0, 2.0, 4.0]
+    assert info["scale"] == 2.0 and float(module.scale) == 2.0
+    assert module(ids).shape == (2, 3)
+    module.scale.fill_(0.0)
+    info = choose_mix_scale(module, lambda: 0.5, grid=(0.0, 3.0))
+    assert info["scale"] == 0.0  # a tie keeps the deep model alone
+
+
+def test_choose_mix_scale_refuses_a_module_without_mix():
+    module = TfidfWide(5, 2, max_params=100, df=np.ones(5), n_docs=5, fitted=True)
+    with pytest.raises(ValueError, match="mix=True"):
+        choose_mix_scale(module, lambda: 0.0)
+
+
+@pytest.mark.slow
+def test_training_with_mix_records_the_scale_and_the_bundle_predicts_with_it():
+    import json
+
+    from models.predictor import Predictor
+    from models.train import train
+
+    cfg = tiny_config(epochs=1)
+    cfg["modalities"] = ["text", "context"]
+    cfg["text"]["bow"].update({"min_count": 1})
+    cfg["head"] = {"name": "flat", "hidden": 32, "tfidf_wide": "mix"}
+    out = tmp_root() / "mix-bundle"
+    frame = tiny_frame(n=96, seed=3)
+    res = train(cfg, tiny_taxonomy(), frame, out, progress=False, label="mix")
+    mix = res.metrics["tfidf_mix"]
+    assert set(mix["validation"]) >= {"0.0", "1.0"}
+    assert mix["scale"] == float(res.model.tfidf_wide.scale)
+    assert json.loads((out / "metrics.json").read_text())["validation"]["tfidf_mix"]["scale"] == mix["scale"]
+    pred = Predictor.load(out, device="cpu")
+    assert float(pred.model.tfidf_wide.scale) == mix["scale"]
+    assert len(pred.predict(frame.head(8))) == 8
