@@ -7,7 +7,10 @@ never pays for torch or the JVM.
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import os
+import re
 import sys
 
 #: subcommand -> (module, one-line help). Modules may live in jobs/ or models/ (jobs -> models).
@@ -28,8 +31,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """The installed distribution's version (``vtag --version``)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("vtag")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def _usage() -> str:
-    lines = ["usage: vtag <command> [options]", "", "commands:"]
+    lines = ["usage: vtag [--version] <command> [options]", "", "commands:"]
     for name, (module, text) in COMMANDS.items():
         if importlib.util.find_spec(module) is not None:
             lines.append(f"  {name:<10} {text}")
@@ -38,8 +52,91 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+#: reStructuredText markup of module docstrings: ``literal``, :role:`target`, a trailing "::"
+_ROLE = re.compile(r":(?:func|mod|class|data|meth|attr|obj|ref|doc):`~?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain(text: str | None) -> str | None:
+    """``text`` without reStructuredText markup (help is read in a terminal, not rendered)."""
+    if not text:
+        return text
+    text = _ROLE.sub(r"\1", text)
+    text = _LITERAL.sub(r"\1", text)
+    return re.sub(r"::$", ":", text, flags=re.M)
+
+
+def finish_parser(parser: argparse.ArgumentParser, prog: str) -> argparse.ArgumentParser:
+    """Name ``parser`` and every nested subparser by its full command (``vtag retag plan``) and
+    make descriptions, epilogs and option help plain text; returns ``parser``.
+
+    Parameters
+    ----------
+    parser
+        A subcommand's parser (``module._arg_parser()``).
+    prog
+        Its command line name, e.g. ``vtag retag``.
+    """
+    parser.prog = prog
+    parser.description = plain(parser.description)
+    parser.epilog = plain(parser.epilog)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                finish_parser(sub, f"{prog} {name}")
+                if sub.description is None and helps.get(name):
+                    sub.description = plain(helps[name])
+            for choice in action._choices_actions:
+                choice.help = plain(choice.help)
+        elif action.help and action.help is not argparse.SUPPRESS:
+            action.help = plain(action.help)
+    return parser
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The finished parser of subcommand ``name`` (imports its module only).
+
+    Parameters
+    ----------
+    name
+        A key of :data:`COMMANDS`.
+    """
+    module = importlib.import_module(COMMANDS[name][0])
+    return finish_parser(module._arg_parser(), f"vtag {name}")
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away (``vtag query ... | head``): no traceback, no flush error at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE, as a shell reports a command killed by a broken pipe
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``vtag`` with ``argv`` (default: the process's arguments); returns the exit status.
+
+    Parameters
+    ----------
+    argv
+        The arguments after ``vtag``.
+    """
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--version":
+        print(f"vtag {version()}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
@@ -52,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vtag: command {name!r} is not available in this build ({module_name} missing)", file=sys.stderr)
         return 2
     module = importlib.import_module(module_name)
-    parser = module._arg_parser()
-    parser.prog = f"vtag {name}"
-    args = parser.parse_args(rest)
+    args = command_parser(name).parse_args(rest)
     return int(module.main(args) or 0)
 
 

@@ -22,16 +22,17 @@ from jobs.config import REPO_ROOT, load_job_conf
 def _arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--start", default="2026-11-20", help="first dump day (YYYY-MM-DD)")
-    p.add_argument("--days", type=int, default=3)
-    p.add_argument("--rows-per-day", type=int, default=2000)
+    p.add_argument("--days", type=int, default=3, help="days of dumps to generate and tag (default %(default)s)")
+    p.add_argument("--rows-per-day", type=int, default=2000, help="rows of each day's dump (default %(default)s)")
     p.add_argument("--train-rows", type=int, default=12000, help="rows of the labeled training dump")
     p.add_argument("--train-minutes", type=float, default=4.0, help="training time budget")
-    p.add_argument("--model-config", default=str(REPO_ROOT / "conf" / "model" / "cpu-small.yaml"))
+    p.add_argument("--model-config", default=str(REPO_ROOT / "conf" / "model" / "cpu-small.yaml"),
+                   help="model config YAML (default conf/model/cpu-small.yaml)")
     p.add_argument("--taxonomy", default=None, help="default: the job conf's taxonomy (demo-v1)")
     p.add_argument("--workdir", default=".", help="where dumps/, bundles/ and warehouse/ go")
     p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
-    p.add_argument("--conf", action="append", default=[], metavar="K=V")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")
+    p.add_argument("--seed", type=int, default=7, help="random seed of data and training (default %(default)s)")
     p.add_argument("--fresh", action="store_true", help="delete earlier demo output first")
     return p
 

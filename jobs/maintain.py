@@ -46,6 +46,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
     p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
     p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job or Spark setting")
+    p.add_argument("--json", action="store_true", help="print what was done as one JSON object on stdout")
     return p
 
 
@@ -219,6 +220,11 @@ def main(args: argparse.Namespace) -> int:
     except MaintenanceError as exc:
         print(f"vtag maintain: {exc}", file=sys.stderr)
         return 2
+    if args.json:
+        import json
+
+        print(json.dumps(out, default=str, sort_keys=True))
+        return 0
     if "keep_history" in out:
         print(f"{args.table}: keeps {args.keep_history} days of history (time travel, vacuum)")
     if "optimize" in out:

@@ -15,6 +15,7 @@ so the report runs on DuckDB over delta-rs (default: no JVM, seconds) or on Spar
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
     p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")
     p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb", help="query engine (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the report's figures as one JSON object on stdout")
     return p
 
 
@@ -214,6 +216,28 @@ def build_report(q: Query, day: str, compare: str | None, out: str) -> ReportDat
     return data
 
 
+def summary(data: ReportData, out: str) -> dict[str, Any]:
+    """The report's figures as plain JSON-ready values (``vtag report --json``).
+
+    Parameters
+    ----------
+    data
+        What :func:`collect` returned.
+    out
+        The HTML file written.
+    """
+    return {
+        "out": out,
+        "day": data.day,
+        "compare": data.compare,
+        "days": data.days,
+        "tagged": data.n_tagged,
+        "quarantined": data.n_quarantined,
+        "quarantine": {str(r): int(n) for r, n in zip(data.quarantine["reason"], data.quarantine["n"])},
+        "drift": {f"level{h}": v for h, v in data.drift.items()},
+    }
+
+
 def main(args: argparse.Namespace) -> int:
     from jobs.config import ConfigError
     from jobs.query import QueryError, load_conf
@@ -231,6 +255,9 @@ def main(args: argparse.Namespace) -> int:
         return 1
     finally:
         close()
+    if args.json:
+        print(json.dumps(summary(data, args.out), sort_keys=True))
+        return 0
     vs = f" vs {data.compare}" if data.compare else " (no earlier day to compare)"
     print(f"{args.out}: {data.day}{vs}: {data.n_tagged} tagged, {data.n_quarantined} quarantined")
     return 0

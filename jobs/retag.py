@@ -87,7 +87,7 @@ def _arg_parser() -> argparse.ArgumentParser:
             sp.add_argument("--end", required=True, help="last day, YYYY-MM-DD (inclusive)")
         sp.add_argument("--warehouse", help="Delta warehouse root (default: job conf)")
         sp.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
-        sp.add_argument("--conf", action="append", default=[], metavar="K=V")
+        sp.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")
         sp.add_argument("--json", action="store_true", help="print JSON")
 
     common(sub.add_parser("plan", help="count rows to remap and to re-infer per day"))
@@ -98,7 +98,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="plan and check everything, write nothing")
     hist = sub.add_parser("history", help="table versions that touched a day")
     common(hist, with_range=False)
-    hist.add_argument("--date", required=True)
+    hist.add_argument("--date", required=True, help="the day, YYYY-MM-DD")
     return p
 
 
