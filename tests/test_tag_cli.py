@@ -1,7 +1,8 @@
 """The tag job through its command line, in separate processes: local-cluster mode (executors in
 their own JVMs, as on a real cluster), a run killed mid-write, and two days tagged at once.
 
-Marked ``cluster``: `make test-cluster` runs them (several JVMs at once; minutes on 2 cores)."""
+The kill test runs in the default suite (one real SIGKILL of the driver); the others are marked
+``cluster`` and run with `make test-cluster` (several JVMs at once; minutes on 2 cores)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from tiny_dumps import _rows, _write_day
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.cluster]
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 VTAG = [sys.executable, "-m", "jobs.cli"]
 
@@ -49,6 +50,7 @@ def dump(tmp_path):
 GOOD, BAD = 40, len(_rows("x", 40)[1])  # rows per dump day: good ones and one of every bad kind
 
 
+@pytest.mark.cluster
 def test_local_cluster_two_executors(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
     wh = tmp_path / "wh"
     cmd = _cli(["--date", "2026-11-20", "--json"], wh, tiny_taxonomy_path, tiny_bundle, dump,
@@ -119,6 +121,7 @@ def _assert_one_run(wh, dt):
     return run
 
 
+@pytest.mark.cluster
 def test_sigkill_between_the_commits_then_repair_finishes_the_run(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
     wh = tmp_path / "wh"
     base = ["--date", "2026-11-20"]
@@ -143,6 +146,7 @@ def test_sigkill_between_the_commits_then_repair_finishes_the_run(tmp_path, dump
     assert _assert_one_run(wh, "2026-11-20")["run_id"] == victim["run_id"]
 
 
+@pytest.mark.cluster
 def test_two_days_at_once(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
     wh = tmp_path / "wh"
     procs = [
