@@ -43,6 +43,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "proj_dim": 128,
         "dropout": 0.1,
         "drop_rate": 0.0,
+        "skip_absent": True,  # the backbone runs only on rows with a decodable cover (models/image.py)
         "preprocess": {"crop_pct": 1.0, "crop_mode": None, "interpolation": "bilinear", "mean": None, "std": None},
         "train_augment": {"scale": [0.6, 1.0], "hflip": 0.5, "color_jitter": 0.1},
     },
@@ -236,8 +237,8 @@ class VtagModel(nn.Module):
 
         was_training = self.training
         self.eval()
-        try:
-            return self(to_device(batch, self.device))["prob"].float()
+        try:  # layout as given: the caller's transfer (to_device) decided channels-last
+            return self(to_device(batch, self.device, channels_last=None))["prob"].float()
         finally:
             self.train(was_training)
 

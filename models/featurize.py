@@ -23,7 +23,7 @@ image. Every input column may be missing or null in any row.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -131,17 +131,33 @@ class Featurizer:
         return dict(self.image.data_config) if self.image is not None else None
 
     # ------------------------------------------------------------------ transforming
-    def transform(self, frame: pd.DataFrame, train: bool = False) -> dict[str, torch.Tensor]:
-        """Rows -> CPU tensors (keys in the module docstring). ``train=True`` applies the image
-        training augmentation (random); the default is deterministic."""
+    def transform(self, frame: pd.DataFrame, train: bool = False, *, pool=None, channels_last: bool = False,
+                  decode_covers: bool = True) -> dict[str, torch.Tensor]:
+        """Rows -> CPU tensors (keys in the module docstring).
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            Dump rows; every column optional.
+        train : bool
+            Apply the image training augmentation (random); the default is deterministic.
+        pool : concurrent.futures.Executor, optional
+            Threads for the cover decode + resize (eval only; same result).
+        channels_last : bool
+            ``image`` NHWC in memory (same values).
+        decode_covers : bool
+            False (image modality on): leave ``image`` and ``cover_present`` out — the caller decodes
+            the covers itself (the GPU decoder, :mod:`models.image_gpu`).
+        """
         out: dict[str, torch.Tensor] = {}
         if "text" in self.modalities:
             t = self.text.transform(_column(frame, "title"), _column(frame, "description"))
             out.update({k: torch.from_numpy(v) for k, v in t.items()})
         covers = _column(frame, "cover")
         if self.image is not None:
-            image, present = self.image(covers, train=train)
-            out["image"], out["cover_present"] = image, present
+            if decode_covers:
+                image, present = self.image(covers, train=train, pool=pool, channels_last=channels_last)
+                out["image"], out["cover_present"] = image, present
         else:
             out["cover_present"] = torch.tensor([cover_decodable(cover_bytes(c)) for c in covers], dtype=torch.bool)
         if "context" in self.modalities:
@@ -220,15 +236,42 @@ def collate(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     return {k: torch.cat([b[k] for b in batches], dim=0) for k in batches[0]}
 
 
-def to_device(batch: dict[str, torch.Tensor], device, non_blocking: bool = False) -> dict[str, torch.Tensor]:
-    """Move a batch to ``device`` (channels_last for ``image`` on CUDA)."""
-    out = {}
+def to_device(batch: Mapping[str, Any], device, channels_last: bool | None = None, non_blocking: bool = True,
+              pin: bool = False) -> dict[str, Any]:
+    """Move a featurized batch to ``device``: the one device transfer of training and inference.
+
+    Parameters
+    ----------
+    batch : mapping
+        Featurized tensors (``[B, ...]`` each); other values pass through.
+    device : str or torch.device
+        Target device. A tensor already there is not copied.
+    channels_last : bool or None
+        4-D floating tensors (``image [B, 3, H, W]``): True -> NHWC memory, False -> NCHW contiguous,
+        None -> the layout they come in (nothing else changes it later: ``decode.channels_last`` /
+        ``train.channels_last`` decide here).
+    non_blocking : bool
+        Asynchronous host-to-GPU copies (they overlap only from pinned memory).
+    pin : bool
+        Pin CPU tensors first when the target is CUDA (a prefetch thread usually pinned them already).
+    """
+    device = torch.device(device)
+    out: dict[str, Any] = {}
     for k, v in batch.items():
-        v = v.to(device, non_blocking=non_blocking)
-        if k == "image" and v.is_cuda:
-            v = v.contiguous(memory_format=torch.channels_last)
+        if isinstance(v, torch.Tensor):
+            if pin and device.type == "cuda" and v.device.type == "cpu" and not v.is_pinned():
+                v = v.pin_memory()
+            v = v.to(device, non_blocking=non_blocking)
+            if channels_last is not None and v.dim() == 4 and v.is_floating_point():
+                v = v.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         out[k] = v
     return out
+
+
+def pin_batch(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """Every CPU tensor of ``batch`` in pinned (page-locked) memory, for non-blocking GPU copies."""
+    return {k: v.pin_memory() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v
+            for k, v in batch.items()}
 
 
 def describe(batch: dict[str, torch.Tensor]) -> str:
@@ -236,4 +279,4 @@ def describe(batch: dict[str, torch.Tensor]) -> str:
     return "\n".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in sorted(batch.items()))
 
 
-__all__ = ["Featurizer", "collate", "to_device", "describe", "as_text"]
+__all__ = ["Featurizer", "collate", "to_device", "pin_batch", "describe", "as_text"]

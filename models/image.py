@@ -114,6 +114,36 @@ class _SplitTransform:
             self.mean = [torch.as_tensor(n.mean, dtype=torch.float32).view(1, -1, 1, 1) for n in norms]
             self.std = [torch.as_tensor(n.std, dtype=torch.float32).view(1, -1, 1, 1) for n in norms]
 
+    def to_array(self, img: Image.Image | None, size: tuple[int, int]) -> np.ndarray | None:
+        """The PIL part of the vectorized transform: an RGB image -> ``[H, W, 3]`` uint8, or None when
+        missing or the transform fails (a pathological image)."""
+        if img is None:
+            return None
+        try:
+            a = np.asarray(self.pil(img), dtype=np.uint8)
+        except Exception:  # noqa: BLE001
+            return None
+        return a if a.shape == (size[0], size[1], 3) else None
+
+    def normalize(self, arrays: Sequence[np.ndarray | None], size: tuple[int, int],
+                  channels_last: bool = False) -> tuple[torch.Tensor, list[bool]]:
+        """``[H, W, 3]`` uint8 arrays (None = missing) -> ``[B, 3, H, W]`` float32 normalized (zeros where
+        missing), ok flags. ``channels_last``: the result is NHWC in memory (same values; the layout
+        the model runs in, so no later copy)."""
+        b = len(arrays)
+        ok = [a is not None for a in arrays]
+        arr = np.zeros((b, size[0], size[1], 3), dtype=np.uint8)
+        for i, a in enumerate(arrays):
+            if a is not None:
+                arr[i] = a
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2)  # NHWC memory, NCHW view
+        x = x.float() if channels_last else x.contiguous().float()  # .float() keeps the strides
+        x = x.div_(255.0)
+        for mean, std in zip(self.mean, self.std):
+            x = x.sub_(mean).div_(std)
+        x[~torch.as_tensor(ok, dtype=torch.bool)] = 0.0
+        return x, ok
+
     def __call__(self, images: list, size: tuple[int, int]) -> tuple[torch.Tensor, list[bool]]:
         """PIL images (None = missing) -> ``[B, 3, H, W]`` float32 (zeros where missing), ok flags."""
         b = len(images)
@@ -128,22 +158,7 @@ class _SplitTransform:
                     except Exception:  # noqa: BLE001 - a pathological image
                         pass
             return out, ok
-        arr = np.zeros((b, size[0], size[1], 3), dtype=np.uint8)
-        for i, img in enumerate(images):
-            if img is None:
-                continue
-            try:
-                a = np.asarray(self.pil(img), dtype=np.uint8)
-            except Exception:  # noqa: BLE001
-                continue
-            if a.shape == arr.shape[1:]:
-                arr[i] = a
-                ok[i] = True
-        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
-        for mean, std in zip(self.mean, self.std):
-            x = x.sub_(mean).div_(std)
-        x[~torch.as_tensor(ok, dtype=torch.bool)] = 0.0
-        return x.contiguous(), ok
+        return self.normalize([self.to_array(img, size) for img in images], size)
 
 
 class CoverPreprocessor:
@@ -166,11 +181,38 @@ class CoverPreprocessor:
         self._eval = _SplitTransform(self.eval_transform)
         self._train = _SplitTransform(self.train_transform)
 
-    def __call__(self, covers: Sequence, train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """``covers`` (bytes / None per row) -> ``image [B, 3, H, W]``, ``cover_present [B]``."""
-        images = [decode_cover(cover_bytes(cell), self.draft_size) for cell in covers]
-        out, ok = (self._train if train else self._eval)(images, self.size)
+    def __call__(self, covers: Sequence, train: bool = False, pool=None,
+                 channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``covers`` (bytes / None per row) -> ``image [B, 3, H, W]`` float32, ``cover_present [B]`` bool.
+
+        Parameters
+        ----------
+        covers : sequence
+            One cell per row: bytes (JPEG, PNG, WebP, ...) or None / NaN / anything else (missing).
+        train : bool
+            Apply the random training augmentation instead of the deterministic eval transform.
+        pool : concurrent.futures.Executor, optional
+            Decode and resize the covers on these threads (eval only; PIL releases the GIL while it
+            decodes and resizes). The result does not depend on it.
+        channels_last : bool
+            Return the images NHWC in memory (eval only; the values are the same).
+        """
+        if train or not self._eval.vectorized:
+            images = [decode_cover(cover_bytes(cell), self.draft_size) for cell in covers]
+            out, ok = (self._train if train else self._eval)(images, self.size)
+            return out, torch.as_tensor(ok, dtype=torch.bool)
+        cells = list(covers)
+        if pool is not None and len(cells) > 1:
+            arrays = list(pool.map(self.cover_array, cells))
+        else:
+            arrays = [self.cover_array(cell) for cell in cells]
+        out, ok = self._eval.normalize(arrays, self.size, channels_last=channels_last)
         return out, torch.as_tensor(ok, dtype=torch.bool)
+
+    def cover_array(self, cell: Any) -> np.ndarray | None:
+        """One cover cell -> the eval transform's ``[H, W, 3]`` uint8 pixels before normalisation, or
+        None when missing / undecodable (thread-safe: used from a decode pool)."""
+        return self._eval.to_array(decode_cover(cover_bytes(cell), self.draft_size), self.size)
 
 
 def create_backbone(cfg: dict, pretrained: bool = True) -> nn.Module:
@@ -212,6 +254,15 @@ class ImageEncoder(nn.Module):
 
     batch ``image [B, 3, H, W]`` (or cached ``image_feats [B, num_features]``) -> ``[B, out_dim]``.
     Rows without a cover are replaced later by the fusion's learned placeholder.
+
+    ``image.skip_absent`` (default true; the attribute :attr:`skip_absent` may be switched at run
+    time): the backbone runs only on the rows whose ``cover_present`` is set (gathered, encoded,
+    scattered back; rows without a cover get zeros, which the gate replaces by its placeholder), and
+    a batch without covers skips it. In eval mode the outputs equal the full-batch path's (BatchNorm
+    uses its running statistics: rows do not interact). In train mode BatchNorm's batch statistics
+    then come from real covers only, not from a mix with the blank images of coverless rows, so
+    they no longer depend on the share of missing covers in a batch (one cover alone in a training
+    batch runs the full batch: BatchNorm needs more than one value per channel).
     """
 
     def __init__(self, cfg: dict, pretrained: bool = True):
@@ -227,6 +278,8 @@ class ImageEncoder(nn.Module):
         self.drop = nn.Dropout(float(cfg.get("dropout") or 0.0))
         self.proj = nn.Sequential(nn.Linear(self.num_features, int(proj)), nn.ReLU()) if proj else nn.Identity()
         self.out_dim = int(proj) if proj else self.num_features
+        self.skip_absent = bool(cfg.get("skip_absent", True))
+        self._compiled = None  # see compile_backbone
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -234,17 +287,82 @@ class ImageEncoder(nn.Module):
             self.backbone.eval()  # frozen: BatchNorm statistics stay as loaded
         return self
 
+    def compile_backbone(self, example: torch.Tensor, **kwargs) -> bool:
+        """``torch.compile`` the backbone for inference; keep eager when compiling or running
+        ``example [b, 3, H, W]`` fails (logged). Returns whether the compiled one is used.
+
+        Parameters
+        ----------
+        example : torch.Tensor
+            ``[b, 3, H, W]`` input on the backbone's device and layout, run once to compile.
+        **kwargs
+            Passed to ``torch.compile`` (default ``dynamic=True``: the number of rows with a cover
+            varies from batch to batch).
+        """
+        kwargs.setdefault("dynamic", True)
+        try:
+            fn = torch.compile(self.backbone, **kwargs)
+            with torch.inference_mode():
+                fn(example)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: eager mode
+            log.warning("torch.compile of %s failed, running eager: %s", type(self.backbone).__name__, e)
+            self._compiled = None
+            return False
+        self._compiled = fn
+        return True
+
     def backbone_features(self, image: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` -> ``[B, num_features]`` (channels_last on CUDA)."""
-        if image.is_cuda:
-            image = image.contiguous(memory_format=torch.channels_last)
+        """``[B, 3, H, W]`` -> ``[B, num_features]`` (the image in whatever layout it comes:
+        the caller's device transfer decides channels-last)."""
+        fn = self._compiled if (self._compiled is not None and not self.training) else self.backbone
         if self.freeze:
             with torch.no_grad():
-                return self.backbone(image)
-        return self.backbone(image)
+                return fn(image)
+        return fn(image)
+
+    def _head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.drop(feats.float()))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``image [B, 3, H, W]`` (+ ``cover_present [B]`` bool) or ``image_feats [B, F]`` -> ``[B, out_dim]``."""
         feats = batch.get("image_feats")
-        if feats is None:
-            feats = self.backbone_features(batch["image"])
-        return self.proj(self.drop(feats.float()))
+        if feats is not None:
+            return self._head(feats)
+        image, present = batch["image"], batch.get("cover_present")
+        if not self.skip_absent or present is None:
+            return self._head(self.backbone_features(image))
+        idx = torch.nonzero(present.to(image.device), as_tuple=False).squeeze(1)  # [P]
+        n, b = int(idx.numel()), int(image.shape[0])
+        if n == b or (n == 1 and self.training):
+            return self._head(self.backbone_features(image))
+        if n == 0:
+            out = torch.zeros((b, self.out_dim), dtype=_output_dtype(image.device), device=image.device)
+            return out + _zero_touch(self.backbone) if _needs_touch(self) else out
+        sub = self._head(self.backbone_features(image.index_select(0, idx)))  # [P, out_dim]
+        return sub.new_zeros((b, sub.shape[1])).index_copy(0, idx, sub)
+
+
+def _output_dtype(device: torch.device) -> torch.dtype:
+    """The dtype the projection would give here: the autocast dtype when autocast is on, else float32."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return torch.float32
+
+
+def _needs_touch(encoder: ImageEncoder) -> bool:
+    """Training under DistributedDataParallel: every trainable parameter must take part in each step."""
+    if not (encoder.training and torch.is_grad_enabled() and not encoder.freeze):
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _zero_touch(module: nn.Module) -> torch.Tensor:
+    """A scalar 0 that depends on every trainable parameter of ``module`` (zero gradients, as the
+    full-batch path gives them for a batch without covers), so DDP sees them used."""
+    total = torch.zeros(())
+    for p in module.parameters():
+        if p.requires_grad:
+            total = total.to(p.device) + p.reshape(-1)[0].float() * 0.0
+    return total

@@ -24,7 +24,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from models.pipeline import HostBatcher, autocast_dtype, cpu_count, iter_proba, legacy_infer_proba
 from models.schema import MAX_LEVELS, PREDICTION_SCHEMA
+
+__all__ = ["Predictor", "TaxonomyMismatchError", "autocast_dtype", "batch_to_device", "infer_proba",
+           "resolve_device", "to_arrow", "decoder_for"]
 
 log = logging.getLogger(__name__)
 
@@ -53,30 +57,20 @@ def resolve_device(device: str | None):
 
 
 def batch_to_device(batch: Mapping[str, Any], device, channels_last: bool = False) -> dict:
-    """Move every tensor of a featurized batch to ``device`` (4-D float tensors channels-last if asked)."""
-    import torch
+    """Move every tensor of a featurized batch to ``device``, non-blocking (training's call).
 
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=True)
-            if channels_last and v.dim() == 4 and v.is_floating_point():
-                v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
-    return out
+    Parameters
+    ----------
+    batch : mapping
+        Featurized tensors.
+    device : str or torch.device
+        Target device.
+    channels_last : bool
+        4-D float tensors (``image [B, 3, H, W]``) NHWC; False leaves them as they are.
+    """
+    from models.featurize import to_device
 
-
-def autocast_dtype(device, amp: Any):
-    """The autocast dtype for ``amp`` ('bf16' | 'fp16' | True | False/None/'off') — CUDA only, else None."""
-    import torch
-
-    if getattr(device, "type", str(device)) != "cuda" or amp in (None, False, "off", "none", "fp32"):
-        return None
-    if amp in (True, "auto", "bf16", "bfloat16"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp in ("fp16", "float16"):
-        return torch.float16
-    raise ValueError(f"unknown amp setting {amp!r} (bf16, fp16 or off)")
+    return to_device(batch, device, channels_last=True if channels_last else None, non_blocking=True)
 
 
 def infer_proba(
@@ -88,31 +82,45 @@ def infer_proba(
     device=None,
     amp: Any = None,
     channels_last: bool = False,
+    prefetch: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-node probabilities for ``frame``: ``(prob [B, n_nodes] float32, cover_present [B] bool)``.
 
-    ``model`` must be in eval mode; runs under ``torch.inference_mode`` in micro-batches.
+    Parameters
+    ----------
+    model : models.factory.VtagModel
+        Run in eval mode under ``torch.inference_mode`` (its mode is restored afterwards).
+    featurizer : models.featurize.Featurizer
+        Turns the rows into tensors (on a prefetch thread, :mod:`models.pipeline`).
+    frame : pandas.DataFrame
+        Dump rows.
+    batch_size : int
+        Rows per micro-batch.
+    device : torch.device, optional
+        Default: the model's device.
+    amp : str or bool, optional
+        Autocast on CUDA (``bf16`` / ``fp16`` / off).
+    channels_last : bool
+        NHWC images (the model's weights should match).
+    prefetch : int
+        Host batches prepared ahead of the model (0: inline).
     """
     import torch
 
-    device = device if device is not None else next(model.parameters()).device
-    dtype = autocast_dtype(torch.device(device), amp)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    host = HostBatcher(featurizer, device, channels_last)
+    was_training = model.training
+    model.eval()
     probs, covers = [], []
-    with torch.inference_mode():
-        for start in range(0, len(frame), batch_size):
-            chunk = frame.iloc[start : start + batch_size]
-            batch = featurizer.transform(chunk)
-            covers.append(batch["cover_present"].numpy().astype(bool))
-            batch = batch_to_device(batch, device, channels_last)
-            if dtype is not None:
-                with torch.autocast(device_type="cuda", dtype=dtype):
-                    p = model.predict_proba(batch)
-            else:
-                p = model.predict_proba(batch)
-            probs.append(p.float().cpu().numpy())
-    n_nodes = featurizer.taxonomy.n_nodes if hasattr(featurizer, "taxonomy") else None
+    try:
+        for _, p, c in iter_proba(model, frame, host, batch_size=batch_size, device=device, amp=amp,
+                                  channels_last=True if channels_last else None, prefetch=prefetch):
+            probs.append(p)
+            covers.append(c)
+    finally:
+        model.train(was_training)
     if not probs:
-        return np.zeros((0, n_nodes or 0), np.float32), np.zeros(0, bool)
+        return np.zeros((0, featurizer.taxonomy.n_nodes), np.float32), np.zeros(0, bool)
     return np.concatenate(probs).astype(np.float32, copy=False), np.concatenate(covers)
 
 
@@ -152,7 +160,17 @@ class _Columns:
 
 
 class Predictor:
-    """A loaded bundle. Build with :meth:`load`; call :meth:`predict` (pandas) or :meth:`predict_arrow`."""
+    """A loaded bundle. Build with :meth:`load`; call :meth:`predict` (pandas) or :meth:`predict_arrow`.
+
+    Inference settings, from the bundle config's ``decode`` section (docs/model.md), each also an
+    attribute that may be changed after loading: ``batch_size`` (rows per micro-batch, default 256),
+    ``amp`` (CUDA autocast, default ``bf16``), ``channels_last`` (default true), ``prefetch`` (host
+    batches prepared ahead on a background thread, default 2; 0 = inline), ``decode_threads``
+    (cover decode threads, default the process's CPUs, at most 8), ``gpu_decode`` (``auto``: JPEG
+    covers decoded on the GPU when the model runs on CUDA), ``compile`` (``torch.compile`` the image
+    backbone on CUDA, falling back to eager; default false). :meth:`use_legacy_path` switches to the
+    path before issue 20 (benches compare the two in one run).
+    """
 
     def __init__(self, config: Mapping[str, Any], taxonomy, featurizer, model, meta, device):
         self.config = dict(config)
@@ -166,8 +184,14 @@ class Predictor:
         self.amp = dec.get("amp", "bf16")
         # NHWC images: faster depthwise convolutions on CUDA and on CPU (oneDNN) alike
         self.channels_last = bool(dec.get("channels_last", True)) and "image" in self.config.get("modalities", ())
+        self.prefetch = int(dec.get("prefetch", 2))
+        self.decode_threads = int(dec.get("decode_threads") or min(cpu_count(), 8))
+        self.gpu_decode = dec.get("gpu_decode", "auto")
+        self.compile = dec.get("compile", False)
+        self.legacy = False
         self.decoder = decoder_for(taxonomy, self.config)
         self._cols = _Columns(taxonomy)
+        self._pool = self._prefetch_ex = self._gpu_decoder = None
 
     @property
     def model_version(self) -> str:
@@ -211,25 +235,91 @@ class Predictor:
         dev = resolve_device(device)
         config, taxonomy, featurizer, model, meta = load_bundle(bundle, device=str(dev))
         pred = cls(config, taxonomy, featurizer, model, meta, dev)
+        model.eval()
         if pred.channels_last:
             model.to(memory_format=torch.channels_last)
+        if pred.compile and dev.type == "cuda" and "image" in model.encoders:
+            pred.compile_backbone()
         return pred
+
+    # ------------------------------------------------------------------ settings
+    def use_legacy_path(self, legacy: bool = True) -> None:
+        """Switch to (or back from) the path before issue 20: featurize, move and run one batch
+        after the other on the calling thread, covers decoded on the CPU one by one, the image
+        backbone on every row (blank images for rows without a cover)."""
+        self.legacy = bool(legacy)
+
+    def compile_backbone(self) -> bool:
+        """``torch.compile`` the image backbone (``decode.compile``; ``true`` or a mode name such as
+        ``max-autotune``); on any failure it stays eager (logged). Returns whether compiled."""
+        import torch
+
+        enc = self.model.encoders["image"]
+        h, w = self.featurizer.image.size
+        example = torch.zeros((2, 3, h, w), device=self.device)
+        if self.channels_last:
+            example = example.contiguous(memory_format=torch.channels_last)
+        kwargs = {"mode": self.compile} if isinstance(self.compile, str) else {}
+        dtype = autocast_dtype(self.device, self.amp)
+        if dtype is None:
+            return enc.compile_backbone(example, **kwargs)
+        with torch.autocast(device_type="cuda", dtype=dtype):
+            return enc.compile_backbone(example, **kwargs)
+
+    def _host_batcher(self) -> HostBatcher:
+        import concurrent.futures as cf
+
+        if self._pool is None and self.decode_threads > 1 and self.featurizer.image is not None:
+            self._pool = cf.ThreadPoolExecutor(self.decode_threads, thread_name_prefix="vtag-decode")
+        if self._prefetch_ex is None and self.prefetch > 0:
+            self._prefetch_ex = cf.ThreadPoolExecutor(1, thread_name_prefix="vtag-prefetch")
+        gpu = None
+        if self.featurizer.image is not None and self.gpu_decode not in (False, "off", None):
+            from models.image_gpu import GpuCoverDecoder, gpu_decode_available
+
+            if gpu_decode_available(self.device):
+                if self._gpu_decoder is None or self._gpu_decoder.channels_last != self.channels_last:
+                    self._gpu_decoder = GpuCoverDecoder(self.featurizer.image, self.device, self.channels_last)
+                gpu = self._gpu_decoder
+            elif self.gpu_decode not in ("auto", True) or self.device.type == "cuda":
+                log.debug("gpu_decode=%r: no GPU JPEG decoder for %s, covers decoded on the CPU",
+                          self.gpu_decode, self.device)
+        return HostBatcher(self.featurizer, self.device, self.channels_last, pool=self._pool, gpu_decoder=gpu)
+
+    def _skip_absent(self, on: bool) -> None:
+        enc = self.model.encoders["image"] if "image" in self.model.encoders else None
+        if enc is not None:
+            enc.skip_absent = on
+
+    def iter_scores(self, frame: pd.DataFrame):
+        """Yield ``(chunk, prob [b, n_nodes] float32, cover_present [b] bool)`` per micro-batch, in
+        order (the pipelined path of :mod:`models.pipeline`; the legacy path when switched on)."""
+        if self.legacy:
+            for start in range(0, len(frame), self.batch_size):
+                chunk = frame.iloc[start : start + self.batch_size]
+                prob, cover = legacy_infer_proba(self.model, self.featurizer, chunk, batch_size=self.batch_size,
+                                                 device=self.device, amp=self.amp,
+                                                 channels_last=self.channels_last)
+                yield chunk, prob, cover
+            return
+        self.model.eval()
+        self._skip_absent(bool(self.model.config["image"].get("skip_absent", True))
+                          if "image" in self.model.encoders else False)
+        yield from iter_proba(self.model, frame, self._host_batcher(), batch_size=self.batch_size,
+                              device=self.device, amp=self.amp,
+                              channels_last=True if self.channels_last else None,
+                              prefetch=self.prefetch, executor=self._prefetch_ex)
 
     # ------------------------------------------------------------------ inference
     def predict_scores(self, frame: pd.DataFrame):
         """``(DecodedBatch, cover_present [B] bool)`` for ``frame`` (metrics use this)."""
         from hierarchy.decode import DecodedBatch
 
-        prob, cover = infer_proba(
-            self.model,
-            self.featurizer,
-            frame,
-            batch_size=self.batch_size,
-            device=self.device,
-            amp=self.amp,
-            channels_last=self.channels_last,
-        )
-        if len(prob) == 0:
+        probs, covers = [], []
+        for _, p, c in self.iter_scores(frame):
+            probs.append(p)
+            covers.append(c)
+        if not probs:
             n = self.taxonomy.n_nodes
             return (
                 DecodedBatch(
@@ -240,17 +330,20 @@ class Predictor:
                     path_logscore=np.zeros(0, np.float32),
                     labels=np.zeros((0, n), bool),
                 ),
-                cover,
+                np.zeros(0, bool),
             )
-        return self.decoder.decode(prob), cover
+        return self.decoder.decode(np.concatenate(probs)), np.concatenate(covers)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Tag ``frame`` (DUMP_SCHEMA columns; ``cover`` as bytes) -> PREDICTION_SCHEMA columns, same row order."""
-        parts = []
-        for start in range(0, len(frame), self.batch_size):
-            chunk = frame.iloc[start : start + self.batch_size]
-            decoded, cover = self.predict_scores(chunk)
-            parts.append(self._columns(chunk, decoded, cover))
+        """Tag ``frame`` (DUMP_SCHEMA columns; ``cover`` as bytes) -> PREDICTION_SCHEMA columns, same row order.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            Dump rows; every column but ``video_id`` optional.
+        """
+        parts = [self._columns(chunk, self.decoder.decode(prob), cover)
+                 for chunk, prob, cover in self.iter_scores(frame)]
         if not parts:
             return PREDICTION_SCHEMA.empty_table().to_pandas()
         if len(parts) == 1:
@@ -260,6 +353,13 @@ class Predictor:
     def predict_arrow(self, frame: pd.DataFrame) -> pa.Table:
         """:meth:`predict` as a pyarrow Table with exactly :data:`PREDICTION_SCHEMA`."""
         return to_arrow(self.predict(frame))
+
+    def close(self) -> None:
+        """Stop the decode and prefetch threads (they are also stopped at interpreter exit)."""
+        for ex in (self._pool, self._prefetch_ex):
+            if ex is not None:
+                ex.shutdown(wait=True)
+        self._pool = self._prefetch_ex = None
 
     def _columns(self, chunk: pd.DataFrame, decoded, cover_present: np.ndarray) -> pd.DataFrame:
         c = self._cols
