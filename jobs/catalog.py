@@ -324,12 +324,26 @@ def _metastore_hint(exc: Exception) -> Exception:
     return exc
 
 
-def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: bool = True) -> list[str]:
+def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: bool = True,
+                    comments: bool = True) -> list[str]:
     """Register the Delta tables and the views in the catalog database; returns the qualified names.
 
     Idempotent: a table already registered at its warehouse path is left alone (but for comments that
-    differ), one registered elsewhere (another warehouse) is re-pointed, a missing Delta table is
-    created empty when ``create_missing`` (so that the views resolve), views are replaced.
+    differ, when ``comments``), one registered elsewhere (another warehouse) is re-pointed, a missing
+    Delta table is created empty when ``create_missing`` (so that the views resolve), views are
+    replaced. Creating a table and syncing comments are Delta commits; with ``create_missing=False,
+    comments=False`` (:func:`register_names`, what the read commands use) only the metastore changes.
+
+    Parameters
+    ----------
+    spark
+        The session (its catalog implementation decides where the names live).
+    conf
+        The job conf (``warehouse``, ``catalog_database``, ``dump_root``).
+    create_missing
+        Create missing Delta tables empty (a write).
+    comments
+        Set the column comments of :func:`column_comments` that differ (a metadata commit per table).
     """
     from jobs.tables import TABLES, ensure_table, table_path, with_retries
 
@@ -353,11 +367,12 @@ def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: b
             spark.sql(f"DROP TABLE {qualified}")  # external: drops the registration, never the data
         with_retries(
             lambda q=qualified, p=path, n=name: spark.sql(
-                f"CREATE TABLE IF NOT EXISTS {q} USING DELTA LOCATION {_sql_string(p)} "
-                f"COMMENT {_sql_string(TABLES[n].comment)}"
+                f"CREATE TABLE IF NOT EXISTS {q} USING DELTA LOCATION {_sql_string(p)}"
+                + (f" COMMENT {_sql_string(TABLES[n].comment)}" if comments else "")
             )
         )
-        _sync_comments(spark, qualified, name)
+        if comments:
+            _sync_comments(spark, qualified, name)
         names.append(qualified)
     if f"{db}.video_tags" not in names:
         return names
@@ -391,6 +406,23 @@ def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: b
         )
         names.append(qualified)
     return names
+
+
+def register_names(spark: SparkSession, conf: dict[str, Any]) -> list[str]:
+    """Register the existing tables and the views by name without a single Delta commit (the read
+    commands: ``vtag sql``, ``vtag report --engine spark``); returns the qualified names.
+
+    Missing tables stay missing and comments stay as they are: the tag job creates its tables with
+    their comments, and ``vtag catalog register`` brings an older warehouse's comments up to date.
+
+    Parameters
+    ----------
+    spark
+        The session.
+    conf
+        The job conf.
+    """
+    return register_tables(spark, conf, create_missing=False, comments=False)
 
 
 def register_if_configured(spark: SparkSession, conf: dict[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retag": ("jobs.retag", "bring tag partitions to a new taxonomy version"),
     "profiles": ("jobs.profiles", "recompute the uploader_profiles table through a day (Spark job)"),
     "sql": ("jobs.sql", "Spark SQL over the tag tables"),
+    "catalog": ("jobs.catalog_cli", "register tables, views and comments in the metastore (writes)"),
     "query": ("jobs.query", "DuckDB over the tag tables (no Spark)"),
     "report": ("jobs.report", "an HTML report of one day's tags"),
     "maintain": ("jobs.maintain", "OPTIMIZE / VACUUM the tag tables"),

@@ -198,13 +198,15 @@ def _classified(spark, conf, old, new, days: list[str]):
 
 def plan(spark, conf: dict, from_path: str, to_path: str, start: str, end: str) -> list[DayPlan]:
     """Per-day counts of rows at the target, to remap and to re-infer, with an estimated cost."""
+    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from jobs.tables import ensure_table
+    from jobs.tables import table_path
 
     old, new = _load_pair(from_path, to_path)
     days = _days(start, end)
-    ensure_table(spark, conf, "video_tags")
+    if not DeltaTable.isDeltaTable(spark, table_path(conf, "video_tags")):  # a plan reads; it never creates
+        raise RetagError(f"no video_tags table at {table_path(conf, 'video_tags')}: nothing tagged yet")
     tagged = _tagged_days(spark, conf, days)
     missing = [d for d in days if d not in tagged]
     if missing:

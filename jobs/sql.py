@@ -1,7 +1,8 @@
 """``vtag sql``: one Spark SQL statement over the catalog (tables and views by name).
 
-The session registers the tag tables and views first (:func:`jobs.catalog.register_tables`,
-idempotent) and makes the catalog database current, so ``SELECT * FROM video_tags`` and
+The session registers the tag tables and views by name first (:func:`jobs.catalog.register_names`,
+idempotent, metastore only: a read never commits to a Delta table; comments and missing tables are
+the tag job's and ``vtag catalog register``'s) and makes the catalog database current, so ``SELECT * FROM video_tags`` and
 ``vtag.video_tags`` both resolve. Unless the job conf sets ``spark.sql.catalogImplementation``,
 the session uses the Hive catalog: the embedded default keeps it in Derby beside the warehouse
 (``<warehouse>/../.metastore``), so the names persist for any later Spark session on that metastore.
@@ -42,12 +43,23 @@ def session_conf(conf: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare(spark: SparkSession, conf: dict[str, Any], register: bool = True) -> str:
-    """Register the tables and views (when ``register``) and make the catalog database current."""
-    from jobs.catalog import _metastore_hint, database, register_tables
+    """Register the tables and views by name (when ``register``; no Delta commit, see
+    :func:`jobs.catalog.register_names`) and make the catalog database current.
+
+    Parameters
+    ----------
+    spark
+        The session.
+    conf
+        The job conf.
+    register
+        Register the names first (``--no-register``: use the catalog as it is).
+    """
+    from jobs.catalog import _metastore_hint, database, register_names
 
     db = database(conf)
     if register:
-        register_tables(spark, conf)
+        register_names(spark, conf)
     try:
         spark.sql(f"USE {db}")
     except Exception as exc:

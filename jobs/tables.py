@@ -94,8 +94,23 @@ def table_path(conf: dict[str, Any], name: str) -> str:
     return warehouse_path(conf, name)
 
 
+def _with_comments(name: str, schema):
+    """``schema`` with every column's comment of :func:`jobs.catalog.column_comments` (set at creation:
+    no later metadata commit is needed for them)."""
+    from pyspark.sql import types as T
+
+    from jobs.catalog import column_comments
+
+    notes = column_comments(name)
+    return T.StructType([
+        T.StructField(f.name, f.dataType, f.nullable, {**f.metadata, "comment": notes[f.name]} if notes.get(f.name) else f.metadata)
+        for f in schema.fields
+    ])
+
+
 def ensure_table(spark: SparkSession, conf: dict[str, Any], name: str) -> str:
-    """Create table ``name`` at its warehouse path if it does not exist; return the path."""
+    """Create table ``name`` at its warehouse path, with its table and column comments, if it does
+    not exist; return the path."""
     from delta.tables import DeltaTable
 
     tdef = TABLES[name]
@@ -107,7 +122,7 @@ def ensure_table(spark: SparkSession, conf: dict[str, Any], name: str) -> str:
         builder = (
             DeltaTable.createIfNotExists(spark)
             .location(path)
-            .addColumns(to_spark(tdef.schema))
+            .addColumns(_with_comments(name, to_spark(tdef.schema)))
             .comment(tdef.comment)
         )
         if tdef.partition_by:
