@@ -148,7 +148,9 @@ def save_bundle(
 
     ``config`` is the model config as trained; the featurizer's resolved preprocessing (if it has
     ``preprocessing()``) is stored under ``preprocessing:``. ``train_info`` (data roots, row counts,
-    epochs, seconds, seed...) goes to the ``bundle:`` section and the model card. Existing bundle
+    epochs, seconds, seed...) goes to the ``bundle:`` section and the model card; its ``ids`` entry
+    (:func:`models.provenance.data_ids`) leaves count and hash there and its Bloom filters in
+    ``data_ids.json``, for ``vtag evaluate``'s overlap check. Existing bundle
     files in ``out_dir`` are replaced; other files there (e.g. ``checkpoint/``) are kept.
     """
     from safetensors.torch import save_file
@@ -172,7 +174,12 @@ def save_bundle(
         names.append(PROFILE_FILE)
     version = model_version(tensors, cfg)
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    info = _plain(dict(train_info or {}))
+    from models.provenance import IDS_FILE, split_ids_record
+
+    info, ids_record = split_ids_record(_plain(dict(train_info or {})))
+    if ids_record is not None:  # the Bloom filters of the training/validation ids: their own file
+        (tmp / IDS_FILE).write_text(json.dumps(ids_record), encoding="utf-8")
+        names.append(IDS_FILE)
     cfg["bundle"] = {
         "model_version": version,
         "model_label": label or "",

@@ -4,8 +4,12 @@ The bundle is run through :class:`models.predictor.Predictor` (the production co
 decoded output is scored with :func:`hierarchy.metrics.evaluate`: leaf accuracy, accuracy per
 level, hierarchical precision / recall / F1 (micro and macro F1), AU(PRC) of the consistent
 scores, and the violation rate of the decoded label sets — overall and per level-1 subtree (rows
-whose true primary path starts at that node: :func:`hierarchy.metrics.evaluate_by_subtree`). The report is printed (a table, or JSON with
-``--json``) and saved as JSON (``--out``, default ``evaluation-<bundle>-<data>.json`` here).
+whose true primary path starts at that node: :func:`hierarchy.metrics.evaluate_by_subtree`). The report is printed (a table
+with a one-line legend per metric, or JSON with ``--json``) and saved as JSON only where ``--out`` says.
+
+Before scoring, the evaluated rows' ``video_id`` are looked up in the bundle's record of its training
+and validation rows (:mod:`models.provenance`): an overlap is printed as a loud warning on stderr and
+recorded in the JSON (``overlap``), since metrics on the model's own data overstate it.
 """
 
 from __future__ import annotations
@@ -120,6 +124,37 @@ def evaluate_frame(predictor, frame) -> dict:
     }
 
 
+#: metric -> one-line meaning (printed under the table; ``vtag evaluate --json`` carries it as ``legend``)
+LEGEND: dict[str, str] = {
+    "n": "rows scored",
+    "leaf_acc": "share of rows whose predicted primary node is exactly the true one",
+    "levelN_acc": "share of rows whose level-N node on the predicted path is the true one",
+    "hp": "hierarchical precision: of the predicted nodes (ancestors included), the share that are true",
+    "hr": "hierarchical recall: of the true nodes (ancestors included), the share that were predicted",
+    "hf1": "hierarchical F1: harmonic mean of hp and hr, over all rows pooled (micro)",
+    "hf1_macro": "hierarchical F1 averaged per row (macro)",
+    "auprc": "area under the precision-recall curve of the consistent node scores, all nodes pooled",
+    "violations": "share of rows whose decoded label set breaks a taxonomy constraint (should be 0)",
+}
+
+
+def legend(keys: list[str]) -> dict[str, str]:
+    """The :data:`LEGEND` lines of ``keys`` (``level3_acc`` explained by ``levelN_acc``).
+
+    Parameters
+    ----------
+    keys
+        Metric names as reported.
+    """
+    out = {}
+    for k in keys:
+        if k in LEGEND:
+            out[k] = LEGEND[k]
+        elif k.startswith("level") and k.endswith("_acc"):
+            out[k] = LEGEND["levelN_acc"].replace("N", k[len("level"):-len("_acc")])
+    return out
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4f}"
@@ -142,6 +177,8 @@ def render(report: Mapping[str, Any]) -> None:
     for k in keys:
         t.add_row(k, _fmt(ov[k]))
     console.print(t)
+    for k, text in legend(keys).items():
+        console.print(f"  {k}: {text}", highlight=False)
     if report.get("subtrees"):
         cols = [k for k in ("n", "leaf_acc", "level2_acc", "hf1", "auprc", "violations") if k in ov]
         s = Table(title="per level-1 subtree (rows whose true primary path starts there)")
@@ -163,7 +200,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--taxonomy", help="refuse unless the bundle was trained on this taxonomy file's version")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.add_argument("--out", help="where to save the JSON report (default: evaluation-<bundle>-<data>.json)")
+    p.add_argument("--out", help="also save the JSON report to this file (default: nothing is written)")
     return p
 
 
@@ -172,6 +209,7 @@ def main(args: argparse.Namespace) -> int:
 
     from models.data import check_labels, read_dumps
     from models.predictor import Predictor
+    from models.provenance import overlap
 
     if args.threads:
         torch.set_num_threads(int(args.threads))
@@ -183,21 +221,30 @@ def main(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.bundle, device=args.device, expected_taxonomy_version=expected)
     dates = [d.strip() for d in args.dates.split(",")] if args.dates else None
     frame = check_labels(read_dumps(args.data, dates=dates, limit=args.limit), predictor.taxonomy)
+    seen = overlap(args.bundle, frame["video_id"] if "video_id" in frame else [])
+    if seen["warning"]:
+        banner = "!" * 100
+        print(f"{banner}\nvtag evaluate: WARNING: {seen['warning']}\n{banner}", file=sys.stderr)
     report = evaluate_frame(predictor, frame)
     report = {
         "bundle": str(args.bundle),
         "data": str(args.data),
         "model_version": predictor.model_version,
         "taxonomy_version": predictor.taxonomy_version,
+        "overlap": seen,
         **report,
     }
-    out = args.out or f"evaluation-{Path(args.bundle).name}-{Path(args.data.split(',')[0]).name}.json"
-    Path(out).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    report["legend"] = legend(list(report["overall"]))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
         render(report)
-        print(f"saved {out}")
+        if seen["warning"]:
+            print(f"WARNING: {seen['warning']}")
+        if args.out:
+            print(f"saved {args.out}")
     return 0
 
 

@@ -455,6 +455,7 @@ def train(
     from models.featurize import Featurizer
     from models.predictor import autocast_dtype, batch_to_device, resolve_device
     from models.profiles import ProfileTable, leakage_free_profiles, with_profiles
+    from models.provenance import data_ids
 
     t_start = time.monotonic()
     config = resolve_config({k: v for k, v in dict(config).items()
@@ -793,6 +794,7 @@ def train(
             "seed": seed,
             "device": str(dev) + (f" x{world}" if world > 1 else ""),
             "stopped": stopped,
+            "ids": data_ids(train_df, val_df),  # models/provenance.py: vtag evaluate's overlap check
         }
         meta = save_bundle(
             out_dir, config=config, taxonomy=taxonomy, featurizer=featurizer, model=raw_model,

@@ -47,3 +47,47 @@ def test_vtag_evaluate_prints_and_saves_metrics(capsys):
     # the table form prints too
     rc = vtag(["evaluate", "--bundle", str(out), "--data", str(root / "dump"), "--out", str(root / "e2.json")])
     assert rc == 0 and "leaf_acc" in capsys.readouterr().out
+
+
+def test_evaluate_warns_on_its_own_training_rows_not_on_held_out_ones(capsys, tmp_path, monkeypatch):
+    """#19 item 5: the bundle records its training and validation ids; evaluating on them warns (stderr
+    and JSON), on rows it never saw it does not; nothing is written without --out."""
+    import yaml
+
+    from jobs.cli import main as vtag
+    from models.data import toy_labeled_frame
+    from models.provenance import IDS_FILE, contains, read_ids
+
+    out, tax, frame, _ = tiny_bundle()
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    ids = cfg["bundle"]["train"]["ids"]
+    assert ids["file"] == IDS_FILE and ids["train"]["count"] + ids["validation"]["count"] == frame["video_id"].nunique()
+    record = read_ids(out)
+    assert contains(record["train"], frame["video_id"]).sum() == ids["train"]["count"]
+
+    monkeypatch.chdir(tmp_path)
+    write_dump(frame, tmp_path / "own", "2024-05-03")
+    held_out = toy_labeled_frame(tax, n=48, seed=11)
+    assert not set(held_out["video_id"]) & set(frame["video_id"])
+    write_dump(held_out, tmp_path / "held", "2024-05-04")
+
+    rc = vtag(["evaluate", "--bundle", str(out), "--data", str(tmp_path / "own"), "--json", "--threads", "1"])
+    captured = capsys.readouterr()
+    assert rc == 0 and "WARNING" in captured.err and "OWN DATA" in captured.err
+    own = json.loads(captured.out)
+    assert own["overlap"]["warning"] and own["overlap"]["train"]["rows"] == ids["train"]["count"]
+    assert own["overlap"]["seen"] == len(frame)  # every row: a training or a validation row
+    assert own["overlap"]["validation"]["rows"] >= ids["validation"]["count"]  # (+ Bloom false positives)
+    assert set(own["legend"]) >= {"hp", "hr", "hf1", "auprc", "violations", "leaf_acc"}
+
+    rc = vtag(["evaluate", "--bundle", str(out), "--data", str(tmp_path / "held"), "--json", "--threads", "1"])
+    captured = capsys.readouterr()
+    assert rc == 0 and "WARNING" not in captured.err
+    held = json.loads(captured.out)
+    assert held["overlap"]["warning"] is None and held["overlap"]["seen"] <= 1
+
+    # the table form: a one-line legend per metric; still nothing written without --out
+    rc = vtag(["evaluate", "--bundle", str(out), "--data", str(tmp_path / "held"), "--threads", "1"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "hf1: hierarchical F1" in text and "violations: share of rows" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["held", "own"]
