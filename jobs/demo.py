@@ -73,7 +73,8 @@ def run_demo(spark, conf: dict, args: argparse.Namespace) -> dict:
         print(f"[3/4] training {Path(args.model_config).name} for at most {args.train_minutes} min -> {bundle}")
         config = yaml.safe_load(Path(args.model_config).read_text(encoding="utf-8"))
         frame = read_dumps(labeled)
-        train(config, taxonomy, frame, bundle, max_minutes=args.train_minutes, seed=args.seed, label="demo")
+        train(config, taxonomy, frame, bundle, max_minutes=args.train_minutes, seed=args.seed, label="demo",
+              data_desc={"data": str(labeled), "config": str(args.model_config)})
     print(f"      data and model ready in {time.time() - t0:.0f}s")
     results = {}
     for d in days:

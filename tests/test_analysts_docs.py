@@ -1,5 +1,7 @@
-"""docs/analysts.md: its schema section matches models/schema.py; every SQL example runs, and the
-DuckDB-marked ones give `vtag query` the same answers as `vtag sql`."""
+"""docs/analysts.md: its schema section matches models/schema.py; every SQL example runs with rows on
+a warehouse shaped like `make demo`'s (its days, uploader and video ids: tests/warehouse_fixture.py
+``demo_shape``; `make demo` itself takes minutes), and the DuckDB-marked ones give `vtag query` the
+same answers as `vtag sql`."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 
 from jobs.catalog import SCHEMA_BEGIN, SCHEMA_END, schema_markdown
 from tests.test_analysts_query import assert_same
-from tests.warehouse_fixture import get_warehouse
+from tests.warehouse_fixture import demo_shape, get_demo_warehouse
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "analysts.md"
 FENCE = re.compile(r"^```sql([^\n]*)\n(.*?)^```", re.S | re.M)
@@ -45,7 +47,7 @@ def test_every_doc_query_runs_and_engines_agree(spark, tmp_path_factory):
     from jobs import query as q
     from jobs.sql import run_sql, to_arrow
 
-    wh = get_warehouse(spark, tmp_path_factory)
+    wh = get_demo_warehouse(spark, tmp_path_factory)
     con = q.open_warehouse(wh.conf)
     results = {}
     try:
@@ -68,5 +70,15 @@ def test_every_doc_query_runs_and_engines_agree(spark, tmp_path_factory):
     moved = [s for s in results if "leaf_before" in s][0]
     n_moved = sum(r["videos"] for r in results[moved].to_pylist())
     old = {r["video_id"]: r["leaf_id"] for r in wh.rows_before_retag}
-    assert n_moved == sum(old[r["video_id"]] != r["leaf_id"] for r in wh.rows["2024-06-02"]) > 0
-    assert {r["taxonomy_version"] for r in wh.rows["2024-06-02"]} == {wh.taxonomy_v2.version}
+    assert n_moved == sum(old[r["video_id"]] != r["leaf_id"] for r in wh.rows[wh.retag_day]) > 0
+    assert {r["taxonomy_version"] for r in wh.rows[wh.retag_day]} == {wh.taxonomy_v2.version}
+
+
+def test_the_examples_use_the_demo_days_and_no_fixture_ids():
+    """The examples name `make demo`'s days (vtag demo's defaults), never the unit-test fixture's."""
+    text = DOC.read_text(encoding="utf-8")
+    shape = demo_shape()
+    blocks = " ".join(s for s, _ in sql_blocks())
+    assert not re.search(r"2024-06-0\d|'u0\d'|'v000\d'", text), "fixture dates or ids in docs/analysts.md"
+    days = set(re.findall(r"\d{4}-\d{2}-\d{2}", blocks))
+    assert days and days <= set(shape.days), days

@@ -44,6 +44,45 @@ NIGHT = {d: datetime.fromisoformat(d).replace(tzinfo=UTC) + timedelta(days=1, ho
 RETAG_AT = datetime(2024, 6, 5, 9, 0, tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class Shape:
+    """The days, ids and uploaders of a warehouse (the default: the analysts' test warehouse)."""
+
+    days: tuple[str, ...] = DAYS
+    retag_day: str = RETAG_DAY
+    uploaders: tuple[str, ...] = tuple(UPLOADERS)
+    #: (day, index in the day) -> video id; ids 0..7 come back every day (re-uploads)
+    id_style: str = "fixture"
+
+    def video_id(self, dt: str, day_index: int, i: int) -> str:
+        if self.id_style == "fixture":
+            return f"v{i:04d}" if i < 8 else f"v{day_index}{i:04d}"
+        # the generator's ids (jobs/synth/rows.py): v<yyyymmdd><part:05d><row:06d>
+        first = self.days[0] if i < 8 else dt
+        return f"v{first.replace('-', '')}{0:05d}{i:06d}"
+
+    def night(self, dt: str) -> datetime:
+        return datetime.fromisoformat(dt).replace(tzinfo=UTC) + timedelta(days=1, hours=1)
+
+    @property
+    def retag_at(self) -> datetime:
+        return datetime.fromisoformat(self.days[-1]).replace(tzinfo=UTC) + timedelta(days=2, hours=9)
+
+
+def demo_shape() -> Shape:
+    """The days, uploader and video ids `make demo` (`vtag demo` defaults) leaves: three days from
+    2026-11-20, the generator's uploader ids (``up`` + a hash of seed and index, jobs/synth/world.py)."""
+    import hashlib
+
+    from jobs.demo import _arg_parser
+
+    defaults = _arg_parser().parse_args([])
+    start = date.fromisoformat(defaults.start)
+    days = tuple((start + timedelta(days=i)).isoformat() for i in range(defaults.days))
+    ups = tuple("up" + hashlib.blake2b(f"{defaults.seed}:{u}".encode(), digest_size=5).hexdigest() for u in range(8))
+    return Shape(days=days, retag_day=days[1], uploaders=ups, id_style="generator")
+
+
 @dataclass
 class Warehouse:
     root: Path
@@ -53,6 +92,7 @@ class Warehouse:
     taxonomy: Any
     taxonomy_v2: Any
     days: tuple[str, ...] = DAYS
+    retag_day: str = RETAG_DAY
     rows: dict[str, list[dict]] = field(default_factory=dict)  # dt -> video_tags rows (final state)
     rows_before_retag: list[dict] = field(default_factory=list)  # RETAG_DAY rows before the re-tag
     quarantine: dict[str, list[dict]] = field(default_factory=dict)
@@ -117,15 +157,17 @@ def _tag_row(tax, leaf: str, rng: random.Random, dt: str, run_id: str, tagged_at
     }
 
 
-def _plan_day(tax, dt: str, day_index: int, rng: random.Random, leaves_by_l1: dict[str, list[str]]):
+def _plan_day(tax, dt: str, day_index: int, rng: random.Random, leaves_by_l1: dict[str, list[str]],
+              shape: Shape = Shape()):
     """Videos of a day: id, uploader, leaf. Uploaders keep a favorite subtree; the third day drifts."""
     l1s = sorted(leaves_by_l1)
-    favorite = {u: l1s[i % len(l1s)] for i, u in enumerate(UPLOADERS)}
+    uploaders = list(shape.uploaders)
+    favorite = {u: l1s[i % len(l1s)] for i, u in enumerate(uploaders)}
     out = []
     for i in range(VIDEOS_PER_DAY):
         # ids 0..7 come back every day (re-uploads): video_tags_latest has work to do
-        vid = f"v{i:04d}" if i < 8 else f"v{day_index}{i:04d}"
-        uploader = UPLOADERS[(i * 3 + day_index) % len(UPLOADERS)]
+        vid = shape.video_id(dt, day_index, i)
+        uploader = uploaders[(i * 3 + day_index) % len(uploaders)]
         if day_index == 2 and i % 3 == 0:
             l1 = l1s[0]  # drift: the first subtree surges on the third day
         elif rng.random() < 0.75:
@@ -166,7 +208,8 @@ def _set_commit_times(table_dir: Path, times: dict[int, datetime]) -> None:
         os.utime(f, (ts, ts))
 
 
-def build_warehouse(spark, root: Path) -> Warehouse:
+def build_warehouse(spark, root: Path, shape: Shape = Shape()) -> Warehouse:
+    """Write the warehouse of ``shape`` under ``root`` through jobs.tables (see the module docstring)."""
     from jobs.config import load_job_conf
     from jobs.tables import conform, ensure_table, replace_day, table_path, with_retries
 
@@ -176,7 +219,7 @@ def build_warehouse(spark, root: Path) -> Warehouse:
     conf = load_job_conf(
         overrides={"warehouse": str(warehouse), "dump_root": str(dump_root), "catalog_database": "vtag"}
     )
-    wh = Warehouse(root, warehouse, dump_root, conf, tax, tax2)
+    wh = Warehouse(root, warehouse, dump_root, conf, tax, tax2, days=shape.days, retag_day=shape.retag_day)
     by_l1: dict[str, list[str]] = {}
     for leaf in tax.leaf_ids:
         by_l1.setdefault(tax.path(leaf)[0], []).append(leaf)
@@ -211,11 +254,11 @@ def build_warehouse(spark, root: Path) -> Warehouse:
         wh.runs.append(rec)
         return rec
 
-    for k, dt in enumerate(DAYS):
-        plan = _plan_day(tax, dt, k, rng, leaves_by_l1)
+    for k, dt in enumerate(shape.days):
+        plan = _plan_day(tax, dt, k, rng, leaves_by_l1, shape)
         wh.uploads[dt] = _write_dump(dump_root, dt, plan, rng)
         run_id = f"tag-{dt}-{k:02d}"
-        started = NIGHT[dt]
+        started = shape.night(dt)
         rows = [_tag_row(tax, leaf, rng, dt, run_id, started, vid, 0.1 if k < 2 else 0.25) for vid, _, leaf in plan]
         quar = [
             {
@@ -235,21 +278,21 @@ def build_warehouse(spark, root: Path) -> Warehouse:
         run_record(run_id, "tag", dt, tax.version, started, len(plan) + len(quar), len(rows), len(quar))
 
     # the taxonomy change: v2 adds a leaf beside `changed_leaf`; the re-tag moves some videos to it
-    wh.rows_before_retag = wh.rows[RETAG_DAY]
+    wh.rows_before_retag = wh.rows[shape.retag_day]
     new_leaf = f"{tax.node(changed_leaf).parent}_vtagnew"
-    retag_id = f"retag-{RETAG_DAY}-v2"
+    retag_id = f"retag-{shape.retag_day}-v2"
     retagged = []
     for i, r in enumerate(wh.rows_before_retag):
         moved = r["leaf_id"] == changed_leaf or (i % 4 == 0 and tax.path(r["leaf_id"])[0] == first)
-        row = _tag_row(tax2, new_leaf if moved else r["leaf_id"], rng, RETAG_DAY, retag_id, RETAG_AT, r["video_id"], 0.1)
+        row = _tag_row(tax2, new_leaf if moved else r["leaf_id"], rng, shape.retag_day, retag_id, shape.retag_at, r["video_id"], 0.1)
         retagged.append(row)
-    replace_day(_frame(spark, retagged, VIDEO_TAGS_SCHEMA), conf, "video_tags", RETAG_DAY)
-    wh.rows[RETAG_DAY] = retagged
-    n_q = len(wh.quarantine[RETAG_DAY])
-    run_record(retag_id, "retag", RETAG_DAY, tax2.version, RETAG_AT, len(retagged) + n_q, len(retagged), n_q)
+    replace_day(_frame(spark, retagged, VIDEO_TAGS_SCHEMA), conf, "video_tags", shape.retag_day)
+    wh.rows[shape.retag_day] = retagged
+    n_q = len(wh.quarantine[shape.retag_day])
+    run_record(retag_id, "retag", shape.retag_day, tax2.version, shape.retag_at, len(retagged) + n_q, len(retagged), n_q)
     # quarantine and runs in one append each (the jobs commit per day and per run; the tests read them
     # only at their latest version, and each commit costs seconds on a busy box)
-    quar_all = [r for dt in DAYS for r in wh.quarantine[dt]]
+    quar_all = [r for dt in shape.days for r in wh.quarantine[dt]]
     quar_df = conform(_frame(spark, quar_all, QUARANTINE_SCHEMA), "video_tags_quarantine")
     with_retries(lambda: quar_df.write.format("delta").mode("append").save(table_path(conf, "video_tags_quarantine")))
     runs = [dict(r, dt=date.fromisoformat(r["dt"])) for r in wh.runs]
@@ -259,14 +302,14 @@ def build_warehouse(spark, root: Path) -> Warehouse:
     # commit times: created 4 days ago, a day's write each day, the re-tag 6 hours ago
     now = datetime.now(UTC)
     times = {0: now - timedelta(days=4)}
-    times.update({i + 1: now - timedelta(days=3 - i, hours=12 if i == len(DAYS) - 1 else 0) for i in range(len(DAYS))})
-    times[len(DAYS) + 1] = now - timedelta(hours=6)
+    times.update({i + 1: now - timedelta(days=3 - i, hours=12 if i == len(shape.days) - 1 else 0) for i in range(len(shape.days))})
+    times[len(shape.days) + 1] = now - timedelta(hours=6)
     _set_commit_times(warehouse / "video_tags", times)
-    wh.version_before_retag = len(DAYS)
+    wh.version_before_retag = len(shape.days)
     # uploader_profiles as the last night's refresh wrote them (v1 tags: 06-01 and 06-03)
     from jobs.profiles import refresh_profiles
 
-    refresh_profiles(spark, conf, DAYS[-1], taxonomy=tax)
+    refresh_profiles(spark, conf, shape.days[-1], taxonomy=tax)
     return wh
 
 
@@ -283,3 +326,15 @@ def get_warehouse(spark, tmp_path_factory) -> Warehouse:
     if key not in _CACHE:
         _CACHE[key] = build_warehouse(spark, tmp_path_factory.mktemp("vtag-analysts"))
     return _CACHE[key]
+
+
+_DEMO_CACHE: dict[int, Warehouse] = {}
+
+
+def get_demo_warehouse(spark, tmp_path_factory) -> Warehouse:
+    """A warehouse shaped like the one `make demo` leaves (its days, uploader and video ids; see
+    :func:`demo_shape`), written by the same code path as :func:`get_warehouse`; built on first use."""
+    key = id(spark)
+    if key not in _DEMO_CACHE:
+        _DEMO_CACHE[key] = build_warehouse(spark, tmp_path_factory.mktemp("vtag-demo-shaped"), demo_shape())
+    return _DEMO_CACHE[key]
