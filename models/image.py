@@ -279,7 +279,8 @@ class ImageEncoder(nn.Module):
         self.proj = nn.Sequential(nn.Linear(self.num_features, int(proj)), nn.ReLU()) if proj else nn.Identity()
         self.out_dim = int(proj) if proj else self.num_features
         self.skip_absent = bool(cfg.get("skip_absent", True))
-        self._compiled = None  # see compile_backbone
+        self.use_inference_backbone = True  # eval: the folded / compiled copy when one is prepared
+        self._inference: nn.Module | None = None  # see prepare_inference, compile_backbone
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -287,9 +288,24 @@ class ImageEncoder(nn.Module):
             self.backbone.eval()  # frozen: BatchNorm statistics stay as loaded
         return self
 
+    def prepare_inference(self, example: torch.Tensor) -> int:
+        """Eval only: a copy of the backbone with every BatchNorm that follows a convolution folded
+        into it (:func:`fold_batchnorm`), used in eval mode instead of the backbone (the weights and
+        training are unchanged). Returns the number of folded layers (0: nothing prepared).
+
+        Parameters
+        ----------
+        example : torch.Tensor
+            ``[b, 3, H, W]`` input on the backbone's device and layout (traced once, and the folded
+            copy checked against the backbone on it).
+        """
+        folded, n = fold_batchnorm(self.backbone, example)
+        self._inference = folded if n else None
+        return n
+
     def compile_backbone(self, example: torch.Tensor, **kwargs) -> bool:
-        """``torch.compile`` the backbone for inference; keep eager when compiling or running
-        ``example [b, 3, H, W]`` fails (logged). Returns whether the compiled one is used.
+        """``torch.compile`` the eval backbone (the folded copy when prepared); keep eager when
+        compiling or running ``example [b, 3, H, W]`` fails (logged). Returns whether compiled.
 
         Parameters
         ----------
@@ -300,21 +316,23 @@ class ImageEncoder(nn.Module):
             varies from batch to batch).
         """
         kwargs.setdefault("dynamic", True)
+        base = self._inference if self._inference is not None else self.backbone
         try:
-            fn = torch.compile(self.backbone, **kwargs)
+            fn = torch.compile(base, **kwargs)
             with torch.inference_mode():
                 fn(example)
         except Exception as e:  # noqa: BLE001 - any compiler failure: eager mode
             log.warning("torch.compile of %s failed, running eager: %s", type(self.backbone).__name__, e)
-            self._compiled = None
             return False
-        self._compiled = fn
+        self._inference = fn
         return True
 
     def backbone_features(self, image: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> ``[B, num_features]`` (the image in whatever layout it comes:
         the caller's device transfer decides channels-last)."""
-        fn = self._compiled if (self._compiled is not None and not self.training) else self.backbone
+        fn = self.backbone
+        if self._inference is not None and self.use_inference_backbone and not self.training:
+            fn = self._inference
         if self.freeze:
             with torch.no_grad():
                 return fn(image)
@@ -366,3 +384,72 @@ def _zero_touch(module: nn.Module) -> torch.Tensor:
         if p.requires_grad:
             total = total.to(p.device) + p.reshape(-1)[0].float() * 0.0
     return total
+
+
+@torch.no_grad()
+def fold_batchnorm(backbone: nn.Module, example: torch.Tensor, atol: float = 1e-4) -> tuple[nn.Module, int]:
+    """An eval-mode copy of ``backbone`` with each BatchNorm whose input is a convolution's output
+    folded into that convolution (``w * g / sqrt(v + eps)``, bias likewise) and removed (timm's
+    ``BatchNormAct2d`` keeps its activation). The pairs are found by running ``example`` once; the
+    copy is returned only when its output on ``example`` matches the backbone's within ``atol``
+    relative to the output scale, else ``(backbone, 0)``.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        The timm backbone (left unchanged).
+    example : torch.Tensor
+        ``[b, 3, H, W]`` on the backbone's device.
+    atol : float
+        Tolerance of the check, relative to the largest output magnitude.
+
+    Returns
+    -------
+    (nn.Module, int)
+        The folded copy (or ``backbone``) and the number of folded BatchNorms.
+    """
+    import copy
+
+    model = copy.deepcopy(backbone).eval()
+    produced: dict[int, nn.Conv2d] = {}
+    pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
+    keep: list[torch.Tensor] = []  # outputs stay alive so their ids are not reused during the trace
+
+    def on_conv(mod, args, out):
+        produced[id(out)] = mod
+        keep.append(out)
+
+    def on_bn(mod, args):
+        conv = produced.get(id(args[0]))
+        if conv is not None and conv.out_channels == mod.num_features:
+            pairs.append((conv, mod))
+
+    hooks = [m.register_forward_hook(on_conv) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_pre_hook(on_bn) for m in model.modules()
+              if isinstance(m, nn.BatchNorm2d) and m.track_running_stats and m.running_var is not None]
+    try:
+        ref = model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    keep.clear()
+    convs = [c for c, _ in pairs]
+    bns = [b for _, b in pairs]
+    if not pairs or len(set(map(id, convs))) != len(convs) or len(set(map(id, bns))) != len(bns):
+        return backbone, 0
+    parents = {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
+    for conv, bn in pairs:
+        scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+        shift = (bn.bias if bn.affine else torch.zeros_like(bn.running_mean)) - bn.running_mean * scale
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        conv.bias = nn.Parameter(bias * scale + shift)
+        parent, name = parents[id(bn)]
+        tail = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+        setattr(parent, name, nn.Sequential(*tail) if tail else nn.Identity())
+    got = model(example)
+    tol = atol * max(1.0, float(ref.abs().max()))
+    if got.shape != ref.shape or not torch.allclose(got.float(), ref.float(), rtol=0, atol=tol):
+        log.warning("BatchNorm folding changed the backbone's output; kept unfolded")
+        return backbone, 0
+    return model, len(pairs)

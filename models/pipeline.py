@@ -203,8 +203,8 @@ def _finish(pending) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
 def legacy_infer_proba(model, featurizer, frame: pd.DataFrame, *, batch_size: int = 256, device=None,
                        amp: Any = None, channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The path before issue 20, kept for before/after benches: featurize, move, run, one batch after
-    the other in the calling thread, covers decoded on one thread, the image backbone on every row
-    (``skip_absent`` off for the call). Returns ``(prob [B, N] float32, cover_present [B] bool)``.
+    the other in the calling thread, covers decoded on one thread, no token cache, the image backbone
+    (unfolded) on every row (``skip_absent`` off for the call). Returns ``(prob [B, N] float32, cover_present [B] bool)``.
 
     Parameters
     ----------
@@ -222,9 +222,12 @@ def legacy_infer_proba(model, featurizer, frame: pd.DataFrame, *, batch_size: in
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = autocast_dtype(device, amp)
     enc = model.encoders["image"] if "image" in getattr(model, "encoders", {}) else None
-    before = enc.skip_absent if enc is not None else None
+    from models.text import TextFeaturizer
+
+    before = (enc.skip_absent, enc.use_inference_backbone) if enc is not None else None
     if enc is not None:
-        enc.skip_absent = False
+        enc.skip_absent, enc.use_inference_backbone = False, False
+    cache_size, TextFeaturizer.TOKEN_CACHE_SIZE = TextFeaturizer.TOKEN_CACHE_SIZE, 0
     probs, covers = [], []
     try:
         with torch.inference_mode():
@@ -239,8 +242,9 @@ def legacy_infer_proba(model, featurizer, frame: pd.DataFrame, *, batch_size: in
                     p = model.predict_proba(batch)
                 probs.append(p.float().cpu().numpy())
     finally:
+        TextFeaturizer.TOKEN_CACHE_SIZE = cache_size
         if enc is not None:
-            enc.skip_absent = before
+            enc.skip_absent, enc.use_inference_backbone = before
     if not probs:
         return np.zeros((0, featurizer.taxonomy.n_nodes), np.float32), np.zeros(0, bool)
     return np.concatenate(probs).astype(np.float32, copy=False), np.concatenate(covers)

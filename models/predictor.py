@@ -168,8 +168,10 @@ class Predictor:
     batches prepared ahead on a background thread, default 2; 0 = inline), ``decode_threads``
     (cover decode threads, default the process's CPUs, at most 8), ``gpu_decode`` (``auto``: JPEG
     covers decoded on the GPU when the model runs on CUDA), ``compile`` (``torch.compile`` the image
-    backbone on CUDA, falling back to eager; default false). :meth:`use_legacy_path` switches to the
-    path before issue 20 (benches compare the two in one run).
+    backbone on CUDA, falling back to eager; default false), ``fold_bn`` (an inference copy of the
+    image backbone with its BatchNorms folded into the convolutions, default true; same outputs to
+    float rounding). :meth:`use_legacy_path` switches to the path before issue 20 (benches compare
+    the two in one run).
     """
 
     def __init__(self, config: Mapping[str, Any], taxonomy, featurizer, model, meta, device):
@@ -188,6 +190,7 @@ class Predictor:
         self.decode_threads = int(dec.get("decode_threads") or min(cpu_count(), 8))
         self.gpu_decode = dec.get("gpu_decode", "auto")
         self.compile = dec.get("compile", False)
+        self.fold_bn = bool(dec.get("fold_bn", True))
         self.legacy = False
         self.decoder = decoder_for(taxonomy, self.config)
         self._cols = _Columns(taxonomy)
@@ -238,9 +241,20 @@ class Predictor:
         model.eval()
         if pred.channels_last:
             model.to(memory_format=torch.channels_last)
+        if "image" in model.encoders and pred.fold_bn:
+            n = model.encoders["image"].prepare_inference(pred._example_images())
+            log.debug("image backbone: %d BatchNorm layers folded for inference", n)
         if pred.compile and dev.type == "cuda" and "image" in model.encoders:
             pred.compile_backbone()
         return pred
+
+    def _example_images(self):
+        """``[2, 3, H, W]`` random images on the device, in the model's layout."""
+        import torch
+
+        h, w = self.featurizer.image.size
+        example = torch.randn((2, 3, h, w), generator=torch.Generator().manual_seed(0)).to(self.device)
+        return example.contiguous(memory_format=torch.channels_last) if self.channels_last else example
 
     # ------------------------------------------------------------------ settings
     def use_legacy_path(self, legacy: bool = True) -> None:
@@ -255,10 +269,7 @@ class Predictor:
         import torch
 
         enc = self.model.encoders["image"]
-        h, w = self.featurizer.image.size
-        example = torch.zeros((2, 3, h, w), device=self.device)
-        if self.channels_last:
-            example = example.contiguous(memory_format=torch.channels_last)
+        example = self._example_images()
         kwargs = {"mode": self.compile} if isinstance(self.compile, str) else {}
         dtype = autocast_dtype(self.device, self.amp)
         if dtype is None:
@@ -289,7 +300,7 @@ class Predictor:
     def _skip_absent(self, on: bool) -> None:
         enc = self.model.encoders["image"] if "image" in self.model.encoders else None
         if enc is not None:
-            enc.skip_absent = on
+            enc.skip_absent, enc.use_inference_backbone = on, True
 
     def iter_scores(self, frame: pd.DataFrame):
         """Yield ``(chunk, prob [b, n_nodes] float32, cover_present [b] bool)`` per micro-batch, in

@@ -255,11 +255,33 @@ class TextFeaturizer:
         return get_tokenizer(self.user_words)
 
     def tokens(self, title: str, desc: str) -> tuple[list[str], list[str]]:
-        tok, hmm = self.tokenizer, bool(self.cfg["hmm"])
-        t = tokenize(tok, title, int(self.cfg["max_title_chars"]), hmm)[: self.max_tokens]
+        """jieba tokens of the title and of the description (truncated as the model reads them)."""
+        t = self._tokenize(title, int(self.cfg["max_title_chars"]))[: self.max_tokens]
         room = self.max_tokens - len(t) - 1
-        d = tokenize(tok, desc, int(self.cfg["max_desc_chars"]), hmm)[: max(room, 0)] if room > 0 else []
+        d = self._tokenize(desc, int(self.cfg["max_desc_chars"]))[: max(room, 0)] if room > 0 else []
         return t, d
+
+    #: Tokenizations cached per process and jieba tokenizer (so per Spark Python worker, which keeps
+    #: its Predictor; training's vocabulary pass fills it for the epochs); cleared when full; 0 turns
+    #: the cache off. Descriptions repeat a lot (templates, empty ones), titles less.
+    TOKEN_CACHE_SIZE = 100_000
+
+    def _tokenize(self, text: str, max_chars: int) -> list[str]:
+        """:func:`tokenize` through the cache (same result: jieba is deterministic). The cached list
+        is shared: callers slice it, never modify it."""
+        tok, hmm = self.tokenizer, bool(self.cfg["hmm"])
+        size = self.TOKEN_CACHE_SIZE
+        if not size:
+            return tokenize(tok, text, max_chars, hmm)
+        key = (text[:max_chars], max_chars, hmm)
+        cache = tok.__dict__.setdefault("_vtag_token_cache", {})
+        got = cache.get(key)
+        if got is None:
+            got = tokenize(tok, key[0], max_chars, hmm)
+            if len(cache) >= size:
+                cache.clear()
+            cache[key] = got
+        return got
 
     def transform(self, titles: Sequence, descs: Sequence) -> dict[str, np.ndarray]:
         b = len(titles)

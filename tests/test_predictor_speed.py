@@ -59,9 +59,16 @@ def predictor(bundle):
     pred.close()
 
 
+def _backbones(model):
+    """The unfolded backbone and, when prepared, the folded inference copy."""
+    enc = model.encoders["image"]
+    return [m for m in (enc.backbone, enc._inference) if m is not None]
+
+
 def _backbone_rows(model) -> list[int]:
     seen: list[int] = []
-    model.encoders["image"].backbone.register_forward_pre_hook(lambda m, args: seen.append(int(args[0].shape[0])))
+    for m in _backbones(model):
+        m.register_forward_pre_hook(lambda m, args: seen.append(int(args[0].shape[0])))
     return seen
 
 
@@ -140,6 +147,21 @@ def test_train_mode_batchnorm_sees_real_covers_only():
     assert torch.all(none == 0) and not none.requires_grad
 
 
+def test_batchnorm_folding_keeps_the_outputs(predictor, bundle):
+    from models.image import fold_batchnorm
+
+    enc = predictor.model.encoders["image"]
+    assert enc._inference is not None  # Predictor.load prepared it
+    x = torch.randn(3, 3, 32, 32)
+    folded, n = fold_batchnorm(enc.backbone, x)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in enc.backbone.modules())
+    assert n == n_bn > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), enc.backbone(x), rtol=1e-4, atol=1e-5)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.backbone.modules())  # training copy untouched
+
+
 def test_skip_absent_is_a_config_switch():
     assert resolve_config({})["image"]["skip_absent"] is True
     cfg = resolve_config({"image": {"backbone": "test_efficientnet", "input_size": 32, "skip_absent": False}})
@@ -172,8 +194,8 @@ def test_decode_channels_last_reaches_the_backbone(bundle, channels_last):
     pred = Predictor.load(bundle[0], device="cpu")
     pred.channels_last = channels_last
     layouts = []
-    pred.model.encoders["image"].backbone.register_forward_pre_hook(
-        lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    for m in _backbones(pred.model):
+        m.register_forward_pre_hook(lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
     pred.predict(bundle[2].iloc[:5])
     pred.close()
     assert layouts and set(layouts) == {channels_last}
@@ -250,3 +272,25 @@ def test_cuda_gpu_decode_matches_the_cpu_path(bundle):
     assert new["cover_missing"].tolist() == old["cover_missing"].tolist()
     assert (new["leaf_id"] == old["leaf_id"]).mean() >= 0.99
     assert np.abs(new["score"].to_numpy() - old["score"].to_numpy()).max() < 2e-2
+
+
+def test_token_cache_gives_jiebas_tokens(bundle):
+    from models.text import TextFeaturizer, tokenize
+
+    text = Predictor.load(bundle[0], device="cpu").featurizer.text
+    rows = [("今天的小猫视频太可爱了", "搞笑 猫咪 日常"), ("小猫视频", ""), ("今天的小猫视频太可爱了", "搞笑 猫咪 日常")]
+    cached = [text.tokens(t, d) for t, d in rows]
+    first = cached[0][0]
+    assert cached[2][0] == first and cached[0][0] is first  # the tokenizer keeps it
+    before = TextFeaturizer.TOKEN_CACHE_SIZE
+    TextFeaturizer.TOKEN_CACHE_SIZE = 0
+    try:
+        plain = [text.tokens(t, d) for t, d in rows]
+        assert plain == cached
+        assert plain[0][0] == tokenize(text.tokenizer, rows[0][0], int(text.cfg["max_title_chars"]))[: text.max_tokens]
+        ids = text.transform([r[0] for r in rows], [r[1] for r in rows])
+    finally:
+        TextFeaturizer.TOKEN_CACHE_SIZE = before
+    again = text.transform([r[0] for r in rows], [r[1] for r in rows])
+    for k in ids:
+        np.testing.assert_array_equal(ids[k], again[k])
