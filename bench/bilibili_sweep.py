@@ -2,7 +2,7 @@
 
 Each variant is a set of overrides deep-merged onto the model config ``bench/bilibili.py`` uses
 (``conf/model/cpu-small.yaml``, image off, ``--head``). Every (variant, seed) run trains through
-:func:`models.train.train` (its own uploader-grouped validation split of the training side) and
+:func:`models.training.train` (its own uploader-grouped validation split of the training side) and
 predicts the test side through :class:`models.predictor.Predictor`, exactly as ``bench/bilibili.py``
 does. Variants are ranked by their **validation** figures (mean over seeds); the test figures are
 printed beside them for the record, not for choosing.

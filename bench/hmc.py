@@ -219,7 +219,7 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
     """
     import torch
 
-    from models.train import WeightAverage
+    from models.training import WeightAverage
 
     model = _head(recipe, head, spec, X.shape[1], seed)
     if recipe.prior_init:

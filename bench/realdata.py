@@ -11,7 +11,7 @@ Split (``--split``): ``time`` (default, the headline: the earliest 80 % of the r
 ``upload_ts`` train, the latest 20 % test, uploaders as they come; returning and new uploaders are
 reported apart) or ``uploader`` (no uploader on both sides). Systems and everything else are those
 of ``bench/bilibili.py`` (``--help`` there): the shipped ``vtag`` config through the production
-path (``models.train.train`` -> bundle -> ``Predictor``, exactly what ``vtag train`` /
+path (``models.training.train`` -> bundle -> ``Predictor``, exactly what ``vtag train`` /
 ``vtag evaluate`` run), TF-IDF + linear SVM with and without uploader / duration one-hots, logistic
 regression, HiClass and a fastText-style bag, each peer's settings chosen on the training side's
 own validation split.

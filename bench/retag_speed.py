@@ -170,7 +170,7 @@ def ensure_bundle(spark, work: Path, train_rows: int, minutes: float, seed: int)
     from hierarchy.taxonomy import Taxonomy
     from jobs.generate import generate
     from models.data import read_dumps
-    from models.train import train
+    from models.training import train
 
     bundle = work / f"bundle-v2-cpu-small-{train_rows}"
     if (bundle / "model.safetensors").exists():

@@ -66,7 +66,7 @@ def tiny_bundle(tmp_path_factory, tiny_taxonomy):
     import yaml
 
     from models.data import toy_labeled_frame
-    from models.train import train
+    from models.training import train
 
     config = yaml.safe_load((REPO_ROOT / "conf" / "model" / "cpu-small.yaml").read_text(encoding="utf-8"))
     config["image"]["input_size"] = 32
@@ -89,7 +89,7 @@ def tiny_bundle_v2(tmp_path_factory, retag_v2_path):
 
     from hierarchy.taxonomy import Taxonomy
     from models.data import toy_labeled_frame
-    from models.train import train
+    from models.training import train
 
     v2 = Taxonomy.load(retag_v2_path)
     config = yaml.safe_load((REPO_ROOT / "conf" / "model" / "cpu-small.yaml").read_text(encoding="utf-8"))

@@ -121,7 +121,7 @@ def test_kept_ngram_keys_travel_in_the_weights_and_survive_resume():
     from test_train_support import tiny_config, tiny_frame
 
     from models.bundle import NGRAM_KEYS
-    from models.train import train
+    from models.training import train
 
     tax, frame = tiny_taxonomy(), tiny_frame()
     cfg = copy.deepcopy(tiny_config(epochs=2))

@@ -101,7 +101,7 @@ def test_stop_threshold_is_chosen_on_validation_only_when_labels_stop_early():
 
 def test_training_on_labels_at_depths_1_2_3_runs_and_records_the_stop_threshold():
     from models.data import toy_labeled_frame
-    from models.train import train
+    from models.training import train
 
     tax = tiny_taxonomy()
     frame = toy_labeled_frame(tax, n=60, seed=1)

@@ -105,7 +105,7 @@ def test_table_round_trips_through_the_profile_schema(tmp_path):
 def test_bundle_carries_its_profiles_and_the_predictor_uses_them():
     from models.bundle import load_bundle
     from models.predictor import Predictor
-    from models.train import train
+    from models.training import train
 
     tax, frame = tiny_taxonomy(), tiny_frame()
     cfg = tiny_config(epochs=1)

@@ -91,7 +91,7 @@ def test_training_with_mix_records_the_scale_and_the_bundle_predicts_with_it():
     import json
 
     from models.predictor import Predictor
-    from models.train import train
+    from models.training import train
 
     cfg = tiny_config(epochs=1)
     cfg["modalities"] = ["text", "context"]

@@ -82,7 +82,7 @@ def tiny_bundle():
     """(bundle dir, taxonomy, frame, TrainResult) — trained once per process (1 epoch, CPU)."""
     import torch
 
-    from models.train import train
+    from models.training import train
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,0 +1,90 @@
+"""Steps around the loop that read the validation rows once: the coverless-data warning before
+training, the frozen TF-IDF SVM fitted before it (``head.tfidf_wide: svm|mix``), and after it the
+SVM's weight in the mix and ``decode.stop_threshold: auto``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+
+def warn_if_coverless(frame, config: Mapping[str, Any]) -> bool:
+    """Warn (log + ``UserWarning``) when the config expects covers and no row has one: the image
+    branch would train on blank images only, at the cost of most of the run's time. Returns True
+    when it warned."""
+    import warnings
+
+    if "image" not in config["modalities"] or len(frame) == 0:
+        return False
+    has = [c for c in ("cover", "cover_uri") if c in frame.columns]
+    if any(frame[c].notna().any() for c in has):
+        return False
+    msg = (f"every training row lacks a cover, but model config {config.get('name')!r} expects images: the image "
+           "branch learns nothing and costs most of the training time. Use conf/model/text-context.yaml "
+           "(no image modality) for data without covers.")
+    log.warning(msg)
+    warnings.warn(msg, UserWarning, stacklevel=3)
+    return True
+
+
+def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> None:
+    """``head.tfidf_wide: svm``: fit the TF-IDF linear SVM (C on the validation rows), frozen
+    before the deep part trains (:func:`models.sparse_wide.fit_linear_svm`)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from models.sparse_wide import fit_linear_svm
+
+    module = model.tfidf_wide
+    leaf_pos = {int(j): k for k, j in enumerate(taxonomy.leaf_indices)}
+
+    def xy(frame):
+        if len(frame) == 0:
+            return None, None
+        parts = [module.features(featurizer.transform(frame.iloc[i:i + 2048])["bow_ids"])
+                 for i in range(0, len(frame), 2048)]
+        y = np.array([leaf_pos.get(int(j), -1) for j in featurizer.primary_leaf(frame).numpy()])
+        return sp.vstack(parts).tocsr(), y
+
+    t0 = time.monotonic()
+    x_tr, y_tr = xy(train_df)
+    x_va, y_va = xy(val_df)
+    info = fit_linear_svm(module, x_tr, y_tr, x_va, y_va, seed=seed)
+    log.info("tfidf_wide svm: C=%s validation acc %s, %d classes, %.1fs", info["C"], info["val_acc"],
+             info["classes"], time.monotonic() - t0)
+
+
+def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last, metric_name) -> dict:
+    """``head.tfidf_wide: mix``: the SVM margins' weight in the trained model's logits, chosen on
+    the validation rows by the early-stopping metric (:func:`models.sparse_wide.choose_mix_scale`)."""
+    from models.sparse_wide import choose_mix_scale
+    from models.training.loop import validate
+
+    def score() -> float:
+        return float(validate(model, featurizer, taxonomy, val_df, config, device=dev,
+                              batch_size=int(settings["eval_batch_size"]), amp=settings["amp"],
+                              channels_last=channels_last)[metric_name])
+
+    info = choose_mix_scale(model.tfidf_wide, score)
+    log.info("tfidf_wide mix: scale %s on validation (%s: %s)", info["scale"], metric_name,
+             {k: round(v, 4) for k, v in info["scores"].items()})
+    return {"scale": info["scale"], "validation": {str(k): v for k, v in info["scores"].items()}}
+
+
+def auto_stop_threshold(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last) -> float | None:
+    """``decode.stop_threshold: auto`` resolved on the validation rows (see
+    :func:`models.evaluate.choose_stop_threshold`); None without validation rows."""
+    from models.evaluate import choose_stop_threshold
+    from models.predictor import infer_proba
+
+    if len(val_df) == 0:
+        return None
+    model.eval()
+    prob, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]), device=dev,
+                          amp=settings["amp"], channels_last=channels_last)
+    thr = choose_stop_threshold(taxonomy, val_df, prob, config)
+    log.info("decode.stop_threshold auto -> %s (validation)", thr)
+    return thr
