@@ -16,6 +16,13 @@ Deployment (parse time, from the environment of the DAG processor and the worker
 ``VTAG_START_DATE``     the first dump day ``vtag_nightly`` schedules (default 2024-01-01)
 ``VTAG_DUMP_WAIT_HOURS``  how long the sensor waits for a day's ``_SUCCESS`` (default 12)
 ``VTAG_TAG_RETRIES``    retries of the Spark tasks (default 3; exponential backoff from 5 minutes)
+``VTAG_SPARK_POOL``     the Airflow pool of every task that runs a Spark job (default ``vtag_spark``;
+                        create it: ``airflow pools set vtag_spark 2 "vtag Spark jobs"``)
+``VTAG_SPARK_POOL_SLOTS``  slots one Spark task takes in that pool (default 1)
+``VTAG_ON_FAILURE``     failure notifiers, comma-separated ``module:attribute`` (a callable taking the
+                        task context, or an Airflow notifier instance) importable from the DAGs folder;
+                        called on every failed task beside the built-in one-line log (:func:`log_failure`)
+``VTAG_VIDEO_TAGS_URI`` the URI of the ``video_tags`` Asset (default ``file://$VTAG_HOME/warehouse/video_tags``)
 
 Run time (Params of a run, else Airflow Variables, else the job conf): see ``resolve_nightly``.
 """
@@ -44,6 +51,13 @@ MAX_ACTIVE_RUNS = int(os.environ.get("VTAG_MAX_ACTIVE_RUNS", "2"))
 START_DATE = datetime.fromisoformat(os.environ.get("VTAG_START_DATE", "2024-01-01")).replace(tzinfo=timezone.utc)
 DUMP_WAIT = timedelta(hours=float(os.environ.get("VTAG_DUMP_WAIT_HOURS", "12")))
 SPARK_RETRIES = int(os.environ.get("VTAG_TAG_RETRIES", "3"))
+SPARK_POOL = os.environ.get("VTAG_SPARK_POOL") or "vtag_spark"
+SPARK_POOL_SLOTS = int(os.environ.get("VTAG_SPARK_POOL_SLOTS", "1"))
+ON_FAILURE = os.environ.get("VTAG_ON_FAILURE", "")
+VIDEO_TAGS_URI = (os.environ.get("VTAG_VIDEO_TAGS_URI") or f"file://{REPO / 'warehouse' / 'video_tags'}").rstrip("/")
+#: the Asset of the whole table (one event per published day) and the alias whose events name each day
+VIDEO_TAGS_ASSET_NAME = "vtag_video_tags"
+VIDEO_TAGS_DAY_ALIAS = "vtag_video_tags_day"
 DEFAULT_JOB_CONF = "conf/jobs/local.yaml"
 
 #: Variables read at run time (name -> what it is); a run's Param of the same name (less ``vtag_``) wins.
@@ -76,9 +90,15 @@ JOB_ENV = {
 }
 
 
+def spark_pool_kwargs() -> dict[str, Any]:
+    """``pool``/``pool_slots`` of every task that runs a Spark job (spark-submit or a Spark CLI)."""
+    return {"pool": SPARK_POOL, "pool_slots": SPARK_POOL_SLOTS}
+
+
 def spark_task_kwargs() -> dict[str, Any]:
     """Keyword arguments shared by the ``SparkSubmitOperator`` tasks (tag, retag month)."""
     return {
+        **spark_pool_kwargs(),
         "conn_id": SPARK_CONN_ID,
         "spark_binary": SPARK_SUBMIT,
         "application": SPARK_APP,
@@ -318,6 +338,83 @@ def quality_gate(argv: list[str]) -> dict[str, Any]:
             for c in d["checks"]
         },
     }
+
+
+# ------------------------------------------------------------------------------------ failures
+def log_failure(context: Mapping[str, Any]) -> None:
+    """The built-in failure callback: one log line naming the DAG, task, run, dump day and error."""
+    ti = context.get("task_instance") or context.get("ti")
+    params = context.get("params") or {}
+    exc = context.get("exception")
+    first = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else type(exc).__name__
+    log.error("vtag: FAILED dag=%s task=%s run=%s date=%s try=%s: %s",
+              getattr(ti, "dag_id", "?"), getattr(ti, "task_id", "?"), context.get("run_id", "?"),
+              params.get("date") or context.get("ds") or "?", getattr(ti, "try_number", "?"), first)
+
+
+def load_notifiers(spec: str) -> list[Any]:
+    """The notifiers of ``VTAG_ON_FAILURE``: ``module:attribute`` entries, comma-separated.
+
+    Each attribute is a callable taking the task context, or a notifier instance (e.g. an
+    ``airflow.providers.smtp.notifications.smtp.SmtpNotifier``). A wrong entry fails the DAG's
+    parse with a clear import error: alerts that silently do nothing are worse.
+    """
+    import importlib
+
+    out = []
+    for entry in (e.strip() for e in spec.split(",")):
+        if not entry:
+            continue
+        module, sep, attr = entry.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"VTAG_ON_FAILURE entry {entry!r}: expected module:attribute")
+        target = getattr(importlib.import_module(module), attr)
+        if not callable(target):
+            raise ValueError(f"VTAG_ON_FAILURE entry {entry!r} is not callable")
+        out.append(target)
+    return out
+
+
+def failure_callbacks(extra: list[Any] | None = None) -> list[Any]:
+    """``on_failure_callback`` of every vtag task and DAG: :func:`log_failure`, then the notifiers of
+    ``VTAG_ON_FAILURE``, then ``extra``."""
+    return [log_failure, *load_notifiers(ON_FAILURE), *(extra or [])]
+
+
+# ------------------------------------------------------------------------------------ assets
+def video_tags_asset():
+    """The ``video_tags`` table as an Airflow Asset: an event each time days are published."""
+    from airflow.sdk import Asset
+
+    return Asset(name=VIDEO_TAGS_ASSET_NAME, uri=VIDEO_TAGS_URI, group="vtag")
+
+
+def video_tags_day_alias():
+    """The alias whose events are per-day Assets ``vtag_video_tags/dt=YYYY-MM-DD``."""
+    from airflow.sdk import AssetAlias
+
+    return AssetAlias(name=VIDEO_TAGS_DAY_ALIAS, group="vtag")
+
+
+def day_asset(dt: str):
+    """The Asset of one day of ``video_tags`` (what a downstream DAG may schedule on)."""
+    from airflow.sdk import Asset
+
+    return Asset(name=f"{VIDEO_TAGS_ASSET_NAME}/dt={dt}", uri=f"{VIDEO_TAGS_URI}/dt={dt}", group="vtag")
+
+
+def emit_days(outlet_events: Any, days: list[str], extra: Mapping[str, Any]) -> None:
+    """Attach the published ``days`` to the task's Asset events: ``extra`` (plus ``dates``) on the table's
+    event, and one event per day's Asset through the alias (``extra`` plus ``dt``)."""
+    outlet_events[video_tags_asset()].extra = {**dict(extra), "dates": list(days)}
+    alias = outlet_events[video_tags_day_alias()]
+    for dt in days:
+        alias.add(day_asset(dt), extra={**dict(extra), "dt": dt})
+
+
+def days_between(start: str, end: str) -> list[str]:
+    d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
+    return [(d0 + timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
 
 
 # ------------------------------------------------------------------------------------ re-tag

@@ -13,10 +13,16 @@ resolve -> wait_for_dump -> tag -> quality_gate -> maintenance_due -> optimize
 - ``tag``: ``SparkSubmitOperator`` running ``vtag tag`` through ``spark_apps/vtag_app.py``, retried
   with exponential backoff (a re-run replaces the day atomically);
 - ``quality_gate``: ``vtag quality`` (the invariant on the tables, quarantine rate, level-1 drift
-  from the previous day); fails without retry, listing the failed checks;
+  from the previous day); fails without retry, listing the failed checks; when it passes it emits
+  the ``video_tags`` Asset event and the day's Asset ``vtag_video_tags/dt=D`` (through the alias
+  ``vtag_video_tags_day``), so downstream DAGs can be scheduled on tagged, gated days;
 - ``maintenance_due`` / ``optimize``: ``vtag maintain --table video_tags --optimize`` on one weekday
   of the dump date (Variable ``vtag_maintenance_weekday``, Sunday by default) or when the Param
   ``maintenance`` says ``always``.
+
+The Spark tasks (tag, quality_gate, optimize) run in the pool ``VTAG_SPARK_POOL`` (default
+``vtag_spark``); every task's failure goes to ``common.failure_callbacks()`` (a one-line log, then
+the notifiers named by ``VTAG_ON_FAILURE``).
 
 Nothing heavy is imported here: see ``_common``. docs/operations.md has the operator's view.
 """
@@ -65,7 +71,8 @@ with DAG(
     catchup=True,
     max_active_runs=common.MAX_ACTIVE_RUNS,
     params=PARAMS,
-    default_args={"owner": "vtag", "retries": 0},
+    default_args={"owner": "vtag", "retries": 0, "on_failure_callback": common.failure_callbacks()},
+    on_failure_callback=common.failure_callbacks(),
     tags=["vtag"],
     doc_md=__doc__,
 ) as dag:
@@ -98,20 +105,25 @@ with DAG(
         **common.spark_task_kwargs(),
     )
 
-    @task(retries=1, retry_delay=timedelta(minutes=2))
-    def quality_gate(argv: list[str]) -> dict:
-        """``vtag quality`` on the day; a failed check fails the run with the checks' messages."""
-        return common.quality_gate(argv)
+    @task(retries=1, retry_delay=timedelta(minutes=2), outlets=[common.video_tags_asset(), common.video_tags_day_alias()],
+          **common.spark_pool_kwargs())
+    def quality_gate(argv: list[str], dt: str) -> dict:
+        """``vtag quality`` on the day; a failed check fails the run with the checks' messages. A pass
+        emits the Asset events of the table and of the day (``extra``: the day and the checks)."""
+        result = common.quality_gate(argv)
+        ctx = get_current_context()
+        common.emit_days(ctx["outlet_events"], [dt], {"job": "tag", "run_id": ctx.get("run_id"), "ok": result["ok"]})
+        return result
 
     @task.short_circuit
     def maintenance_due(due: bool) -> bool:
         return bool(due)
 
-    @task(retries=2, retry_delay=timedelta(minutes=10), retry_exponential_backoff=2.0)
+    @task(retries=2, retry_delay=timedelta(minutes=10), retry_exponential_backoff=2.0, **common.spark_pool_kwargs())
     def optimize(argv: list[str]) -> None:
         """``vtag maintain --table video_tags --optimize`` (compaction of the small files of the week)."""
         common.run_vtag(argv)
 
-    gate = quality_gate(settings["quality_args"])
+    gate = quality_gate(settings["quality_args"], settings["date"])
     due = maintenance_due(settings["maintenance_due"])
     waited >> tag >> gate >> due >> optimize(settings["maintain_args"])

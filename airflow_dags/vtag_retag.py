@@ -53,7 +53,8 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     params=PARAMS,
-    default_args={"owner": "vtag", "retries": 0},
+    default_args={"owner": "vtag", "retries": 0, "on_failure_callback": common.failure_callbacks()},
+    on_failure_callback=common.failure_callbacks(),
     tags=["vtag"],
     doc_md=__doc__,
 ) as dag:
@@ -67,7 +68,7 @@ with DAG(
         common.log.info("vtag_retag settings: %s", settings)
         return settings
 
-    @task
+    @task(**common.spark_pool_kwargs())
     def plan(argv: list[str]):
         """``vtag retag plan --json``; a refusal (exit != 0) fails the run without retry."""
         try:
@@ -81,11 +82,17 @@ with DAG(
         """The mapped tasks' argument lists, one per calendar month of the range."""
         return month_args
 
-    @task
-    def verify(argv: list[str], dry_run: bool) -> dict:
+    @task(outlets=[common.video_tags_asset(), common.video_tags_day_alias()], **common.spark_pool_kwargs())
+    def verify(argv: list[str], dry_run: bool, start: str, end: str) -> dict:
+        """``vtag quality`` over the range at the target taxonomy; a pass emits the Asset events of the
+        table and of every re-tagged day."""
         if dry_run:
             raise AirflowSkipException("dry run: nothing was written")
-        return common.quality_gate(argv)
+        result = common.quality_gate(argv)
+        ctx = get_current_context()
+        common.emit_days(ctx["outlet_events"], common.days_between(start, end),
+                         {"job": "retag", "run_id": ctx.get("run_id"), "ok": result["ok"]})
+        return result
 
     settings = resolve()
     planned = plan(settings["plan_args"])
@@ -103,4 +110,4 @@ with DAG(
         **common.spark_task_kwargs(),
     ).expand(application_args=windows)
 
-    retag_month >> verify(settings["verify_args"], settings["dry_run"])
+    retag_month >> verify(settings["verify_args"], settings["dry_run"], settings["start"], settings["end"])

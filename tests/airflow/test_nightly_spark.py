@@ -141,7 +141,7 @@ def test_nightly_dag_test_tags_one_day_then_the_gate_fails_on_a_doctored_partiti
     settings = common.resolve_nightly({**run_conf, "date": DAY}, None, lambda name: None)
     gate = dag.get_task("quality_gate")
     with pytest.raises(AirflowFailException) as failed:
-        gate.python_callable(settings["quality_args"])
+        gate.python_callable(settings["quality_args"], DAY)
     message = str(failed.value)
     assert "vtag quality gate failed" in message
     assert f"{DAY} invariant: rows read {tagged + quarantined} != {tagged - 3} rows in video_tags" in message
