@@ -243,76 +243,22 @@ def _plain(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- model card
-def _fmt(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
 def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) -> str:
-    """The ``MODEL_CARD.md`` text (generated from the config, taxonomy and metrics)."""
-    b = config.get("bundle", {})
-    tr = b.get("train", {})
-    val = metrics.get("validation", metrics)
-    lines = [
-        f"# vtag model {b.get('model_label') or ''} `{b.get('model_version')}`".replace("  ", " "),
-        "",
-        "Hierarchical type tags for short Chinese user-generated videos: a multimodal model (title and "
-        "description text, cover image, upload context) with a hierarchical classification head, "
-        "decoded into a label set consistent with the taxonomy.",
-        "",
-        "## Identity",
-        f"- model version: `{b.get('model_version')}` (content hash of weights + config), label: "
-        f"{b.get('model_label') or '-'}",
-        f"- created: {b.get('created_at')}",
-        f"- taxonomy: {taxonomy.label or '-'} version `{taxonomy.version}` — {taxonomy.n_nodes} nodes, "
-        f"{len(taxonomy.leaf_ids)} leaves, depth {taxonomy.max_depth}",
-        "",
-        "## Architecture",
-        f"- text: {_brief(config.get('text'))}",
-        f"- image: {_brief(config.get('image'))}",
-        f"- context: {_brief(config.get('context'))}",
-        f"- fusion: {_brief(config.get('fusion'))}",
-        f"- head: {_brief(config.get('head'))}",
-        f"- decoding thresholds: {_brief((config.get('decode') or {}).get('thresholds', 0.5))}",
-        "",
-        "## Training data",
-    ]
-    if tr:
-        for k in ("data", "dates", "rows", "train_rows", "val_rows", "uploaders", "epochs", "steps",
-                  "seconds", "seed", "device", "stopped"):
-            if k in tr:
-                lines.append(f"- {k.replace('_', ' ')}: {_brief(tr[k])}")
-    else:
-        lines.append("- (not recorded)")
-    lines += ["", "## Validation metrics (held-out uploaders)", ""]
-    if val:
-        keys = [k for k in ("n", "leaf_acc", "hp", "hr", "hf1", "hf1_macro", "auprc", "violations") if k in val]
-        keys += sorted(k for k in val if k.startswith("level") and k.endswith("_acc"))
-        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(val[k])} |" for k in keys]
-    else:
-        lines.append("(none)")
-    lines += [
-        "",
-        "## Intended use",
-        "Nightly batch tagging of short UGC videos in the vtag Spark jobs (`models.Predictor`), for "
-        "recommendation, search and analytics. Tags are suggestions with scores; downstream uses "
-        "should respect the `score` and the taxonomy version.",
-        "",
-        "## Limits",
-        "- Only the taxonomy version above: tagging against another version is refused unless the job "
-        "explicitly allows it (then re-tag after a taxonomy change).",
-        "- Trained on the data listed above; titles in other languages, very short titles and videos "
-        "without covers score lower. Metrics are on held-out uploaders of the same source and may not "
-        "transfer to other sources or periods.",
-        "- Labels follow the training labels' biases; rare leaves are learned poorly.",
-        "",
-    ]
-    return "\n".join(lines)
+    """The ``MODEL_CARD.md`` text: :func:`models.model_card.model_card` (front matter, usage, metric
+    definitions, training data and budget, warnings).
 
+    Parameters
+    ----------
+    config
+        The bundle's config with its ``bundle:`` section.
+    taxonomy
+        The taxonomy the model was trained on.
+    metrics
+        ``metrics.json``'s content.
+    """
+    from models.model_card import model_card as write_card
 
-def _brief(v: Any) -> str:
-    if isinstance(v, Mapping):
-        return ", ".join(f"{k}={_brief(x)}" for k, x in v.items() if not isinstance(x, Mapping))
-    return str(v)
+    return write_card(config, taxonomy, metrics)
 
 
 # ---------------------------------------------------------------------- load

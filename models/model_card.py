@@ -1,0 +1,230 @@
+"""``MODEL_CARD.md`` of a bundle (#19 item 6): YAML front matter in the Hugging Face model-card style
+(library, tags, datasets, license, taxonomy, metrics with their values in ``model-index``), a usage
+snippet, metric definitions, the training data and budget, and prominent warnings when the model was
+trained on synthetic data (``vtag generate`` dumps), with a randomly initialised image backbone, or
+stopped on its time budget. Written by :func:`models.bundle.save_bundle`; no torch import here.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any, Mapping
+
+import yaml
+
+#: metric -> definition (the card's "Metrics" section; the same words as ``vtag evaluate``'s legend)
+METRIC_DEFINITIONS: dict[str, str] = {
+    "leaf_acc": "share of videos whose predicted primary node is exactly the true one",
+    "levelN_acc": "share of videos whose predicted level-N node is the true one",
+    "hp": "hierarchical precision: of the predicted nodes (ancestors included), the share that are true",
+    "hr": "hierarchical recall: of the true nodes (ancestors included), the share that were predicted",
+    "hf1": "hierarchical F1: harmonic mean of hp and hr over all videos pooled (micro)",
+    "hf1_macro": "hierarchical F1 averaged per video (macro)",
+    "auprc": "area under the precision-recall curve of the consistent node scores, all nodes pooled",
+    "violations": "share of videos whose decoded label set breaks a taxonomy constraint (should be 0)",
+}
+LICENSE = "other"  # the repository's terms; the training data's terms apply to the weights
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _brief(v: Any) -> str:
+    if isinstance(v, Mapping):
+        return ", ".join(f"{k}={_brief(x)}" for k, x in v.items() if not isinstance(x, Mapping))
+    return str(v)
+
+
+def synthetic_roots(train: Mapping[str, Any]) -> list[str]:
+    """The training data roots written by ``vtag generate`` (a day's ``_manifest.json`` names the
+    generator), among the comma-separated ``train["data"]``.
+
+    Parameters
+    ----------
+    train
+        The bundle's ``bundle.train`` record.
+    """
+    out = []
+    for root in str(train.get("data") or "").split(","):
+        root = root.strip()
+        if not root or "://" in root:
+            continue
+        for manifest in sorted(glob.glob(os.path.join(root, "dt=*", "_manifest.json")))[:1]:
+            try:
+                if "generator_version" in json.loads(open(manifest, encoding="utf-8").read()):
+                    out.append(root)
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def warnings_for(config: Mapping[str, Any]) -> list[str]:
+    """The card's warnings: synthetic training data, random image weights, a time-budget stop.
+
+    Parameters
+    ----------
+    config
+        The bundle's config (with its ``bundle:`` section).
+    """
+    train = (config.get("bundle") or {}).get("train") or {}
+    image = config.get("image") or {}
+    modalities = config.get("modalities") or []
+    out = []
+    synthetic = synthetic_roots(train)
+    if synthetic:
+        out.append(f"**Trained on synthetic data** ({', '.join(synthetic)}, written by `vtag generate`): the "
+                   "metrics below say how well it learned the generator, not real uploads. Do not tag real "
+                   "videos with it.")
+    if (not modalities or "image" in modalities) and image and not image.get("weights_file"):
+        out.append(f"**Random image weights**: the `{image.get('backbone')}` backbone started from a random "
+                   "initialisation (`image.weights_file` not set), so the cover contributes little beyond colour.")
+    if train.get("stopped") == "time_budget":
+        out.append(f"**Stopped on its time budget** after {train.get('epochs', '?')} epoch(s) "
+                   f"({train.get('seconds', '?')} s): it did not converge; train longer for a usable model.")
+    return out
+
+
+def front_matter(config: Mapping[str, Any], taxonomy, val: Mapping[str, Any]) -> str:
+    """The YAML front matter block (``---`` ... ``---``) in the Hugging Face model-card style.
+
+    Parameters
+    ----------
+    config
+        The bundle's config.
+    taxonomy
+        The bundle's taxonomy.
+    val
+        The validation metrics.
+    """
+    b = config.get("bundle") or {}
+    train = b.get("train") or {}
+    datasets = [r.strip() for r in str(train.get("data") or "").split(",") if r.strip()]
+    metric_keys = [k for k in ("leaf_acc", "hp", "hr", "hf1", "hf1_macro", "auprc", "violations") if k in val]
+    meta = {
+        "library_name": "vtag",
+        "pipeline_tag": "text-classification",
+        "license": LICENSE,
+        "language": ["zh"],
+        "tags": ["hierarchical-classification", "multimodal", "video-tagging", "pytorch"],
+        "datasets": datasets or ["(not recorded)"],
+        "metrics": metric_keys,
+        "taxonomy": {"label": taxonomy.label or "", "version": taxonomy.version},
+        "model_version": b.get("model_version"),
+        "synthetic_training_data": bool(synthetic_roots(train)),
+        "model-index": [{
+            "name": f"vtag {b.get('model_label') or ''}".strip(),
+            "results": [{
+                "task": {"type": "text-classification", "name": "hierarchical video type tagging"},
+                "dataset": {"name": ", ".join(datasets) or "(not recorded)", "type": "vtag-dump",
+                            "split": "validation (held-out uploaders)"},
+                "metrics": [{"type": k, "name": k, "value": round(float(val[k]), 4)} for k in metric_keys],
+            }],
+        }],
+    }
+    return "---\n" + yaml.safe_dump(meta, allow_unicode=True, sort_keys=False) + "---"
+
+
+def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) -> str:
+    """The ``MODEL_CARD.md`` text (generated from the config, taxonomy and metrics).
+
+    Parameters
+    ----------
+    config
+        The bundle's config with its ``bundle:`` section (identity and ``train`` record).
+    taxonomy
+        The taxonomy the model was trained on.
+    metrics
+        ``metrics.json``'s content (``validation`` holds the held-out metrics).
+    """
+    b = config.get("bundle", {})
+    tr = b.get("train", {})
+    val = metrics.get("validation", metrics)
+    lines = [
+        front_matter(config, taxonomy, val),
+        "",
+        f"# vtag model {b.get('model_label') or ''} `{b.get('model_version')}`".replace("  ", " "),
+        "",
+    ]
+    warnings = warnings_for(config)
+    if warnings:
+        lines += ["> [!WARNING]"] + [f"> - {w}" for w in warnings] + [""]
+    lines += [
+        "Hierarchical type tags for short Chinese user-generated videos: a multimodal model (title and "
+        "description text, cover image, upload context) with a hierarchical classification head, "
+        "decoded into a label set consistent with the taxonomy.",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import pandas as pd",
+        "from vtag.models import Predictor",
+        "",
+        "p = Predictor.load(\"<this bundle directory>\", device=\"cpu\")",
+        "rows = pd.DataFrame([{\"video_id\": \"v1\", \"title\": \"猫咪第一次见到雪\", \"description\": None, \"cover\": None,",
+        "                      \"uploader_id\": \"up1\", \"source_program\": None, \"duration_s\": 42}])",
+        "print(p.predict(rows)[[\"video_id\", \"leaf_id\", \"path_names\", \"score\"]])",
+        "```",
+        "",
+        "```bash",
+        "vtag tag --date 2026-11-20 --bundle <this bundle directory>   # one day of a dump into video_tags",
+        "vtag evaluate --bundle <this bundle directory> --data <held-out labeled dump>",
+        "```",
+        "",
+        "## Identity",
+        f"- model version: `{b.get('model_version')}` (content hash of weights + config), label: "
+        f"{b.get('model_label') or '-'}",
+        f"- created: {b.get('created_at')}",
+        f"- taxonomy: {taxonomy.label or '-'} version `{taxonomy.version}` — {taxonomy.n_nodes} nodes, "
+        f"{len(taxonomy.leaf_ids)} leaves, depth {taxonomy.max_depth}",
+        "",
+        "## Architecture",
+        f"- text: {_brief(config.get('text'))}",
+        f"- image: {_brief(config.get('image'))}",
+        f"- context: {_brief(config.get('context'))}",
+        f"- fusion: {_brief(config.get('fusion'))}",
+        f"- head: {_brief(config.get('head'))}",
+        f"- decoding thresholds: {_brief((config.get('decode') or {}).get('thresholds', 0.5))}",
+        "",
+        "## Training data and budget",
+    ]
+    if tr:
+        for k in ("data", "dates", "rows", "train_rows", "val_rows", "uploaders", "epochs", "steps",
+                  "seconds", "seed", "device", "stopped"):
+            if k in tr:
+                lines.append(f"- {k.replace('_', ' ')}: {_brief(tr[k])}")
+        ids = tr.get("ids") or {}
+        for part in ("train", "validation"):
+            if part in ids:
+                lines.append(f"- {part} video ids: {ids[part]['count']} (sha256 `{ids[part]['sha256'][:16]}…`; "
+                             f"`vtag evaluate` warns when evaluated rows are among them)")
+    else:
+        lines.append("- (not recorded)")
+    lines += ["", "## Validation metrics (held-out uploaders)", ""]
+    if val:
+        keys = [k for k in ("n", "leaf_acc", "hp", "hr", "hf1", "hf1_macro", "auprc", "violations") if k in val]
+        keys += sorted(k for k in val if k.startswith("level") and k.endswith("_acc"))
+        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(val[k])} |" for k in keys]
+    else:
+        lines.append("(none)")
+    lines += ["", "## Metric definitions", ""]
+    lines += [f"- **{k}**: {text}" for k, text in METRIC_DEFINITIONS.items()]
+    lines += [
+        "",
+        "## Intended use",
+        "Nightly batch tagging of short UGC videos in the vtag Spark jobs (`models.Predictor`), for "
+        "recommendation, search and analytics. Tags are suggestions with scores; downstream uses "
+        "should respect the `score` and the taxonomy version.",
+        "",
+        "## Limits",
+        "- Only the taxonomy version above: tagging against another version is refused unless the job "
+        "explicitly allows it (then re-tag after a taxonomy change).",
+        "- Trained on the data listed above; titles in other languages, very short titles and videos "
+        "without covers score lower. Metrics are on held-out uploaders of the same source and may not "
+        "transfer to other sources or periods.",
+        "- Labels follow the training labels' biases; rare leaves are learned poorly.",
+        "",
+    ]
+    return "\n".join(lines)

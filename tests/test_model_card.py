@@ -1,0 +1,59 @@
+"""MODEL_CARD.md (#19 item 6): Hugging Face style front matter with metric values, usage, metric
+definitions, training data and budget, and the warnings a demo model must carry."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from models.model_card import METRIC_DEFINITIONS, model_card, warnings_for
+
+VAL = {"n": 100, "leaf_acc": 0.321, "hp": 0.61, "hr": 0.59, "hf1": 0.599, "auprc": 0.4, "violations": 0.0,
+       "level1_acc": 0.8}
+
+
+def _config(data: str, weights_file=None, stopped="early_stop") -> dict:
+    return {
+        "modalities": ["text", "image", "context"],
+        "image": {"backbone": "mobilenetv3_small_050", "weights_file": weights_file},
+        "bundle": {"model_version": "abc123", "model_label": "demo", "created_at": "2026-11-20T00:00:00+00:00",
+                   "train": {"data": data, "dates": "2026-10-21 .. 2026-10-21 (1 days)", "rows": 12000,
+                             "epochs": 1, "seconds": 240.0, "stopped": stopped,
+                             "ids": {"train": {"count": 9600, "sha256": "f" * 64},
+                                     "validation": {"count": 2400, "sha256": "e" * 64}}}},
+    }
+
+
+def _front(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n", 2)[1])
+
+
+def test_the_demo_model_card_warns_and_carries_metadata(tmp_path, tiny_taxonomy):
+    day = tmp_path / "dumps-labeled" / "dt=2026-10-21"
+    day.mkdir(parents=True)
+    (day / "_manifest.json").write_text(json.dumps({"rows": 12000, "generator_version": 3}))
+    card = model_card(_config(str(tmp_path / "dumps-labeled"), stopped="time_budget"), tiny_taxonomy, {"validation": VAL})
+    meta = _front(card)
+    assert meta["library_name"] == "vtag" and meta["license"] and meta["synthetic_training_data"] is True
+    assert meta["datasets"] == [str(tmp_path / "dumps-labeled")]
+    assert meta["taxonomy"] == {"label": tiny_taxonomy.label or "", "version": tiny_taxonomy.version}
+    got = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert got["hf1"] == 0.599 and got["leaf_acc"] == 0.321
+    body = card.split("---\n", 2)[2]
+    warning = body[body.index("> [!WARNING]"):body.index("## Usage")]
+    for needle in ("synthetic data", "Random image weights", "time budget"):
+        assert needle in warning, needle
+    assert "Predictor.load(" in body and ".predict(rows)" in body and "vtag tag --date" in body
+    for k in METRIC_DEFINITIONS:
+        assert f"- **{k}**:" in body
+    assert "train video ids: 9600" in body and "stopped: time_budget" in body
+
+
+def test_a_real_data_pretrained_converged_model_has_no_warning(tmp_path, tiny_taxonomy):
+    (tmp_path / "real" / "dt=2026-10-21").mkdir(parents=True)  # no generator manifest: not synthetic
+    config = _config(str(tmp_path / "real"), weights_file="/models/mobilenet.safetensors")
+    assert warnings_for(config) == []
+    card = model_card(config, tiny_taxonomy, {"validation": VAL})
+    assert "[!WARNING]" not in card and _front(card)["synthetic_training_data"] is False
