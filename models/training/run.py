@@ -215,6 +215,7 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
     from models.bundle import save_bundle
     from models.factory import profile_enabled
     from models.profiles import ProfileTable
+    from models.provenance import data_ids
 
     raw_model.eval()
     result.model, result.featurizer = raw_model, data.featurizer
@@ -255,6 +256,7 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
         "seed": int(settings["seed"]),
         "device": str(device) + (f" x{result.world_size}" if result.world_size > 1 else ""),
         "stopped": result.stopped,
+        "ids": data_ids(data.train, data.val),  # models/provenance.py: vtag evaluate's overlap check
     }
     meta = save_bundle(
         out_dir, config=config, taxonomy=taxonomy, featurizer=data.featurizer, model=raw_model,
