@@ -220,7 +220,7 @@ def main(args: argparse.Namespace) -> int:
     except MaintenanceError as exc:
         print(f"vtag maintain: {exc}", file=sys.stderr)
         return 2
-    if args.json:
+    if getattr(args, "json", False):
         import json
 
         print(json.dumps(out, default=str, sort_keys=True))

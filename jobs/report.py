@@ -1,11 +1,14 @@
 """``vtag report``: one self-contained HTML page about one day of tags (charts inline as PNG).
 
-For day D (and D0, by default the previous day present in ``video_tags``): tag counts per level-1
-node and the top leaves, score histograms (primary leaf; all labels by level), the share of
-``cover_missing`` over the last two weeks, quarantine reasons, day-over-day drift per level
-(Jensen–Shannon divergence, base 2, of the level-h node distributions of D and D0 over the primary
-paths; a video whose leaf is above level h counts as "no level-h node"), and the runs of the day
-from ``tag_runs``.
+For day D (and D0, by default the previous day present in ``video_tags``): a pass/fail badge per
+check of the quality gate (the run, rows read = tagged + quarantined, the quarantine rate, the
+level-1 drift; thresholds as ``vtag quality``'s), tag counts per level-1 node and the top leaves,
+score histograms (primary leaf; all labels by level), the share of ``cover_missing`` and the
+quarantine rate over the last days the warehouse holds up to D (at most 14), quarantine reasons,
+day-over-day drift per level (Jensen–Shannon divergence, base 2, of the level-h node distributions of
+D and D0 over the primary paths; a video whose leaf is above level h counts as "no level-h node"),
+the gate's thresholds drawn on the quarantine and drift charts, and the runs of the day from
+``tag_runs``.
 
 The numbers come from a handful of aggregate SQL queries written in the dialect both engines share,
 so the report runs on DuckDB over delta-rs (default: no JVM, seconds) or on Spark through the catalog
@@ -19,7 +22,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, Callable
 
 import pandas as pd
@@ -46,6 +49,10 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
     p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")
     p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb", help="query engine (default %(default)s)")
+    p.add_argument("--max-quarantine-rate", type=float, default=None,
+                   help="the gate's highest quarantine rate drawn and checked (default: vtag quality's, 0.05)")
+    p.add_argument("--max-drift", type=float, default=None,
+                   help="the gate's highest level-1 JS divergence drawn and checked (default: vtag quality's, 0.1)")
     p.add_argument("--json", action="store_true", help="print the report's figures as one JSON object on stdout")
     return p
 
@@ -64,6 +71,47 @@ class ReportData:
     runs: pd.DataFrame  # the runs of D
     versions: pd.DataFrame  # taxonomy_version, model_version, n  (D)
     drift: dict[int, float | None] = field(default_factory=dict)  # level -> JS divergence (None: no D0)
+    #: dt, rows_read, rows_quarantined, rate: the latest successful run of each trend day (the gate's rate)
+    quarantine_trend: pd.DataFrame = field(default_factory=pd.DataFrame)
+    max_quarantine_rate: float = 0.05
+    max_drift: float = 0.1
+
+    @property
+    def trend_days(self) -> list[str]:
+        """The days of the trend charts: the last days present up to D, at most :data:`TREND_DAYS`."""
+        return [d for d in self.days if d <= self.day][-TREND_DAYS:]
+
+    def checks(self) -> list[dict[str, Any]]:
+        """The quality gate's checks of D as the report sees them: name, ok (None: not checkable),
+        value, threshold and a one-line text (``vtag quality`` is the gate; this is its picture)."""
+        out: list[dict[str, Any]] = []
+        runs = self.runs[self.runs["job"].isin(["tag", "retag"])] if len(self.runs) else self.runs
+        last = runs.iloc[-1] if len(runs) else None
+        ok = None if last is None else str(last["status"]) == "succeeded"
+        out.append({"name": "run", "ok": ok, "value": None if last is None else str(last["status"]),
+                    "threshold": "succeeded", "text": "no run recorded" if last is None else
+                    f"latest run {last['run_id']}: {last['status']}"})
+        if last is not None and not pd.isna(last["rows_read"]) and not pd.isna(last["rows_tagged"]):
+            read, tagged, quar = int(last["rows_read"]), int(last["rows_tagged"]), int(last["rows_quarantined"])
+            out.append({"name": "invariant", "ok": read == tagged + quar, "value": read - tagged - quar, "threshold": 0,
+                        "text": f"rows read {read} = {tagged} tagged + {quar} quarantined" if read == tagged + quar
+                        else f"rows read {read} != {tagged} tagged + {quar} quarantined"})
+        rate = self.quarantine_rate
+        out.append({"name": "quarantine_rate", "ok": None if rate is None else rate <= self.max_quarantine_rate,
+                    "value": rate, "threshold": self.max_quarantine_rate,
+                    "text": "no successful run" if rate is None else
+                    f"{rate:.2%} {'<=' if rate <= self.max_quarantine_rate else '>'} {self.max_quarantine_rate:.0%}"})
+        js = self.drift.get(1)
+        out.append({"name": "drift", "ok": None if js is None else js <= self.max_drift, "value": js,
+                    "threshold": self.max_drift, "text": "no earlier day to compare" if js is None else
+                    f"level 1 vs {self.compare}: {js:.3f} {'<=' if js <= self.max_drift else '>'} {self.max_drift}"})
+        return out
+
+    @property
+    def quarantine_rate(self) -> float | None:
+        t = self.quarantine_trend
+        row = t[t.dt == self.day] if len(t) else t
+        return None if not len(row) else float(row["rate"].iloc[0])
 
     @property
     def n_tagged(self) -> int:
@@ -123,8 +171,23 @@ def drift_per_level(leaves: pd.DataFrame, day: str, compare: str | None) -> dict
     return out
 
 
-def collect(q: Query, day: str, compare: str | None = None) -> ReportData:
-    """Run the report's queries through ``q`` (any engine with the catalog's names) for ``day``."""
+def collect(q: Query, day: str, compare: str | None = None, max_quarantine_rate: float | None = None,
+            max_drift: float | None = None) -> ReportData:
+    """Run the report's queries through ``q`` (any engine with the catalog's names) for ``day``.
+
+    Parameters
+    ----------
+    q
+        SQL -> pandas frame on the warehouse.
+    day
+        The day to report, YYYY-MM-DD.
+    compare
+        The day to compare with (default: the previous day present).
+    max_quarantine_rate, max_drift
+        The gate's thresholds (default: ``vtag quality``'s).
+    """
+    from jobs.quality import DEFAULT_MAX_DRIFT, DEFAULT_MAX_QUARANTINE_RATE
+
     day = _iso(day, "--date")
     days = [str(d) for d in q("SELECT DISTINCT CAST(dt AS STRING) AS dt FROM video_tags ORDER BY dt")["dt"]]
     if day not in days:
@@ -154,7 +217,8 @@ def collect(q: Query, day: str, compare: str | None = None) -> ReportData:
         f"SELECT tag_level, {bin_expr.replace('score', 'tag_score')} AS bin, count(*) AS n FROM video_tag_labels "
         f"WHERE dt = {_lit(day)} AND tag_score IS NOT NULL GROUP BY 1, 2"
     )
-    start = (date.fromisoformat(day) - timedelta(days=TREND_DAYS - 1)).isoformat()
+    trend = [d for d in days if d <= day][-TREND_DAYS:]
+    start = trend[0]
     cover = q(
         "SELECT CAST(dt AS STRING) AS dt, count(*) AS n, "
         "sum(CASE WHEN cover_missing THEN 1 ELSE 0 END) AS missing FROM video_tags "
@@ -182,7 +246,34 @@ def collect(q: Query, day: str, compare: str | None = None) -> ReportData:
         leaves[c] = leaves[c].astype(object).where(leaves[c].notna(), None)
     data = ReportData(day, compare, days, leaves, score_bins, tag_score_bins, cover, quarantine, runs, versions)
     data.drift = drift_per_level(leaves, day, compare)
+    data.max_quarantine_rate = DEFAULT_MAX_QUARANTINE_RATE if max_quarantine_rate is None else float(max_quarantine_rate)
+    data.max_drift = DEFAULT_MAX_DRIFT if max_drift is None else float(max_drift)
+    data.quarantine_trend = quarantine_trend(q, start, day)
     return data
+
+
+def quarantine_trend(q: Query, start: str, end: str) -> pd.DataFrame:
+    """Per day of ``[start, end]``: the latest successful tag/retag run's rows read and quarantined,
+    and their ratio (what ``vtag quality`` checks).
+
+    Parameters
+    ----------
+    q
+        SQL -> pandas frame on the warehouse.
+    start, end
+        The first and last day, YYYY-MM-DD.
+    """
+    runs = q(
+        "SELECT CAST(dt AS STRING) AS dt, rows_read, rows_quarantined, CAST(started_at AS STRING) AS started_at, run_id "
+        f"FROM tag_runs WHERE dt BETWEEN {_lit(start)} AND {_lit(end)} AND status = 'succeeded' "
+        "AND job IN ('tag', 'retag') AND rows_read IS NOT NULL"
+    )
+    if not len(runs):
+        return pd.DataFrame({"dt": [], "rows_read": [], "rows_quarantined": [], "rate": []})
+    last = runs.sort_values(["dt", "started_at", "run_id"]).groupby("dt", as_index=False).tail(1)
+    out = last[["dt", "rows_read", "rows_quarantined"]].astype({"rows_read": "int64", "rows_quarantined": "int64"})
+    out["rate"] = out["rows_quarantined"] / out["rows_read"].where(out["rows_read"] > 0, 1)
+    return out.sort_values("dt").reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------- engines
@@ -205,11 +296,24 @@ def spark_query(conf: dict[str, Any]) -> tuple[Query, Callable[[], None]]:
     return (lambda s: spark.sql(s).toPandas()), (lambda: None)
 
 
-def build_report(q: Query, day: str, compare: str | None, out: str) -> ReportData:
-    """Collect the numbers for ``day`` and write the page to ``out``."""
+def build_report(q: Query, day: str, compare: str | None, out: str, max_quarantine_rate: float | None = None,
+                 max_drift: float | None = None) -> ReportData:
+    """Collect the numbers for ``day`` and write the page to ``out``.
+
+    Parameters
+    ----------
+    q
+        SQL -> pandas frame on the warehouse.
+    day, compare
+        The day to report and the day to compare with (None: the previous day present).
+    out
+        The HTML file to write.
+    max_quarantine_rate, max_drift
+        The gate's thresholds (default: ``vtag quality``'s).
+    """
     from jobs.report_render import render_html
 
-    data = collect(q, day, compare)
+    data = collect(q, day, compare, max_quarantine_rate, max_drift)
     html = render_html(data)
     with open(out, "w", encoding="utf-8") as fh:
         fh.write(html)
@@ -235,27 +339,48 @@ def summary(data: ReportData, out: str) -> dict[str, Any]:
         "quarantined": data.n_quarantined,
         "quarantine": {str(r): int(n) for r, n in zip(data.quarantine["reason"], data.quarantine["n"])},
         "drift": {f"level{h}": v for h, v in data.drift.items()},
+        "trend_days": data.trend_days,
+        "checks": data.checks(),
+        "ok": all(c["ok"] is not False for c in data.checks()),
     }
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run ``vtag report``; returns the exit status (progress on stderr, the result on stdout).
+
+    Parameters
+    ----------
+    args
+        The parsed arguments of :func:`_arg_parser`.
+    """
+    from jobs.progress import command
+
+    with command("vtag report"):
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     from jobs.config import ConfigError
+    from jobs.progress import stage
     from jobs.query import QueryError, load_conf
 
     try:
         conf = load_conf(args)
+        stage(f"opening the warehouse ({args.engine})")
         q, close = (duckdb_query if args.engine == "duckdb" else spark_query)(conf)
+        stage(f"querying and drawing {args.date}")
     except (ConfigError, QueryError, ValueError, OSError) as exc:  # CatalogError is a ValueError
         print(f"vtag report: {exc}", file=sys.stderr)
         return 1
     try:
-        data = build_report(q, args.date, args.compare, args.out)
+        data = build_report(q, args.date, args.compare, args.out, getattr(args, "max_quarantine_rate", None),
+                            getattr(args, "max_drift", None))
     except (ReportError, QueryError, OSError) as exc:
         print(f"vtag report: {exc}", file=sys.stderr)
         return 1
     finally:
         close()
-    if args.json:
+    if getattr(args, "json", False):
         print(json.dumps(summary(data, args.out), sort_keys=True))
         return 0
     vs = f" vs {data.compare}" if data.compare else " (no earlier day to compare)"

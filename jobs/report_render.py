@@ -161,19 +161,39 @@ def chart_cover(d: ReportData) -> str:
     ax.bar(range(len(c)), 100 * c["share"], color=colors)
     ax.set_xticks(range(len(c)), [x[5:] for x in c["dt"]], rotation=45 if len(c) > 7 else 0)
     ax.set_ylabel("% 无封面")
-    ax.set_title("无封面（cover_missing）的比例，近两周")
+    ax.set_title(f"无封面（cover_missing）的比例，最近 {len(c)} 天（最多 14 天）")
     return _png(fig)
 
 
+COLOR_FAIL = "#c0504d"
+COLOR_OK = "#4f81bd"
+
+
 def chart_quarantine(d: ReportData) -> str | None:
-    if not len(d.quarantine):
+    """Two panels: the day's reasons, and the quarantine rate of the trend days against the gate's
+    threshold (a dashed line; bars above it in red)."""
+    import matplotlib.pyplot as plt
+
+    t = d.quarantine_trend
+    if not len(d.quarantine) and not len(t):
         return None
     qd = d.quarantine.iloc[::-1]
-    fig, ax = _figure(7.5, max(2.0, 0.4 * len(qd) + 1), integer_x=True)
-    ax.barh(range(len(qd)), qd["n"], color="#c0504d")
-    ax.set_yticks(range(len(qd)), list(qd["reason"]))
-    ax.set_xlabel("行数")
-    ax.set_title(f"{d.day} 隔离原因")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, max(2.8, 0.4 * len(qd) + 1)), dpi=100,
+                                 gridspec_kw={"width_ratios": [1.1, 1]})
+    a1.barh(range(len(qd)), qd["n"], color=COLOR_FAIL)
+    a1.set_yticks(range(len(qd)), list(qd["reason"]))
+    a1.set_xlabel("行数")
+    a1.set_title(f"{d.day} 隔离原因")
+    limit = 100 * d.max_quarantine_rate
+    rates = [100 * float(x) for x in t["rate"]] if len(t) else []
+    a2.bar(range(len(rates)), rates, color=[COLOR_FAIL if x > limit else COLOR_OK for x in rates])
+    a2.axhline(limit, color="#333", linestyle="--", linewidth=1.2)
+    a2.text(len(rates) - 0.5 if rates else 0, limit, f" 门限 {limit:g}%", va="bottom", ha="right", fontsize=9)
+    a2.set_xticks(range(len(rates)), [x[5:] for x in t["dt"]] if len(t) else [], rotation=45 if len(rates) > 7 else 0)
+    a2.set_ylim(0, max([limit * 1.4] + [x * 1.2 for x in rates]))
+    a2.set_ylabel("% 隔离（行）")
+    a2.set_title(f"隔离率，最近 {len(rates)} 天")
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -183,10 +203,13 @@ def chart_drift(d: ReportData) -> str | None:
     levels = [h for h, v in d.drift.items() if v is not None]
     fig, ax = _figure(7.5, 2.8)
     vals = [d.drift[h] for h in levels]
-    ax.bar([f"第 {h} 层" for h in levels], vals, color=COLOR_D)
+    colors = [(COLOR_FAIL if v > d.max_drift else COLOR_OK) if h == 1 else COLOR_D0 for h, v in zip(levels, vals)]
+    ax.bar([f"第 {h} 层" + ("（门限检查）" if h == 1 else "") for h in levels], vals, color=colors)
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=9)
-    ax.set_ylim(0, max(0.05, max(vals) * 1.25))
+    ax.axhline(d.max_drift, color="#333", linestyle="--", linewidth=1.2)
+    ax.text(len(vals) - 0.5, d.max_drift, f"门限 {d.max_drift:g}（只检查第 1 层）", va="bottom", ha="right", fontsize=9)
+    ax.set_ylim(0, max(0.05, d.max_drift * 1.3, max(vals) * 1.25))
     ax.set_ylabel("JS 散度（bit）")
     ax.set_title(f"各层级分布漂移：{d.day} 对比 {d.compare}")
     return _png(fig)
@@ -222,7 +245,9 @@ CSS = """
 body{font-family:"vtag-cjk","Noto Sans SC","Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:24px auto;max-width:1100px;
 color:#222;background:#fff;line-height:1.45}
 h1{font-size:24px;margin-bottom:4px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
-.sub{color:#666;margin-top:0}.cards{display:flex;gap:12px;flex-wrap:wrap}
+.sub{color:#666;margin-top:0}.badges{display:flex;gap:8px;flex-wrap:wrap;margin:10px 0}
+.badge{border-radius:4px;padding:4px 10px;font-size:13px;color:#fff}.badge.pass{background:#2e7d32}
+.badge.fail{background:#c62828}.badge.na{background:#888}.cards{display:flex;gap:12px;flex-wrap:wrap}
 .card{border:1px solid #ddd;border-radius:6px;padding:10px 14px;min-width:150px}
 .card b{display:block;font-size:22px}.card span{color:#666;font-size:13px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left}
@@ -257,18 +282,25 @@ def render_html(d: ReportData) -> str:
         (f"{100 * missing_share:.1f}%", "无封面"),
         (str(len(d.runs)), "当天的运行"),
     ]
-    if d.compare:
-        worst = max((v for v in d.drift.values() if v is not None), default=0.0)
-        cards.append((f"{worst:.3f}", f"最大漂移（JS）对比 {d.compare}"))
+    if d.compare and d.drift.get(1) is not None:
+        worst = max(((h, v) for h, v in d.drift.items() if v is not None), key=lambda hv: hv[1])
+        cards.append((f"{d.drift[1]:.3f}", f"第 1 层漂移（JS，门限 {d.max_drift:g}）对比 {d.compare}；"
+                                          f"最大为第 {worst[0]} 层 {worst[1]:.3f}"))
     cards_html = "".join(f'<div class="card"><b>{html.escape(v)}</b><span>{html.escape(t)}</span></div>' for v, t in cards)
     drift_rows = pd.DataFrame(
         [{"层级": h, "JS 散度": ("" if v is None else f"{v:.4f}")} for h, v in d.drift.items()]
     )
     runs_html = _mark_failed(_table(d.runs), list(d.runs["status"])) if len(d.runs) else _table(d.runs)
     compare_text = f"对比 {html.escape(d.compare)}" if d.compare else "（没有更早的日期可对比）"
+    badges_html = "".join(
+        f'<span class="badge {"na" if c["ok"] is None else "pass" if c["ok"] else "fail"}" data-check="{c["name"]}">'
+        f'{"N/A" if c["ok"] is None else "PASS" if c["ok"] else "FAIL"} {html.escape(c["name"])}: {html.escape(c["text"])}</span>'
+        for c in d.checks()
+    )
     title = f"vtag 报告 {html.escape(d.day)}"
     body = f"""<h1>vtag 视频类型标签日报：{html.escape(d.day)}</h1>
-<p class="sub">{compare_text}；仓库中的日期：{html.escape(", ".join(d.days[-10:]))}</p>
+<p class="sub">{compare_text}；仓库中的日期（{len(d.days)} 天）：{html.escape(", ".join(d.days[-14:]))}</p>
+<div class="badges">{badges_html}</div>
 <div class="cards">{cards_html}</div>
 <h2>一级类目</h2>{_img(charts["level1"], "一级类目")}
 <h2>叶子类目</h2>{_img(charts["leaves"], "叶子类目")}

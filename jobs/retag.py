@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+from jobs import progress
 from jobs.config import day_range, load_job_conf
 
 RETAG_SCHEMA_EXTRA = [pa.field("_action", pa.string()), pa.field("_why", pa.string())]
@@ -208,6 +209,7 @@ def plan(spark, conf: dict, from_path: str, to_path: str, start: str, end: str) 
     if not DeltaTable.isDeltaTable(spark, table_path(conf, "video_tags")):  # a plan reads; it never creates
         raise RetagError(f"no video_tags table at {table_path(conf, 'video_tags')}: nothing tagged yet")
     tagged = _tagged_days(spark, conf, days)
+    progress.stage(f"classifying the rows of {len(days)} day(s) ({start} .. {end})")
     missing = [d for d in days if d not in tagged]
     if missing:
         raise RetagError(f"days not yet tagged in the range: {', '.join(missing)} (tag them first, or narrow the range)")
@@ -271,7 +273,8 @@ def run(
     dump_root = str(dump_root or conf.get("dump_root"))
     days_plan = plan(spark, conf, from_path, to_path, start, end)
     results = []
-    for p in days_plan:
+    for k, p in enumerate(days_plan, start=1):
+        progress.stage(f"day {k}/{len(days_plan)}: {p.dt} (remap {p.remap:,}, re-infer {p.reinfer:,})", p.rows)
         t0 = time.time()
         if p.rows == p.at_target:
             results.append(DayResult(p.dt, "skipped", p.rows, p.rows, 0, 0, p.at_target, 0.0, None))
@@ -401,7 +404,13 @@ def main(args: argparse.Namespace) -> int:
     if args.warehouse:
         overrides.append(f"warehouse={args.warehouse}")
     conf = load_job_conf(args.job_conf, overrides)
-    spark = build_session(conf)
+    with progress.command(f"vtag retag {args.action}"):
+        progress.stage("starting Spark")
+        spark = build_session(conf)
+        return _main(spark, conf, args)
+
+
+def _main(spark, conf: dict, args: argparse.Namespace) -> int:
     try:
         if args.action == "plan":
             days = plan(spark, conf, args.from_taxonomy, args.to_taxonomy, args.start, args.end)

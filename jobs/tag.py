@@ -34,6 +34,7 @@ from jobs.covers import cover_policy, cover_root, mark_covers, resolve_covers
 from jobs.dumps import read_day_checked
 from jobs.inference import MODEL_INPUT_COLUMNS, PROFILE_INPUT_COLUMNS, predict_fn
 from jobs.profiles import bundle_taxonomy, join_profiles, profile_settings, profiles_for_day, refresh_profiles
+from jobs.progress import command, stage
 from jobs.publish import DayOutput, DayRun, run_day
 from jobs.schema import to_spark
 from jobs.tables import utcnow
@@ -170,6 +171,7 @@ def tag_day(
         profile_notes.append(f"profiles: {joined.describe()}" if joined else "profiles: off")
 
         notes: list[str] = []
+        stage(f"{dt}: reading and validating the dump")
         read = read_day_checked(spark, dump_root, dt, fmt=fmt, require_success=require_success)
         for problem in read.problems:
             print(f"vtag tag: {dt}: quarantined file {problem.path}: {problem.reason} ({problem.detail})",
@@ -186,6 +188,7 @@ def tag_day(
         ).first()
         # a quarantined file counts the rows its footer gives (jobs.validate.quarantined_rows)
         rows_read = int(counts.n) + read.file_rows
+        stage(f"{dt}: read; inferring and writing to staging", rows_read)
         if counts.outside:
             notes.append(f"covers: {counts.outside} cover_uri relative or outside the cover root {root} "
                          "(tagged cover_missing)")
@@ -210,6 +213,7 @@ def tag_day(
                          [*profile_notes, read.describe(), *notes])
 
     def after_publish(day: DayRun) -> str | None:
+        stage(f"{dt}: published ({day.record.get('rows_tagged')} tagged, {day.record.get('rows_quarantined')} quarantined)")
         for frame in cached:
             frame.unpersist()
         if not state.get("profiles"):
@@ -298,11 +302,18 @@ def main(args: argparse.Namespace) -> int:
     if args.rollback and not args.repair:
         print("vtag tag: --rollback goes with --repair", file=sys.stderr)
         return 2
-    spark = build_session(conf)
-    if args.repair:
-        return repair_main(spark, conf, days, rollback=args.rollback, as_json=args.json)
+    with command("vtag tag"):
+        stage("starting Spark")
+        spark = build_session(conf)
+        if args.repair:
+            return repair_main(spark, conf, days, rollback=args.rollback, as_json=args.json)
+        return _tag_days(spark, conf, days, args)
+
+
+def _tag_days(spark: SparkSession, conf: dict[str, Any], days: list[str], args: argparse.Namespace) -> int:
     failed = 0
-    for dt in days:
+    for k, dt in enumerate(days, start=1):
+        stage(f"day {k}/{len(days)}: {dt}")
         try:
             result = tag_day(
                 spark,

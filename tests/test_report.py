@@ -79,6 +79,51 @@ def test_spark_engine_gives_the_same_numbers(spark, tmp_path_factory):
         assert a.equals(b), name
 
 
+@pytest.mark.spark
+def test_gate_checks_thresholds_and_trend_days(spark, tmp_path_factory, capsys):
+    """#19 item 10: a pass/fail badge per check, the thresholds drawn, the headline drift is level 1,
+    and the trend shows every day present up to D (at most 14), not a calendar window."""
+    import json
+
+    wh = get_warehouse(spark, tmp_path_factory)
+    q, close = _duck(wh)
+    try:
+        d = report.collect(q, "2024-06-03")
+        strict = report.collect(q, "2024-06-03", max_quarantine_rate=0.01, max_drift=0.001)
+    finally:
+        close()
+    assert d.trend_days == ["2024-06-01", "2024-06-02", "2024-06-03"] == list(d.cover["dt"])
+    assert list(d.quarantine_trend["dt"]) == d.trend_days
+    run = [r for r in wh.runs if r["dt"] == "2024-06-03" and r["status"] == "succeeded"][-1]
+    assert d.quarantine_rate == pytest.approx(run["rows_quarantined"] / run["rows_read"])
+    checks = {c["name"]: c for c in d.checks()}
+    assert set(checks) == {"run", "invariant", "quarantine_rate", "drift"}
+    assert checks["run"]["ok"] and checks["invariant"]["ok"]
+    assert checks["drift"]["value"] == d.drift[1] and checks["drift"]["threshold"] == 0.1
+    assert checks["quarantine_rate"]["ok"] == (d.quarantine_rate <= 0.05)
+    s = {c["name"]: c["ok"] for c in strict.checks()}
+    assert s["quarantine_rate"] is False and s["drift"] is False  # the thresholds are the ones given
+    first = {c["name"]: c["ok"] for c in report.collect(report.duckdb_query(wh.conf)[0], "2024-06-01").checks()}
+    assert first["drift"] is None  # nothing to compare with: not a pass
+
+    page = tmp_path_factory.mktemp("gate") / "r.html"
+    argv = ["report", "--date", "2024-06-03", "--out", str(page), "--warehouse", str(wh.warehouse),
+            "--conf", f"dump_root={wh.dump_root}", "--max-drift", "0.001", "--json"]
+    from jobs.cli import main as cli_main
+
+    assert cli_main(argv) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)  # stdout: the JSON only; progress went to stderr, one line per stage
+    assert re.search(r"^vtag report: \[\d+\.\ds\] opening the warehouse \(duckdb\)$", captured.err, re.M)
+    assert "querying and drawing 2024-06-03" in captured.err
+    assert out["ok"] is False and out["trend_days"] == d.trend_days
+    assert {c["name"]: c["ok"] for c in out["checks"]}["drift"] is False
+    html = page.read_text(encoding="utf-8")
+    assert re.search(r'class="badge fail" data-check="drift">FAIL drift: level 1', html)
+    assert re.search(r'class="badge pass" data-check="invariant">PASS', html)
+    assert "第 1 层漂移（JS，门限 0.001）" in html and "仓库中的日期（3 天）" in html
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -27,34 +27,9 @@ from .bad import big_text, make_plan
 from .context import ContextMaker
 from .cover import render_cover, undecodable_cover
 from .labels import LabelMaker
+from .memory import release_memory
 from .text import TextMaker
 from .world import World
-
-
-def _libc():
-    try:
-        import ctypes
-
-        lib = ctypes.CDLL("libc.so.6")
-        lib.malloc_trim.argtypes = [ctypes.c_size_t]
-        return lib
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _libc()
-
-
-def release_memory() -> None:
-    """Hand freed heap back to the OS (Arrow's pool and glibc's arenas), so a worker's RSS stays
-    flat across chunks and tasks instead of keeping its high-water mark."""
-    try:
-        pa.default_memory_pool().release_unused()
-    except AttributeError:
-        pass
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
 
 _BAD_UTF8 = [b"\xff\xfe", b"\xc3\x28", b"\xe4\xb8", b"\x80\x81\x82"]
 _MARK = "\ue000"

@@ -279,7 +279,7 @@ def get_world(tax_text: str, conf: dict, seed: int, source: str = "<generate>") 
             w = World(tax, conf, seed, lex)
             import gc
 
-            from .rows import release_memory
+            from .memory import release_memory
 
             gc.collect()
             release_memory()

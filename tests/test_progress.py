@@ -1,0 +1,51 @@
+"""Progress of long commands (#19 item 4): one line per stage off a terminal, a live line on one,
+never on stdout, nothing outside a command."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from jobs import progress
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_one_log_line_per_stage_off_a_terminal(capsys):
+    buf = io.StringIO()
+    with progress.command("vtag tag", stream=buf) as p:
+        progress.stage("day 1/2: 2026-11-20")
+        progress.stage("2026-11-20: read; inferring", 2000)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2 and p.stages == ["day 1/2: 2026-11-20", "2026-11-20: read; inferring: 2,000 rows"]
+    assert re.fullmatch(r"vtag tag: \[\d+\.\ds\] day 1/2: 2026-11-20", lines[0])
+    assert lines[1].endswith("2,000 rows")
+    assert capsys.readouterr().out == ""  # stdout stays clean for --json
+
+
+def test_stage_outside_a_command_does_nothing(capsys):
+    progress.stage("nobody listens")
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_terminal_gets_a_live_line_not_log_lines():
+    tty = FakeTTY()
+    with progress.command("vtag report", stream=tty) as p:
+        assert p.live
+        progress.stage("querying")
+        progress.stage("drawing")
+    assert "vtag report: [" not in tty.getvalue()  # no log lines: the live status replaces itself
+    assert p.stages == ["querying", "drawing"]
+
+
+def test_commands_nest_and_restore():
+    outer, inner = io.StringIO(), io.StringIO()
+    with progress.command("outer", stream=outer):
+        with progress.command("inner", stream=inner):
+            progress.stage("a")
+        progress.stage("b")
+    assert "inner: [" in inner.getvalue() and "] a" in inner.getvalue()
+    assert "] b" in outer.getvalue() and "] a" not in outer.getvalue()
