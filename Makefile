@@ -9,10 +9,10 @@ PYTEST_ARGS ?=
 
 .PHONY: venv demo test test-cluster test-airflow lint bench-decode clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(PY) -m pip install -q uv==0.13.8
-	$(UV) pip install --python $(PY) -e '.[dev,bench]'
+	$(UV) pip install --python $(PY) -c constraints.txt -e '.[dev,bench]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
