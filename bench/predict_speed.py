@@ -184,6 +184,78 @@ def _fix_image_config(cfg: dict) -> str:
     return note
 
 
+def _timed_pass(pred, frame, legacy: bool, cuda: bool) -> tuple[float, object]:
+    import torch
+
+    pred.use_legacy_path(legacy)
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = pred.predict(frame)
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, out
+
+
+def stage_costs(pred, frame, cuda: bool) -> dict:
+    """One instrumented pass of the new path, stage by stage in one thread (no overlap): ms/row of
+    cover decode (+ resize/normalise; on the GPU when the predictor decodes there), the rest of
+    featurization (text, context, profile), the model (transfer + forward + copy back) and the label
+    decoding (consistent decoding + output columns)."""
+    import torch
+
+    from models.featurize import _column, to_device
+    from models.pipeline import autocast_dtype
+
+    host = pred._host_batcher()
+    stages = dict.fromkeys(("decode", "featurize", "model", "decode_labels"), 0.0)
+    dtype = autocast_dtype(pred.device, pred.amp)
+    pred.use_legacy_path(False)
+    pred._skip_absent(bool(pred.model.config["image"].get("skip_absent", True))
+                      if "image" in pred.model.encoders else False)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    with torch.inference_mode():
+        for start in range(0, len(frame), pred.batch_size):
+            chunk = frame.iloc[start : start + pred.batch_size]
+            t0 = time.perf_counter()
+            covers = _column(chunk, "cover")
+            if host.gpu_decoder is not None:
+                image, present = host.gpu_decoder(covers, pool=host.pool)
+            elif pred.featurizer.image is not None:
+                image, present = pred.featurizer.image(covers, pool=host.pool, channels_last=pred.channels_last)
+            sync()
+            t1 = time.perf_counter()
+            batch = pred.featurizer.transform(chunk, decode_covers=False)
+            if pred.featurizer.image is not None:
+                batch["image"], batch["cover_present"] = image, present
+            t2 = time.perf_counter()
+            dev = to_device(batch, pred.device, channels_last=True if pred.channels_last else None)
+            with (torch.autocast(device_type="cuda", dtype=dtype) if dtype is not None else _Null()):
+                prob = pred.model(dev)["prob"].float().cpu().numpy()
+            t3 = time.perf_counter()
+            pred._columns(chunk, pred.decoder.decode(prob), batch["cover_present"].numpy())
+            t4 = time.perf_counter()
+            for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                stages[k] += v
+    return {k: round(1000 * v / max(1, len(frame)), 3) for k, v in stages.items()}
+
+
+def agreement(new, old) -> dict:
+    """Primary leaves and scores of two prediction frames of the same rows."""
+    import numpy as np
+
+    same = (new["leaf_id"].to_numpy() == old["leaf_id"].to_numpy())
+    diff = np.abs(new["score"].to_numpy(np.float64) - old["score"].to_numpy(np.float64))
+    return {"rows": int(len(new)), "same_leaf_share": round(float(same.mean()), 5),
+            "score_max_abs_diff": float(f"{diff.max():.3g}") if len(diff) else 0.0,
+            "score_share_within_1e-3": round(float((diff <= 1e-3).mean()), 5) if len(diff) else 1.0,
+            "same_cover_missing": bool((new["cover_missing"].to_numpy() == old["cover_missing"].to_numpy()).all())}
+
+
 def worker(args) -> dict:
     import numpy as np
     import pandas as pd
@@ -192,7 +264,7 @@ def worker(args) -> dict:
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     from hierarchy.taxonomy import Taxonomy
-    from models.predictor import Predictor, batch_to_device
+    from models.predictor import Predictor
     from models.train import load_model_config, train
 
     frame = pd.read_parquet(args.frame)
@@ -200,6 +272,8 @@ def worker(args) -> dict:
     tax = Taxonomy.load(args.taxonomy)
     cfg = load_model_config(args.config)
     cfg.setdefault("decode", {})["batch_size"] = args.batch
+    if args.compile:
+        cfg["decode"]["compile"] = True
     cfg.setdefault("train", {}).update({"epochs": 1, "batch_size": 32})
     weights_note = _fix_image_config(cfg)
     bundle = Path(args.workdir) / Path(args.config).stem
@@ -214,56 +288,41 @@ def worker(args) -> dict:
     pred = Predictor.load(bundle, device=args.device)
     load_s = time.monotonic() - t0
     rss_loaded = _rss_mb()
-    pred.predict(frame.iloc[: args.batch])  # warm-up
+    pred.predict(frame.iloc[: args.batch])  # warm-up (both paths)
+    if args.compare:
+        _timed_pass(pred, frame.iloc[: args.batch], True, cuda)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    variants = [("covers", frame)]
+    if args.coverless:
+        variants.append(("coverless", frame.assign(cover=None)))
+    runs: dict = {}
+    outs: dict = {}
     sampler = _GpuSampler(torch.cuda.current_device() if cuda else 0) if cuda else None
     with sampler if sampler is not None else _Null():
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            out = pred.predict(frame)
-            times.append(time.perf_counter() - t0)
+        for _ in range(args.repeats):  # new and old passes interleaved: the same machine state for both
+            for name, rows in variants:
+                for legacy in ([False, True] if args.compare else [False]):
+                    key = f"{name}/{'old' if legacy else 'new'}"
+                    t, out = _timed_pass(pred, rows, legacy, cuda)
+                    runs.setdefault(key, []).append(round(t, 3))
+                    outs[key] = out
+    pred.use_legacy_path(False)
     gpu = None
     if cuda:
         gpu = {"name": torch.cuda.get_device_name(), **sampler.summary(),
                "torch_peak_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
                "torch_peak_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20, 1)}
-    assert len(out) == len(frame)
-    # one pass with NCHW images (channels_last off) to show what NHWC buys on this CPU
-    nchw = None
-    if pred.channels_last and not cuda:
-        pred.channels_last = False
-        pred.model.to(memory_format=torch.contiguous_format)
-        t0 = time.perf_counter()
-        pred.predict(frame)
-        nchw = round(len(frame) / (time.perf_counter() - t0), 1)
-        pred.channels_last = True
-        pred.model.to(memory_format=torch.channels_last)
-    # one-pass breakdown by stage
-    stages = {"featurize": 0.0, "image_decode_resize": 0.0, "model": 0.0, "decode": 0.0}
-    with torch.inference_mode():
-        for start in range(0, len(frame), args.batch):
-            chunk = frame.iloc[start : start + args.batch]
-            t0 = time.perf_counter()
-            if pred.featurizer.image is not None:
-                pred.featurizer.image(chunk["cover"].tolist())
-            t1 = time.perf_counter()
-            batch = pred.featurizer.transform(chunk)
-            t2 = time.perf_counter()
-            with (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if cuda else _Null()):
-                prob = pred.model.predict_proba(batch_to_device(batch, pred.device, pred.channels_last))
-            prob = prob.float().cpu().numpy()
-            t3 = time.perf_counter()
-            pred.decoder.decode(prob)
-            t4 = time.perf_counter()
-            stages["image_decode_resize"] += t1 - t0
-            stages["featurize"] += t2 - t1
-            stages["model"] += t3 - t2
-            stages["decode"] += t4 - t3
     n = len(frame)
+    rates = {k: round(n / statistics.median(v), 1) for k, v in runs.items()}
+    ratios = {name: round(rates[f"{name}/new"] / rates[f"{name}/old"], 2)
+              for name, _ in variants if f"{name}/old" in rates}
+    agree = {name: agreement(outs[f"{name}/new"], outs[f"{name}/old"]) for name, _ in variants
+             if f"{name}/old" in outs}
+    assert all(len(o) == n for o in outs.values())
     img = pred.config["image"] if "image" in pred.config.get("modalities", []) else {}
+    host = pred._host_batcher()
     return {
         "config": args.config,
         "device": args.device,
@@ -274,18 +333,26 @@ def worker(args) -> dict:
         "pretrained": bool(img.get("weights_file")),
         "params_m": round(sum(p.numel() for p in pred.model.parameters()) / 1e6, 2),
         "rows": n,
-        "runs_s": [round(t, 3) for t in times],
-        "rows_per_s": round(n / statistics.median(times), 1),
-        "rows_per_s_nchw_one_pass": nchw,
-        "stage_ms_per_row": {k: round(1000 * v / n, 3) for k, v in stages.items()},
+        "runs_s": runs,
+        "rows_per_s": rates,
+        "new_over_old": ratios,
+        "agreement": agree,
+        "stage_ms_per_row": stage_costs(pred, frame, cuda),
+        "stage_ms_per_row_coverless": stage_costs(pred, frame.assign(cover=None), cuda) if args.coverless else None,
         "rss_before_mb": round(rss0, 1),
         "rss_loaded_mb": round(rss_loaded, 1),
         "peak_rss_mb": round(_peak_mb(), 1),
         "bundle_make_s": round(make_s, 1),
         "load_s": round(load_s, 2),
-        "cover_missing": int(out["cover_missing"].sum()),
+        "cover_missing": int(outs["covers/new"]["cover_missing"].sum()),
         "threads": torch.get_num_threads(),
         "batch_size": pred.batch_size,
+        "prefetch": pred.prefetch,
+        "decode_threads": host.pool._max_workers if host.pool is not None else 1,
+        "gpu_decode": host.gpu_decoder is not None,
+        "gpu_decode_rows": dict(host.gpu_decoder.stats) if host.gpu_decoder is not None else None,
+        "compiled": bool(cfg["decode"].get("compile")) and pred.model.encoders["image"]._inference is not None
+        if "image" in pred.model.encoders else False,
         "mean_cover_kb": round(float(np.mean([len(c) for c in frame["cover"] if c is not None])) / 1024, 1),
     }
 
@@ -313,6 +380,10 @@ def main() -> int:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--json-out", help="also write the results as JSON here")
     p.add_argument("--timeout", type=float, default=None, help="seconds per config worker")
+    p.add_argument("--compare", action="store_true",
+                   help="also run the path before issue 20 (Predictor.use_legacy_path), interleaved: ratio + label agreement")
+    p.add_argument("--coverless", action="store_true", help="also time the same rows without covers")
+    p.add_argument("--compile", action="store_true", help="decode.compile: torch.compile the image backbone (CUDA)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--frame", help=argparse.SUPPRESS)
@@ -334,6 +405,8 @@ def main() -> int:
             cmd = [sys.executable, __file__, "--worker", "--config", cfg, "--frame", str(fpath), "--workdir", tmp,
                    "--taxonomy", str(tax_path), "--batch", str(args.batch), "--threads", str(args.threads),
                    "--repeats", str(args.repeats), "--device", args.device]
+            cmd += [f for f, on in (("--compare", args.compare), ("--coverless", args.coverless),
+                                    ("--compile", args.compile)) if on]
             print(f"== {cfg}", flush=True)
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -360,48 +433,67 @@ def main() -> int:
 
 def write_report(args, results: list[dict], data_desc: str) -> None:
     cmd = "python bench/predict_speed.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    dev = "GPU" if args.device.startswith("cuda") else "CPU"
     lines = [
-        f"# Predictor throughput on {'GPU' if args.device.startswith('cuda') else 'CPU'}",
+        f"# Predictor throughput on {dev}",
         "",
         f"Command: `{cmd.strip()}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores visible, torch threads = {args.threads}, "
-        f"batch {args.batch}; rows: {data_desc}. Whole `Predictor.predict` path: jieba + text features, "
-        "JPEG decode (draft mode) + resize + normalise, model forward, consistent decoding, output frame. "
-        f"Median of {args.repeats} timed passes after one warm-up batch; peak RSS = the worker process's "
-        "maximum resident set (data frame with covers, bundle, model, activations).",
+        f"batch {args.batch}; rows: {data_desc}. Whole `Predictor.predict` path from the cover bytes: jieba + "
+        "text features, cover decode + resize + normalise, model forward, consistent decoding, output frame. "
+        f"Median of {args.repeats} timed passes after a warm-up batch; `new` = the pipelined path (prefetch "
+        "thread, decode threads, backbone only on rows with a cover, BatchNorm folded, token cache, GPU JPEG "
+        "decode on CUDA), `old` = `Predictor.use_legacy_path()` (the path before issue 20), the two "
+        "interleaved pass by pass in one process. Peak RSS = the worker process's maximum resident set.",
         "",
-        "| config | backbone @ px | pretrained start | params (M) | rows/s (median) | runs (s) | RSS loaded (MB) "
-        "| peak RSS (MB) | rows/s NCHW (1 pass) |",
+        "| config | backbone @ px | rows | rows/s new (median) | rows/s old | new / old | runs new (s) | runs old (s) "
+        "| peak RSS (MB) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        lines.append(
-            f"| {Path(r['config']).stem} | {r['backbone']} @ {r['input_size']} | {'yes' if r['pretrained'] else 'no'} "
-            f"| {r['params_m']} | **{r['rows_per_s']}** | {', '.join(map(str, r['runs_s']))} | {r['rss_loaded_mb']} "
-            f"| {r['peak_rss_mb']} | {r['rows_per_s_nchw_one_pass']} |"
-        )
+        for name in ("covers", "coverless"):
+            if f"{name}/new" not in r["rows_per_s"]:
+                continue
+            rs, runs = r["rows_per_s"], r["runs_s"]
+            lines.append(
+                f"| {Path(r['config']).stem} | {r['backbone']} @ {r['input_size']} | {name} | **{rs[f'{name}/new']}** "
+                f"| {rs.get(f'{name}/old', '-')} | {r['new_over_old'].get(name, '-')} "
+                f"| {', '.join(map(str, runs[f'{name}/new']))} | {', '.join(map(str, runs.get(f'{name}/old', [])))} "
+                f"| {r['peak_rss_mb']} |")
+    if any(r["agreement"] for r in results):
+        lines += ["", "Same labels as the old path on these rows (primary leaf; leaf score):", "",
+                  "| config | rows | identical primary leaves | max abs score diff | scores within 1e-3 "
+                  "| same cover_missing |", "|---|---|---|---|---|---|"]
+        for r in results:
+            for name, a in r["agreement"].items():
+                lines.append(f"| {Path(r['config']).stem} ({name}) | {a['rows']} | {100 * a['same_leaf_share']:.2f} % "
+                             f"| {a['score_max_abs_diff']} | {100 * a['score_share_within_1e-3']:.2f} % "
+                             f"| {a['same_cover_missing']} |")
     gpus = [r for r in results if r.get("gpu")]
     if gpus:
-        lines += ["", "GPU (sampled during the timed passes; util = NVML's busy share of the sample window):", "",
+        lines += ["", "GPU (sampled during the timed passes, old and new together; util = NVML's busy share):", "",
                   "| config | GPU | util mean / median / max (%) | NVML memory used max (MiB) | torch peak allocated "
-                  "(MiB) | image weights |", "|---|---|---|---|---|---|"]
+                  "(MiB) | GPU-decoded / CPU-fallback / missing covers | compiled | image weights |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in gpus:
-            g = r["gpu"]
+            g, d = r["gpu"], r.get("gpu_decode_rows") or {}
             lines.append(f"| {Path(r['config']).stem} | {g.get('name')} | {g.get('util_mean_pct')} / "
                          f"{g.get('util_median_pct')} / {g.get('util_max_pct')} ({g.get('source')}) "
-                         f"| {g.get('mem_used_max_mib')} | {g['torch_peak_allocated_mib']} | {r['image_weights']} |")
-    lines += ["", "Per-row cost by stage (one pass, ms/row; `featurize` includes the image stage again):", "",
-              "| config | image decode+resize | featurize (all) | model | decode |", "|---|---|---|---|---|"]
+                         f"| {g.get('mem_used_max_mib')} | {g['torch_peak_allocated_mib']} "
+                         f"| {d.get('gpu', '-')} / {d.get('cpu', '-')} / {d.get('missing', '-')} | {r['compiled']} "
+                         f"| {r['image_weights']} |")
+    lines += ["", "Per-row cost by stage of the new path (one instrumented pass, stages run one after the other, "
+              "ms/row; `decode` = cover decode + resize + normalise, `featurize` = text + context + profile, "
+              "`model` = transfer + forward + copy back, `decode labels` = consistent decoding + output columns):",
+              "", "| config | rows | decode | featurize | model | decode labels | prefetch / decode threads |",
+              "|---|---|---|---|---|---|---|"]
     for r in results:
-        s = r["stage_ms_per_row"]
-        lines.append(f"| {Path(r['config']).stem} | {s['image_decode_resize']} | {s['featurize']} | {s['model']} "
-                     f"| {s['decode']} |")
-    target = 200
-    lines += ["", f"Target: at least {target} rows/s for cpu-small. "]
-    for r in results:
-        verdict = "meets" if r["rows_per_s"] >= target else "MISSES"
-        lines[-1] += f"{Path(r['config']).stem}: {r['rows_per_s']} rows/s ({verdict} it). "
+        for name, key in (("covers", "stage_ms_per_row"), ("coverless", "stage_ms_per_row_coverless")):
+            st = r.get(key)
+            if st:
+                lines.append(f"| {Path(r['config']).stem} | {name} | {st['decode']} | {st['featurize']} | {st['model']} "
+                             f"| {st['decode_labels']} | {r['prefetch']} / {r['decode_threads']} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

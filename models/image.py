@@ -280,7 +280,7 @@ class ImageEncoder(nn.Module):
         self.out_dim = int(proj) if proj else self.num_features
         self.skip_absent = bool(cfg.get("skip_absent", True))
         self.use_inference_backbone = True  # eval: the folded / compiled copy when one is prepared
-        self._inference: nn.Module | None = None  # see prepare_inference, compile_backbone
+        self._set_inference(None)  # see prepare_inference, compile_backbone
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -300,8 +300,12 @@ class ImageEncoder(nn.Module):
             copy checked against the backbone on it).
         """
         folded, n = fold_batchnorm(self.backbone, example)
-        self._inference = folded if n else None
+        self._set_inference(folded if n else None)
         return n
+
+    def _set_inference(self, module: nn.Module | None) -> None:
+        # a plain attribute, not a submodule: not in state_dict(), parameters() or the bundle
+        object.__setattr__(self, "_inference", module)
 
     def compile_backbone(self, example: torch.Tensor, **kwargs) -> bool:
         """``torch.compile`` the eval backbone (the folded copy when prepared); keep eager when
@@ -324,7 +328,7 @@ class ImageEncoder(nn.Module):
         except Exception as e:  # noqa: BLE001 - any compiler failure: eager mode
             log.warning("torch.compile of %s failed, running eager: %s", type(self.backbone).__name__, e)
             return False
-        self._inference = fn
+        self._set_inference(fn)
         return True
 
     def backbone_features(self, image: torch.Tensor) -> torch.Tensor:
@@ -428,7 +432,8 @@ def fold_batchnorm(backbone: nn.Module, example: torch.Tensor, atol: float = 1e-
     hooks += [m.register_forward_pre_hook(on_bn) for m in model.modules()
               if isinstance(m, nn.BatchNorm2d) and m.track_running_stats and m.running_var is not None]
     try:
-        ref = model(example)
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # compare like with like on CUDA
+            ref = model(example)
     finally:
         for h in hooks:
             h.remove()
@@ -447,7 +452,8 @@ def fold_batchnorm(backbone: nn.Module, example: torch.Tensor, atol: float = 1e-
         parent, name = parents[id(bn)]
         tail = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
         setattr(parent, name, nn.Sequential(*tail) if tail else nn.Identity())
-    got = model(example)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        got = model(example)
     tol = atol * max(1.0, float(ref.abs().max()))
     if got.shape != ref.shape or not torch.allclose(got.float(), ref.float(), rtol=0, atol=tol):
         log.warning("BatchNorm folding changed the backbone's output; kept unfolded")

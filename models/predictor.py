@@ -166,7 +166,7 @@ class Predictor:
     attribute that may be changed after loading: ``batch_size`` (rows per micro-batch, default 256),
     ``amp`` (CUDA autocast, default ``bf16``), ``channels_last`` (default true), ``prefetch`` (host
     batches prepared ahead on a background thread, default 2; 0 = inline), ``decode_threads``
-    (cover decode threads, default the process's CPUs, at most 8), ``gpu_decode`` (``auto``: JPEG
+    (cover decode threads; default 0 = torch's thread count, i.e. the task's CPUs, at most 8), ``gpu_decode`` (``auto``: JPEG
     covers decoded on the GPU when the model runs on CUDA), ``compile`` (``torch.compile`` the image
     backbone on CUDA, falling back to eager; default false), ``fold_bn`` (an inference copy of the
     image backbone with its BatchNorms folded into the convolutions, default true; same outputs to
@@ -187,7 +187,7 @@ class Predictor:
         # NHWC images: faster depthwise convolutions on CUDA and on CPU (oneDNN) alike
         self.channels_last = bool(dec.get("channels_last", True)) and "image" in self.config.get("modalities", ())
         self.prefetch = int(dec.get("prefetch", 2))
-        self.decode_threads = int(dec.get("decode_threads") or min(cpu_count(), 8))
+        self.decode_threads = int(dec.get("decode_threads") or 0)  # 0: torch's threads (the task's CPUs), at most 8
         self.gpu_decode = dec.get("gpu_decode", "auto")
         self.compile = dec.get("compile", False)
         self.fold_bn = bool(dec.get("fold_bn", True))
@@ -280,8 +280,11 @@ class Predictor:
     def _host_batcher(self) -> HostBatcher:
         import concurrent.futures as cf
 
-        if self._pool is None and self.decode_threads > 1 and self.featurizer.image is not None:
-            self._pool = cf.ThreadPoolExecutor(self.decode_threads, thread_name_prefix="vtag-decode")
+        import torch
+
+        threads = self.decode_threads or min(torch.get_num_threads(), cpu_count(), 8)
+        if self._pool is None and threads > 1 and self.featurizer.image is not None:
+            self._pool = cf.ThreadPoolExecutor(threads, thread_name_prefix="vtag-decode")
         if self._prefetch_ex is None and self.prefetch > 0:
             self._prefetch_ex = cf.ThreadPoolExecutor(1, thread_name_prefix="vtag-prefetch")
         gpu = None

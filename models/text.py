@@ -252,7 +252,12 @@ class TextFeaturizer:
 
     @property
     def tokenizer(self):
-        return get_tokenizer(self.user_words)
+        """The process-wide jieba tokenizer of this featurizer's user words, looked up once per
+        featurizer (the lookup sorts the user words: too slow per row)."""
+        tok = self.__dict__.get("_tokenizer")
+        if tok is None:
+            tok = self.__dict__["_tokenizer"] = get_tokenizer(self.user_words)
+        return tok
 
     def tokens(self, title: str, desc: str) -> tuple[list[str], list[str]]:
         """jieba tokens of the title and of the description (truncated as the model reads them)."""
