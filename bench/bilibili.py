@@ -520,7 +520,9 @@ def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: i
         leaf, res = train_and_predict(cfg, taxonomy, train, test, seed, device=device,
                                       epochs=epochs, max_minutes=max_minutes, label=f"bench-bilibili-{head or 'vtag'}")
         log(f"    epochs {res.epochs_run} (best {res.best_epoch}, {res.stopped}), valid "
-            + " ".join(f"{k}={res.metrics.get(k, float('nan')):.4f}" for k in ("leaf_acc", "level1_acc", "hf1")))
+            + " ".join(f"{k}={res.metrics.get(k, float('nan')):.4f}" for k in ("leaf_acc", "level1_acc", "hf1"))
+            + (f" tfidf mix scale {res.metrics['tfidf_mix']['scale']} (validation early-stop metric per scale: "
+               f"{res.metrics['tfidf_mix']['validation']})" if "tfidf_mix" in res.metrics else ""))
         return leaf
 
     return run

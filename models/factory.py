@@ -61,7 +61,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
     "fusion": {"name": "lmf", "dim": 128, "rank": 4, "layers": 2, "dropout": 0.5},
     "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.5, "beta": 0.5, "max_constraint": False,
-             "wide": False, "tfidf_wide": False, "tfidf_wide_max_params": 32_000_000},
+             "wide": False, "tfidf_wide": False, "tfidf_wide_max_params": 32_000_000,
+             "tfidf_wide_uploader": False},
     "loss": {"global": 1.0, "local": 1.0, "fused": 1.0, "violation": 0.1, "leaf": 1.0, "leaf_smoothing": 0.0,
              "modality": 0.3},
     "train": {},
@@ -196,7 +197,7 @@ class VtagModel(nn.Module):
             batch = {**batch, "profile": batch["profile"] * keep.to(batch["profile"].dtype)}
         feats = self.encode(batch)
         fused = self.fusion(feats)
-        extra = self.tfidf_wide(batch["bow_ids"]) if self.tfidf_wide is not None else None
+        extra = self.tfidf_wide(batch["bow_ids"], batch.get("uploader")) if self.tfidf_wide is not None else None
         if self.wide_modalities:
             wide = [feats[m] for m in self.wide_modalities] + ([batch["profile"]] if self.wide_profile else [])
             out = dict(self.head(fused["h"], torch.cat(wide, dim=1), extra_logits=extra))
@@ -304,7 +305,9 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
         n_out = int(spec.leaves.size) if cfg["head"]["name"] == "flat" else spec.n_nodes
         tfidf = TfidfWide(int(np.asarray(keys).size), n_out, int(cfg["head"]["tfidf_wide_max_params"]),
                           df=getattr(featurizer, "ngram_df", None), n_docs=int(getattr(featurizer, "n_docs", 0)),
-                          fitted=mode == "svm", mix=mode == "mix")
+                          fitted=mode == "svm", mix=mode == "mix",
+                          uploader_buckets=int(cfg["context"]["uploader_buckets"])
+                          if cfg["head"]["tfidf_wide_uploader"] and "context" in mods else 0)
     modality_heads = None
     if cfg["fusion"]["name"] == "centralnet" and float(cfg["loss"]["modality"]) > 0:
         modality_heads = {m: nn.Linear(int(fusion.out_dim), spec.n_nodes) for m in mods}

@@ -57,7 +57,7 @@ class TfidfWide(nn.Module):
     """
 
     def __init__(self, n_keys: int, n_out: int, max_params: int, df: np.ndarray | None = None, n_docs: int = 0,
-                 fitted: bool = False, mix: bool = False):
+                 fitted: bool = False, mix: bool = False, uploader_buckets: int = 0):
         super().__init__()
         rows = wide_rows(n_keys, n_out, max_params)
         idf = torch.zeros(n_keys + 1)
@@ -81,6 +81,14 @@ class TfidfWide(nn.Module):
             # margins (about +-1) -> logits; a mix starts at 0 (the deep part trains alone) and
             # is set after training, on the validation rows (choose_mix_scale)
             self.scale = nn.Parameter(torch.tensor(0.0 if self.mix else 2.0), requires_grad=not self.mix)
+        self.uploader_table = None
+        if int(uploader_buckets) > 0:
+            if not self.fitted:
+                raise ValueError("uploader columns need a fitted TfidfWide (head.tfidf_wide: svm or mix)")
+            # one-hot hashed uploader ids beside the TF-IDF columns, as the uploader-aware SVM has them
+            self.uploader_table = nn.EmbeddingBag(int(uploader_buckets) + 1, int(n_out), mode="sum", padding_idx=0)
+            nn.init.zeros_(self.uploader_table.weight)
+            self.uploader_table.weight.requires_grad_(False)
 
     def weights(self, bow_ids: torch.Tensor) -> torch.Tensor:
         """``[B, M]`` float32 per-position weights; an n-gram's positions sum to its TF-IDF value."""
@@ -91,24 +99,39 @@ class TfidfWide(nn.Module):
         norm = torch.sqrt((w * w / count).sum(dim=1, keepdim=True)).clamp_min(1e-6)
         return w / count / norm
 
-    def forward(self, bow_ids: torch.Tensor) -> torch.Tensor | None:
+    def forward(self, bow_ids: torch.Tensor, uploader: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``bow_ids [B, M]`` (and ``uploader [B, K]`` hashed ids, 0 = null, with uploader
+        columns) -> logits ``[B, n_out]``; None while a mix's scale is 0."""
         if self.mix and float(self.scale) == 0.0:
             return None  # not mixed in (yet): the deep part alone
         out = self.table(self.row_of[bow_ids], per_sample_weights=self.weights(bow_ids))
+        if self.uploader_table is not None and uploader is not None:
+            out = out + self.uploader_table(uploader)
         if self.fitted:
             out = self.scale * (out + self.bias)
         return out
 
     @torch.no_grad()
-    def features(self, bow_ids: torch.Tensor):
-        """``[B, rows]`` scipy CSR TF-IDF matrix of ``bow_ids`` (the table's columns; what forward sums)."""
+    def features(self, bow_ids: torch.Tensor, uploader: torch.Tensor | None = None):
+        """``[B, rows (+ buckets + 1)]`` scipy CSR: the TF-IDF matrix of ``bow_ids`` (the table's
+        columns; what forward sums), then with uploader columns a 1 per hashed uploader id."""
         import scipy.sparse as sp
 
         w = self.weights(bow_ids).numpy()
         cols = self.row_of[bow_ids].numpy()
         keep = cols > 0
         rows = np.broadcast_to(np.arange(bow_ids.shape[0])[:, None], cols.shape)
-        return sp.csr_matrix((w[keep], (rows[keep], cols[keep])), shape=(bow_ids.shape[0], self.table.num_embeddings))
+        x = sp.csr_matrix((w[keep], (rows[keep], cols[keep])), shape=(bow_ids.shape[0], self.table.num_embeddings))
+        if self.uploader_table is None:
+            return x
+        if uploader is None:
+            raise ValueError("this TfidfWide has uploader columns: pass the batch's uploader ids")
+        up = uploader.numpy()
+        keep = up > 0
+        r = np.broadcast_to(np.arange(up.shape[0])[:, None], up.shape)
+        onehot = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), (r[keep], up[keep])),
+                               shape=(up.shape[0], self.uploader_table.num_embeddings))
+        return sp.hstack([x, onehot]).tocsr()
 
 
 SVM_C_GRID = (0.1, 0.25, 0.5, 1.0, 2.0)
@@ -187,9 +210,15 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
     coef, intercept = clf.coef_, clf.intercept_
     if classes.size == 2:  # binary: one hyperplane, class 1 positive
         coef, intercept = np.vstack([-coef[0], coef[0]]), np.array([-intercept[0], intercept[0]])
+    n_text = module.table.num_embeddings
     weight = np.zeros(tuple(module.table.weight.shape), dtype=np.float32)
-    weight[:, classes] = coef.T
+    weight[:, classes] = coef[:, :n_text].T
     weight[0] = 0.0  # the pad row
+    if module.uploader_table is not None:
+        up = np.zeros(tuple(module.uploader_table.weight.shape), dtype=np.float32)
+        up[:, classes] = coef[:, n_text:].T
+        up[0] = 0.0
+        module.uploader_table.weight.copy_(torch.from_numpy(up))
     bias = np.full(module.bias.shape[0], float(intercept.min()) - 1.0, dtype=np.float32)  # unseen outputs
     bias[classes] = intercept
     module.table.weight.copy_(torch.from_numpy(weight))

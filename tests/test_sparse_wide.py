@@ -107,3 +107,33 @@ def test_training_with_mix_records_the_scale_and_the_bundle_predicts_with_it():
     pred = Predictor.load(out, device="cpu")
     assert float(pred.model.tfidf_wide.scale) == mix["scale"]
     assert len(pred.predict(frame.head(8))) == 8
+
+
+def test_uploader_columns_are_one_hot_beside_the_tfidf_and_fitted_with_it():
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(2)
+    n_keys, n_out, buckets = 20, 3, 7
+    ids, rows = _docs(rng, 90, n_keys, 6)
+    uploader = torch.as_tensor(rng.integers(0, buckets + 1, size=(90, 2)))  # 2 hashes, 0 = null
+    y = (uploader[:, 0].numpy() + np.array([min(r) for r in rows])) % n_out  # text and uploader both matter
+    df = np.array([sum(k in r for r in rows) for k in range(1, n_keys + 1)])
+    module = TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=90, fitted=True, uploader_buckets=buckets)
+    x = module.features(ids, uploader)
+    assert x.shape == (90, module.table.num_embeddings + buckets + 1)
+    onehot = x[:, module.table.num_embeddings:].toarray()
+    for i in range(5):
+        want = np.zeros(buckets + 1)
+        for b in uploader[i].tolist():
+            if b:
+                want[b] += 1
+        np.testing.assert_array_equal(onehot[i], want)
+    with pytest.raises(ValueError, match="uploader ids"):
+        module.features(ids)
+    info = fit_linear_svm(module, x[:70], y[:70], x[70:], y[70:], grid=(1.0,))
+    ref = LinearSVC(C=info["C"], random_state=0).fit(x[:70], y[:70])
+    with torch.no_grad():
+        margins = module(ids, uploader) / module.scale
+    np.testing.assert_allclose(margins.numpy(), ref.decision_function(x), atol=1e-4)
+    with pytest.raises(ValueError, match="fitted"):
+        TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=90, uploader_buckets=buckets)

@@ -44,8 +44,8 @@ def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> No
     def xy(frame):
         if len(frame) == 0:
             return None, None
-        parts = [module.features(featurizer.transform(frame.iloc[i:i + 2048])["bow_ids"])
-                 for i in range(0, len(frame), 2048)]
+        feats = (featurizer.transform(frame.iloc[i:i + 2048]) for i in range(0, len(frame), 2048))
+        parts = [module.features(f["bow_ids"], f.get("uploader")) for f in feats]
         y = np.array([leaf_pos.get(int(j), -1) for j in featurizer.primary_leaf(frame).numpy()])
         return sp.vstack(parts).tocsr(), y
 
