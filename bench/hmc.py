@@ -3,7 +3,7 @@
 The heads of :mod:`models.dhmcn` are trained standalone on the data sets' feature vectors, under
 C-HMCNN's protocol (``../shared/data/hmc/README.md``):
 
-1. :func:`hierarchy.arff.load_hmc_dataset` + ``standardize()`` (one-hot nominals; the per-file mean
+1. :func:`hmc_arff.load_hmc_dataset` + ``standardize()`` (one-hot nominals; the per-file mean
    fill quirk; mean imputation and standardisation fitted on train+valid, or train for the
    "others").
 2. **Epoch selection** on validation: train on train, score validation AU(PRC) after every epoch,
@@ -87,7 +87,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from hierarchy.arff import HMCDataset, load_hmc_dataset  # noqa: E402
+from hmc_arff import HMCDataset, load_hmc_dataset  # noqa: E402  (bench/hmc_arff.py)
 
 SHARED_DATA = Path(os.environ.get("VTAG_SHARED_DATA", REPO.parent / "shared" / "data"))
 

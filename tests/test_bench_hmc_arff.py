@@ -1,14 +1,17 @@
-"""hierarchy.arff: Clus hierarchical ARFF (tree and DAG), closure, one-hot, C-HMCNN preprocessing."""
+"""bench/hmc_arff.py (the HMC benchmark's loader, not part of the installed package): Clus hierarchical ARFF (tree and DAG), closure, one-hot, C-HMCNN preprocessing."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hierarchy.arff import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from hmc_arff import (  # noqa: E402
     ArffError,
     ArffHierarchy,
     HMCDataset,
