@@ -139,7 +139,7 @@ class HostBatcher:
         return batch
 
 
-def iter_proba(model, frame: pd.DataFrame, host: Callable[[pd.DataFrame], Mapping], *, batch_size: int = 256,
+def iter_proba(model, frame: pd.DataFrame | Iterable, host: Callable[[pd.DataFrame], Mapping], *, batch_size: int = 256,
                device=None, amp: Any = None, channels_last: bool | None = None, prefetch: int = 2,
                executor: cf.Executor | None = None) -> Iterator[tuple[pd.DataFrame, np.ndarray, np.ndarray]]:
     """Yield ``(chunk, prob [b, N] float32, cover_present [b] bool)`` per micro-batch, in row order.
@@ -148,8 +148,10 @@ def iter_proba(model, frame: pd.DataFrame, host: Callable[[pd.DataFrame], Mappin
     ----------
     model : models.factory.VtagModel
         In eval mode, on ``device``.
-    frame : pandas.DataFrame
-        Dump rows.
+    frame : pandas.DataFrame or iterable
+        Dump rows (cut into ``batch_size`` chunks), or an iterable of ``(key, chunk)`` pairs already
+        cut (:meth:`models.predictor.Predictor.predict_iter`); the pair is then yielded in place of
+        the chunk; an empty chunk is yielded with ``None`` for prob and cover_present.
     host : callable
         ``chunk -> batch`` (a :class:`HostBatcher`), run on the prefetch thread.
     batch_size : int
@@ -174,7 +176,17 @@ def iter_proba(model, frame: pd.DataFrame, host: Callable[[pd.DataFrame], Mappin
     cuda = device.type == "cuda"
     pending = None
     with torch.inference_mode():
-        for chunk, batch in Prefetcher(host, chunks(frame, batch_size), prefetch, executor):
+        if isinstance(frame, pd.DataFrame):
+            items, work = chunks(frame, batch_size), host
+        else:
+            items, work = frame, (lambda pair: host(pair[1]) if len(pair[1]) else None)
+        for chunk, batch in Prefetcher(work, items, prefetch, executor):
+            if batch is None:  # an empty chunk: nothing to run, order kept
+                if pending is not None:
+                    yield _finish(pending)
+                    pending = None
+                yield chunk, None, None
+                continue
             cover = batch["cover_present"].cpu().numpy().astype(bool)
             dev = to_device(batch, device, channels_last=channels_last, non_blocking=True)
             ctx = torch.autocast(device_type="cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -363,6 +363,44 @@ class Predictor:
         if len(parts) == 1:
             return parts[0]
         return pd.concat(parts, ignore_index=True)
+
+    def predict_iter(self, frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        """:meth:`predict` over a stream of frames (``mapInPandas``' iterator of Arrow batches), one
+        output frame per input frame, in order; the prefetch runs across frame boundaries, so the
+        model never waits for the first micro-batch of the next frame.
+
+        Parameters
+        ----------
+        frames : iterable of pandas.DataFrame
+            Dump rows, e.g. the Arrow batches of one Spark task.
+        """
+        if self.legacy:
+            for frame in frames:
+                yield self.predict(frame)
+            return
+        empty = PREDICTION_SCHEMA.empty_table().to_pandas
+
+        def cut():
+            for i, frame in enumerate(frames):
+                n = len(frame)
+                if n == 0:
+                    yield (i, True, True), frame
+                for start in range(0, n, self.batch_size):
+                    yield (i, start + self.batch_size >= n, False), frame.iloc[start : start + self.batch_size]
+
+        self.model.eval()
+        self._skip_absent(bool(self.model.config["image"].get("skip_absent", True))
+                          if "image" in self.model.encoders else False)
+        parts: list[pd.DataFrame] = []
+        for ((_, last, is_empty), chunk), prob, cover in iter_proba(
+                self.model, cut(), self._host_batcher(), batch_size=self.batch_size, device=self.device,
+                amp=self.amp, channels_last=True if self.channels_last else None, prefetch=self.prefetch,
+                executor=self._prefetch_ex):
+            if not is_empty:
+                parts.append(self._columns(chunk, self.decoder.decode(prob), cover))
+            if last:
+                yield (parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)) if parts else empty()
+                parts = []
 
     def predict_arrow(self, frame: pd.DataFrame) -> pa.Table:
         """:meth:`predict` as a pyarrow Table with exactly :data:`PREDICTION_SCHEMA`."""

@@ -294,3 +294,20 @@ def test_token_cache_gives_jiebas_tokens(bundle):
     again = text.transform([r[0] for r in rows], [r[1] for r in rows])
     for k in ids:
         np.testing.assert_array_equal(ids[k], again[k])
+
+
+def test_predict_iter_streams_frames_in_order(predictor, bundle):
+    frame = _mixed(bundle[2], n=len(bundle[2]))
+    predictor.batch_size = 4
+    frames = [frame.iloc[:9], frame.iloc[9:9], frame.iloc[9:10], frame.iloc[10:]]
+    outs = list(predictor.predict_iter(iter(frames)))
+    assert [len(o) for o in outs] == [len(f) for f in frames]
+    whole = predictor.predict(frame)
+    got = [o for o in outs if len(o)]
+    import pandas as pd
+
+    joined = pd.concat(got, ignore_index=True)
+    assert joined["video_id"].tolist() == whole["video_id"].tolist()
+    assert joined["leaf_id"].tolist() == whole["leaf_id"].tolist()
+    np.testing.assert_array_equal(joined["score"], whole["score"])
+    assert list(outs[1].columns) == list(whole.columns)
