@@ -63,9 +63,16 @@ def _arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def add_common_args(p: argparse.ArgumentParser) -> None:
-    """The arguments ``vtag sql`` and ``vtag query`` share."""
-    p.add_argument("statement", help='one SQL statement, e.g. "SELECT dt, count(*) FROM video_tags GROUP BY dt"')
+def add_common_args(p: argparse.ArgumentParser, statements: bool = False) -> None:
+    """The arguments ``vtag sql`` and ``vtag query`` share (``statements``: ``vtag sql``'s optional
+    ``;``-separated statements and ``-f FILE``)."""
+    if statements:
+        p.add_argument("statement", nargs="?",
+                       help='SQL statement(s), ";"-separated, e.g. "SELECT dt, count(*) FROM video_tags GROUP BY dt"; '
+                            "none: an interactive shell on a terminal, else the statements on stdin")
+        p.add_argument("-f", "--file", help="run the ;-separated statements of this .sql file")
+    else:
+        p.add_argument("statement", help='one SQL statement, e.g. "SELECT dt, count(*) FROM video_tags GROUP BY dt"')
     p.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
     p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
     p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")

@@ -1,4 +1,10 @@
-"""``vtag sql``: one Spark SQL statement over the catalog (tables and views by name).
+"""``vtag sql``: Spark SQL over the catalog (tables and views by name): statements, a file, or a shell.
+
+``vtag sql "SELECT ...; SELECT ..."`` runs each ``;``-separated statement on one session and prints
+each result; ``-f file.sql`` runs a file; without a statement it reads the statements from stdin, or
+on a terminal opens an interactive shell (multi-line statements ended by ``;``, history in
+``~/.vtag_sql_history``): :mod:`jobs.sql_shell`. An error is one line (its condition, the missing
+column or table, the position); the plan and the JVM trace go to the Spark log file.
 
 The session registers the tag tables and views by name first (:func:`jobs.catalog.register_names`,
 idempotent, metastore only: a read never commits to a Delta table; comments and missing tables are
@@ -29,9 +35,40 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(p)
+    add_common_args(p, statements=True)
     p.add_argument("--no-register", action="store_true", help="use the catalog as it is (no registration)")
+    p.add_argument("--verbose", action="store_true",
+                   help="Spark's logs on the terminal (default: <warehouse>/../.logs/spark.log)")
     return p
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of a Spark error (its condition, message, SQLSTATE and position; the plan and the
+    JVM stack trace stay out).
+
+    Parameters
+    ----------
+    exc
+        The exception pyspark raised.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _log_trace(conf: dict[str, Any], exc: BaseException) -> str | None:
+    """Append the whole error to the Spark log file; returns its path (None when it cannot be written)."""
+    import traceback
+
+    from jobs.spark import log_file
+
+    path = log_file(conf)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("vtag sql: " + "".join(traceback.format_exception(exc)) + "\n")
+    except OSError:
+        return None
+    return str(path)
 
 
 def session_conf(conf: dict[str, Any]) -> dict[str, Any]:
@@ -80,28 +117,73 @@ def to_arrow(df: DataFrame) -> pa.Table:
     return df.toArrow()
 
 
+def _statements(args: argparse.Namespace) -> list[str] | None:
+    """The statements to run (None: the interactive shell)."""
+    from jobs.sql_shell import split_statements
+
+    if args.file and args.statement:
+        raise ValueError("give a statement or -f FILE, not both")
+    if args.file:
+        with open(args.file, encoding="utf-8") as fh:
+            text = fh.read()
+    elif args.statement is not None:
+        text = args.statement
+    elif sys.stdin.isatty():
+        return None
+    else:
+        text = sys.stdin.read()
+    statements = split_statements(text)
+    if not statements:
+        raise ValueError("empty SQL statement")
+    if len(statements) > 1 and (args.csv or args.parquet):
+        raise ValueError("--csv/--parquet take one statement; this input has " + str(len(statements)))
+    return statements
+
+
 def main(args: argparse.Namespace) -> int:
+    """Run ``vtag sql``: each statement in turn on one session, or the interactive shell.
+
+    Parameters
+    ----------
+    args
+        The parsed arguments of :func:`_arg_parser`.
+    """
     from jobs.catalog import CatalogError, check_metastore_free
     from jobs.config import ConfigError
     from jobs.spark import build_session
+    from jobs.sql_shell import repl, run_all
 
+    if getattr(args, "verbose", False):
+        import os
+
+        os.environ["VTAG_VERBOSE"] = "1"
     try:
+        statements = _statements(args)
         conf = session_conf(load_conf(args))
         check_metastore_free(conf)
         spark = build_session(conf)
+        prepare(spark, conf, register=not args.no_register)
     except (ConfigError, CatalogError, ValueError, OSError) as exc:
         print(f"vtag sql: {exc}", file=sys.stderr)
         return 1
-    try:
-        result = to_arrow(run_sql(spark, conf, args.statement, register=not args.no_register))
-    except (CatalogError, ValueError) as exc:
-        print(f"vtag sql: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # AnalysisException, ParseException, ... carry a readable message
-        name = type(exc).__name__
-        if name in ("AnalysisException", "ParseException", "SparkRuntimeException", "IllegalArgumentException"):
-            print(f"vtag sql: {name}: {exc}", file=sys.stderr)
-            return 1
-        raise
-    emit(result, args)
-    return 0
+
+    def run_one(statement: str) -> bool:
+        try:
+            result = to_arrow(spark.sql(statement))
+        except (CatalogError, ValueError) as exc:
+            print(f"vtag sql: {exc}", file=sys.stderr)
+            return False
+        except Exception as exc:  # AnalysisException, ParseException, ... carry a readable first line
+            name = type(exc).__name__
+            if name in ("AnalysisException", "ParseException", "SparkRuntimeException", "IllegalArgumentException"):
+                where = _log_trace(conf, exc)
+                print(f"vtag sql: {name}: {one_line(exc)}" + (f" (details: {where})" if where else ""), file=sys.stderr)
+                return False
+            raise
+        emit(result, args)
+        sys.stdout.flush()
+        return True
+
+    if statements is None:
+        return repl(run_one)
+    return run_all(statements, run_one, echo=len(statements) > 1)
