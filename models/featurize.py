@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 
 from models.context import ContextFeaturizer
-from models.factory import profile_enabled, resolve_config
 from models.image import CoverPreprocessor, cover_bytes, cover_decodable
+from models.model_config import profile_enabled, resolve_config
 from models.profiles import ProfileFeaturizer, ProfileTable
 from models.text import (
     SPECIAL_TOKENS,
