@@ -18,9 +18,9 @@ Where the names live: Spark's catalog is per session unless ``spark.sql.catalogI
 ``hive``. pyspark ships the Hive client and Derby, so the embedded default is a Hive metastore in
 embedded Derby at ``<warehouse>/../.metastore/metastore_db`` (``jobs.spark`` points
 ``derby.system.home`` there): registrations persist across sessions. Embedded Derby admits one JVM at
-a time, so ``vtag sql`` enables Hive for itself while the nightly jobs keep the in-memory catalog
-(and can run side by side); on a cluster the jobs register through the shared metastore when the
-conf says ``catalog_register: true`` (:func:`register_if_configured`).
+a time, so only ``vtag catalog register`` and ``vtag sql --metastore`` use it; ``vtag sql`` and the
+nightly jobs keep the in-memory catalog (and can run side by side); on a cluster the jobs register
+through the shared metastore when the conf says ``catalog_register: true`` (:func:`register_if_configured`).
 
 Column comments come from the ``doc`` metadata of ``models/schema.py``; :data:`COLUMN_NOTES` fills in
 the columns that have none yet. A table's comments live in its Delta log, so setting them is a

@@ -41,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
     from jobs.sql import session_conf
 
     try:
-        conf = session_conf(load_conf(args))
+        conf = session_conf(load_conf(args), metastore=True)
         check_metastore_free(conf)
         spark = build_session(conf)
         names = register_tables(spark, conf, create_missing=not args.no_create, comments=True)

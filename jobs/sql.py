@@ -9,9 +9,10 @@ column or table, the position); the plan and the JVM trace go to the Spark log f
 The session registers the tag tables and views by name first (:func:`jobs.catalog.register_names`,
 idempotent, metastore only: a read never commits to a Delta table; comments and missing tables are
 the tag job's and ``vtag catalog register``'s) and makes the catalog database current, so ``SELECT * FROM video_tags`` and
-``vtag.video_tags`` both resolve. Unless the job conf sets ``spark.sql.catalogImplementation``,
-the session uses the Hive catalog: the embedded default keeps it in Derby beside the warehouse
-(``<warehouse>/../.metastore``), so the names persist for any later Spark session on that metastore.
+``vtag.video_tags`` both resolve. The names live in Spark's in-memory catalog of the session (no
+metastore to boot: the start is ~20 s shorter, see bench/results/spark_start.md); ``--metastore``
+(or ``spark.sql.catalogImplementation=hive``) uses the Hive catalog in Derby beside the warehouse
+(``<warehouse>/../.metastore``), where the names persist for any later Spark session.
 Delta's SQL works as usual: ``DESCRIBE HISTORY video_tags``, ``SELECT ... FROM video_tags VERSION AS
 OF 3``, ``TIMESTAMP AS OF '2024-06-05'``.
 
@@ -37,6 +38,9 @@ def _arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(p, statements=True)
     p.add_argument("--no-register", action="store_true", help="use the catalog as it is (no registration)")
+    p.add_argument("--metastore", action="store_true",
+                   help="register and read names in the persistent Hive metastore beside the warehouse "
+                        "(default: a session-only catalog, which starts faster)")
     p.add_argument("--verbose", action="store_true",
                    help="Spark's logs on the terminal (default: <warehouse>/../.logs/spark.log)")
     return p
@@ -71,11 +75,23 @@ def _log_trace(conf: dict[str, Any], exc: BaseException) -> str | None:
     return str(path)
 
 
-def session_conf(conf: dict[str, Any]) -> dict[str, Any]:
-    """The job conf with the Hive catalog unless the conf chose a catalog implementation."""
+def session_conf(conf: dict[str, Any], metastore: bool = False) -> dict[str, Any]:
+    """The job conf with a catalog implementation: Spark's in-memory catalog (names for this session
+    only: no metastore to start, nothing written, any number of processes at once), or with
+    ``metastore`` the Hive catalog (the embedded Derby metastore beside the warehouse, names that
+    persist; ``vtag catalog register``, ``vtag sql --metastore``). A conf that sets
+    ``spark.sql.catalogImplementation`` keeps its choice.
+
+    Parameters
+    ----------
+    conf
+        The job conf.
+    metastore
+        Use the persistent Hive metastore.
+    """
     conf = dict(conf)
     conf["spark"] = dict(conf.get("spark") or {})
-    conf["spark"].setdefault("spark.sql.catalogImplementation", "hive")
+    conf["spark"].setdefault("spark.sql.catalogImplementation", "hive" if metastore else "in-memory")
     return conf
 
 
@@ -159,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
         os.environ["VTAG_VERBOSE"] = "1"
     try:
         statements = _statements(args)
-        conf = session_conf(load_conf(args))
+        conf = session_conf(load_conf(args), metastore=getattr(args, "metastore", False))
         check_metastore_free(conf)
         spark = build_session(conf)
         prepare(spark, conf, register=not args.no_register)

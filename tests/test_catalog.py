@@ -101,15 +101,16 @@ def test_registration_follows_the_warehouse(spark, tmp_path_factory):
 @pytest.mark.spark
 @pytest.mark.slow
 def test_metastore_persists_across_processes(spark, tmp_path_factory):
-    """`vtag sql` (Hive catalog, Derby beside the warehouse) registers; a later process finds the names."""
+    """`vtag sql --metastore` (Hive catalog, Derby beside the warehouse) registers; a later process finds the
+    names. Without --metastore the names are the session's own: nothing persists."""
     wh = get_warehouse(spark, tmp_path_factory)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     common = ["--warehouse", str(wh.warehouse), "--conf", f"dump_root={wh.dump_root}", "--conf", "master=local[1]",
               "--conf", "spark.driver.memory=1g", "--conf", "spark.sql.shuffle.partitions=1"]
     out = tmp_path_factory.mktemp("sqlout") / "days.csv"
     first = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "sql", "SELECT dt, count(*) AS n FROM video_tags GROUP BY dt ORDER BY dt",
-         "--csv", str(out), *common],
+        [sys.executable, "-m", "jobs.cli", "sql", "--metastore",
+         "SELECT dt, count(*) AS n FROM video_tags GROUP BY dt ORDER BY dt", "--csv", str(out), *common],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
     )
     assert first.returncode == 0, first.stderr[-3000:]
@@ -117,7 +118,7 @@ def test_metastore_persists_across_processes(spark, tmp_path_factory):
     assert lines[0] == '"dt","n"' and len(lines) == 1 + len(wh.days)
     assert (wh.root / ".metastore" / "metastore_db").is_dir()
     second = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "sql", "--no-register",
+        [sys.executable, "-m", "jobs.cli", "sql", "--metastore", "--no-register",
          "SELECT count(*) AS n FROM vtag.video_tags_latest", *common],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
     )
