@@ -113,6 +113,13 @@ class _SplitTransform:
             norms = steps[k + 1:]
             self.mean = [torch.as_tensor(n.mean, dtype=torch.float32).view(1, -1, 1, 1) for n in norms]
             self.std = [torch.as_tensor(n.std, dtype=torch.float32).view(1, -1, 1, 1) for n in norms]
+            # per channel, the normalized value of each byte: the batch arithmetic below applied to
+            # 0..255 (the same float32 operations, so the same values), for per-image lookups
+            lut = torch.arange(256, dtype=torch.float32).view(1, 1, 1, 256).expand(1, 3, 1, 256).clone()
+            lut = lut.div_(255.0)
+            for mean, std in zip(self.mean, self.std):
+                lut = lut.sub_(mean).div_(std)
+            self.lut = np.ascontiguousarray(lut.reshape(3, 256).numpy())  # [3, 256] float32
 
     def to_array(self, img: Image.Image | None, size: tuple[int, int]) -> np.ndarray | None:
         """The PIL part of the vectorized transform: an RGB image -> ``[H, W, 3]`` uint8, or None when
@@ -202,12 +209,28 @@ class CoverPreprocessor:
             out, ok = (self._train if train else self._eval)(images, self.size)
             return out, torch.as_tensor(ok, dtype=torch.bool)
         cells = list(covers)
-        if pool is not None and len(cells) > 1:
-            arrays = list(pool.map(self.cover_array, cells))
-        else:
+        if pool is None and not channels_last:  # the batch arithmetic (training, the legacy path)
             arrays = [self.cover_array(cell) for cell in cells]
-        out, ok = self._eval.normalize(arrays, self.size, channels_last=channels_last)
-        return out, torch.as_tensor(ok, dtype=torch.bool)
+            out, ok = self._eval.normalize(arrays, self.size, channels_last=False)
+            return out, torch.as_tensor(ok, dtype=torch.bool)
+        # decode, resize and normalise each cover into its row of one NHWC array (on the pool's
+        # threads when given): no pass over the whole batch afterwards; same values (lookup table)
+        h, w = self.size
+        nhwc = np.zeros((len(cells), h, w, 3), dtype=np.float32)
+        lut = self._eval.lut
+
+        def fill(i: int) -> bool:
+            a = self.cover_array(cells[i])
+            if a is None:
+                return False
+            for c in range(3):
+                np.take(lut[c], a[:, :, c], out=nhwc[i, :, :, c])
+            return True
+
+        rows = range(len(cells))
+        ok = list(pool.map(fill, rows)) if pool is not None and len(cells) > 1 else [fill(i) for i in rows]
+        x = torch.from_numpy(nhwc).permute(0, 3, 1, 2)  # NCHW view of NHWC memory
+        return (x if channels_last else x.contiguous()), torch.as_tensor(ok, dtype=torch.bool)
 
     def cover_array(self, cell: Any) -> np.ndarray | None:
         """One cover cell -> the eval transform's ``[H, W, 3]`` uint8 pixels before normalisation, or

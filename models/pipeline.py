@@ -215,8 +215,8 @@ def _finish(pending) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
 def legacy_infer_proba(model, featurizer, frame: pd.DataFrame, *, batch_size: int = 256, device=None,
                        amp: Any = None, channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The path before issue 20, kept for before/after benches: featurize, move, run, one batch after
-    the other in the calling thread, covers decoded on one thread, no token cache, the image backbone
-    (unfolded) on every row (``skip_absent`` off for the call). Returns ``(prob [B, N] float32, cover_present [B] bool)``.
+    the other in the calling thread, covers decoded on one thread, no token cache and the jieba
+    tokenizer looked up per row, the image backbone (unfolded) on every row (``skip_absent`` off for the call). Returns ``(prob [B, N] float32, cover_present [B] bool)``.
 
     Parameters
     ----------
@@ -240,6 +240,7 @@ def legacy_infer_proba(model, featurizer, frame: pd.DataFrame, *, batch_size: in
     if enc is not None:
         enc.skip_absent, enc.use_inference_backbone = False, False
     cache_size, TextFeaturizer.TOKEN_CACHE_SIZE = TextFeaturizer.TOKEN_CACHE_SIZE, 0
+    TextFeaturizer.LOOKUP_ONCE = False
     probs, covers = [], []
     try:
         with torch.inference_mode():
@@ -254,7 +255,7 @@ def legacy_infer_proba(model, featurizer, frame: pd.DataFrame, *, batch_size: in
                     p = model.predict_proba(batch)
                 probs.append(p.float().cpu().numpy())
     finally:
-        TextFeaturizer.TOKEN_CACHE_SIZE = cache_size
+        TextFeaturizer.TOKEN_CACHE_SIZE, TextFeaturizer.LOOKUP_ONCE = cache_size, True
         if enc is not None:
             enc.skip_absent, enc.use_inference_backbone = before
     if not probs:

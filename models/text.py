@@ -254,10 +254,15 @@ class TextFeaturizer:
     def tokenizer(self):
         """The process-wide jieba tokenizer of this featurizer's user words, looked up once per
         featurizer (the lookup sorts the user words: too slow per row)."""
+        if not self.LOOKUP_ONCE:
+            return get_tokenizer(self.user_words)
         tok = self.__dict__.get("_tokenizer")
         if tok is None:
             tok = self.__dict__["_tokenizer"] = get_tokenizer(self.user_words)
         return tok
+
+    #: False: look the tokenizer up on every use, as before issue 20 (the legacy path of the benches)
+    LOOKUP_ONCE = True
 
     def tokens(self, title: str, desc: str) -> tuple[list[str], list[str]]:
         """jieba tokens of the title and of the description (truncated as the model reads them)."""
