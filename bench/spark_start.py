@@ -72,6 +72,36 @@ def run_once(wh: Path, env_extra: dict[str, str], extra_args: list[str]) -> tupl
     return seconds, proc.stdout, len(proc.stderr.splitlines())
 
 
+PHASES = """
+import json, sys, time
+t0 = time.monotonic()
+from jobs.catalog import needed_names
+from jobs.config import load_job_conf
+from jobs.spark import build_session
+from jobs.sql import prepare, session_conf
+conf = session_conf(load_job_conf(None, ["warehouse=" + sys.argv[1], "master=local[2]"]))
+t1 = time.monotonic(); spark = build_session(conf)
+t2 = time.monotonic(); prepare(spark, conf, only=needed_names([sys.argv[2]]))
+t3 = time.monotonic(); spark.sql(sys.argv[2]).collect()
+t4 = time.monotonic(); spark.sql(sys.argv[2]).collect()
+t5 = time.monotonic()
+print(json.dumps({"python imports": t1 - t0, "JVM + SparkSession": t2 - t1, "registering the names": t3 - t2,
+                  "first query": t4 - t3, "the same query again": t5 - t4}))
+"""
+
+
+def phases(wh: Path) -> dict[str, float]:
+    """Seconds of each phase of the "after" start, measured inside one fresh process."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if k not in ("VTAG_DELTA_JARS", "VTAG_VERBOSE")}
+    proc = subprocess.run([sys.executable, "-c", PHASES, str(wh), STATEMENT], env=env, capture_output=True,
+                          text=True, timeout=900, cwd=str(REPO))
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3, help="timed runs per mode (default %(default)s)")
@@ -97,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((mode, times, statistics.median(times), statistics.median(lines)))
             print(f"{mode}: {', '.join(f'{t:.1f}' for t in times)} s (median {statistics.median(times):.1f} s), "
                   f"{statistics.median(lines):.0f} stderr lines", flush=True)
+        split = phases(wh)
+        print("after, by phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in split.items()), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     before, after = rows[0][2], rows[1][2]
@@ -112,7 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---:|---:|",
     ]
     text += [f"| {m} | {', '.join(f'{t:.1f}' for t in ts)} | {med:.1f} | {ln:.0f} |" for m, ts, med, ln in rows]
-    text += ["", f"Median cold start: {before:.1f} s before, {after:.1f} s after ({before - after:+.1f} s saved).", ""]
+    text += ["", f"Median cold start: {before:.1f} s before, {after:.1f} s after ({before - after:+.1f} s saved).", "",
+             "Where the \"after\" start goes (one fresh process, timed inside it; the rest of the wall time is "
+             "the interpreter's start and the JVM's exit):", "",
+             "| phase | seconds |", "|---|---:|"]
+    text += [f"| {k} | {v:.1f} |" for k, v in split.items()]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    text += ["", f"Load average when written: {load:.1f} on {os.cpu_count()} CPUs. The issue's target (<= 20 s) "
+             + ("is met." if after <= 20 else "is not met on this machine: JVM start and the first Delta query "
+                "dominate, and the box runs other CPU-heavy work."), ""]
     Path(args.out).write_text("\n".join(text), encoding="utf-8")
     print(f"wrote {args.out}")
     return 0

@@ -324,8 +324,29 @@ def _metastore_hint(exc: Exception) -> Exception:
     return exc
 
 
+def needed_names(statements: list[str]) -> set[str] | None:
+    """The tables and views ``statements`` name (a view brings the tables it reads), or None (all) when
+    they name none of them (``SHOW TABLES``, ``DESCRIBE DATABASE``...).
+
+    Parameters
+    ----------
+    statements
+        SQL statements.
+    """
+    text = " ".join(statements).lower()
+    words = set(re.findall(r"[a-z_][a-z0-9_]*", text))
+    found = {n for n in (*TABLE_NAMES, *VIEWS, DUMP_TABLE) if n in words}
+    if not found:
+        return None
+    if found & {"video_tag_labels", "video_tags_latest"}:
+        found.add("video_tags")
+    if "video_uploads" in found:
+        found.add(DUMP_TABLE)
+    return found
+
+
 def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: bool = True,
-                    comments: bool = True) -> list[str]:
+                    comments: bool = True, only: set[str] | None = None) -> list[str]:
     """Register the Delta tables and the views in the catalog database; returns the qualified names.
 
     Idempotent: a table already registered at its warehouse path is left alone (but for comments that
@@ -344,6 +365,9 @@ def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: b
         Create missing Delta tables empty (a write).
     comments
         Set the column comments of :func:`column_comments` that differ (a metadata commit per table).
+    only
+        Register only these tables and views (:func:`needed_names`; None: all). Each name costs a read
+        of its Delta log or its analysis at start.
     """
     from jobs.tables import TABLES, ensure_table, table_path, with_retries
 
@@ -354,6 +378,8 @@ def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: b
         raise _metastore_hint(exc) from exc
     names = []
     for name in TABLE_NAMES:
+        if only is not None and name not in only:
+            continue
         qualified = f"{db}.{name}"
         if create_missing:
             path = ensure_table(spark, conf, name)
@@ -380,6 +406,8 @@ def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: b
     # (covers and markers skipped) with the dump's schema; no partition discovery, dt comes from the
     # file path. A glob path (parquet.`root/dt=*/*.parquet`) would log a stack trace on every use.
     root = dump_root(conf)
+    if only is not None and DUMP_TABLE not in only:
+        root = None
     spark.sql(f"DROP TABLE IF EXISTS {db}.{DUMP_TABLE}")  # external: drops the registration, never the files
     if root:
         from jobs.schema import to_spark
@@ -396,6 +424,8 @@ def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: b
         )
         names.append(f"{db}.{DUMP_TABLE}")
     for view in VIEWS:
+        if only is not None and view not in only:
+            continue
         qualified = f"{db}.{view}"
         if view == "video_uploads" and not root:
             spark.sql(f"DROP VIEW IF EXISTS {qualified}")
@@ -408,7 +438,7 @@ def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: b
     return names
 
 
-def register_names(spark: SparkSession, conf: dict[str, Any]) -> list[str]:
+def register_names(spark: SparkSession, conf: dict[str, Any], only: set[str] | None = None) -> list[str]:
     """Register the existing tables and the views by name without a single Delta commit (the read
     commands: ``vtag sql``, ``vtag report --engine spark``); returns the qualified names.
 
@@ -421,8 +451,10 @@ def register_names(spark: SparkSession, conf: dict[str, Any]) -> list[str]:
         The session.
     conf
         The job conf.
+    only
+        Only these names (:func:`needed_names`); None: all.
     """
-    return register_tables(spark, conf, create_missing=False, comments=False)
+    return register_tables(spark, conf, create_missing=False, comments=False, only=only)
 
 
 def register_if_configured(spark: SparkSession, conf: dict[str, Any]) -> list[str]:

@@ -10,7 +10,8 @@ The session registers the tag tables and views by name first (:func:`jobs.catalo
 idempotent, metastore only: a read never commits to a Delta table; comments and missing tables are
 the tag job's and ``vtag catalog register``'s) and makes the catalog database current, so ``SELECT * FROM video_tags`` and
 ``vtag.video_tags`` both resolve. The names live in Spark's in-memory catalog of the session (no
-metastore to boot: the start is ~20 s shorter, see bench/results/spark_start.md); ``--metastore``
+metastore to boot, see bench/results/spark_start.md), and only those the statements name are
+registered (:func:`jobs.catalog.needed_names`: each costs a Delta log read); ``--metastore``
 (or ``spark.sql.catalogImplementation=hive``) uses the Hive catalog in Derby beside the warehouse
 (``<warehouse>/../.metastore``), where the names persist for any later Spark session.
 Delta's SQL works as usual: ``DESCRIBE HISTORY video_tags``, ``SELECT ... FROM video_tags VERSION AS
@@ -95,7 +96,7 @@ def session_conf(conf: dict[str, Any], metastore: bool = False) -> dict[str, Any
     return conf
 
 
-def prepare(spark: SparkSession, conf: dict[str, Any], register: bool = True) -> str:
+def prepare(spark: SparkSession, conf: dict[str, Any], register: bool = True, only: set[str] | None = None) -> str:
     """Register the tables and views by name (when ``register``; no Delta commit, see
     :func:`jobs.catalog.register_names`) and make the catalog database current.
 
@@ -107,12 +108,14 @@ def prepare(spark: SparkSession, conf: dict[str, Any], register: bool = True) ->
         The job conf.
     register
         Register the names first (``--no-register``: use the catalog as it is).
+    only
+        Register only these names (:func:`jobs.catalog.needed_names` of the statements; None: all).
     """
     from jobs.catalog import _metastore_hint, database, register_names
 
     db = database(conf)
     if register:
-        register_names(spark, conf)
+        register_names(spark, conf, only)
     try:
         spark.sql(f"USE {db}")
     except Exception as exc:
@@ -164,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
     args
         The parsed arguments of :func:`_arg_parser`.
     """
-    from jobs.catalog import CatalogError, check_metastore_free
+    from jobs.catalog import CatalogError, check_metastore_free, needed_names
     from jobs.config import ConfigError
     from jobs.spark import build_session
     from jobs.sql_shell import repl, run_all
@@ -178,7 +181,10 @@ def main(args: argparse.Namespace) -> int:
         conf = session_conf(load_conf(args), metastore=getattr(args, "metastore", False))
         check_metastore_free(conf)
         spark = build_session(conf)
-        prepare(spark, conf, register=not args.no_register)
+        # with the Hive metastore every name is registered (it persists); else only what the statements name
+        only = None if statements is None or conf["spark"]["spark.sql.catalogImplementation"] == "hive" \
+            else needed_names(statements)
+        prepare(spark, conf, register=not args.no_register, only=only)
     except (ConfigError, CatalogError, ValueError, OSError) as exc:
         print(f"vtag sql: {exc}", file=sys.stderr)
         return 1

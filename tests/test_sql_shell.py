@@ -25,6 +25,16 @@ def test_complete(buffer, done):
     assert complete(buffer) is done
 
 
+def test_only_the_names_a_statement_uses_are_registered():
+    from jobs.catalog import needed_names
+
+    assert needed_names(["SELECT count(*) FROM video_tags"]) == {"video_tags"}
+    assert needed_names(["SELECT * FROM vtag.video_tags_latest"]) == {"video_tags_latest", "video_tags"}
+    assert needed_names(["SELECT * FROM video_uploads; DESCRIBE HISTORY tag_runs"]) == {
+        "video_uploads", "ugc_dump", "tag_runs"}
+    assert needed_names(["SHOW TABLES"]) is None  # names nothing: everything is registered
+
+
 def test_run_all_runs_every_statement_and_reports_failure(capsys):
     seen = []
     rc = run_all(["SELECT 1", "SELECT nope", "SELECT 3"], lambda s: seen.append(s) or s != "SELECT nope", echo=True)
