@@ -36,6 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from jobs.metastore import (  # noqa: F401  (re-exported: jobs.catalog is the catalog's one name)
+    _BUSY,
+    CatalogError,
+    _metastore_hint,
+    check_metastore_free,
+    local_metastore,
+)
 from jobs.reasons import reason_list, replace_marked_section
 from models.schema import (
     MAX_LEVELS,
@@ -125,10 +132,6 @@ VIEWS = tuple(VIEW_COMMENTS)
 UPLOAD_COLUMNS = ("video_id", "uploader_id", "title", "upload_ts")
 #: Spark only: the Parquet dump files as an external table (all DUMP_SCHEMA columns, no ``dt``)
 DUMP_TABLE = "ugc_dump"
-
-
-class CatalogError(ValueError):
-    """The catalog configuration is invalid or the catalog cannot be reached."""
 
 
 def database(conf: dict[str, Any]) -> str:
@@ -263,65 +266,6 @@ def _sync_comments(spark: SparkSession, qualified: str, table: str) -> int:
         for c, text in changes:
             with_retries(lambda c=c, text=text: spark.sql(f"ALTER TABLE {qualified} ALTER COLUMN `{c}` COMMENT {_sql_string(text)}"))
     return len(changes)
-
-
-_BUSY = (
-    "the embedded metastore {where}is in use by another Spark process (Derby admits one at a time): "
-    "wait for it, run `vtag query` (DuckDB, no metastore), or pass "
-    "--conf spark.sql.catalogImplementation=in-memory for a session-only catalog"
-)
-
-
-def local_metastore(conf: dict[str, Any]) -> str | None:
-    """The embedded Derby metastore directory a Hive session of ``conf`` uses, when it is local.
-
-    ``jobs.spark`` points ``derby.system.home`` at ``<warehouse>/../.metastore``; Hive's default
-    connection URL puts ``metastore_db`` there. None for remote warehouses, other catalogs, or a conf
-    that sets its own metastore connection.
-    """
-    spark_conf = conf.get("spark") or {}
-    if spark_conf.get("spark.sql.catalogImplementation", "hive") != "hive":
-        return None
-    if any("ConnectionURL" in k or "hive.metastore.uris" in k for k in spark_conf):
-        return None
-    wh = str(conf.get("warehouse") or "./warehouse")
-    if "://" in wh and not wh.startswith("file:"):
-        return None
-    return os.path.join(os.path.dirname(os.path.abspath(wh.removeprefix("file:").rstrip("/"))), ".metastore", "metastore_db")
-
-
-def check_metastore_free(conf: dict[str, Any]) -> None:
-    """Fail early, with a clear message, when another process holds the embedded Derby metastore.
-
-    Derby keeps an exclusive lock on ``dbex.lck`` while a JVM has the database open; trying that lock
-    (and letting go at once) tells whether a second session would fail after a minute of JVM start
-    and a screenful of stack traces.
-    """
-    import fcntl
-
-    db = local_metastore(conf)
-    if not db:
-        return
-    lock = os.path.join(db, "dbex.lck")
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except OSError:  # no database yet, or not ours to lock: let Spark try
-        return
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise CatalogError(_BUSY.format(where=f"{db} ")) from None
-    else:
-        fcntl.lockf(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _metastore_hint(exc: Exception) -> Exception:
-    text = str(exc)
-    if any(k in text for k in ("Derby", "XSDB6", "metastore_db", "SessionHiveMetaStoreClient")):
-        return CatalogError(_BUSY.format(where=""))
-    return exc
 
 
 def needed_names(statements: list[str]) -> set[str] | None:
