@@ -269,7 +269,13 @@ def to_device(batch: Mapping[str, Any], device, channels_last: bool | None = Non
 
 
 def pin_batch(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """Every CPU tensor of ``batch`` in pinned (page-locked) memory, for non-blocking GPU copies."""
+    """Every CPU tensor of ``batch`` in pinned (page-locked) memory, for non-blocking GPU copies.
+
+    Parameters
+    ----------
+    batch : mapping
+        Featurized tensors (other values pass through).
+    """
     return {k: v.pin_memory() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v
             for k, v in batch.items()}
 

@@ -234,7 +234,13 @@ class CoverPreprocessor:
 
     def cover_array(self, cell: Any) -> np.ndarray | None:
         """One cover cell -> the eval transform's ``[H, W, 3]`` uint8 pixels before normalisation, or
-        None when missing / undecodable (thread-safe: used from a decode pool)."""
+        None when missing / undecodable (thread-safe: used from a decode pool).
+
+        Parameters
+        ----------
+        cell : Any
+            Bytes, or anything else (missing).
+        """
         return self._eval.to_array(decode_cover(cover_bytes(cell), self.draft_size), self.size)
 
 
@@ -369,7 +375,13 @@ class ImageEncoder(nn.Module):
         return self.proj(self.drop(feats.float()))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``image [B, 3, H, W]`` (+ ``cover_present [B]`` bool) or ``image_feats [B, F]`` -> ``[B, out_dim]``."""
+        """``image [B, 3, H, W]`` (+ ``cover_present [B]`` bool) or ``image_feats [B, F]`` -> ``[B, out_dim]``.
+
+        Parameters
+        ----------
+        batch : dict of torch.Tensor
+            The featurized batch on the encoder's device.
+        """
         feats = batch.get("image_feats")
         if feats is not None:
             return self._head(feats)

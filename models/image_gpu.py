@@ -36,7 +36,13 @@ _JPEG_EOI = b"\xff\xd9"
 
 
 def gpu_decode_available(device: Any) -> bool:
-    """True when ``device`` is CUDA and this torchvision can decode JPEGs there."""
+    """True when ``device`` is CUDA and this torchvision can decode JPEGs there.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        Where the model runs.
+    """
     dev = torch.device(device)
     if dev.type != "cuda" or not torch.cuda.is_available():
         return False
@@ -52,7 +58,13 @@ def gpu_decode_available(device: Any) -> bool:
 def jpeg_for_gpu(data: bytes | None) -> bool:
     """Whether a cover goes to the batched JPEG decoder: a baseline/progressive JPEG (SOI marker,
     ends with EOI, so not truncated), in RGB or grayscale (not CMYK), within the pixel limit. Reads
-    the header only."""
+    the header only.
+
+    Parameters
+    ----------
+    data : bytes or None
+        One cover's bytes.
+    """
     if not data or not data.startswith(_JPEG_SOI) or not data.rstrip(b"\x00").endswith(_JPEG_EOI):
         return False
     try:

@@ -37,7 +37,15 @@ def cpu_count() -> int:
 
 
 def autocast_dtype(device, amp: Any):
-    """The autocast dtype for ``amp`` ('bf16' | 'fp16' | True | False/None/'off') — CUDA only, else None."""
+    """The autocast dtype for ``amp`` — CUDA only, else None.
+
+    Parameters
+    ----------
+    device : torch.device or str
+        Where the model runs.
+    amp : str or bool or None
+        ``bf16`` / ``auto`` / True (bf16 where supported, else fp16), ``fp16``, or off (False, None, ``off``).
+    """
     import torch
 
     if getattr(device, "type", str(device)) != "cuda" or amp in (None, False, "off", "none", "fp32"):
@@ -95,7 +103,15 @@ class Prefetcher:
 
 
 def chunks(frame: pd.DataFrame, batch_size: int) -> Iterator[pd.DataFrame]:
-    """``frame`` in consecutive row slices of at most ``batch_size``."""
+    """``frame`` in consecutive row slices of at most ``batch_size``.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Rows to cut.
+    batch_size : int
+        Rows per slice.
+    """
     for start in range(0, len(frame), int(batch_size)):
         yield frame.iloc[start : start + int(batch_size)]
 

@@ -260,7 +260,13 @@ class Predictor:
     def use_legacy_path(self, legacy: bool = True) -> None:
         """Switch to (or back from) the path before issue 20: featurize, move and run one batch
         after the other on the calling thread, covers decoded on the CPU one by one, the image
-        backbone on every row (blank images for rows without a cover)."""
+        backbone on every row (blank images for rows without a cover).
+
+        Parameters
+        ----------
+        legacy : bool
+            True: the old path; False: back to the new one.
+        """
         self.legacy = bool(legacy)
 
     def compile_backbone(self) -> bool:
@@ -307,7 +313,13 @@ class Predictor:
 
     def iter_scores(self, frame: pd.DataFrame):
         """Yield ``(chunk, prob [b, n_nodes] float32, cover_present [b] bool)`` per micro-batch, in
-        order (the pipelined path of :mod:`models.pipeline`; the legacy path when switched on)."""
+        order (the pipelined path of :mod:`models.pipeline`; the legacy path when switched on).
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            Dump rows.
+        """
         if self.legacy:
             for start in range(0, len(frame), self.batch_size):
                 chunk = frame.iloc[start : start + self.batch_size]
@@ -326,7 +338,13 @@ class Predictor:
 
     # ------------------------------------------------------------------ inference
     def predict_scores(self, frame: pd.DataFrame):
-        """``(DecodedBatch, cover_present [B] bool)`` for ``frame`` (metrics use this)."""
+        """``(DecodedBatch, cover_present [B] bool)`` for ``frame`` (metrics use this).
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            Dump rows.
+        """
         from hierarchy.decode import DecodedBatch
 
         probs, covers = [], []
