@@ -41,6 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results" / "predict_speed.md"
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_sampler import GpuSampler as _GpuSampler  # noqa: E402  (bench/gpu_sampler.py)
+
 
 def _rss_mb() -> float:
     with open("/proc/self/status") as fh:
@@ -95,60 +98,6 @@ def bench_frame(args):
 
 
 # ---------------------------------------------------------------------- worker (one config)
-class _GpuSampler:
-    """Background sampling of GPU utilisation (%) and memory used (MiB): pynvml, else nvidia-smi."""
-
-    def __init__(self, index: int = 0, period: float = 0.2):
-        import threading
-
-        self.index, self.period, self.samples, self.source = index, period, [], None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            h = pynvml.nvmlDeviceGetHandleByIndex(self.index)
-            self.source = "pynvml"
-            while not self._stop.is_set():
-                u = pynvml.nvmlDeviceGetUtilizationRates(h)
-                m = pynvml.nvmlDeviceGetMemoryInfo(h)
-                self.samples.append((float(u.gpu), m.used / 2**20))
-                self._stop.wait(self.period)
-            return
-        except Exception:  # noqa: BLE001  (no pynvml / no NVML: try nvidia-smi)
-            pass
-        self.source = "nvidia-smi"
-        while not self._stop.is_set():
-            try:
-                out = subprocess.run(["nvidia-smi", f"--id={self.index}", "--query-gpu=utilization.gpu,memory.used",
-                                      "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
-                u, m = out.stdout.strip().splitlines()[0].split(",")
-                self.samples.append((float(u), float(m)))
-            except Exception:  # noqa: BLE001
-                self.source = "unavailable"
-                return
-            self._stop.wait(max(self.period, 0.5))
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def summary(self) -> dict:
-        if not self.samples:
-            return {"source": self.source, "samples": 0}
-        util = [u for u, _ in self.samples]
-        return {"source": self.source, "samples": len(util), "util_mean_pct": round(statistics.mean(util), 1),
-                "util_median_pct": round(statistics.median(util), 1), "util_max_pct": round(max(util), 1),
-                "mem_used_max_mib": round(max(m for _, m in self.samples), 1)}
-
-
 def _fix_image_config(cfg: dict) -> str:
     """Random init when the weights file is unset / missing; timm's older name for legacy_xception.
     Returns a description of the image weights used."""
@@ -499,6 +448,17 @@ def write_report(args, results: list[dict], data_desc: str) -> None:
             if st:
                 lines.append(f"| {Path(r['config']).stem} | {name} | {st['decode']} | {st['featurize']} | {st['model']} "
                              f"| {st['decode_labels']} | {r['prefetch']} / {r['decode_threads']} |")
+    verdicts = []
+    for r in results:
+        rs, name = r["rows_per_s"], Path(r["config"]).stem
+        if name == "cpu-small" and not args.device.startswith("cuda"):
+            v = rs["covers/new"]
+            verdicts.append(f"cpu-small with covers {v} rows/s (target 500: {'meets' if v >= 500 else 'MISSES'} it)")
+        if "coverless" in r["new_over_old"]:
+            q = r["new_over_old"]["coverless"]
+            verdicts.append(f"{name} coverless {q}x the old path (target 2x: {'meets' if q >= 2 else 'MISSES'} it)")
+    if verdicts:
+        lines += ["", "Targets of issue 20: " + "; ".join(verdicts) + "."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
