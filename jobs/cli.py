@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "taxonomy": ("jobs.taxonomy_cli", "validate, show and diff taxonomy files"),
     "generate": ("jobs.generate", "write synthetic UGC dumps (Spark job)"),
     "train": ("models.train", "train a model and write a bundle"),
-    "evaluate": ("models.evaluate", "evaluate a bundle on a labeled dump"),
+    "evaluate": ("jobs.evaluate_cli", "evaluate a bundle on a labeled dump"),
     "tag": ("jobs.tag", "tag one day of a dump into the Delta tag tables (Spark job)"),
     "demo": ("jobs.demo", "the whole main job on the embedded defaults"),
     "retag": ("jobs.retag", "bring tag partitions to a new taxonomy version"),

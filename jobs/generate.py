@@ -11,6 +11,9 @@ taxonomy, and computes the manifest's counts from the bad-row plans. Layout per 
 
 docs/generator.md documents the mechanisms, the knobs (conf/generate/default.yaml), the bad kinds
 with the quarantine reason the tagging job should give, and how to read JSONL dumps.
+
+Progress (#19 item 4): ``vtag generate`` runs inside :func:`jobs.progress.command`; :func:`generate`
+reports one stage per day and step (a live line on a terminal, one stderr log line otherwise).
 """
 
 from __future__ import annotations
@@ -179,6 +182,7 @@ def generate(
     import pyarrow as pa  # noqa: F401  (workers need it; fail early on the driver)
     from pyspark.sql import functions as F
 
+    from jobs.progress import stage
     from jobs.schema import to_spark
     from jobs.synth.cover import font_path
     from jobs.synth.rows import JSONL_SCHEMA, output_schema
@@ -218,6 +222,7 @@ def generate(
         fn = _task_fn(tax_text, str(taxonomy_path), conf, seed, day, day_d.toordinal(), sizes, fmt, cover_mode,
                       labeled, bad_rate, covers_dir)
         df = spark.range(0, n_parts, 1, n_parts).mapInArrow(fn, spark_schema)
+        stage(f"day {d + 1}/{days}: {day}: generating and writing {n_parts} partition(s)", rows_per_day)
         log.info("generating %s: %d rows in %d partitions (%s, covers=%s)", day, rows_per_day, n_parts, fmt, cover_mode)
         if fmt == "parquet":
             block = int(conf["parquet_block_mb"]) * 1024 * 1024
@@ -226,6 +231,7 @@ def generate(
             (df.select(F.col("value").cast("string").alias("value"))
              .write.mode("overwrite").option("compression", "none").text(day_dir))
         # the manifest, then _SUCCESS last (Spark's own marker is removed first)
+        stage(f"day {d + 1}/{days}: {day}: written; manifest and _SUCCESS")
         fs.delete(f"{day_dir}/_SUCCESS")
         manifest = _day_manifest(
             day, sizes, seed=seed, conf=conf, fmt=fmt, cover_mode=cover_mode, labeled=labeled, bad_rate=bad_rate,
@@ -258,7 +264,15 @@ def _task_fn(tax_text, tax_source, conf, seed, day, day_ord, sizes, fmt, cover_m
 
 
 def main(args) -> int:
+    """Run ``vtag generate``; returns the exit status (progress on stderr, one line per day on stdout).
+
+    Parameters
+    ----------
+    args
+        The parsed options of :func:`_arg_parser`.
+    """
     from jobs.config import load_job_conf
+    from jobs.progress import command, stage
     from jobs.spark import build_session
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -268,11 +282,14 @@ def main(args) -> int:
     if not taxonomy:
         print("vtag generate: no --taxonomy and no `taxonomy` in the job conf", file=sys.stderr)
         return 2
-    spark = build_session(job_conf)
-    manifests = generate(
-        spark, taxonomy, out, args.start, args.days, args.rows_per_day, labeled=args.labeled, bad_rate=args.bad_rate,
-        seed=args.seed, fmt=args.format, cover_mode=args.cover_mode, config=args.config, overrides=args.set,
-    )
+    with command("vtag generate"):
+        stage("starting Spark")
+        spark = build_session(job_conf)
+        manifests = generate(
+            spark, taxonomy, out, args.start, args.days, args.rows_per_day, labeled=args.labeled,
+            bad_rate=args.bad_rate, seed=args.seed, fmt=args.format, cover_mode=args.cover_mode,
+            config=args.config, overrides=args.set,
+        )
     for m in manifests:
         print(f"dt={m['dt']}: {m['rows']} rows ({m['bad_rows']} bad: {m['bad_by_kind']}) -> {out}")
     return 0

@@ -2,7 +2,11 @@
 rows done and the elapsed time) on stderr; otherwise one log line per stage on stderr
 (``vtag tag: [12.3s] 2026-11-20: read 2,000 rows``). stdout is never touched, so ``--json`` output
 stays clean. Jobs call :func:`stage` wherever they are; outside :func:`command` (tests, library use)
-it does nothing.
+it does nothing. A stage reported again with the same text and a new row count (rows done inside a
+long stage) updates the live line only: off a terminal it stays one log line per stage.
+
+Library code below jobs/ (``models/``, which must not import jobs) takes a plain callback of the
+shape of :func:`stage` instead; the jobs-side command passes :func:`stage` in (``vtag evaluate``).
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ class Progress:
         self.t0 = time.monotonic()
         self.stages: list[str] = []
         self._status = None
+        self._text: str | None = None
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
 
     def stage(self, text: str, rows: int | None = None) -> None:
-        """Report the start of a stage (``rows``: rows done or in hand, when known).
+        """Report the start of a stage (``rows``: rows done or in hand, when known); the same ``text``
+        again is an update of that stage (the live line changes, no new log line).
 
         Parameters
         ----------
@@ -50,7 +56,12 @@ class Progress:
             A row count to show beside it.
         """
         line = text + (f": {rows:,} rows" if rows is not None else "")
-        self.stages.append(line)
+        repeat = text == self._text
+        self._text = text
+        if repeat:
+            self.stages[-1] = line
+        else:
+            self.stages.append(line)
         if self.live:
             if self._status is None:
                 from rich.console import Console
@@ -59,7 +70,7 @@ class Progress:
                 self._status = console.status("", spinner="dots")
                 self._status.start()
             self._status.update(f"{self.name} · {line} · {self.elapsed():.0f}s")
-        else:
+        elif not repeat:
             print(f"{self.name}: [{self.elapsed():.1f}s] {line}", file=self.stream, flush=True)
 
     def close(self) -> None:

@@ -10,6 +10,10 @@ with a one-line legend per metric, or JSON with ``--json``) and saved as JSON on
 Before scoring, the evaluated rows' ``video_id`` are looked up in the bundle's record of its training
 and validation rows (:mod:`models.provenance`): an overlap is printed as a loud warning on stderr and
 recorded in the JSON (``overlap``), since metrics on the model's own data overstate it.
+
+Progress (#19 item 4): :func:`main` and :func:`evaluate_frame` take an optional ``stage(text, rows)``
+callback (models/ never imports jobs/); ``vtag evaluate`` runs through :mod:`jobs.evaluate_cli`, which
+passes :func:`jobs.progress.stage` in — a live line on a terminal, one stderr line per stage otherwise.
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
+
+#: a progress callback: ``stage(text, rows)``; the same text again with more rows done updates it
+Stage = Callable[[str, int | None], None]
+
+
+def _no_stage(text: str, rows: int | None = None) -> None:
+    return None
 
 
 def true_labels(taxonomy, frame) -> tuple[np.ndarray, np.ndarray]:
@@ -101,14 +112,42 @@ def _plain(d: Mapping[str, Any]) -> dict:
     return out
 
 
-def evaluate_frame(predictor, frame) -> dict:
-    """Metrics overall and per level-1 subtree: ``{"overall": {...}, "subtrees": {id: {...}}, ...}``."""
+def _predict(predictor, frame, stage: Stage):
+    """``predictor.predict_scores(frame)``, reporting the rows done after each micro-batch."""
+    if len(frame) == 0:
+        return predictor.predict_scores(frame)
+    text = f"predicting {len(frame):,} rows"
+    stage(text, None)
+    probs, covers, done = [], [], 0
+    for chunk, prob, cover in predictor.iter_scores(frame):
+        probs.append(prob)
+        covers.append(cover)
+        done += len(chunk)
+        stage(text, done)
+    return predictor.decoder.decode(np.concatenate(probs)), np.concatenate(covers)
+
+
+def evaluate_frame(predictor, frame, stage: Stage | None = None) -> dict:
+    """Metrics overall and per level-1 subtree: ``{"overall": {...}, "subtrees": {id: {...}}, ...}``.
+
+    Parameters
+    ----------
+    predictor : Predictor
+        The loaded bundle.
+    frame : DataFrame
+        Labeled dump rows.
+    stage : callable, optional
+        Progress callback ``stage(text, rows)``: called per stage, and again with the same text as
+        prediction's micro-batches finish (rows done).
+    """
     from hierarchy.metrics import evaluate, evaluate_by_subtree
 
+    stage = stage or _no_stage
     tax = predictor.taxonomy
     t0 = time.monotonic()
-    decoded, cover = predictor.predict_scores(frame)
+    decoded, cover = _predict(predictor, frame, stage)
     seconds = time.monotonic() - t0
+    stage("scoring", len(frame))
     truth, leaf = true_labels(tax, frame)
     overall = _plain(evaluate(tax, truth, leaf, decoded.labels, decoded.leaf, decoded.consistent))
     subtrees = {}
@@ -204,15 +243,26 @@ def _arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
+    """Run ``vtag evaluate``; returns the exit status (the report on stdout, warnings on stderr).
+
+    Parameters
+    ----------
+    args
+        The parsed options of :func:`_arg_parser`.
+    stage : callable, optional
+        Progress callback ``stage(text, rows)`` (see :func:`evaluate_frame`); default: silent.
+    """
     import torch
 
     from models.data import check_labels, read_dumps
     from models.predictor import Predictor
     from models.provenance import overlap
 
+    stage = stage or _no_stage
     if args.threads:
         torch.set_num_threads(int(args.threads))
+    stage(f"loading the bundle {args.bundle}", None)
     expected = None
     if args.taxonomy:
         from hierarchy.taxonomy import Taxonomy
@@ -220,12 +270,14 @@ def main(args: argparse.Namespace) -> int:
         expected = Taxonomy.load(args.taxonomy).version
     predictor = Predictor.load(args.bundle, device=args.device, expected_taxonomy_version=expected)
     dates = [d.strip() for d in args.dates.split(",")] if args.dates else None
+    stage(f"reading {args.data}", None)
     frame = check_labels(read_dumps(args.data, dates=dates, limit=args.limit), predictor.taxonomy)
+    stage("checking for the bundle's training rows", len(frame))
     seen = overlap(args.bundle, frame["video_id"] if "video_id" in frame else [])
     if seen["warning"]:
         banner = "!" * 100
         print(f"{banner}\nvtag evaluate: WARNING: {seen['warning']}\n{banner}", file=sys.stderr)
-    report = evaluate_frame(predictor, frame)
+    report = evaluate_frame(predictor, frame, stage)
     report = {
         "bundle": str(args.bundle),
         "data": str(args.data),

@@ -83,7 +83,12 @@ def test_evaluate_warns_on_its_own_training_rows_not_on_held_out_ones(capsys, tm
     rc = vtag(["evaluate", "--bundle", str(out), "--data", str(tmp_path / "held"), "--json", "--threads", "1"])
     captured = capsys.readouterr()
     assert rc == 0 and "WARNING" not in captured.err
-    held = json.loads(captured.out)
+    held = json.loads(captured.out)  # progress never reaches stdout: --json stays clean
+    # #19 item 4: off a terminal, one stderr log line per stage (not one per micro-batch)
+    stages = [ln.split("] ", 1)[1] for ln in captured.err.splitlines() if ln.startswith("vtag evaluate: [")]
+    assert stages[0].startswith("loading the bundle") and stages[-1] == "scoring: 48 rows", stages
+    assert [s for s in stages if s.startswith("predicting")] == ["predicting 48 rows"]
+    assert len(stages) == len(set(stages)) == 5
     assert held["overlap"]["warning"] is None and held["overlap"]["seen"] <= 1
 
     # the table form: a one-line legend per metric; still nothing written without --out

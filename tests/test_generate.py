@@ -177,13 +177,17 @@ def test_unknown_knob_is_an_error():
 # ---------------------------------------------------------------------------------------- Spark
 @pytest.fixture(scope="module")
 def dumps(spark, tiny_taxonomy_path, tmp_path_factory):
+    from jobs import progress
     from jobs.generate import generate
 
     root = tmp_path_factory.mktemp("gen")
     kw = dict(labeled=True, bad_rate=0.08, seed=7, overrides=SMALL)
     out = {}
     out["pq"] = (root / "pq", generate(spark, tiny_taxonomy_path, root / "pq", "2026-11-20", 2, 200, **kw))
-    out["pq2"] = (root / "pq2", generate(spark, tiny_taxonomy_path, root / "pq2", "2026-11-20", 1, 200, **kw))
+    log = io.StringIO()  # #19 item 4: the progress of one run, off a terminal
+    with progress.command("vtag generate", stream=log):
+        out["pq2"] = (root / "pq2", generate(spark, tiny_taxonomy_path, root / "pq2", "2026-11-20", 1, 200, **kw))
+    out["progress"] = log.getvalue()
     out["js"] = (root / "js", generate(spark, tiny_taxonomy_path, root / "js", "2026-11-20", 1, 200, fmt="jsonl",
                                        cover_mode="uri", **kw))
     return out
@@ -280,3 +284,13 @@ def test_jsonl_dump_reads_back_with_corrupt_records(spark, dumps):
     assert counted == {k: v for k, v in kinds.items() if k not in ("invalid_utf8", "wrong_types")}
     assert all(Path(u.removeprefix("file://")).is_file() for u in good["cover_uri"].dropna())
     assert (root / "covers" / f"dt={m['dt']}").is_dir()
+
+
+@pytest.mark.spark
+def test_generate_reports_one_log_line_per_stage(dumps):
+    lines = dumps["progress"].splitlines()
+    assert [ln.split("] ", 1)[1] for ln in lines] == [
+        "day 1/1: 2026-11-20: generating and writing 2 partition(s): 200 rows",
+        "day 1/1: 2026-11-20: written; manifest and _SUCCESS",
+    ], lines
+    assert all(ln.startswith("vtag generate: [") for ln in lines)

@@ -49,3 +49,33 @@ def test_commands_nest_and_restore():
         progress.stage("b")
     assert "inner: [" in inner.getvalue() and "] a" in inner.getvalue()
     assert "] b" in outer.getvalue() and "] a" not in outer.getvalue()
+
+
+def test_the_same_stage_again_updates_it_without_a_new_log_line():
+    buf = io.StringIO()
+    with progress.command("vtag evaluate", stream=buf) as p:
+        progress.stage("predicting 300 rows")
+        for done in (100, 200, 300):
+            progress.stage("predicting 300 rows", done)
+        progress.stage("scoring", 300)
+    lines = buf.getvalue().splitlines()
+    assert [ln.split("] ", 1)[1] for ln in lines] == ["predicting 300 rows", "scoring: 300 rows"]
+    assert p.stages == ["predicting 300 rows: 300 rows", "scoring: 300 rows"]  # the last count is kept
+
+
+def test_evaluate_takes_progress_as_a_callback_and_models_never_import_jobs():
+    """models/ stays below jobs/: ``vtag evaluate`` goes through jobs.evaluate_cli, which passes
+    jobs.progress.stage into models.evaluate as a plain callback."""
+    import ast
+    import inspect
+
+    from jobs.cli import COMMANDS
+    from models import evaluate
+
+    assert COMMANDS["evaluate"][0] == "jobs.evaluate_cli"
+    assert "stage" in inspect.signature(evaluate.main).parameters
+    assert "stage" in inspect.signature(evaluate.evaluate_frame).parameters
+    tree = ast.parse(inspect.getsource(evaluate))
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m and m.split(".")[0] == "jobs"]
