@@ -31,6 +31,12 @@ first rule that applies:
 3. ``rename`` — the same path of ids, but its name or an ancestor's name differs (the stored
    ``path_names``/``level1..5`` change): remap without inference.
 4. ``keep`` — same id, parent, path and names.
+
+The actions count old **ids**, descendants included, while :func:`diff` lists the nodes that
+changed themselves: a node under a renamed node is a ``rename`` too (its stored ``path_names``
+change) without being in ``renamed``. Each :class:`Migration` therefore carries a ``cause`` (one of
+:data:`CAUSES`), and :func:`migration_breakdown` splits each action's count by cause, so a summary
+can say ``rename 13: 7 renamed, 6 under a renamed ancestor`` beside ``renamed (7)``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,15 @@ from typing import Literal
 from hierarchy.taxonomy import Taxonomy
 
 Action = Literal["keep", "rename", "move", "reinfer"]
+
+#: cause code -> how a summary says it, per action, in display order
+CAUSES: dict[str, dict[str, str]] = {
+    "keep": {"unchanged": "unchanged"},
+    "rename": {"renamed": "renamed", "ancestor_renamed": "under a renamed ancestor"},
+    "move": {"moved": "moved", "moved_renamed": "moved and renamed", "ancestor_moved": "under a moved ancestor"},
+    "reinfer": {"removed": "removed", "split": "split up", "merged": "merged away", "partly_split": "partly split off",
+                "gained_children": "leaves that gained children"},
+}
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,7 @@ class Migration:
     action: Action
     new_ids: tuple[str, ...]
     reason: str = ""
+    cause: str = ""  # a key of CAUSES[action]: what changed, the node itself or an ancestor
 
 
 # ---------------------------------------------------------------------- replaces
@@ -211,29 +227,32 @@ def _migrate(oid: str, old: Taxonomy, new: Taxonomy, by_old: dict[str, tuple[str
     repl = by_old.get(oid, ())
     if oid not in new:
         if not repl:
-            return Migration("reinfer", (), "removed")
+            return Migration("reinfer", (), "removed", "removed")
         parts = _split_parts(oid, by_old, new)
-        how = "split into" if len(parts) > 1 else "merged into"
-        return Migration("reinfer", parts, f"{how} {', '.join(parts)}")
+        how = "split" if len(parts) > 1 else "merged"
+        return Migration("reinfer", parts, f"{how} into {', '.join(parts)}", how)
     if repl:
         parts = _split_parts(oid, by_old, new)
-        return Migration("reinfer", parts, f"split: part of it now in {', '.join(p for p in parts if p != oid)}")
+        return Migration("reinfer", parts, f"split: part of it now in {', '.join(p for p in parts if p != oid)}",
+                         "partly_split")
     o, n = old.by_id[oid], new.by_id[oid]
     if o.is_leaf and not n.is_leaf:
-        return Migration("reinfer", (oid,), f"a leaf that gained children ({', '.join(n.children)})")
+        return Migration("reinfer", (oid,), f"a leaf that gained children ({', '.join(n.children)})",
+                         "gained_children")
     old_path, new_path = old.path(oid), new.path(oid)
     if old_path != new_path:
         if o.parent != n.parent:
             why = f"parent {o.parent or '(root)'} -> {n.parent or '(root)'}"
-        else:
-            why = f"an ancestor moved: {'/'.join(old_path)} -> {'/'.join(new_path)}"
-        return Migration("move", (oid,), why)
+            return Migration("move", (oid,), why, "moved_renamed" if o.name != n.name else "moved")
+        why = f"an ancestor moved: {'/'.join(old_path)} -> {'/'.join(new_path)}"
+        return Migration("move", (oid,), why, "ancestor_moved")
     old_names, new_names = old.path_names(oid), new.path_names(oid)
     if old_names != new_names:
-        why = f"name {o.name} -> {n.name}" if o.name != n.name else \
-            f"an ancestor renamed: {'/'.join(old_names)} -> {'/'.join(new_names)}"
-        return Migration("rename", (oid,), why)
-    return Migration("keep", (oid,))
+        if o.name != n.name:
+            return Migration("rename", (oid,), f"name {o.name} -> {n.name}", "renamed")
+        why = f"an ancestor renamed: {'/'.join(old_names)} -> {'/'.join(new_names)}"
+        return Migration("rename", (oid,), why, "ancestor_renamed")
+    return Migration("keep", (oid,), "", "unchanged")
 
 
 def migration_counts(migration: dict[str, Migration]) -> dict[str, int]:
@@ -244,7 +263,23 @@ def migration_counts(migration: dict[str, Migration]) -> dict[str, int]:
     return counts
 
 
+def migration_breakdown(migration: dict[str, Migration]) -> dict[str, dict[str, int]]:
+    """``{action: {cause: count}}`` (causes with a zero count left out, :data:`CAUSES` order): how
+    each action's count of :func:`migration_counts` splits between nodes that changed themselves
+    and nodes under a changed ancestor.
+
+    Parameters
+    ----------
+    migration
+        The :func:`migration_map` of two versions.
+    """
+    raw: dict[str, dict[str, int]] = {a: {} for a in CAUSES}
+    for m in migration.values():
+        raw[m.action][m.cause] = raw[m.action].get(m.cause, 0) + 1
+    return {a: {c: raw[a][c] for c in CAUSES[a] if raw[a].get(c)} for a in CAUSES}
+
+
 __all__ = [
     "Added", "Removed", "Renamed", "Moved", "Split", "Merged", "TaxonomyDiff", "Migration",
-    "diff", "migration_map", "migration_counts",
+    "CAUSES", "diff", "migration_map", "migration_counts", "migration_breakdown",
 ]

@@ -17,8 +17,8 @@ import sys
 import unicodedata
 from typing import Any, Sequence
 
+from hierarchy.diff import CAUSES, migration_breakdown, migration_counts, migration_map
 from hierarchy.diff import diff as taxonomy_diff
-from hierarchy.diff import migration_counts, migration_map
 from hierarchy.taxonomy import Taxonomy, TaxonomyError
 
 
@@ -177,7 +177,9 @@ def _show_rich(tax: Taxonomy, header: str, node: str | None, depth: int | None) 
 def _diff(args: argparse.Namespace) -> int:
     old, new = Taxonomy.load(args.old), Taxonomy.load(args.new)
     d = taxonomy_diff(old, new)
-    counts = migration_counts(migration_map(old, new))
+    migration = migration_map(old, new)
+    counts = migration_counts(migration)
+    causes = migration_breakdown(migration)
     if args.json:
         out: dict[str, Any] = {
             "old": {"file": old.source, "label": old.label, "version": old.version},
@@ -185,6 +187,7 @@ def _diff(args: argparse.Namespace) -> int:
             **d.to_dict(),
             "counts": d.counts(),
             "migration": counts,
+            "migration_causes": causes,
         }
         print(json.dumps(out, ensure_ascii=False))
         return 0
@@ -209,9 +212,32 @@ def _diff(args: argparse.Namespace) -> int:
         print(f"\n{title} ({len(rows)})")
         for line in _table(headers, rows):
             print("  " + line)
-    total = sum(counts.values())
-    print(f"\nmigration of the {total} old ids: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for line in migration_summary(counts, causes):
+        print(line)
     return 0
+
+
+def migration_summary(counts: dict[str, int], causes: dict[str, dict[str, int]]) -> list[str]:
+    """The lines that close ``vtag taxonomy diff``: each migration action's count of old ids, split by
+    cause, so that ``rename 13`` reads as ``7 renamed, 6 under a renamed ancestor`` beside the
+    ``renamed (7)`` section (the sections list nodes that changed themselves; the actions count every
+    old id, descendants included).
+
+    Parameters
+    ----------
+    counts
+        :func:`hierarchy.diff.migration_counts`.
+    causes
+        :func:`hierarchy.diff.migration_breakdown` of the same migration.
+    """
+    total = sum(counts.values())
+    lines = [f"\nmigration of the {total} old ids (descendants of a changed node included):"]
+    width = max(len(str(v)) for v in counts.values())
+    for action, n in counts.items():
+        parts = ", ".join(f"{c} {CAUSES[action][k]}" for k, c in causes.get(action, {}).items())
+        detail = f": {parts}" if parts and action != "keep" else ""
+        lines.append(f"  {action:<8}{n:>{width}}{detail}")
+    return lines
 
 
 def _width(text: str) -> int:

@@ -148,12 +148,18 @@ def test_diff_text(capsys):
     assert "\nrenamed (3)\n" in out and "\nmerged (2)\n" in out
     assert "  game            游戏      电子游戏" in out  # CJK columns line up (2 cells per character)
     assert "food_home  家常菜    food_home_cn 中式家常菜, food_home_west 西式家常菜" in out
-    assert out.rstrip().endswith("migration of the 19 old ids: keep 4, rename 6, move 3, reinfer 6")
+    assert out.rstrip().endswith(
+        "migration of the 19 old ids (descendants of a changed node included):\n"
+        "  keep    4\n"
+        "  rename  6: 2 renamed, 4 under a renamed ancestor\n"
+        "  move    3: 1 moved, 1 moved and renamed, 1 under a moved ancestor\n"
+        "  reinfer 6: 1 removed, 1 split up, 3 merged away, 1 leaves that gained children")
 
 
 def test_diff_identical_and_invalid(capsys, tmp_path):
     rc, out, _ = run(capsys, "diff", TINY, TINY)
-    assert rc == 0 and "no node changes" in out and "keep 19, rename 0, move 0, reinfer 0" in out
+    assert rc == 0 and "no node changes" in out
+    assert out.rstrip().endswith("  keep    19\n  rename   0\n  move     0\n  reinfer  0")
     bad = tmp_path / "v3.yaml"
     bad.write_text("nodes:\n - {id: game, name: G, replaces: [nowhere]}\n", encoding="utf-8")
     rc, _, err = run(capsys, "diff", TINY, bad)
@@ -176,3 +182,35 @@ def test_demo_v1_v2_diff_has_five_of_every_kind(capsys):
     kinds = ("added", "removed", "renamed", "moved", "split", "merged")
     assert {k: len(d[k]) for k in kinds if len(d[k]) < 5} == {}
     assert sum(d["migration"].values()) == Taxonomy.load(DEMO / "demo-v1.yaml").n_nodes
+
+
+def test_demo_diff_summary_agrees_with_its_sections(capsys):
+    """#19: ``renamed (7)`` beside ``rename 13`` read as a contradiction. The summary counts old ids,
+    descendants included; it now splits each action by cause, and the direct causes match the
+    sections (renamed, moved, split) while the rest are descendants or merged/removed ids."""
+    import re
+
+    rc, out, _ = run(capsys, "diff", DEMO / "demo-v1.yaml", DEMO / "demo-v2.yaml", "--json")
+    assert rc == 0
+    d = json.loads(out)
+    causes, counts = d["migration_causes"], d["migration"]
+    assert {a: sum(c.values()) for a, c in causes.items()} == counts
+    renamed, moved = {e["id"] for e in d["renamed"]}, {e["id"] for e in d["moved"]}
+    assert causes["rename"].get("renamed", 0) == len(renamed - moved)
+    assert causes["move"].get("moved", 0) + causes["move"].get("moved_renamed", 0) == len(moved)
+    assert causes["move"].get("moved_renamed", 0) == len(renamed & moved)
+    assert causes["reinfer"].get("split", 0) == len([e for e in d["split"] if e["old_id"] not in e["new_ids"]])
+    assert causes["reinfer"].get("merged", 0) == sum(len(e["old_ids"]) for e in d["merged"]) \
+        - sum(e["new_id"] in e["old_ids"] for e in d["merged"])
+    assert causes["reinfer"].get("removed", 0) == len(d["removed"])
+
+    rc, text, _ = run(capsys, "diff", DEMO / "demo-v1.yaml", DEMO / "demo-v2.yaml")
+    assert rc == 0
+    sections = dict((k, int(v)) for k, v in re.findall(r"^(\w+) \((\d+)\)$", text, flags=re.M))
+    line = re.search(r"^  rename +(\d+): (\d+) renamed, (\d+) under a renamed ancestor$", text, flags=re.M)
+    assert line, text[-600:]
+    total, direct, below = map(int, line.groups())
+    assert direct == sections["renamed"] - len(renamed & moved) and total == direct + below == counts["rename"]
+    line = re.search(r"^  move +(\d+): (\d+) moved(?:, (\d+) moved and renamed)?, (\d+) under a moved ancestor$",
+                     text, flags=re.M)
+    assert line and int(line[2]) + int(line[3] or 0) == sections["moved"] and int(line[1]) == counts["move"]
