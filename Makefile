@@ -24,7 +24,9 @@ demo: $(STAMP)
 # pytest exits 5 when it collected no test: that is a failure here too. The Airflow tests run in
 # their own venv (.venv-airflow, scripts/airflow_tests.sh) so Airflow's pins never fight ours; the
 # report test needs a headless Chromium (Debian's package, scripts/ensure_chromium.sh).
+# lint-imports (import-linter, contracts in setup.cfg): the layers jobs -> models -> hierarchy, no cycles.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	bash scripts/ensure_chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests ran: failing"; exit 1; fi; \
@@ -40,6 +42,7 @@ test-airflow: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hierarchy models jobs airflow_dags bench tests
+	$(VENV)/bin/lint-imports
 
 bench-decode: $(STAMP)
 	$(PY) bench/decode_throughput.py

@@ -95,11 +95,11 @@ def table_path(conf: dict[str, Any], name: str) -> str:
 
 
 def _with_comments(name: str, schema):
-    """``schema`` with every column's comment of :func:`jobs.catalog.column_comments` (set at creation:
+    """``schema`` with every column's comment of :func:`jobs.table_docs.column_comments` (set at creation:
     no later metadata commit is needed for them)."""
     from pyspark.sql import types as T
 
-    from jobs.catalog import column_comments
+    from jobs.table_docs import column_comments
 
     notes = column_comments(name)
     return T.StructType([
