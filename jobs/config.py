@@ -81,11 +81,29 @@ def _set_in_section(conf: dict[str, Any], key: str, value: Any) -> None:
     current[name] = value
 
 
-def day_range(start: str, end: str) -> list[str]:
-    """The days ``start .. end`` (inclusive) as YYYY-MM-DD strings; ValueError when ``end < start``."""
+def day_range(start: str, end: str | None = None, max_days: int | None = None) -> list[str]:
+    """The days ``start .. end`` (inclusive) as YYYY-MM-DD strings: the one day-range helper of jobs/.
+
+    Parameters
+    ----------
+    start
+        The first day, YYYY-MM-DD.
+    end
+        The last day (default: ``start``, one day).
+    max_days
+        Refuse a longer range (default: no limit).
+
+    Raises
+    ------
+    ValueError
+        A date is not YYYY-MM-DD, ``end`` is before ``start``, or the range is over ``max_days``.
+    """
     from datetime import date, timedelta
 
-    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    first, last = date.fromisoformat(str(start)), date.fromisoformat(str(end or start))
     if last < first:
         raise ValueError(f"--end {end} is before --start {start}")
-    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    n = (last - first).days + 1
+    if max_days is not None and n > max_days:
+        raise ValueError(f"{n} days is more than {max_days}: split the range")
+    return [(first + timedelta(days=i)).isoformat() for i in range(n)]

@@ -103,13 +103,6 @@ def _arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _days(start: str, end: str) -> list[str]:
-    try:
-        return day_range(start, end)
-    except ValueError as exc:
-        raise RetagError(str(exc)) from exc
-
-
 def _load_pair(from_path: str, to_path: str):
     from hierarchy.taxonomy import Taxonomy, TaxonomyError
 
@@ -205,7 +198,10 @@ def plan(spark, conf: dict, from_path: str, to_path: str, start: str, end: str) 
     from jobs.tables import table_path
 
     old, new = _load_pair(from_path, to_path)
-    days = _days(start, end)
+    try:
+        days = day_range(start, end)
+    except ValueError as exc:
+        raise RetagError(str(exc)) from exc
     if not DeltaTable.isDeltaTable(spark, table_path(conf, "video_tags")):  # a plan reads; it never creates
         raise RetagError(f"no video_tags table at {table_path(conf, 'video_tags')}: nothing tagged yet")
     tagged = _tagged_days(spark, conf, days)

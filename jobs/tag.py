@@ -28,8 +28,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import day_range as config_day_range
-from jobs.config import load_job_conf
+from jobs.config import day_range, load_job_conf
 from jobs.covers import cover_policy, cover_root, mark_covers, resolve_covers
 from jobs.dumps import read_day_checked
 from jobs.inference import MODEL_INPUT_COLUMNS, PROFILE_INPUT_COLUMNS, predict_fn
@@ -295,7 +294,10 @@ def main(args: argparse.Namespace) -> int:
     if args.warehouse:
         overrides.append(f"warehouse={args.warehouse}")
     conf = load_job_conf(args.job_conf, overrides)
-    days = day_range(args.date, args.end)
+    try:
+        days = day_range(args.date, args.end)
+    except ValueError as exc:
+        raise SystemExit(f"vtag tag: {exc}") from None
     if args.run_id and len(days) > 1:
         print("vtag tag: --run-id names one run; it cannot be used with a range of days", file=sys.stderr)
         return 2
@@ -381,11 +383,3 @@ def repair_main(spark: SparkSession, conf: dict[str, Any], days: list[str], *, r
         for r in done if not as_json else ():
             print(f"{dt}: {r.run_id}: {r.action} -> {r.status}: {r.message}")
     return 1 if failed else 0
-
-
-def day_range(start: str, end: str | None) -> list[str]:
-    """``[start .. end]`` as YYYY-MM-DD strings (just ``[start]`` without ``end``); refuses end < start."""
-    try:
-        return config_day_range(start, end or start)
-    except ValueError:
-        raise SystemExit(f"vtag tag: --end {end} is before --date {start}") from None

@@ -21,6 +21,55 @@ def test_js_divergence_bounds():
         js_divergence({}, {"a": 1})
 
 
+def _old_gate_js(p: dict, q: dict) -> float:
+    """The gate's Jensen–Shannon divergence before #17 (hand-written, base 2), kept as the reference."""
+    import math
+
+    keys = sorted(set(p) | set(q), key=repr)
+    sp, sq = sum(max(0.0, float(p.get(k, 0))) for k in keys), sum(max(0.0, float(q.get(k, 0))) for k in keys)
+    pa_ = [max(0.0, float(p.get(k, 0))) / sp for k in keys]
+    qa_ = [max(0.0, float(q.get(k, 0))) / sq for k in keys]
+    m = [(a + b) / 2 for a, b in zip(pa_, qa_)]
+
+    def kl(x: list[float]) -> float:
+        return sum(a * math.log2(a / b) for a, b in zip(x, m) if a > 0)
+
+    return max(0.0, min(1.0, (kl(pa_) + kl(qa_)) / 2))
+
+
+def test_js_divergence_is_scipys_squared_distance_with_the_old_numbers():
+    """#17: the gate's drift is now scipy's ``jensenshannon`` (a distance) squared; on random
+    level-1 count distributions (sparse, disjoint, equal, tuple keys as the report's) it gives the
+    old hand-written divergence to 1e-12, so no gate decision at the usual thresholds changes."""
+    import numpy as np
+    from scipy.spatial.distance import jensenshannon
+
+    import jobs.report
+
+    assert jobs.report.js_divergence is js_divergence  # one function for the gate and the report
+    rng = np.random.default_rng(17)
+    worst = 0.0
+    for trial in range(400):
+        k = int(rng.integers(1, 40))
+        keys = [f"n{i}" for i in range(k)] if trial % 2 else [("lvl", f"n{i}") for i in range(k)]
+        p = {key: float(rng.integers(0, 500)) * (rng.random() < 0.8) for key in keys}
+        q = {key: float(rng.integers(0, 500)) * (rng.random() < 0.8) for key in keys[int(rng.integers(0, k)):]}
+        if trial % 7 == 0:
+            q = dict(p)  # the same day twice: 0, never nan
+        if not sum(p.values()) or not sum(q.values()):
+            continue
+        new, old = js_divergence(p, q), _old_gate_js(p, q)
+        worst = max(worst, abs(new - old))
+        for threshold in (0.01, 0.05, 0.1, 0.2):
+            if abs(old - threshold) > 1e-9:
+                assert (new <= threshold) == (old <= threshold)
+    assert worst < 1e-12, worst
+    a, b = np.array([3.0, 1.0, 0.0]), np.array([1.0, 1.0, 2.0])
+    assert js_divergence({"x": 3, "y": 1}, {"x": 1, "y": 1, "z": 2}) == pytest.approx(
+        jensenshannon(a, b, base=2) ** 2, abs=1e-15)
+    assert js_divergence({"a": 1.0, "b": 1e-17}, {"a": 1.0}) == pytest.approx(0.0, abs=1e-12)  # no nan
+
+
 def test_day_range():
     assert day_range("2024-02-28", "2024-03-01") == ["2024-02-28", "2024-02-29", "2024-03-01"]
     with pytest.raises(ValueError):

@@ -98,9 +98,16 @@ def test_a_failing_catalog_registration_does_not_fail_the_run(capsys):
 
 
 def test_day_range_for_backfills():
-    from jobs.tag import day_range
+    """#17: one day-range helper (jobs.config.day_range); the tag, retag and quality commands use it."""
+    import jobs.quality
+    import jobs.retag
+    import jobs.tag
+    from jobs.config import day_range
 
     assert day_range("2026-11-20", None) == ["2026-11-20"]
     assert day_range("2026-11-30", "2026-12-02") == ["2026-11-30", "2026-12-01", "2026-12-02"]
-    with pytest.raises(SystemExit, match="before"):
+    with pytest.raises(ValueError, match="before"):
         day_range("2026-11-21", "2026-11-20")
+    with pytest.raises(ValueError, match="more than 2"):
+        day_range("2026-11-20", "2026-11-22", max_days=2)
+    assert jobs.tag.day_range is jobs.retag.day_range is jobs.quality.day_range is day_range
