@@ -235,3 +235,11 @@ def test_train_warns_when_no_row_has_a_cover_but_the_config_expects_images():
     assert not warn_if_coverless(tiny_frame(), resolve_config(tiny_config()))
     text_only = resolve_config({**tiny_config(), "modalities": ["text", "context"]})
     assert not warn_if_coverless(frame, text_only)
+
+
+def test_train_result_to_dict_leaves_the_model_out_and_is_json():
+    out, tax, frame, res = tiny_bundle()
+    assert res.model is not None and res.featurizer is not None
+    d = res.to_dict()
+    assert "model" not in d and "featurizer" not in d
+    assert json.loads(json.dumps(d, default=str))["train_rows"] == res.train_rows

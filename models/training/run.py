@@ -21,10 +21,11 @@ and writes the bundle; stop decisions are broadcast to all ranks.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -65,7 +66,10 @@ class TrainResult:
     featurizer: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("model", "featurizer")}
+        """The JSON-able fields (the in-memory model and featurizer left out, never copied: they
+        hold locks and thread pools)."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
+                if f.name not in ("model", "featurizer")}
 
 
 @dataclass
