@@ -151,8 +151,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     if args.generate:
         from jobs.config import load_job_conf
-        from jobs.generate import generate
-        from jobs.spark import build_session
+        from jobs.spark.session import build_session
+        from jobs.synth.generate import generate
 
         spark = build_session(load_job_conf(overrides={"master": "local[2]", "warehouse": f"{args.work}/wh",
                                                        "spark.driver.memory": "2g"}))

@@ -1,20 +1,20 @@
 """Re-tag speed: rows/s of the remap-only path and of re-inference, and what ``vtag retag plan`` saves.
 
 Builds a warehouse with N rows of ``video_tags`` at demo-v1 over a few days, a (briefly trained)
-demo-v2 bundle, then runs ``retag plan`` and ``retag run`` (the job functions of jobs/retag.py) from
+demo-v2 bundle, then runs ``retag plan`` and ``retag run`` (the job functions of jobs/pipeline/retag.py) from
 demo-v1 to demo-v2 over the whole range on Spark ``local[2]``, and prints/writes the figures.
 
 **The starting v1 rows are not inferred** (100k rows through the model would cost far longer than
 the re-tag itself on this CPU). Instead:
 
-1. ``vtag generate --labeled`` (``jobs.generate.generate``, demo-v1, no bad rows) writes the days'
+1. ``vtag generate --labeled`` (``jobs.synth.generate.generate``, demo-v1, no bad rows) writes the days'
    dumps, covers included: the same dumps ``retag run`` later reads to re-infer rows;
 2. each row's generator labels become its v1 tag row (labels[0] = primary leaf, the rest extra
    tags), closed under demo-v1's ancestors and ``requires`` like the decoder's output, with
    realistic scores (leaf ~0.5-1, mostly 0.8-0.97; an implied tag scores at least the tags implying
    it); tag structs ordered by (level, -score) as ``Predictor`` orders them; ``cover_missing`` =
    no cover bytes; ``model_version`` = ``bench-labels-v1``;
-3. the rows are written through ``jobs.tables.replace_day`` (the tag job's writer, ``conform`` to
+3. the rows are written through ``jobs.warehouse.tables.replace_day`` (the tag job's writer, ``conform`` to
    ``VIDEO_TAGS_SCHEMA``) with one succeeded ``tag_runs`` row per day (job ``tag``), so the retag
    job sees tagged days exactly as after ``vtag tag``.
 
@@ -23,12 +23,12 @@ The v2 bundle is cpu-small (conf/model/cpu-small.yaml, the demo model) trained f
 the model's size and input pipeline are the real ones. Dumps and bundle are cached under
 ``bench/out/retag/``; the warehouse is rebuilt each run.
 
-Timings (per day, from ``DayResult``'s stage fields, jobs/retag.py):
+Timings (per day, from ``DayResult``'s stage fields, jobs/pipeline/retag.py):
   * re-inference = read the day's dump, keep the rows to re-infer, validate them, predict (cached);
   * remap-only = the rest of the day: the migration rules over every row, the ``replaceWhere`` write
     of the day and its checks (so the fixed per-day cost is charged to the remap path);
   * plan = ``retag plan`` over the range (it is also run, once, inside ``retag run``).
-The plan's cost model (jobs/retag.py) is, per day, ``remap / retag_remap_rows_per_s`` plus, when the
+The plan's cost model (jobs/pipeline/retag.py) is, per day, ``remap / retag_remap_rows_per_s`` plus, when the
 day has rows to re-infer, ``retag_reinfer_day_overhead_s + reinfer / retag_reinfer_rows_per_s``; the
 bench prints the remap rate, the model's rate (baseline) and the per-day re-inference times to set them.
 
@@ -120,8 +120,8 @@ def seed_v1_day(spark, conf: dict, dump_root: Path, day: str, seed: int) -> int:
     from pyspark.sql import functions as F
 
     from hierarchy.taxonomy import Taxonomy
-    from jobs.schema import to_spark
-    from jobs.tables import append_run, replace_day, table_path, utcnow
+    from jobs.spark.schema import to_spark
+    from jobs.warehouse.tables import append_run, replace_day, table_path, utcnow
     from models.schema import PREDICTION_SCHEMA
 
     v1 = Taxonomy.load(V1)
@@ -150,7 +150,7 @@ def seed_v1_day(spark, conf: dict, dump_root: Path, day: str, seed: int) -> int:
 
 def ensure_dumps(spark, root: Path, start: str, days: int, per_day: int, seed: int) -> float:
     """The labeled demo-v1 dumps (cached); seconds spent generating (0 when reused)."""
-    from jobs.generate import generate
+    from jobs.synth.generate import generate
 
     want = [(dt.date.fromisoformat(start) + dt.timedelta(days=i)).isoformat() for i in range(days)]
     if all((root / f"dt={d}" / "_SUCCESS").exists() for d in want):
@@ -168,7 +168,7 @@ def ensure_bundle(spark, work: Path, train_rows: int, minutes: float, seed: int)
     import yaml
 
     from hierarchy.taxonomy import Taxonomy
-    from jobs.generate import generate
+    from jobs.synth.generate import generate
     from models.data import read_dumps
     from models.training import train
 
@@ -214,10 +214,10 @@ def main() -> int:
         ap.error("--rows must be >= --days")
 
     from bench.throughput import PeakSampler, mib
-    from jobs import retag
     from jobs.config import load_job_conf
-    from jobs.spark import build_session
-    from jobs.tables import ensure_table, table_path
+    from jobs.pipeline import retag
+    from jobs.spark.session import build_session
+    from jobs.warehouse.tables import ensure_table, table_path
 
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -259,7 +259,7 @@ def main() -> int:
 
     base_rows, base_s = 0, 0.0
     if args.baseline_days:
-        from jobs.tag import tag_day
+        from jobs.pipeline.tag import tag_day
 
         base_conf = {**conf, "warehouse": str(work / f"wh-{args.rows}-baseline"), "taxonomy": str(V2)}
         shutil.rmtree(base_conf["warehouse"], ignore_errors=True)

@@ -95,7 +95,7 @@ def single_process(bundle: str, dump_root: Path, dt: str, threads: int, batch: i
 
 
 def spark_run(spark, conf: dict, bundle: str, dump_root: Path, dt: str) -> tuple[float, dict]:
-    from jobs.tag import tag_day
+    from jobs.pipeline.tag import tag_day
 
     t0 = time.perf_counter()
     res = tag_day(spark, conf, dt, dump_root=str(dump_root), bundle=bundle)
@@ -156,8 +156,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from jobs.config import load_job_conf
-    from jobs.generate import generate
-    from jobs.spark import build_session
+    from jobs.spark.session import build_session
+    from jobs.synth.generate import generate
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="vtag-bench-tp-"))
     conf = load_job_conf(overrides={

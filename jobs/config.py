@@ -60,6 +60,14 @@ def load_job_conf(path: str | Path | None = None, overrides: Iterable[str] | dic
     return conf
 
 
+def conf_from_args(args: Any) -> dict[str, Any]:
+    """The job conf of a command's ``--job-conf``, ``--conf K=V`` and ``--warehouse`` arguments."""
+    overrides = list(args.conf)
+    if args.warehouse:
+        overrides.append(f"warehouse={args.warehouse}")
+    return load_job_conf(args.job_conf, overrides)
+
+
 def _set_in_section(conf: dict[str, Any], key: str, value: Any) -> None:
     """Set ``section.name`` = ``value`` in the mapping ``conf[section]`` (created when absent).
 

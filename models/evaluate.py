@@ -12,7 +12,7 @@ and validation rows (:mod:`models.provenance`): an overlap is printed as a loud 
 recorded in the JSON (``overlap``), since metrics on the model's own data overstate it.
 
 Progress (#19 item 4): :func:`main` and :func:`evaluate_frame` take an optional ``stage(text, rows)``
-callback (models/ never imports jobs/); ``vtag evaluate`` runs through :mod:`jobs.evaluate_cli`, which
+callback (models/ never imports jobs/); ``vtag evaluate`` runs through :mod:`jobs.cli.evaluate`, which
 passes :func:`jobs.progress.stage` in — a live line on a terminal, one stderr line per stage otherwise.
 """
 

@@ -44,7 +44,7 @@ def spark_warehouse():
 def spark(spark_warehouse):
     """One local[2] SparkSession with Delta, shared by every Spark test; stopped at the end."""
     from jobs.config import load_job_conf
-    from jobs.spark import build_session
+    from jobs.spark.session import build_session
 
     conf = load_job_conf(
         overrides={

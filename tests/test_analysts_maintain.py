@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import maintain as m
+from jobs.warehouse import maintain as m
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_optimize_zorder_and_forced_vacuum(spark, tmp_path):
     from datetime import datetime, timezone
 
     from jobs.config import load_job_conf
-    from jobs.tables import ensure_table, replace_day
+    from jobs.warehouse.tables import ensure_table, replace_day
     from models.schema import VIDEO_TAGS_SCHEMA
     from tests.warehouse_fixture import _frame, _tag_row, load_taxonomies
 

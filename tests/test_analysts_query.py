@@ -9,7 +9,7 @@ from datetime import datetime
 import pyarrow as pa
 import pytest
 
-from jobs import query as q
+from jobs.analytics import query as q
 from tests.warehouse_fixture import get_warehouse
 
 
@@ -55,7 +55,7 @@ AGREEMENT = [
 
 @pytest.mark.spark
 def test_spark_and_duckdb_agree(spark, tmp_path_factory):
-    from jobs.sql import run_sql, to_arrow
+    from jobs.analytics.sql import run_sql, to_arrow
 
     wh = get_warehouse(spark, tmp_path_factory)
     con = q.open_warehouse(wh.conf)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.catalog import (
+from jobs.warehouse.catalog import (
     SCHEMAS,
     CatalogError,
     column_comments,
@@ -82,7 +82,7 @@ def test_register_tables_names_comments_views(spark, tmp_path_factory):
 @pytest.mark.spark
 def test_registration_follows_the_warehouse(spark, tmp_path_factory):
     """A name registered for another warehouse is re-pointed, never left stale."""
-    from jobs.tables import ensure_table
+    from jobs.warehouse.tables import ensure_table
 
     wh = get_warehouse(spark, tmp_path_factory)
     other = dict(wh.conf, warehouse=str(tmp_path_factory.mktemp("other") / "warehouse"),
@@ -129,7 +129,7 @@ def test_metastore_persists_across_processes(spark, tmp_path_factory):
 
 def test_a_busy_embedded_metastore_is_reported_before_spark_starts(tmp_path):
     """Another process holding Derby's lock: a clear error at once, not a minute of JVM and stack traces."""
-    from jobs.catalog import check_metastore_free, local_metastore
+    from jobs.warehouse.catalog import check_metastore_free, local_metastore
 
     conf = {"warehouse": str(tmp_path / "warehouse"), "spark": {"spark.sql.catalogImplementation": "hive"}}
     db = Path(local_metastore(conf))

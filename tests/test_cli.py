@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import cli
+from jobs.cli import commands as cli
 
 VTAG = Path(sys.executable).with_name("vtag")
 REST = re.compile(r"``|:(?:func|mod|class|data|meth|attr|obj|ref|doc):`")
@@ -96,8 +96,8 @@ def test_help_is_plain_text(name):
 
 
 def test_plain_strips_markup():
-    assert cli.plain("``vtag sql``: see :func:`jobs.catalog.register_tables` ::") == (
-        "vtag sql: see jobs.catalog.register_tables :")
+    assert cli.plain("``vtag sql``: see :func:`jobs.warehouse.catalog.register_tables` ::") == (
+        "vtag sql: see jobs.warehouse.catalog.register_tables :")
     assert cli.plain("Example::\n  x") == "Example:\n  x"
 
 

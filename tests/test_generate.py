@@ -178,7 +178,7 @@ def test_unknown_knob_is_an_error():
 @pytest.fixture(scope="module")
 def dumps(spark, tiny_taxonomy_path, tmp_path_factory):
     from jobs import progress
-    from jobs.generate import generate
+    from jobs.synth.generate import generate
 
     root = tmp_path_factory.mktemp("gen")
     kw = dict(labeled=True, bad_rate=0.08, seed=7, overrides=SMALL)
@@ -221,7 +221,7 @@ def _count_bad(df, cover_bytes) -> dict[str, int]:
 
 @pytest.mark.spark
 def test_parquet_dump_reads_back_and_matches_manifest(spark, dumps, tiny_taxonomy):
-    from jobs.schema import to_spark
+    from jobs.spark.schema import to_spark
 
     root, manifests = dumps["pq"]
     assert [m["dt"] for m in manifests] == ["2026-11-20", "2026-11-21"]
@@ -262,7 +262,7 @@ def test_determinism_same_bytes(dumps):
 def test_jsonl_dump_reads_back_with_corrupt_records(spark, dumps):
     from pyspark.sql import types as T
 
-    from jobs.schema import to_spark
+    from jobs.spark.schema import to_spark
 
     root, (m,) = dumps["js"]
     day = root / f"dt={m['dt']}"

@@ -64,7 +64,7 @@ def test_the_same_stage_again_updates_it_without_a_new_log_line():
 
 
 def test_evaluate_takes_progress_as_a_callback_and_models_never_import_jobs():
-    """models/ stays below jobs/: ``vtag evaluate`` goes through jobs.evaluate_cli, which passes
+    """models/ stays below jobs/: ``vtag evaluate`` goes through jobs.cli.evaluate, which passes
     jobs.progress.stage into models.evaluate as a plain callback."""
     import ast
     import inspect
@@ -72,7 +72,7 @@ def test_evaluate_takes_progress_as_a_callback_and_models_never_import_jobs():
     from jobs.cli import COMMANDS
     from models import evaluate
 
-    assert COMMANDS["evaluate"][0] == "jobs.evaluate_cli"
+    assert COMMANDS["evaluate"][0] == "jobs.cli.evaluate"
     assert "stage" in inspect.signature(evaluate.main).parameters
     assert "stage" in inspect.signature(evaluate.evaluate_frame).parameters
     tree = ast.parse(inspect.getsource(evaluate))

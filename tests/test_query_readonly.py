@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from jobs import query as q
+from jobs.analytics import query as q
 from jobs.cli import main as cli_main
 from models.schema import DUMP_SCHEMA, VIDEO_TAGS_SCHEMA
 

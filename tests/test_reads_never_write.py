@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from jobs.catalog import TABLE_NAMES, column_comments
 from jobs.cli import main as cli_main
+from jobs.warehouse.catalog import TABLE_NAMES, column_comments
 from tests.warehouse_fixture import get_warehouse
 
 pytestmark = pytest.mark.spark
@@ -58,7 +58,7 @@ def test_every_read_command_leaves_every_version(wh, tmp_path, capsys):
 
 
 def test_retag_plan_leaves_every_version(wh, spark, tmp_path, capsys):
-    from jobs.retag import plan
+    from jobs.pipeline.retag import plan
 
     v1, v2 = tmp_path / "v1.yaml", tmp_path / "v2.yaml"
     _write_taxonomy(wh.taxonomy, v1)
@@ -75,7 +75,7 @@ def test_retag_plan_leaves_every_version(wh, spark, tmp_path, capsys):
 
 
 def test_retag_plan_on_an_empty_warehouse_creates_nothing(spark, tmp_path):
-    from jobs.retag import RetagError, plan
+    from jobs.pipeline.retag import RetagError, plan
     from tests.warehouse_fixture import load_taxonomies
 
     v1, v2 = load_taxonomies()

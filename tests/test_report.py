@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import report
+from jobs.analytics import report
 from tests.warehouse_fixture import get_warehouse
 
 
@@ -60,7 +60,7 @@ def test_collect_defaults_and_errors(spark, tmp_path_factory):
 
 @pytest.mark.spark
 def test_spark_engine_gives_the_same_numbers(spark, tmp_path_factory):
-    from jobs.sql import prepare
+    from jobs.analytics.sql import prepare
 
     wh = get_warehouse(spark, tmp_path_factory)
     prepare(spark, wh.conf)

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from jobs.sql_shell import complete, repl, run_all, split_statements
+from jobs.analytics.sql_shell import complete, repl, run_all, split_statements
 
 
 def test_split_statements_respects_quotes_and_comments():
@@ -26,7 +26,7 @@ def test_complete(buffer, done):
 
 
 def test_only_the_names_a_statement_uses_are_registered():
-    from jobs.catalog import needed_names
+    from jobs.warehouse.catalog import needed_names
 
     assert needed_names(["SELECT count(*) FROM video_tags"]) == {"video_tags"}
     assert needed_names(["SELECT * FROM vtag.video_tags_latest"]) == {"video_tags_latest", "video_tags"}
@@ -44,7 +44,7 @@ def test_run_all_runs_every_statement_and_reports_failure(capsys):
 
 
 def test_repl_multiline_statements_and_quit(monkeypatch, tmp_path):
-    monkeypatch.setattr("jobs.sql_shell.HISTORY", tmp_path / "history")
+    monkeypatch.setattr("jobs.analytics.sql_shell.HISTORY", tmp_path / "history")
     lines = iter(["SELECT 1,", "  2;", "SELECT 'x;'", ";", "SELECT 4; SELECT 5;", "quit"])
     ran = []
 

@@ -129,7 +129,7 @@ def test_sigkill_between_the_commits_then_repair_finishes_the_run(tmp_path, dump
                            timeout=600, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     old = _assert_one_run(wh, "2026-11-20")["run_id"]
-    # the driver SIGKILLs itself right after the quarantine commit (VTAG_FAULT_INJECT, jobs/publish.py)
+    # the driver SIGKILLs itself right after the quarantine commit (VTAG_FAULT_INJECT, jobs/pipeline/publish.py)
     env = {**os.environ, "VTAG_FAULT_INJECT": "after_commit:video_tags_quarantine=kill"}
     killed = subprocess.run(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump), capture_output=True, text=True,
                             timeout=600, cwd=tmp_path, env=env)

@@ -19,8 +19,8 @@ def job_conf(tmp_path, tiny_taxonomy_path):
 
 
 def test_tag_day_end_to_end(spark, tmp_path, tiny_bundle, job_conf):
-    from jobs.tables import table_path
-    from jobs.tag import tag_day
+    from jobs.pipeline.tag import tag_day
+    from jobs.warehouse.tables import table_path
 
     # a bundle path no earlier test used: Python workers are reused across the session and cache
     # predictors by path, so only a fresh path guarantees this test sees the loads it counts
@@ -75,8 +75,8 @@ def test_tag_day_end_to_end(spark, tmp_path, tiny_bundle, job_conf):
 
 
 def test_bundle_of_other_taxonomy_is_refused(spark, tmp_path, tiny_bundle, job_conf):
-    from jobs.tables import table_path
-    from jobs.tag import BundleMismatchError, tag_day
+    from jobs.pipeline.tag import BundleMismatchError, tag_day
+    from jobs.warehouse.tables import table_path
 
     other = tmp_path / "other.yaml"
     other.write_text("label: other\nnodes:\n - {id: x, name: X, children: [{id: y, name: Y}]}\n", encoding="utf-8")
@@ -90,7 +90,7 @@ def test_bundle_of_other_taxonomy_is_refused(spark, tmp_path, tiny_bundle, job_c
 
 
 def test_a_failing_catalog_registration_does_not_fail_the_run(capsys):
-    from jobs.tag import register_in_catalog
+    from jobs.pipeline.tag import register_in_catalog
 
     register_in_catalog(None, {"catalog_register": "true", "catalog_database": "not a name!"})
     assert "catalog registration failed" in capsys.readouterr().err
@@ -99,9 +99,9 @@ def test_a_failing_catalog_registration_does_not_fail_the_run(capsys):
 
 def test_day_range_for_backfills():
     """#17: one day-range helper (jobs.config.day_range); the tag, retag and quality commands use it."""
-    import jobs.quality
-    import jobs.retag
-    import jobs.tag
+    import jobs.pipeline.quality
+    import jobs.pipeline.retag
+    import jobs.pipeline.tag
     from jobs.config import day_range
 
     assert day_range("2026-11-20", None) == ["2026-11-20"]
@@ -110,4 +110,4 @@ def test_day_range_for_backfills():
         day_range("2026-11-21", "2026-11-20")
     with pytest.raises(ValueError, match="more than 2"):
         day_range("2026-11-20", "2026-11-22", max_days=2)
-    assert jobs.tag.day_range is jobs.retag.day_range is jobs.quality.day_range is day_range
+    assert jobs.pipeline.tag.day_range is jobs.pipeline.retag.day_range is jobs.pipeline.quality.day_range is day_range

@@ -17,7 +17,7 @@ import hierarchy.decode as decode
 from hierarchy.migrate import TagRemapper
 from hierarchy.taxonomy import Taxonomy, TaxonomyError
 from jobs.cli import main as cli_main
-from jobs.taxonomy_cli import summary
+from jobs.cli.taxonomy import summary
 
 REPO = Path(__file__).resolve().parents[1]
 TAXONOMIES = [REPO / "tests" / "data" / "tiny-taxonomy.yaml", REPO / "conf" / "taxonomy" / "demo-v1.yaml"]

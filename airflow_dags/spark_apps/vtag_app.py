@@ -2,7 +2,7 @@
 
 Runs ``vtag <command> [args]`` (``jobs.cli.main``) in the driver that spark-submit started, so the
 master, deploy mode, ``--packages`` and ``--conf`` given to spark-submit apply to the job (the job
-conf's ``master`` is then ignored: see ``jobs.spark.build_session``). The driver's Python must be the
+conf's ``master`` is then ignored: see ``jobs.spark.session.build_session``). The driver's Python must be the
 project's virtual environment (``spark.pyspark.driver.python`` / ``PYSPARK_DRIVER_PYTHON``).
 
 Relative paths in job confs are relative to the repository root: the driver changes to

@@ -1,7 +1,8 @@
-"""Synthetic UGC dump generation (used by ``vtag generate``, see docs/generator.md).
+"""Synthetic UGC dump generation: ``vtag generate`` (:mod:`jobs.synth.generate`, the Spark job), see
+docs/generator.md.
 
-One concern per module, all pure Python + numpy + Pillow (no Spark import here, so the Python
-workers of the Spark job import only what they need):
+One concern per module, all pure Python + numpy + Pillow (no Spark import in them, so the Python
+workers of the Spark job import only what they need; :mod:`jobs.synth.generate` is the driver side):
 
 - :mod:`jobs.synth.config`   — the generator knobs (``conf/generate/*.yaml``) and their hash;
 - :mod:`jobs.synth.shared`   — optional real-data seeds read from ``../shared/data`` (never copied);

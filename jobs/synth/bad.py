@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: kind -> the quarantine reason code the tagging job gives (jobs/reasons.py; docs/generator.md has the table)
+#: kind -> the quarantine reason code the tagging job gives (jobs/warehouse/reasons.py; docs/generator.md has the table)
 KINDS: dict[str, str] = {
     "null_video_id": "null_video_id",
     "duplicate_video_id": "duplicate_video_id",
