@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(PY) -m pip install -q uv==0.13.8
 	$(UV) pip install --python $(PY) -c constraints.txt -e '.[dev,bench]'
-	$(PY) -m jobs.spark.jars   # Delta's jars resolved once into .venv/share/vtag/delta-jars: offline, quiet starts
+	$(PY) -m vtag.jobs.spark.jars   # Delta's jars resolved once into .venv/share/vtag/delta-jars: offline, quiet starts
 	@touch $(STAMP)
 
 venv: $(STAMP)

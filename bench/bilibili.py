@@ -7,16 +7,16 @@ of ``conf/taxonomy/bilibili-v1.yaml``), ``owner_mid`` (uploader), ``duration`` (
 Rows without a ``tid``, or whose ``tid`` is not a taxonomy node, are dropped (counted in the output).
 
 Split: ``--train FILE --test FILE``, or by default one file (``--data``, default the shared file)
-split once by uploader (:func:`models.data.grouped_split`, ``--test-fraction 0.2``, split seed
+split once by uploader (:func:`vtag.models.data.grouped_split`, ``--test-fraction 0.2``, split seed
 ``--split-seed 0``): no uploader is on both sides.
 
 Systems, all on the same split and the same inputs where they can take them (title + description
-text, uploader id, duration bucket — :func:`models.context.duration_buckets`, vtag's buckets):
+text, uploader id, duration bucket — :func:`vtag.models.context.duration_buckets`, vtag's buckets):
 
 - ``vtag_dhmcn_v3``, ``vtag_flat``: vtag's model, text + context modalities (no image: there are no
   covers), ``conf/model/cpu-small.yaml`` with only ``head.name`` changed, trained by
-  :func:`models.training.train` (its own uploader-grouped 10 % validation split for early stopping),
-  written as a bundle and run through :class:`models.predictor.Predictor` — the production path.
+  :func:`vtag.models.training.train` (its own uploader-grouped 10 % validation split for early stopping),
+  written as a bundle and run through :class:`vtag.models.predictor.Predictor` — the production path.
 - ``tfidf_lr``: TF-IDF over jieba word uni+bigrams of title + description, beside one-hot uploader
   and duration bucket, multinomial logistic regression over the leaves (flat).
 - ``hiclass_lcppn_lr``: the same features, HiClass ``LocalClassifierPerParentNode`` with logistic
@@ -29,7 +29,7 @@ uploader-grouped validation split of the training side, the fastText-style model
 same kind of split; everything else is fixed here.
 
 Metrics on the test side, from each system's primary predicted node (its path = the predicted set):
-level-1 accuracy, leaf accuracy, hierarchical F1 (micro, :func:`hierarchy.metrics.hierarchical_prf`).
+level-1 accuracy, leaf accuracy, hierarchical F1 (micro, :func:`vtag.hierarchy.metrics.hierarchical_prf`).
 Each system runs with ``--seeds`` training seeds (deterministic peers — the two LR ones — once: std 0).
 The last line printed is one JSON object ``{system: {"leaf_acc", "leaf_acc_std", "level1_acc",
 "level1_acc_std", "hf1", "hf1_std"}}``.
@@ -87,7 +87,7 @@ LR_C_GRID = (1.0, 4.0, 16.0)
 
 # ---------------------------------------------------------------------------------------- data
 def read_videos(path: str | Path, taxonomy) -> tuple[pd.DataFrame, int]:
-    """JSONL -> a labeled frame in ``models.schema.LABELED_SCHEMA`` columns (``cover`` null,
+    """JSONL -> a labeled frame in ``vtag.models.schema.LABELED_SCHEMA`` columns (``cover`` null,
     ``labels = [str(tid)]``), and the number of rows dropped for a missing or unknown ``tid``.
 
     Only ``title`` and ``tid`` are needed; ``desc``, ``owner_mid``, ``duration``, ``pubdate`` and the
@@ -157,7 +157,7 @@ def load_split(args: argparse.Namespace, taxonomy, reader: Callable = None
 
 
 def default_split(frame: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from models.data import grouped_split
+    from vtag.models.data import grouped_split
 
     tr, te = grouped_split(frame, test_fraction, seed)
     return frame.iloc[tr].reset_index(drop=True), frame.iloc[te].reset_index(drop=True)
@@ -166,7 +166,7 @@ def default_split(frame: pd.DataFrame, test_fraction: float, seed: int) -> tuple
 def time_split(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Earliest ``1 - test_fraction`` of the rows by ``upload_ts`` -> train, the rest -> test (how the
     nightly job meets data: trained on earlier days, tagging later ones)."""
-    from models.data import temporal_split
+    from vtag.models.data import temporal_split
 
     if frame["upload_ts"].isna().all():
         raise SystemExit("--split time needs upload times (pubdate / upload_ts); this data has none")
@@ -182,7 +182,7 @@ INNER_SPLIT = {"kind": "uploader"}
 def inner_split(frame: pd.DataFrame, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """90/10 split of a training side (peers' settings are chosen on it): by time after a time
     split, by uploader otherwise."""
-    from models.data import grouped_split, temporal_split
+    from vtag.models.data import grouped_split, temporal_split
 
     if INNER_SPLIT["kind"] == "time":
         return temporal_split(frame, 0.1)
@@ -204,7 +204,7 @@ def score(taxonomy, true_idx: np.ndarray, pred_idx: np.ndarray, returning: np.nd
 
 
 def _score(taxonomy, true_idx: np.ndarray, pred_idx: np.ndarray) -> dict[str, float]:
-    from hierarchy.metrics import hierarchical_prf, level_accuracy
+    from vtag.hierarchy.metrics import hierarchical_prf, level_accuracy
 
     n = taxonomy.n_nodes
     t = np.zeros((len(true_idx), n), dtype=bool)
@@ -243,8 +243,8 @@ def jieba_tokens(texts: list[str], max_chars: int = 300) -> list[list[str]]:
 
 def context_tokens(frame: pd.DataFrame) -> list[list[str]]:
     """``["up=<uploader>", "dur=<bucket>"]`` per row (vtag's duration buckets)."""
-    from models.context import duration_buckets
-    from models.factory import DEFAULT_CONFIG
+    from vtag.models.context import duration_buckets
+    from vtag.models.factory import DEFAULT_CONFIG
 
     c = DEFAULT_CONFIG["context"]
     dur = duration_buckets(frame["duration_s"].tolist(), int(c["duration_buckets"]), float(c["duration_max_s"]))
@@ -480,7 +480,7 @@ def run_fasttext(taxonomy, train, test, inputs: PeerInputs, seed: int, log) -> n
 
 # ---------------------------------------------------------------------------------------- vtag
 def vtag_config(model_config: Path, head: str) -> dict:
-    from models.training import load_model_config
+    from vtag.models.training import load_model_config
 
     cfg = load_model_config(model_config)
     cfg["modalities"] = [m for m in cfg.get("modalities", ["text", "image", "context"]) if m != "image"]
@@ -495,11 +495,11 @@ def vtag_config(model_config: Path, head: str) -> dict:
 def train_and_predict(cfg: dict, taxonomy, train: pd.DataFrame, test: pd.DataFrame, seed: int, *,
                       device: str = "cpu", epochs: int | None = None, max_minutes: float | None = None,
                       label: str = "bench-bilibili"):
-    """vtag's production path on one split: :func:`models.training.train` (its own uploader-grouped
-    validation split) -> bundle -> :class:`models.predictor.Predictor` on ``test``.
+    """vtag's production path on one split: :func:`vtag.models.training.train` (its own uploader-grouped
+    validation split) -> bundle -> :class:`vtag.models.predictor.Predictor` on ``test``.
     Returns ``(primary leaf node index [n_test] int64, the TrainResult)``."""
-    from models.predictor import Predictor
-    from models.training import train as train_model
+    from vtag.models.predictor import Predictor
+    from vtag.models.training import train as train_model
 
     with tempfile.TemporaryDirectory(prefix="vtag-bili-") as tmp:
         res = train_model(cfg, taxonomy, train, Path(tmp) / "bundle", seed=seed, device=device, epochs=epochs,
@@ -514,7 +514,7 @@ def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: i
     """``head`` "": the shipped config file as it is (``vtag``); else ``model_config`` without images
     and with that head (``vtag_<head>``)."""
     def run(taxonomy, train, test, inputs, seed, log) -> np.ndarray:
-        from models.training import load_model_config
+        from vtag.models.training import load_model_config
 
         cfg = load_model_config(model_config) if not head else vtag_config(model_config, head)
         leaf, res = train_and_predict(cfg, taxonomy, train, test, seed, device=device,
@@ -546,7 +546,7 @@ def _arg_parser() -> argparse.ArgumentParser:
                     help="the config of system 'vtag', used as it is (default conf/model/text-context.yaml)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--systems", default=",".join(SYSTEMS),
-                    help="comma-separated; vtag_<head> for any head of models.dhmcn (+mc allowed)")
+                    help="comma-separated; vtag_<head> for any head of vtag.models.dhmcn (+mc allowed)")
     ap.add_argument("--vtag-max-minutes", type=float, default=None, help="time budget per vtag training run")
     ap.add_argument("--vtag-epochs", type=int, default=None, help="override train.epochs of the model config")
     ap.add_argument("--device", default="cpu",
@@ -589,7 +589,7 @@ def _init_worker(taxonomy_path: str, train: pd.DataFrame, test: pd.DataFrame, in
                  opts: dict) -> None:
     import torch
 
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     torch.set_num_threads(int(opts["threads"]))
     logging.basicConfig(level=logging.WARNING)
@@ -699,7 +699,7 @@ def main(argv: list[str] | None = None, *, reader: Callable | None = None,
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available here")

@@ -2,8 +2,8 @@
 
 Each variant is a set of overrides deep-merged onto the model config ``bench/bilibili.py`` uses
 (``conf/model/cpu-small.yaml``, image off, ``--head``). Every (variant, seed) run trains through
-:func:`models.training.train` (its own uploader-grouped validation split of the training side) and
-predicts the test side through :class:`models.predictor.Predictor`, exactly as ``bench/bilibili.py``
+:func:`vtag.models.training.train` (its own uploader-grouped validation split of the training side) and
+predicts the test side through :class:`vtag.models.predictor.Predictor`, exactly as ``bench/bilibili.py``
 does. Variants are ranked by their **validation** figures (mean over seeds); the test figures are
 printed beside them for the record, not for choosing.
 
@@ -59,7 +59,7 @@ def load_variants(path: str) -> dict[str, dict]:
 def run_variant(name: str, overrides: dict, seed: int) -> dict:
     """Train one variant with one seed on the split in ``bilibili._CTX``: its validation (training
     side) and test figures."""
-    from models.factory import resolve_config
+    from vtag.models.factory import resolve_config
 
     c, opts = B._CTX, B._CTX["opts"]
     t = time.monotonic()
@@ -116,7 +116,7 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arg_parser().parse_args(argv)
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     variants = load_variants(args.variants)
     train, test, dropped, _ = B.load_split(args, Taxonomy.load(args.taxonomy))

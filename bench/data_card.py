@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 def load_dump(day_dir: Path):
     import pyarrow.parquet as pq
 
-    from models.schema import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
+    from vtag.models.schema import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
 
     files = sorted(day_dir.glob("part-*.parquet"))
     df = pq.ParquetDataset([str(f) for f in files]).read().to_pandas()
@@ -145,14 +145,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     tax = Taxonomy.load(args.taxonomy)
     t0 = time.time()
     if args.generate:
-        from jobs.config import load_job_conf
-        from jobs.spark.session import build_session
-        from jobs.synth.generate import generate
+        from vtag.jobs.config import load_job_conf
+        from vtag.jobs.spark.session import build_session
+        from vtag.jobs.synth.generate import generate
 
         spark = build_session(load_job_conf(overrides={"master": "local[2]", "warehouse": f"{args.work}/wh",
                                                        "spark.driver.memory": "2g"}))
@@ -259,8 +259,8 @@ def main(argv=None) -> int:
     print("combined", results["combined (late fusion: text x cover x uploader)"], flush=True)
 
     # the documented sibling sets
-    from jobs.synth.config import load_config
-    from jobs.synth.world import sibling_sets
+    from vtag.jobs.synth.config import load_config
+    from vtag.jobs.synth.world import sibling_sets
 
     conf = load_config(args.config, args.set)
     tb, cb = sibling_sets(tax, conf)

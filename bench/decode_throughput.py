@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hierarchy.decode import Decoder  # noqa: E402
-from hierarchy.taxonomy import Taxonomy  # noqa: E402
+from vtag.hierarchy.decode import Decoder  # noqa: E402
+from vtag.hierarchy.taxonomy import Taxonomy  # noqa: E402
 
 
 def random_taxonomy(rng: np.random.Generator, n_leaves: int = 800, depth: int = 5) -> Taxonomy:

@@ -1,13 +1,13 @@
 """``vtag generate`` without Spark: the same per-partition row generation, run in a process pool.
 
 For machines without Java/pyspark (the GPU box of the model benchmarks). Each (day, partition)
-task calls :meth:`jobs.synth.rows.Generator.part_rows` with the same :class:`jobs.synth.rows.PartSpec`
-the Spark job's ``mapInArrow`` function builds (``jobs.synth.generate._task_fn``), so the same seed, knobs,
+task calls :meth:`vtag.jobs.synth.rows.Generator.part_rows` with the same :class:`vtag.jobs.synth.rows.PartSpec`
+the Spark job's ``mapInArrow`` function builds (``vtag.jobs.synth.generate._task_fn``), so the same seed, knobs,
 taxonomy, shared-data seeds and CJK font give the same rows (part-file names and row-group sizes
-aside). The layout is the dump layout ``models.data.read_dumps`` reads::
+aside). The layout is the dump layout ``vtag.models.data.read_dumps`` reads::
 
     <out>/dt=YYYY-MM-DD/part-00000.parquet ...   one file per partition
-    <out>/dt=YYYY-MM-DD/_manifest.json           as jobs.synth.generate writes it (plus "writer": "inprocess")
+    <out>/dt=YYYY-MM-DD/_manifest.json           as vtag.jobs.synth.generate writes it (plus "writer": "inprocess")
     <out>/dt=YYYY-MM-DD/_SUCCESS
 
 Real-data seeds come from ``$VTAG_SHARED_DATA`` (else the knobs' ``shared_data``); without them the
@@ -50,8 +50,8 @@ def _task(args) -> tuple[str, int, int, float]:
     """One (day, partition): generate its rows and write ``part-NNNNN.parquet``."""
     import pyarrow.parquet as pq
 
-    from jobs.synth.rows import Generator, PartSpec, output_schema
-    from jobs.synth.world import get_world
+    from vtag.jobs.synth.rows import Generator, PartSpec, output_schema
+    from vtag.jobs.synth.world import get_world
 
     day, day_ord, part, n_rows, labeled, bad_rate, day_dir = args
     t0 = time.monotonic()
@@ -73,8 +73,8 @@ def _task(args) -> tuple[str, int, int, float]:
 def generate_inprocess(taxonomy_path, out, start, days: int, rows_per_day: int, *, labeled: bool = True,
                        bad_rate: float = 0.01, seed: int = 7, processes: int = 12, config=None,
                        overrides=None) -> list[dict]:
-    from jobs.synth.cover import font_path
-    from jobs.synth.generate import _day_manifest, load_inputs, partition_sizes
+    from vtag.jobs.synth.cover import font_path
+    from vtag.jobs.synth.generate import _day_manifest, load_inputs, partition_sizes
 
     taxonomy_path = Path(taxonomy_path)
     tax, tax_text, conf, chash, shared = load_inputs(taxonomy_path, config, overrides)

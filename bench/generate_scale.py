@@ -1,7 +1,7 @@
 """Scale bench of `vtag generate`: rows/s and peak memory at two sizes (default 20k and 200k rows/day).
 
 Each size runs in a fresh child process (fresh JVM and Python workers) that calls
-``jobs.synth.generate.generate`` and samples, every 0.2 s, the resident memory (RSS) of its whole process
+``vtag.jobs.synth.generate.generate`` and samples, every 0.2 s, the resident memory (RSS) of its whole process
 tree: the driver's Python, the JVM it starts, Spark's Python daemon and workers. The peak of the
 sum is reported (and the peak per part). Throughput counts the ``generate`` call only (not the
 session start). The issue's bar: peak memory at the large size within 1.5x of the small one.
@@ -53,9 +53,9 @@ def _tree_rss() -> dict[str, int]:
 
 def one(args) -> int:
     """Child mode: one size, print a JSON line with the figures."""
-    from jobs.config import load_job_conf
-    from jobs.spark.session import build_session
-    from jobs.synth.generate import generate
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.spark.session import build_session
+    from vtag.jobs.synth.generate import generate
 
     peak = {"total": 0, "max_py_procs": 0}
     stop = threading.Event()

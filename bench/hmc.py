@@ -1,6 +1,6 @@
 """DHMCN heads on the public HMC benchmark data sets (FunCat / GO yeast, Diatoms, Enron, ImCLEF07).
 
-The heads of :mod:`models.dhmcn` are trained standalone on the data sets' feature vectors, under
+The heads of :mod:`vtag.models.dhmcn` are trained standalone on the data sets' feature vectors, under
 C-HMCNN's protocol (``../shared/data/hmc/README.md``):
 
 1. :func:`hmc_arff.load_hmc_dataset` + ``standardize()`` (one-hot nominals; the per-file mean
@@ -13,7 +13,7 @@ C-HMCNN's protocol (``../shared/data/hmc/README.md``):
 3. **Final runs**: for every seed, retrain on train+valid for the chosen number of epochs and
    score the test set once: AU(PRC) as C-HMCNN computes it — micro average precision over the
    non-root classes (``CHMCNN_SKIP`` excluded) of the ancestor-closed labels
-   (:func:`hierarchy.metrics.auprc_micro`), on the head's final ``prob``.
+   (:func:`vtag.hierarchy.metrics.auprc_micro`), on the head's final ``prob``.
 
 One recipe (:class:`Recipe`) for every data set — nothing is set per data set. Heads:
 ``dhmcn_v1`` (HMCN-F style), ``dhmcn_v2`` (dense), ``dhmcn_v3`` (dense + cascade), and ``+mc``
@@ -152,7 +152,7 @@ def auprc(Y: np.ndarray, S: np.ndarray, mask: np.ndarray) -> float:
     """C-HMCNN's AU(PRC): micro average precision over the classes in ``mask [N]``.
     ``Y [B, N]`` bool ancestor-closed, ``S [B, N]`` scores."""
     try:
-        from hierarchy.metrics import auprc_micro
+        from vtag.hierarchy.metrics import auprc_micro
     except ImportError:  # pragma: no cover - metrics module absent
         from sklearn.metrics import average_precision_score
 
@@ -178,7 +178,7 @@ def auprc_binned(Y: np.ndarray, S: np.ndarray, mask: np.ndarray, bins: int = 409
 def _head(recipe: Recipe, head: str, spec, in_dim: int, seed: int):
     import torch
 
-    from models.dhmcn import create_head
+    from vtag.models.dhmcn import create_head
 
     torch.manual_seed(seed)
     return create_head(recipe.head_cfg(head, spec.n_levels), spec, in_dim)
@@ -219,7 +219,7 @@ def train_head(recipe: Recipe, head: str, spec, X: np.ndarray, Y: np.ndarray, se
     """
     import torch
 
-    from models.training import WeightAverage
+    from vtag.models.training import WeightAverage
 
     model = _head(recipe, head, spec, X.shape[1], seed)
     if recipe.prior_init:
@@ -307,7 +307,7 @@ def _select(recipe: Recipe, head: str, spec, ds: HMCDataset, mask: np.ndarray, s
 def _prepare(ds: HMCDataset, recipe: Recipe) -> tuple:
     """What every head of a data set shares: ``(spec, mask, X_all, Y_all, n_sel)`` — the hierarchy
     spec, the evaluation mask, train+valid for the final runs and the selection-train size."""
-    from models.dhmcn import HierarchySpec
+    from vtag.models.dhmcn import HierarchySpec
 
     h = ds.hierarchy
     spec = HierarchySpec.from_ancestor_matrix(h.R)

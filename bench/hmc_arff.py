@@ -16,8 +16,8 @@ Each data row ends with the example's classes joined by ``@``; ancestors are imp
 
 Arrays follow the node order ``(level, id)`` of :class:`ArffHierarchy` — ``level`` 1 = a child of
 ``root``, in a DAG the longest path from ``root`` (so every edge goes one level deeper or more).
-``R`` is C-HMCNN's matrix, the same as :meth:`hierarchy.taxonomy.Taxonomy.ancestor_matrix`:
-``R[i, j]`` iff j is i or a descendant of i; :func:`models.dhmcn.HierarchySpec.from_ancestor_matrix`
+``R`` is C-HMCNN's matrix, the same as :meth:`vtag.hierarchy.taxonomy.Taxonomy.ancestor_matrix`:
+``R[i, j]`` iff j is i or a descendant of i; :func:`vtag.models.dhmcn.HierarchySpec.from_ancestor_matrix`
 takes it as is.
 
 Preprocessing follows C-HMCNN's protocol (:class:`HMCDataset.standardize`): nominal attributes

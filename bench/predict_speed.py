@@ -80,8 +80,8 @@ def bench_frame(args):
     """(frame, taxonomy path) for the bench."""
     import numpy as np
 
-    from hierarchy.taxonomy import Taxonomy
-    from models.data import read_dumps, toy_labeled_frame
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.data import read_dumps, toy_labeled_frame
 
     tax_path = Path(args.taxonomy) if args.taxonomy else REPO / "conf" / "taxonomy" / "demo-v1.yaml"
     if not tax_path.exists():
@@ -152,8 +152,8 @@ def stage_costs(pred, frame, cuda: bool) -> dict:
     decoding (consistent decoding + output columns)."""
     import torch
 
-    from models.featurize import _column, to_device
-    from models.pipeline import autocast_dtype
+    from vtag.models.featurize import _column, to_device
+    from vtag.models.pipeline import autocast_dtype
 
     host = pred._host_batcher()
     stages = dict.fromkeys(("decode", "featurize", "model", "decode_labels"), 0.0)
@@ -212,9 +212,9 @@ def worker(args) -> dict:
 
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
-    from hierarchy.taxonomy import Taxonomy
-    from models.predictor import Predictor
-    from models.train import load_model_config, train
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.predictor import Predictor
+    from vtag.models.train import load_model_config, train
 
     frame = pd.read_parquet(args.frame)
     rss0 = _rss_mb()

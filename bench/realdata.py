@@ -11,7 +11,7 @@ Split (``--split``): ``time`` (default, the headline: the earliest 80 % of the r
 ``upload_ts`` train, the latest 20 % test, uploaders as they come; returning and new uploaders are
 reported apart) or ``uploader`` (no uploader on both sides). Systems and everything else are those
 of ``bench/bilibili.py`` (``--help`` there): the shipped ``vtag`` config through the production
-path (``models.training.train`` -> bundle -> ``Predictor``, exactly what ``vtag train`` /
+path (``vtag.models.training.train`` -> bundle -> ``Predictor``, exactly what ``vtag train`` /
 ``vtag evaluate`` run), TF-IDF + linear SVM with and without uploader / duration one-hots, logistic
 regression, HiClass and a fastText-style bag, each peer's settings chosen on the training side's
 own validation split.
@@ -37,7 +37,7 @@ import pandas as pd  # noqa: E402
 def read_labeled_dump(path: str | Path, taxonomy) -> tuple[pd.DataFrame, int]:
     """A labeled dump root (or comma-separated roots) -> ``(frame, rows dropped)``: rows whose
     ``labels[0]`` is a taxonomy node are kept (extra unknown tags are dropped from the list)."""
-    from models.data import DumpError, read_dumps
+    from vtag.models.data import DumpError, read_dumps
 
     try:
         frame = read_dumps(str(path))

@@ -7,14 +7,14 @@ demo-v1 to demo-v2 over the whole range on Spark ``local[2]``, and prints/writes
 **The starting v1 rows are not inferred** (100k rows through the model would cost far longer than
 the re-tag itself on this CPU). Instead:
 
-1. ``vtag generate --labeled`` (``jobs.synth.generate.generate``, demo-v1, no bad rows) writes the days'
+1. ``vtag generate --labeled`` (``vtag.jobs.synth.generate.generate``, demo-v1, no bad rows) writes the days'
    dumps, covers included: the same dumps ``retag run`` later reads to re-infer rows;
 2. each row's generator labels become its v1 tag row (labels[0] = primary leaf, the rest extra
    tags), closed under demo-v1's ancestors and ``requires`` like the decoder's output, with
    realistic scores (leaf ~0.5-1, mostly 0.8-0.97; an implied tag scores at least the tags implying
    it); tag structs ordered by (level, -score) as ``Predictor`` orders them; ``cover_missing`` =
    no cover bytes; ``model_version`` = ``bench-labels-v1``;
-3. the rows are written through ``jobs.warehouse.tables.replace_day`` (the tag job's writer, ``conform`` to
+3. the rows are written through ``vtag.jobs.warehouse.tables.replace_day`` (the tag job's writer, ``conform`` to
    ``VIDEO_TAGS_SCHEMA``) with one succeeded ``tag_runs`` row per day (job ``tag``), so the retag
    job sees tagged days exactly as after ``vtag tag``.
 
@@ -66,8 +66,8 @@ def v1_rows_fn(v1_dict: dict, seed: int):
         import numpy as np
         import pyarrow as pa
 
-        from hierarchy.taxonomy import Taxonomy
-        from models.schema import MAX_LEVELS, PREDICTION_SCHEMA
+        from vtag.hierarchy.taxonomy import Taxonomy
+        from vtag.models.schema import MAX_LEVELS, PREDICTION_SCHEMA
 
         tax = Taxonomy.from_dict(v1_dict)
         clo = tax.closure_matrix
@@ -119,10 +119,10 @@ def seed_v1_day(spark, conf: dict, dump_root: Path, day: str, seed: int) -> int:
 
     from pyspark.sql import functions as F
 
-    from hierarchy.taxonomy import Taxonomy
-    from jobs.spark.schema import to_spark
-    from jobs.warehouse.tables import append_run, replace_day, table_path, utcnow
-    from models.schema import PREDICTION_SCHEMA
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.jobs.spark.schema import to_spark
+    from vtag.jobs.warehouse.tables import append_run, replace_day, table_path, utcnow
+    from vtag.models.schema import PREDICTION_SCHEMA
 
     v1 = Taxonomy.load(V1)
     t0 = time.time()
@@ -150,7 +150,7 @@ def seed_v1_day(spark, conf: dict, dump_root: Path, day: str, seed: int) -> int:
 
 def ensure_dumps(spark, root: Path, start: str, days: int, per_day: int, seed: int) -> float:
     """The labeled demo-v1 dumps (cached); seconds spent generating (0 when reused)."""
-    from jobs.synth.generate import generate
+    from vtag.jobs.synth.generate import generate
 
     want = [(dt.date.fromisoformat(start) + dt.timedelta(days=i)).isoformat() for i in range(days)]
     if all((root / f"dt={d}" / "_SUCCESS").exists() for d in want):
@@ -167,10 +167,10 @@ def ensure_bundle(spark, work: Path, train_rows: int, minutes: float, seed: int)
     """A cpu-small bundle on demo-v2 (cached under ``work``); seconds spent (0 when reused)."""
     import yaml
 
-    from hierarchy.taxonomy import Taxonomy
-    from jobs.synth.generate import generate
-    from models.data import read_dumps
-    from models.training import train
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.jobs.synth.generate import generate
+    from vtag.models.data import read_dumps
+    from vtag.models.training import train
 
     bundle = work / f"bundle-v2-cpu-small-{train_rows}"
     if (bundle / "model.safetensors").exists():
@@ -214,10 +214,10 @@ def main() -> int:
         ap.error("--rows must be >= --days")
 
     from bench.throughput import PeakSampler, mib
-    from jobs.config import load_job_conf
-    from jobs.pipeline import retag
-    from jobs.spark.session import build_session
-    from jobs.warehouse.tables import ensure_table, table_path
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.pipeline import retag
+    from vtag.jobs.spark.session import build_session
+    from vtag.jobs.warehouse.tables import ensure_table, table_path
 
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -259,7 +259,7 @@ def main() -> int:
 
     base_rows, base_s = 0, 0.0
     if args.baseline_days:
-        from jobs.pipeline.tag import tag_day
+        from vtag.jobs.pipeline.tag import tag_day
 
         base_conf = {**conf, "warehouse": str(work / f"wh-{args.rows}-baseline"), "taxonomy": str(V2)}
         shutil.rmtree(base_conf["warehouse"], ignore_errors=True)

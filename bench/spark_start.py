@@ -42,7 +42,7 @@ def make_warehouse(root: Path, rows: int = 2000) -> Path:
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from models.schema import VIDEO_TAGS_SCHEMA
+    from vtag.models.schema import VIDEO_TAGS_SCHEMA
 
     wh = root / "warehouse"
     cols = {f.name: [None] * rows for f in VIDEO_TAGS_SCHEMA}
@@ -75,10 +75,10 @@ def run_once(wh: Path, env_extra: dict[str, str], extra_args: list[str]) -> tupl
 PHASES = """
 import json, sys, time
 t0 = time.monotonic()
-from jobs.warehouse.catalog import needed_names
-from jobs.config import load_job_conf
-from jobs.spark.session import build_session
-from jobs.analytics.sql import prepare, session_conf
+from vtag.jobs.warehouse.catalog import needed_names
+from vtag.jobs.config import load_job_conf
+from vtag.jobs.spark.session import build_session
+from vtag.jobs.analytics.sql import prepare, session_conf
 conf = session_conf(load_job_conf(None, ["warehouse=" + sys.argv[1], "master=local[2]"]))
 t1 = time.monotonic(); spark = build_session(conf)
 t2 = time.monotonic(); prepare(spark, conf, only=needed_names([sys.argv[2]]))
@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="timed runs per mode (default %(default)s)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "spark_start.md"), help="the Markdown file to write")
     args = p.parse_args(argv)
-    from jobs.spark.jars import default_dir, jars_in
+    from vtag.jobs.spark.jars import default_dir, jars_in
 
     if not jars_in(default_dir()):
-        print(f"no jars in {default_dir()}: run `python -m jobs.spark.jars` (make venv does) first", file=sys.stderr)
+        print(f"no jars in {default_dir()}: run `python -m vtag.jobs.spark.jars` (make venv does) first", file=sys.stderr)
         return 1
     root = Path(tempfile.mkdtemp(prefix="vtag-spark-start-"))
     rows = []

@@ -3,7 +3,7 @@
 For each size, :func:`generate_taxonomy` writes a deterministic taxonomy file (5 levels, leaves at
 levels 3, 4 and 5, exclusive groups of siblings, ``requires`` rules between level-1 subtrees and a
 few ``cooccur`` pairs), and a fresh Python process runs what ``vtag taxonomy validate`` runs:
-``Taxonomy.load`` (parse + validation) and ``jobs.cli.taxonomy.summary``. That process reports the
+``Taxonomy.load`` (parse + validation) and ``vtag.jobs.cli.taxonomy.summary``. That process reports the
 wall-clock seconds and its peak RSS (``ru_maxrss``, whole process: interpreter, numpy and yaml
 included; the RSS right after the imports is given beside it). Each run is capped by ``--timeout``
 and an address-space limit (``--mem-cap-gb``, ``RLIMIT_AS``): a run past either is recorded as
@@ -124,10 +124,14 @@ def write_taxonomy(n_nodes: int, path: Path, seed: int = 0) -> Path:
 
 # ---------------------------------------------------------------------- the measured child
 _CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from hierarchy.taxonomy import Taxonomy
-from jobs.cli.taxonomy import summary
+if os.path.isdir(os.path.join(sys.argv[1], "vtag")):  # its vtag/ links to its hierarchy/ and jobs/
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.jobs.cli.taxonomy import summary
+else:  # a checkout from before the one vtag package (#17)
+    from hierarchy.taxonomy import Taxonomy
+    from jobs.taxonomy_cli import summary
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 tax = Taxonomy.load(sys.argv[2])
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# Taxonomy scale: `Taxonomy.load` + validation",
         "",
-        "What `vtag taxonomy validate` runs (`Taxonomy.load` and `jobs.cli.taxonomy.summary`), in a fresh "
+        "What `vtag taxonomy validate` runs (`Taxonomy.load` and `vtag.jobs.cli.taxonomy.summary`), in a fresh "
         "process per size, on taxonomies from `bench/taxonomy_scale.py`'s generator (5 levels, leaves at "
         "3-5, 20 exclusive groups, 20 requires rules, 20 cooccur pairs). Peak RSS is the whole process "
         "(`ru_maxrss`: interpreter, numpy and yaml included).",

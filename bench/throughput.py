@@ -80,7 +80,7 @@ def single_process(bundle: str, dump_root: Path, dt: str, threads: int, batch: i
     import pyarrow.dataset as ds
     import torch
 
-    from models.predictor import Predictor
+    from vtag.models.predictor import Predictor
 
     torch.set_num_threads(threads)
     pred = Predictor.load(bundle, device="cpu")
@@ -95,7 +95,7 @@ def single_process(bundle: str, dump_root: Path, dt: str, threads: int, batch: i
 
 
 def spark_run(spark, conf: dict, bundle: str, dump_root: Path, dt: str) -> tuple[float, dict]:
-    from jobs.pipeline.tag import tag_day
+    from vtag.jobs.pipeline.tag import tag_day
 
     t0 = time.perf_counter()
     res = tag_day(spark, conf, dt, dump_root=str(dump_root), bundle=bundle)
@@ -155,9 +155,9 @@ def main() -> int:
                     help="markdown results file ('' to skip)")
     args = ap.parse_args()
 
-    from jobs.config import load_job_conf
-    from jobs.spark.session import build_session
-    from jobs.synth.generate import generate
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.spark.session import build_session
+    from vtag.jobs.synth.generate import generate
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="vtag-bench-tp-"))
     conf = load_job_conf(overrides={

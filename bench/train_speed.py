@@ -3,7 +3,7 @@
 ``old`` = ``image.skip_absent: false`` (the backbone runs on a blank image for every row), no
 jieba token cache and the tokenizer looked up per row (``TextFeaturizer.LOOKUP_ONCE``), as before; ``new`` = the defaults (no backbone work for rows without a cover; tokens cached
 on the process's jieba tokenizer, emptied before each run so every run starts cold). The cost of one
-epoch is measured as the difference between a 2-epoch and a 1-epoch run of :func:`models.train.train`
+epoch is measured as the difference between a 2-epoch and a 1-epoch run of :func:`vtag.models.train.train`
 (same seed, data and config), so the one-off work (vocabulary, n-gram counts, bundle writing) drops
 out; it still holds the per-epoch validation. A warm-up run first pays the process's imports and
 jieba's start; then old and new runs alternate, ``--repeats`` times; the medians are reported. Writes ``bench/results/predict_speed_train.md``.
@@ -33,8 +33,8 @@ RESULTS = REPO / "bench" / "results" / "predict_speed_train.md"
 
 def timed_train(cfg: dict, tax, frame, out: Path, epochs: int, legacy: bool) -> float:
     """Seconds of one ``train`` run (``legacy``: the path before issue 20)."""
-    from models.text import TextFeaturizer, get_tokenizer, taxonomy_words
-    from models.train import train
+    from vtag.models.text import TextFeaturizer, get_tokenizer, taxonomy_words
+    from vtag.models.train import train
 
     tok = get_tokenizer(taxonomy_words(tax))
     tok.__dict__.pop("_vtag_token_cache", None)  # every run starts cold
@@ -62,9 +62,9 @@ def main() -> int:
 
     import torch
 
-    from hierarchy.taxonomy import Taxonomy
-    from models.data import toy_labeled_frame
-    from models.train import load_model_config
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.data import toy_labeled_frame
+    from vtag.models.train import load_model_config
 
     torch.set_num_threads(args.threads)
     tax = Taxonomy.load(REPO / "conf" / "taxonomy" / "demo-v1.yaml")

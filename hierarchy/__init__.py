@@ -1,12 +1,12 @@
 """The taxonomy library: loading and validation, consistent decoding, version diffs, metrics.
 
 Pure Python + numpy (no Spark, no torch). The names below are the public surface; the modules
-(``hierarchy.taxonomy``, ``.decode``, ``.diff``, ``.metrics``) hold the rest.
+(``vtag.hierarchy.taxonomy``, ``.decode``, ``.diff``, ``.metrics``) hold the rest.
 """
 
-from hierarchy.decode import DecodedBatch, Decoder, make_consistent
-from hierarchy.diff import Migration, TaxonomyDiff, diff, migration_map
-from hierarchy.taxonomy import Taxonomy, TaxonomyError
+from vtag.hierarchy.decode import DecodedBatch, Decoder, make_consistent
+from vtag.hierarchy.diff import Migration, TaxonomyDiff, diff, migration_map
+from vtag.hierarchy.taxonomy import Taxonomy, TaxonomyError
 
 __all__ = [
     "Taxonomy",

@@ -38,7 +38,7 @@ from typing import Mapping
 
 import numpy as np
 
-from hierarchy.taxonomy import SparseRows, Taxonomy
+from vtag.hierarchy.taxonomy import SparseRows, Taxonomy
 
 #: log(0) guard: consistent scores are clipped to this before the log.
 _TINY = np.float32(1e-30)

@@ -44,7 +44,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from hierarchy.taxonomy import Taxonomy
+from vtag.hierarchy.taxonomy import Taxonomy
 
 Action = Literal["keep", "rename", "move", "reinfer"]
 

@@ -29,7 +29,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from hierarchy.taxonomy import Taxonomy
+from vtag.hierarchy.taxonomy import Taxonomy
 
 
 class PRF(NamedTuple):

@@ -3,7 +3,7 @@
 The re-tag job asks :class:`TagRemapper` about every stored row. A row is **remappable** when
 
 1. every node id among its tags has the migration action ``keep``, ``rename`` or ``move``
-   (:func:`hierarchy.diff.migration_map`; such ids exist unchanged in the new version), and
+   (:func:`vtag.hierarchy.diff.migration_map`; such ids exist unchanged in the new version), and
 2. its primary leaf is still a leaf, and
 3. the label set rebuilt in the new version (below) breaks no ``exclusive`` group of the new version.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from hierarchy.taxonomy import Taxonomy
+from vtag.hierarchy.taxonomy import Taxonomy
 
 REMAP_ACTIONS = frozenset({"keep", "rename", "move"})
 
@@ -42,7 +42,7 @@ class TagRemapper:
     """Remaps stored rows from ``old`` to ``new`` by the migration map (see module docstring)."""
 
     def __init__(self, old: Taxonomy, new: Taxonomy, migration: dict | None = None):
-        from hierarchy.diff import migration_map
+        from vtag.hierarchy.diff import migration_map
 
         self.old, self.new = old, new
         self.migration = migration if migration is not None else migration_map(old, new)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from hierarchy.nodes import Constraints, Node, TaxonomyError  # noqa: F401  (re-exported)
-from hierarchy.sparse_rows import SparseRows  # noqa: F401  (re-exported)
-from hierarchy.taxonomy_parse import _flatten, _parse_constraints, _resolve_levels
+from vtag.hierarchy.nodes import Constraints, Node, TaxonomyError  # noqa: F401  (re-exported)
+from vtag.hierarchy.sparse_rows import SparseRows  # noqa: F401  (re-exported)
+from vtag.hierarchy.taxonomy_parse import _flatten, _parse_constraints, _resolve_levels
 
 #: libyaml's safe loader where PyYAML was built with it (same documents, ~10x faster), else PyYAML's
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -1,6 +1,6 @@
 """Parsing a taxonomy document's ``nodes`` (nested or flat) and ``constraints`` into checked
-:class:`~hierarchy.nodes.Node` and :class:`~hierarchy.nodes.Constraints` values (the format:
-``docs/taxonomy-format.md``); :class:`~hierarchy.taxonomy.Taxonomy` validates the whole."""
+:class:`~vtag.hierarchy.nodes.Node` and :class:`~vtag.hierarchy.nodes.Constraints` values (the format:
+``docs/taxonomy-format.md``); :class:`~vtag.hierarchy.taxonomy.Taxonomy` validates the whole."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from hierarchy.nodes import Constraints, Node, TaxonomyError
+from vtag.hierarchy.nodes import Constraints, Node, TaxonomyError
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 

@@ -1,4 +1,6 @@
-"""Job configuration: a YAML profile from ``conf/jobs/`` with ``k=v`` overrides layered on top."""
+"""Job configuration: a YAML profile from ``conf/jobs/`` with ``k=v`` overrides layered on top.
+
+The profiles ship as package data: :func:`vtag.conf_dir` (``$VTAG_CONF_DIR`` replaces it here)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = Path(os.environ.get("VTAG_CONF_DIR", REPO_ROOT / "conf"))
+from vtag import conf_dir
+
+CONF_DIR = Path(os.environ.get("VTAG_CONF_DIR", conf_dir()))
 DEFAULT_JOB_CONF = CONF_DIR / "jobs" / "local.yaml"
 
 

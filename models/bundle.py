@@ -3,7 +3,7 @@
 Files, and nothing pickled:
 
 - ``model.safetensors`` — the weights only (safetensors header metadata: model and taxonomy version);
-- ``config.yaml`` — the resolved model config (``models.factory.resolve_config``: architecture,
+- ``config.yaml`` — the resolved model config (``vtag.models.factory.resolve_config``: architecture,
   ``train``/``decode`` sections), ``preprocessing.image`` (the resolved timm data config) plus a ``bundle:`` section with the identity (model
   version and label, taxonomy version, creation time, training data);
 - ``vocab.txt`` — the text vocabulary, one token per line (``\\``, newline and CR escaped as
@@ -12,7 +12,7 @@ Files, and nothing pickled:
 - ``metrics.json`` — validation metrics and the training history;
 - ``MODEL_CARD.md`` — what it was trained on, when, metrics per level, intended use, limits;
 - ``uploader_profiles.parquet`` — only with ``context.profile.enabled``: the uploader profiles of
-  the bundle's own training labels (:mod:`models.profiles`), used by ``Predictor`` for rows that
+  the bundle's own training labels (:mod:`vtag.models.profiles`), used by ``Predictor`` for rows that
   bring no profile of their own; its sha256 is recorded under ``profiles:`` in ``config.yaml``, so it
   is part of the model version.
 
@@ -149,7 +149,7 @@ def save_bundle(
     ``config`` is the model config as trained; the featurizer's resolved preprocessing (if it has
     ``preprocessing()``) is stored under ``preprocessing:``. ``train_info`` (data roots, row counts,
     epochs, seconds, seed...) goes to the ``bundle:`` section and the model card; its ``ids`` entry
-    (:func:`models.provenance.data_ids`) leaves count and hash there and its Bloom filters in
+    (:func:`vtag.models.provenance.data_ids`) leaves count and hash there and its Bloom filters in
     ``data_ids.json``, for ``vtag evaluate``'s overlap check. Existing bundle
     files in ``out_dir`` are replaced; other files there (e.g. ``checkpoint/``) are kept.
     """
@@ -157,7 +157,7 @@ def save_bundle(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from models.factory import resolve_config
+    from vtag.models.factory import resolve_config
 
     cfg = resolve_config({k: v for k, v in dict(config).items() if k not in ("bundle", "preprocessing", "profiles")})
     data_cfg = getattr(featurizer, "image_data_config", None)
@@ -167,14 +167,14 @@ def save_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_dir))
     names = list(BUNDLE_FILES)
     if profiles is not None:
-        from models.profiles import PROFILE_FILE
+        from vtag.models.profiles import PROFILE_FILE
 
         cfg["profiles"] = {"file": PROFILE_FILE, "sha256": profiles.save(tmp / PROFILE_FILE, taxonomy),
                            "uploaders": len(profiles)}
         names.append(PROFILE_FILE)
     version = model_version(tensors, cfg)
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    from models.provenance import IDS_FILE, split_ids_record
+    from vtag.models.provenance import IDS_FILE, split_ids_record
 
     info, ids_record = split_ids_record(_plain(dict(train_info or {})))
     if ids_record is not None:  # the Bloom filters of the training/validation ids: their own file
@@ -244,7 +244,7 @@ def _plain(obj: Any) -> Any:
 
 # ---------------------------------------------------------------------- model card
 def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) -> str:
-    """The ``MODEL_CARD.md`` text: :func:`models.model_card.model_card` (front matter, usage, metric
+    """The ``MODEL_CARD.md`` text: :func:`vtag.models.model_card.model_card` (front matter, usage, metric
     definitions, training data and budget, warnings).
 
     Parameters
@@ -256,7 +256,7 @@ def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) 
     metrics
         ``metrics.json``'s content.
     """
-    from models.model_card import model_card as write_card
+    from vtag.models.model_card import model_card as write_card
 
     return write_card(config, taxonomy, metrics)
 
@@ -328,9 +328,9 @@ def load_bundle(bundle_dir: str | Path, device: str | None = "cpu", *, verify: b
     import torch
     from safetensors.torch import load_file
 
-    from hierarchy.taxonomy import Taxonomy
-    from models.factory import create_model
-    from models.featurize import Featurizer
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.factory import create_model
+    from vtag.models.featurize import Featurizer
 
     bundle_dir = Path(bundle_dir)
     cfg = _read_config(bundle_dir)
@@ -372,8 +372,8 @@ def load_bundle(bundle_dir: str | Path, device: str | None = "cpu", *, verify: b
 
 
 def _load_profiles(bundle_dir: Path, spec: Mapping[str, Any], taxonomy_version: str, verify: bool):
-    """The bundle's :class:`models.profiles.ProfileTable` (sha256 checked with ``verify``)."""
-    from models.profiles import ProfileTable
+    """The bundle's :class:`vtag.models.profiles.ProfileTable` (sha256 checked with ``verify``)."""
+    from vtag.models.profiles import ProfileTable
 
     path = bundle_dir / str(spec.get("file"))
     if not path.is_file():

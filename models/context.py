@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.text import as_text, stable_hash
+from vtag.models.text import as_text, stable_hash
 
 
 def hash_ids(values: Sequence, buckets: int, n_hashes: int, salt: int) -> np.ndarray:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from models.schema import DUMP_SCHEMA, LABELED_SCHEMA, REQUIRED_DUMP_COLUMNS
+from vtag.models.schema import DUMP_SCHEMA, LABELED_SCHEMA, REQUIRED_DUMP_COLUMNS
 
 log = logging.getLogger(__name__)
 

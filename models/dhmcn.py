@@ -135,7 +135,7 @@ class HierarchySpec:
 
     @classmethod
     def from_taxonomy(cls, taxonomy) -> HierarchySpec:
-        """From a :class:`hierarchy.taxonomy.Taxonomy` (node order = taxonomy node order)."""
+        """From a :class:`vtag.hierarchy.taxonomy.Taxonomy` (node order = taxonomy node order)."""
         parent = taxonomy.parent_index
         child = np.flatnonzero(parent >= 0)
         edges = np.stack([parent[child], child], axis=1).astype(np.int64)
@@ -297,7 +297,7 @@ class _Head(nn.Module):
 
     def _wide_logits(self, wide: torch.Tensor | None, extra: torch.Tensor | None = None) -> torch.Tensor | float:
         """The wide path's logits plus ``extra`` logits computed outside the head (e.g. the sparse
-        TF-IDF linear model, :mod:`models.sparse_wide`)."""
+        TF-IDF linear model, :mod:`vtag.models.sparse_wide`)."""
         out = self.wide(wide) if self.wide is not None and wide is not None else 0.0
         return out + extra if extra is not None else out
 

@@ -1,4 +1,4 @@
-"""Scale-out training: :func:`models.training.train` under Spark's ``TorchDistributor`` (DDP).
+"""Scale-out training: :func:`vtag.models.training.train` under Spark's ``TorchDistributor`` (DDP).
 
 :func:`run_distributed` (driver side) hands *this file* to
 ``pyspark.ml.torch.distributor.TorchDistributor(...).run(path, *args)``; torchrun then starts
@@ -55,9 +55,9 @@ def worker_main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from hierarchy.taxonomy import Taxonomy
-    from models.data import read_dumps
-    from models.training import default_taxonomy_path, load_model_config, train
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.data import read_dumps
+    from vtag.models.training import default_taxonomy_path, load_model_config, train
 
     args = _worker_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s rank%(process)d %(name)s: %(message)s")

@@ -1,19 +1,19 @@
 """``vtag evaluate --bundle B --data D [--json] [--out FILE]``: a bundle's metrics on a labeled dump.
 
-The bundle is run through :class:`models.predictor.Predictor` (the production code path), and its
-decoded output is scored with :func:`hierarchy.metrics.evaluate`: leaf accuracy, accuracy per
+The bundle is run through :class:`vtag.models.predictor.Predictor` (the production code path), and its
+decoded output is scored with :func:`vtag.hierarchy.metrics.evaluate`: leaf accuracy, accuracy per
 level, hierarchical precision / recall / F1 (micro and macro F1), AU(PRC) of the consistent
 scores, and the violation rate of the decoded label sets — overall and per level-1 subtree (rows
-whose true primary path starts at that node: :func:`hierarchy.metrics.evaluate_by_subtree`). The report is printed (a table
+whose true primary path starts at that node: :func:`vtag.hierarchy.metrics.evaluate_by_subtree`). The report is printed (a table
 with a one-line legend per metric, or JSON with ``--json``) and saved as JSON only where ``--out`` says.
 
 Before scoring, the evaluated rows' ``video_id`` are looked up in the bundle's record of its training
-and validation rows (:mod:`models.provenance`): an overlap is printed as a loud warning on stderr and
+and validation rows (:mod:`vtag.models.provenance`): an overlap is printed as a loud warning on stderr and
 recorded in the JSON (``overlap``), since metrics on the model's own data overstate it.
 
 Progress (#19 item 4): :func:`main` and :func:`evaluate_frame` take an optional ``stage(text, rows)``
-callback (models/ never imports jobs/); ``vtag evaluate`` runs through :mod:`jobs.cli.evaluate`, which
-passes :func:`jobs.progress.stage` in — a live line on a terminal, one stderr line per stage otherwise.
+callback (models/ never imports jobs/); ``vtag evaluate`` runs through :mod:`vtag.jobs.cli.evaluate`, which
+passes :func:`vtag.jobs.progress.stage` in — a live line on a terminal, one stderr line per stage otherwise.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def true_labels(taxonomy, frame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_decoded(taxonomy, frame, decoded) -> dict:
-    """:func:`hierarchy.metrics.evaluate` of a :class:`hierarchy.decode.DecodedBatch` against ``frame``'s labels."""
-    from hierarchy.metrics import evaluate
+    """:func:`vtag.hierarchy.metrics.evaluate` of a :class:`vtag.hierarchy.decode.DecodedBatch` against ``frame``'s labels."""
+    from vtag.hierarchy.metrics import evaluate
 
     truth, leaf = true_labels(taxonomy, frame)
     return _plain(evaluate(taxonomy, truth, leaf, decoded.labels, decoded.leaf, decoded.consistent))
@@ -83,7 +83,7 @@ def choose_stop_threshold(taxonomy, frame, prob: np.ndarray, config: Mapping[str
     config : mapping
         The model config (its other ``decode`` settings are kept).
     """
-    from models.predictor import decoder_for
+    from vtag.models.predictor import decoder_for
 
     _, leaf = true_labels(taxonomy, frame)
     known = leaf >= 0
@@ -140,7 +140,7 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None) -> dict:
         Progress callback ``stage(text, rows)``: called per stage, and again with the same text as
         prediction's micro-batches finish (rows done).
     """
-    from hierarchy.metrics import evaluate, evaluate_by_subtree
+    from vtag.hierarchy.metrics import evaluate, evaluate_by_subtree
 
     stage = stage or _no_stage
     tax = predictor.taxonomy
@@ -255,9 +255,9 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     """
     import torch
 
-    from models.data import check_labels, read_dumps
-    from models.predictor import Predictor
-    from models.provenance import overlap
+    from vtag.models.data import check_labels, read_dumps
+    from vtag.models.predictor import Predictor
+    from vtag.models.provenance import overlap
 
     stage = stage or _no_stage
     if args.threads:
@@ -265,7 +265,7 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     stage(f"loading the bundle {args.bundle}", None)
     expected = None
     if args.taxonomy:
-        from hierarchy.taxonomy import Taxonomy
+        from vtag.hierarchy.taxonomy import Taxonomy
 
         expected = Taxonomy.load(args.taxonomy).version
     predictor = Predictor.load(args.bundle, device=args.device, expected_taxonomy_version=expected)

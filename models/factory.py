@@ -1,10 +1,10 @@
 """The model factory: registries and :class:`VtagModel`.
 
 Variants are data: a YAML file under ``conf/model/`` (documented key by key in docs/model.md) is
-deep-merged onto :data:`~models.model_config.DEFAULT_CONFIG` by
-:func:`~models.model_config.resolve_config`, and :func:`create_model` builds
-the encoders of the enabled ``modalities``, the fusion (:data:`models.fusion.FUSIONS`) and the head
-(:data:`models.dhmcn.HEADS`) named there. Text encoders are looked up in :data:`TEXT_ENCODERS`.
+deep-merged onto :data:`~vtag.models.model_config.DEFAULT_CONFIG` by
+:func:`~vtag.models.model_config.resolve_config`, and :func:`create_model` builds
+the encoders of the enabled ``modalities``, the fusion (:data:`vtag.models.fusion.FUSIONS`) and the head
+(:data:`vtag.models.dhmcn.HEADS`) named there. Text encoders are looked up in :data:`TEXT_ENCODERS`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.model_config import (  # noqa: F401  (re-exported: the factory's public names)
+from vtag.models.model_config import (  # noqa: F401  (re-exported: the factory's public names)
     DEFAULT_CONFIG,
     MODALITIES,
     profile_enabled,
@@ -27,7 +27,7 @@ from models.model_config import (  # noqa: F401  (re-exported: the factory's pub
 
 # ---------------------------------------------------------------------------------------- registries
 def _bow_cnn_attn(cfg: dict, vocab_size: int, ngram_keys=None) -> nn.Module:
-    from models.text import TextEncoder
+    from vtag.models.text import TextEncoder
 
     return TextEncoder(cfg, vocab_size, ngram_keys=ngram_keys)
 
@@ -40,7 +40,7 @@ TEXT_ENCODERS: dict[str, Callable[..., nn.Module]] = {"bow_cnn_attn": _bow_cnn_a
 class VtagModel(nn.Module):
     """Encoders of the enabled modalities -> fusion -> hierarchical head.
 
-    ``forward(batch)`` (the dict of :meth:`models.featurize.Featurizer.transform`, on the model's
+    ``forward(batch)`` (the dict of :meth:`vtag.models.featurize.Featurizer.transform`, on the model's
     device) returns the head's outputs — always ``prob [B, n_nodes]`` in taxonomy node order — plus
     for centralnet ``modality_logits_<m> [B, n_nodes]``. ``loss(outputs, targets [B, n_nodes])`` is
     the weighted sum of :meth:`loss_terms`.
@@ -95,7 +95,7 @@ class VtagModel(nn.Module):
         return out
 
     def loss_terms(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        from models.dhmcn import split_targets
+        from vtag.models.dhmcn import split_targets
 
         terms = self.head.loss_terms(outputs, targets)
         y, known = split_targets(targets)
@@ -120,7 +120,7 @@ class VtagModel(nn.Module):
     def predict_proba(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Eval-mode ``prob [B, n_nodes]`` (float32, on the model's device); the batch is moved
         there; the module's train/eval mode is restored afterwards."""
-        from models.featurize import to_device
+        from vtag.models.featurize import to_device
 
         was_training = self.training
         self.eval()
@@ -145,10 +145,10 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
     ``pretrained=False`` skips loading
     ``image.weights_file`` (use it when the weights come from a bundle next).
     """
-    from models.context import ContextEncoder
-    from models.dhmcn import HierarchySpec, create_head
-    from models.fusion import MissingModalityGate, create_fusion
-    from models.image import ImageEncoder
+    from vtag.models.context import ContextEncoder
+    from vtag.models.dhmcn import HierarchySpec, create_head
+    from vtag.models.fusion import MissingModalityGate, create_fusion
+    from vtag.models.image import ImageEncoder
 
     cfg = resolve_config(config)
     mods = cfg["modalities"]
@@ -181,7 +181,7 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
         keys = getattr(featurizer, "ngram_keys", None)
         if "text" not in mods or keys is None:
             raise ValueError("head.tfidf_wide needs the text modality with text.bow.min_count > 0 (kept n-grams)")
-        from models.sparse_wide import TfidfWide
+        from vtag.models.sparse_wide import TfidfWide
 
         mode = cfg["head"]["tfidf_wide"]
         if mode not in (True, "svm", "mix"):

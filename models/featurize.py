@@ -8,7 +8,7 @@ key                 shape, dtype        meaning
 ==================  ==================  =====================================================
 ``text_ids``        [B, L] int64        vocab ids: title tokens, ``<sep>``, description tokens
 ``bow_ids``         [B, 2L] int64       hashed uni/bi-gram buckets, 0 = pad
-``text_feats``      [B, 11] float32     engineered text features (``models.text.TEXT_FEATURES``)
+``text_feats``      [B, 11] float32     engineered text features (``vtag.models.text.TEXT_FEATURES``)
 ``image``           [B, 3, H, W] f32    normalized cover (zeros when missing); only if image on
 ``cover_present``   [B] bool            the cover decoded (always present)
 ``uploader``        [B, K] int64        hashed uploader id buckets, 0 = null
@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.context import ContextFeaturizer
-from models.image import CoverPreprocessor, cover_bytes, cover_decodable
-from models.model_config import profile_enabled, resolve_config
-from models.profiles import ProfileFeaturizer, ProfileTable
-from models.text import (
+from vtag.models.context import ContextFeaturizer
+from vtag.models.image import CoverPreprocessor, cover_bytes, cover_decodable
+from vtag.models.model_config import profile_enabled, resolve_config
+from vtag.models.profiles import ProfileFeaturizer, ProfileTable
+from vtag.models.text import (
     SPECIAL_TOKENS,
     TextFeaturizer,
     as_text,
@@ -147,7 +147,7 @@ class Featurizer:
             ``image`` NHWC in memory (same values).
         decode_covers : bool
             False (image modality on): leave ``image`` and ``cover_present`` out — the caller decodes
-            the covers itself (the GPU decoder, :mod:`models.image_gpu`).
+            the covers itself (the GPU decoder, :mod:`vtag.models.image_gpu`).
         """
         out: dict[str, torch.Tensor] = {}
         if "text" in self.modalities:

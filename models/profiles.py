@@ -10,7 +10,7 @@ before, and an uploader's earlier categories predict the next one. A profile is
 
 :class:`ProfileTable` holds profiles by uploader (built from labeled rows, or read from the
 ``uploader_profiles`` Delta table / a bundle's ``uploader_profiles.parquet``, both in
-:data:`models.schema.UPLOADER_PROFILES_SCHEMA`). :class:`ProfileFeaturizer` turns a profile into
+:data:`vtag.models.schema.UPLOADER_PROFILES_SCHEMA`). :class:`ProfileFeaturizer` turns a profile into
 the model's ``profile [B, 2 * n_nodes + 2]`` float32 input: per node the smoothed share of the
 uploader's videos under that node, ``count / (n_videos + alpha)`` (counts closed over ancestors);
 per node the log-ratio of the smoothed share to the node's prior ``q`` (its share of all profiled
@@ -109,12 +109,12 @@ class ProfileTable:
             counts[str(up)][lab] += 1.0
         return cls(taxonomy.version, {u: (float(sum(c.values())), dict(c)) for u, c in counts.items()})
 
-    # -- storage (models.schema.UPLOADER_PROFILES_SCHEMA)
+    # -- storage (vtag.models.schema.UPLOADER_PROFILES_SCHEMA)
     def to_arrow(self, taxonomy, updated_dt=None, source: str = "labels"):
-        """The table as pyarrow in :data:`models.schema.UPLOADER_PROFILES_SCHEMA`, sorted by uploader."""
+        """The table as pyarrow in :data:`vtag.models.schema.UPLOADER_PROFILES_SCHEMA`, sorted by uploader."""
         import pyarrow as pa
 
-        from models.schema import UPLOADER_PROFILES_SCHEMA
+        from vtag.models.schema import UPLOADER_PROFILES_SCHEMA
 
         ups = sorted(self.profiles)
         level1 = []

@@ -4,7 +4,7 @@
 convention ``labels[0]`` is the primary leaf, the rest are extra tags). ``PREDICTION_SCHEMA`` is what
 ``Predictor.predict`` returns: the ``video_tags`` columns less the run metadata. ``VIDEO_TAGS_SCHEMA``,
 ``QUARANTINE_SCHEMA`` and ``TAG_RUNS_SCHEMA`` are the Delta tables. jobs/ derives Spark schemas from
-these with ``jobs.spark.schema.to_spark``.
+these with ``vtag.jobs.spark.schema.to_spark``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The ``vtag train`` command line: an argument parser and ``main`` over :func:`models.training.train`
-(the library: :mod:`models.training`). The names below are re-exported for callers of
-``models.train``."""
+"""The ``vtag train`` command line: an argument parser and ``main`` over :func:`vtag.models.training.train`
+(the library: :mod:`vtag.models.training`). The names below are re-exported for callers of
+``vtag.models.train``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from models.training import (  # noqa: F401  (re-exported)
+from vtag.models.training import (  # noqa: F401  (re-exported)
     CHECKPOINT_DIR,
     TRAIN_DEFAULTS,
     TrainResult,
@@ -51,14 +51,14 @@ def _arg_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from hierarchy.taxonomy import Taxonomy
-    from models.data import read_dumps
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.data import read_dumps
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.processes > 1:
         if args.val_data:
             raise SystemExit("--val-data is not supported with --processes")
-        from models.distributed import run_distributed
+        from vtag.models.distributed import run_distributed
 
         res = run_distributed(
             args.config, args.data, args.out, num_processes=args.processes, local_mode=not args.cluster,

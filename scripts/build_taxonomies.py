@@ -15,7 +15,7 @@ Every non-``curated`` ``source`` key is checked against the real files:
   baidu:<label>      a label of baidu_videotag/label_3396.txt
 
 Outputs: conf/taxonomy/demo-v1.yaml, demo-v2.yaml, bilibili-v1.yaml. Each is validated with
-hierarchy.taxonomy.Taxonomy plus the extra checks here before anything is written.
+vtag.hierarchy.taxonomy.Taxonomy plus the extra checks here before anything is written.
 
     .venv/bin/python scripts/build_taxonomies.py            # build, validate, write
     .venv/bin/python scripts/build_taxonomies.py --check    # build and validate; fail if files differ
@@ -36,7 +36,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hierarchy.taxonomy import Taxonomy, TaxonomyError  # noqa: E402
+from vtag.hierarchy.taxonomy import Taxonomy, TaxonomyError  # noqa: E402
 
 SRC = REPO / "scripts" / "taxonomy_src"
 OUT = REPO / "conf" / "taxonomy"
@@ -183,7 +183,7 @@ def make_doc(label: str, description: str, rows: list[dict], constraints: dict) 
     try:
         tax = Taxonomy.from_dict(doc, source=label)
     except TaxonomyError as exc:
-        raise BuildError(f"{label}: rejected by hierarchy.taxonomy: {exc}") from exc
+        raise BuildError(f"{label}: rejected by vtag.hierarchy.taxonomy: {exc}") from exc
     doc = {"label": label, "description": description, "version": tax.version, **{k: doc[k] for k in ("nodes", "constraints")}}
     return doc, tax
 

@@ -21,14 +21,14 @@ def tiny_taxonomy_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_taxonomy(tiny_taxonomy_path):
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     return Taxonomy.load(tiny_taxonomy_path)
 
 
 @pytest.fixture(scope="session")
 def demo_taxonomy():
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     return Taxonomy.load(REPO_ROOT / "conf" / "taxonomy" / "demo-v1.yaml")
 
@@ -43,8 +43,8 @@ def spark_warehouse():
 @pytest.fixture(scope="session")
 def spark(spark_warehouse):
     """One local[2] SparkSession with Delta, shared by every Spark test; stopped at the end."""
-    from jobs.config import load_job_conf
-    from jobs.spark.session import build_session
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.spark.session import build_session
 
     conf = load_job_conf(
         overrides={
@@ -65,8 +65,8 @@ def tiny_bundle(tmp_path_factory, tiny_taxonomy):
     """A real (tiny) model bundle trained for two epochs on toy frames of the tiny taxonomy."""
     import yaml
 
-    from models.data import toy_labeled_frame
-    from models.training import train
+    from vtag.models.data import toy_labeled_frame
+    from vtag.models.training import train
 
     config = yaml.safe_load((REPO_ROOT / "conf" / "model" / "cpu-small.yaml").read_text(encoding="utf-8"))
     config["image"]["input_size"] = 32
@@ -87,9 +87,9 @@ def tiny_bundle_v2(tmp_path_factory, retag_v2_path):
     """A tiny bundle trained on the revised tiny taxonomy (the re-tag target)."""
     import yaml
 
-    from hierarchy.taxonomy import Taxonomy
-    from models.data import toy_labeled_frame
-    from models.training import train
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.data import toy_labeled_frame
+    from vtag.models.training import train
 
     v2 = Taxonomy.load(retag_v2_path)
     config = yaml.safe_load((REPO_ROOT / "conf" / "model" / "cpu-small.yaml").read_text(encoding="utf-8"))

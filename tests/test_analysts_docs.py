@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.warehouse.catalog import SCHEMA_BEGIN, SCHEMA_END, schema_markdown
 from tests.test_analysts_query import assert_same
 from tests.warehouse_fixture import demo_shape, get_demo_warehouse
+from vtag.jobs.warehouse.catalog import SCHEMA_BEGIN, SCHEMA_END, schema_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "analysts.md"
 FENCE = re.compile(r"^```sql([^\n]*)\n(.*?)^```", re.S | re.M)
@@ -30,7 +30,7 @@ def sql_blocks() -> list[tuple[str, bool]]:
 def test_schema_section_matches_the_contract():
     text = DOC.read_text(encoding="utf-8")
     section = text.split(SCHEMA_BEGIN, 1)[1].split(SCHEMA_END, 1)[0]
-    assert section.strip() == schema_markdown().strip(), "regenerate: python -m jobs.warehouse.catalog docs/analysts.md"
+    assert section.strip() == schema_markdown().strip(), "regenerate: python -m vtag.jobs.warehouse.catalog docs/analysts.md"
 
 
 def test_the_doc_has_the_promised_examples():
@@ -44,8 +44,8 @@ def test_the_doc_has_the_promised_examples():
 
 @pytest.mark.spark
 def test_every_doc_query_runs_and_engines_agree(spark, tmp_path_factory):
-    from jobs.analytics import query as q
-    from jobs.analytics.sql import run_sql, to_arrow
+    from vtag.jobs.analytics import query as q
+    from vtag.jobs.analytics.sql import run_sql, to_arrow
 
     wh = get_demo_warehouse(spark, tmp_path_factory)
     con = q.open_warehouse(wh.conf)

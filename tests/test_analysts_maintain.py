@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.warehouse import maintain as m
+from vtag.jobs.warehouse import maintain as m
 
 
 @pytest.mark.parametrize(
@@ -44,10 +44,10 @@ def test_optimize_zorder_and_forced_vacuum(spark, tmp_path):
     import random
     from datetime import datetime, timezone
 
-    from jobs.config import load_job_conf
-    from jobs.warehouse.tables import ensure_table, replace_day
-    from models.schema import VIDEO_TAGS_SCHEMA
     from tests.warehouse_fixture import _frame, _tag_row, load_taxonomies
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.warehouse.tables import ensure_table, replace_day
+    from vtag.models.schema import VIDEO_TAGS_SCHEMA
 
     conf = load_job_conf(overrides={"warehouse": str(tmp_path / "warehouse")})
     ensure_table(spark, conf, "video_tags")

@@ -9,8 +9,8 @@ from datetime import datetime
 import pyarrow as pa
 import pytest
 
-from jobs.analytics import query as q
 from tests.warehouse_fixture import get_warehouse
+from vtag.jobs.analytics import query as q
 
 
 def normalize(table: pa.Table) -> list[tuple]:
@@ -55,7 +55,7 @@ AGREEMENT = [
 
 @pytest.mark.spark
 def test_spark_and_duckdb_agree(spark, tmp_path_factory):
-    from jobs.analytics.sql import run_sql, to_arrow
+    from vtag.jobs.analytics.sql import run_sql, to_arrow
 
     wh = get_warehouse(spark, tmp_path_factory)
     con = q.open_warehouse(wh.conf)

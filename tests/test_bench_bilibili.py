@@ -43,7 +43,7 @@ def _read(tmp_path, text: str):
     sys.path.insert(0, str(REPO / "bench"))
     import bilibili
 
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     f = tmp_path / "v.jsonl"
     f.write_text(text, encoding="utf-8")

@@ -81,7 +81,7 @@ def test_dag_hierarchy_longest_path_levels_and_skip_roots():
 
 def test_heads_accept_the_ancestor_matrix():
     pytest.importorskip("torch")
-    from models.dhmcn import HierarchySpec
+    from vtag.models.dhmcn import HierarchySpec
 
     for f in ("hmc-tiny-tree.arff", "hmc-tiny-dag.arff"):
         h = read_arff(DATA / f).hierarchy

@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _dump(tmp_path):
-    from hierarchy.taxonomy import Taxonomy
-    from models.data import toy_labeled_frame, write_dump
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.data import toy_labeled_frame, write_dump
 
     tax = Taxonomy.load(REPO / "tests" / "data" / "tiny-taxonomy.yaml")
     frame = toy_labeled_frame(tax, n=160, seed=3)
@@ -52,7 +52,7 @@ def test_realdata_reads_labels_at_any_depth_and_counts_unknown_rows(tmp_path):
     sys.path.insert(0, str(REPO / "bench"))
     import realdata
 
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     tax = Taxonomy.load(REPO / "tests" / "data" / "tiny-taxonomy.yaml")
     frame, dropped = realdata.read_labeled_dump(_dump(tmp_path), tax)

@@ -15,7 +15,7 @@ from test_train_support import (
     torch_one_thread,  # noqa: F401  (autouse fixture)
 )
 
-from models.bundle import (
+from vtag.models.bundle import (
     BUNDLE_FILES,
     BundleError,
     load_bundle,
@@ -23,12 +23,12 @@ from models.bundle import (
     read_vocab,
     write_vocab,
 )
-from models.predictor import Predictor, TaxonomyMismatchError, infer_proba
+from vtag.models.predictor import Predictor, TaxonomyMismatchError, infer_proba
 
 
 def test_bundle_has_exactly_the_design_files_and_no_pickle():
     out, tax, _, res = tiny_bundle()
-    from models.provenance import IDS_FILE
+    from vtag.models.provenance import IDS_FILE
 
     files = sorted(p.name for p in out.iterdir() if p.is_file())
     # the design's files, plus the optional id fingerprints of the training rows (vtag evaluate's overlap check)
@@ -123,8 +123,8 @@ def test_kept_ngram_keys_travel_in_the_weights_and_survive_resume():
     from safetensors.torch import load_file
     from test_train_support import tiny_config, tiny_frame
 
-    from models.bundle import NGRAM_KEYS
-    from models.training import train
+    from vtag.models.bundle import NGRAM_KEYS
+    from vtag.models.training import train
 
     tax, frame = tiny_taxonomy(), tiny_frame()
     cfg = copy.deepcopy(tiny_config(epochs=2))

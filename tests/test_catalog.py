@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.warehouse.catalog import (
+from tests.warehouse_fixture import get_warehouse
+from vtag.jobs.warehouse.catalog import (
     SCHEMAS,
     CatalogError,
     column_comments,
@@ -18,7 +19,6 @@ from jobs.warehouse.catalog import (
     register_tables,
     view_sql,
 )
-from tests.warehouse_fixture import get_warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_register_tables_names_comments_views(spark, tmp_path_factory):
 @pytest.mark.spark
 def test_registration_follows_the_warehouse(spark, tmp_path_factory):
     """A name registered for another warehouse is re-pointed, never left stale."""
-    from jobs.warehouse.tables import ensure_table
+    from vtag.jobs.warehouse.tables import ensure_table
 
     wh = get_warehouse(spark, tmp_path_factory)
     other = dict(wh.conf, warehouse=str(tmp_path_factory.mktemp("other") / "warehouse"),
@@ -109,7 +109,7 @@ def test_metastore_persists_across_processes(spark, tmp_path_factory):
               "--conf", "spark.driver.memory=1g", "--conf", "spark.sql.shuffle.partitions=1"]
     out = tmp_path_factory.mktemp("sqlout") / "days.csv"
     first = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "sql", "--metastore",
+        [sys.executable, "-m", "vtag.jobs.cli", "sql", "--metastore",
          "SELECT dt, count(*) AS n FROM video_tags GROUP BY dt ORDER BY dt", "--csv", str(out), *common],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
     )
@@ -118,7 +118,7 @@ def test_metastore_persists_across_processes(spark, tmp_path_factory):
     assert lines[0] == '"dt","n"' and len(lines) == 1 + len(wh.days)
     assert (wh.root / ".metastore" / "metastore_db").is_dir()
     second = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "sql", "--metastore", "--no-register",
+        [sys.executable, "-m", "vtag.jobs.cli", "sql", "--metastore", "--no-register",
          "SELECT count(*) AS n FROM vtag.video_tags_latest", *common],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
     )
@@ -129,7 +129,7 @@ def test_metastore_persists_across_processes(spark, tmp_path_factory):
 
 def test_a_busy_embedded_metastore_is_reported_before_spark_starts(tmp_path):
     """Another process holding Derby's lock: a clear error at once, not a minute of JVM and stack traces."""
-    from jobs.warehouse.catalog import check_metastore_free, local_metastore
+    from vtag.jobs.warehouse.catalog import check_metastore_free, local_metastore
 
     conf = {"warehouse": str(tmp_path / "warehouse"), "spark": {"spark.sql.catalogImplementation": "hive"}}
     db = Path(local_metastore(conf))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import commands as cli
+from vtag.jobs.cli import commands as cli
 
 VTAG = Path(sys.executable).with_name("vtag")
 REST = re.compile(r"``|:(?:func|mod|class|data|meth|attr|obj|ref|doc):`")
@@ -96,8 +96,8 @@ def test_help_is_plain_text(name):
 
 
 def test_plain_strips_markup():
-    assert cli.plain("``vtag sql``: see :func:`jobs.warehouse.catalog.register_tables` ::") == (
-        "vtag sql: see jobs.warehouse.catalog.register_tables :")
+    assert cli.plain("``vtag sql``: see :func:`vtag.jobs.warehouse.catalog.register_tables` ::") == (
+        "vtag sql: see vtag.jobs.warehouse.catalog.register_tables :")
     assert cli.plain("Example::\n  x") == "Example:\n  x"
 
 
@@ -112,7 +112,7 @@ def tiny_warehouse(tmp_path_factory):
     """A warehouse with an empty ``video_tags`` Delta table (written by delta-rs: no JVM)."""
     from deltalake import write_deltalake
 
-    from models.schema import VIDEO_TAGS_SCHEMA
+    from vtag.models.schema import VIDEO_TAGS_SCHEMA
 
     wh = tmp_path_factory.mktemp("cli-wh") / "warehouse"
     write_deltalake(str(wh / "video_tags"), VIDEO_TAGS_SCHEMA.empty_table(), partition_by=["dt"])

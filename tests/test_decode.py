@@ -1,4 +1,4 @@
-"""hierarchy.decode: consistent scores, the primary path, constrained extra labels."""
+"""vtag.hierarchy.decode: consistent scores, the primary path, constrained extra labels."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hierarchy.decode import Decoder, make_consistent
-from hierarchy.taxonomy import Taxonomy, TaxonomyError
+from vtag.hierarchy.decode import Decoder, make_consistent
+from vtag.hierarchy.taxonomy import Taxonomy, TaxonomyError
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,4 +1,4 @@
-"""hierarchy.diff: node changes between versions and the migration map."""
+"""vtag.hierarchy.diff: node changes between versions and the migration map."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hierarchy.diff import diff, migration_map
-from hierarchy.taxonomy import Taxonomy
+from vtag.hierarchy.diff import diff, migration_map
+from vtag.hierarchy.taxonomy import Taxonomy
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
 

@@ -13,14 +13,14 @@ from test_train_support import (
     torch_one_thread,  # noqa: F401  (autouse fixture)
 )
 
-from models.data import write_dump
+from vtag.models.data import write_dump
 
 
 @pytest.mark.spark
 @pytest.mark.slow
 def test_torch_distributor_local_two_processes_writes_a_loadable_bundle(spark, tiny_taxonomy_path):
-    from models.distributed import run_distributed
-    from models.predictor import Predictor
+    from vtag.models.distributed import run_distributed
+    from vtag.models.predictor import Predictor
 
     root = tmp_root()
     frame = tiny_frame()

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from models.schema import DUMP_SCHEMA
+from vtag.models.schema import DUMP_SCHEMA
 
 pytestmark = pytest.mark.spark
 
@@ -72,11 +72,11 @@ def _nullable(schema):
 
 
 def _collect(spark, root, dt):
-    from jobs.pipeline.dumps import read_day
-    from jobs.pipeline.validate import mark
+    from vtag.jobs.pipeline.dumps import read_day
+    from vtag.jobs.pipeline.validate import mark
 
     rows = mark(read_day(spark, str(root), dt)).select("video_id", "reason", "detail", "_raw").collect()
-    from jobs.warehouse.reasons import REASONS
+    from vtag.jobs.warehouse.reasons import REASONS
 
     assert {r.reason for r in rows if r.reason} <= set(REASONS)  # codes of the one list, nothing else
     return rows
@@ -97,8 +97,8 @@ def test_parquet_validation_reasons(spark, tmp_path):
 
 
 def test_corrupt_covers_are_tagged_under_the_tag_policy(spark, tmp_path):
-    from jobs.pipeline.dumps import read_day
-    from jobs.pipeline.validate import mark
+    from vtag.jobs.pipeline.dumps import read_day
+    from vtag.jobs.pipeline.validate import mark
 
     _write_parquet_day(tmp_path, "2026-11-24", [r for r, _ in PARQUET_CASES])
     rows = mark(read_day(spark, str(tmp_path), "2026-11-24"), corrupt_cover="tag").select("video_id", "reason")
@@ -142,7 +142,7 @@ def test_jsonl_reasons(spark, tmp_path):
 
 
 def test_missing_success_marker_is_refused(spark, tmp_path):
-    from jobs.pipeline.dumps import DumpNotReadyError, read_day
+    from vtag.jobs.pipeline.dumps import DumpNotReadyError, read_day
 
     day = _write_parquet_day(tmp_path, "2026-11-23", [_row("x")])
     (day / "_SUCCESS").unlink()

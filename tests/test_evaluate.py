@@ -11,8 +11,8 @@ from test_train_support import (
     torch_one_thread,  # noqa: F401  (autouse fixture)
 )
 
-from models.data import write_dump
-from models.evaluate import true_labels
+from vtag.models.data import write_dump
+from vtag.models.evaluate import true_labels
 
 
 def test_true_labels_are_ancestor_closed():
@@ -24,7 +24,7 @@ def test_true_labels_are_ancestor_closed():
 
 
 def test_vtag_evaluate_prints_and_saves_metrics(capsys):
-    from jobs.cli import main as vtag
+    from vtag.jobs.cli import main as vtag
 
     out, tax, frame, _ = tiny_bundle()
     root = tmp_root()
@@ -54,9 +54,9 @@ def test_evaluate_warns_on_its_own_training_rows_not_on_held_out_ones(capsys, tm
     and JSON), on rows it never saw it does not; nothing is written without --out."""
     import yaml
 
-    from jobs.cli import main as vtag
-    from models.data import toy_labeled_frame
-    from models.provenance import IDS_FILE, contains, read_ids
+    from vtag.jobs.cli import main as vtag
+    from vtag.models.data import toy_labeled_frame
+    from vtag.models.provenance import IDS_FILE, contains, read_ids
 
     out, tax, frame, _ = tiny_bundle()
     cfg = yaml.safe_load((out / "config.yaml").read_text())

@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 from tiny_dumps import _jpeg, _rows, _write_day
 
-from models.schema import DUMP_SCHEMA
+from vtag.models.schema import DUMP_SCHEMA
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ TS = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory, tiny_taxonomy_path, tiny_bundle):
-    from jobs.config import load_job_conf
+    from vtag.jobs.config import load_job_conf
 
     root = tmp_path_factory.mktemp("faults")
     conf = load_job_conf(overrides={"warehouse": str(root / "wh"), "taxonomy": str(tiny_taxonomy_path),
@@ -49,7 +49,7 @@ def fx(tmp_path_factory, tiny_taxonomy_path, tiny_bundle):
 
 
 def _tag(spark, fx, dt, conf=None, **kw):
-    from jobs.pipeline.tag import tag_day
+    from vtag.jobs.pipeline.tag import tag_day
 
     return tag_day(spark, conf or fx["conf"], dt, dump_root=str(fx["dump"]), bundle=str(kw.pop("bundle", fx["bundle"])),
                    **kw)
@@ -58,7 +58,7 @@ def _tag(spark, fx, dt, conf=None, **kw):
 def _runs(spark, conf, dt):
     from pyspark.sql import functions as F
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     rows = (spark.read.format("delta").load(table_path(conf, "tag_runs"))
             .where(F.col("dt") == F.lit(dt).cast("date")).orderBy("started_at").collect())
@@ -74,8 +74,8 @@ def _check_day(spark, conf, dt):
     """
     from pyspark.sql import functions as F
 
-    from jobs.pipeline.publish import day_rows
-    from jobs.pipeline.validate import quarantined_rows
+    from vtag.jobs.pipeline.publish import day_rows
+    from vtag.jobs.pipeline.validate import quarantined_rows
 
     tags = day_rows(spark, conf, "video_tags", dt)
     quar = day_rows(spark, conf, "video_tags_quarantine", dt)
@@ -175,9 +175,9 @@ def test_a_failure_at_a_commit_point_leaves_the_previous_day(spark, fx, first, m
 
 
 def test_a_commit_that_lands_but_whose_call_fails_is_rolled_back(spark, fx, first, monkeypatch):
-    import jobs.pipeline.publish
+    import vtag.jobs.pipeline.publish
 
-    real, fired = jobs.pipeline.publish.replace_day, []
+    real, fired = vtag.jobs.pipeline.publish.replace_day, []
 
     def lands_then_fails(df, conf, name, dt, **kw):  # e.g. the reply of a commit lost after it landed
         real(df, conf, name, dt, **kw)
@@ -185,7 +185,7 @@ def test_a_commit_that_lands_but_whose_call_fails_is_rolled_back(spark, fx, firs
             fired.append(name)
             raise OSError("connection reset after the commit")
 
-    monkeypatch.setattr(jobs.pipeline.publish, "replace_day", lands_then_fails)
+    monkeypatch.setattr(vtag.jobs.pipeline.publish, "replace_day", lands_then_fails)
     with pytest.raises(OSError):
         _tag(spark, fx, D_RERUN)
     assert _check_day(spark, fx["conf"], D_RERUN)[0] == first.run_id
@@ -208,10 +208,10 @@ def test_a_bundle_failing_in_the_workers_writes_nothing(spark, fx, first):
 
 
 def test_the_audit_stops_duplicates_before_any_table_changes(spark, fx, first, monkeypatch):
-    import jobs.pipeline.tag
+    import vtag.jobs.pipeline.tag
 
-    real = jobs.pipeline.tag.model_input
-    monkeypatch.setattr(jobs.pipeline.tag, "model_input", lambda rows, joined: real(rows, joined).unionByName(
+    real = vtag.jobs.pipeline.tag.model_input
+    monkeypatch.setattr(vtag.jobs.pipeline.tag, "model_input", lambda rows, joined: real(rows, joined).unionByName(
         real(rows, joined).limit(1)))  # one video twice, as the duplicated cover join once did
     with pytest.raises(Exception, match="repeat a video_id"):
         _tag(spark, fx, D_RERUN)
@@ -223,7 +223,7 @@ def test_the_audit_stops_duplicates_before_any_table_changes(spark, fx, first, m
 
 # --------------------------------------------------------------------------- killed runs
 def _kill(spark, fx, monkeypatch, point):
-    from jobs.pipeline.publish import AbandonRun
+    from vtag.jobs.pipeline.publish import AbandonRun
 
     monkeypatch.setenv("VTAG_FAULT_INJECT", f"{point}=abandon")
     with pytest.raises(AbandonRun):
@@ -239,7 +239,7 @@ def _status(spark, fx, run_id):
 
 
 def test_killed_between_commits_then_the_next_run_rolls_back_and_records_it(spark, fx, first, monkeypatch):
-    from jobs.pipeline.publish import day_rows
+    from vtag.jobs.pipeline.publish import day_rows
 
     before = _check_day(spark, fx["conf"], D_RERUN)[0]
     killed = _kill(spark, fx, monkeypatch, "after_commit:video_tags_quarantine")
@@ -254,7 +254,7 @@ def test_killed_between_commits_then_the_next_run_rolls_back_and_records_it(spar
 
 
 def test_repair_finishes_a_run_killed_between_commits(spark, fx, first, monkeypatch):
-    from jobs.pipeline.tag import repair
+    from vtag.jobs.pipeline.tag import repair
 
     killed = _kill(spark, fx, monkeypatch, "after_commit:video_tags_quarantine")
     done = repair(spark, fx["conf"], D_RERUN)
@@ -265,8 +265,8 @@ def test_repair_finishes_a_run_killed_between_commits(spark, fx, first, monkeypa
 
 
 def test_repair_rollback_undoes_a_run_killed_after_both_commits(spark, fx, first, monkeypatch):
-    from jobs.pipeline.publish import day_rows
-    from jobs.pipeline.tag import repair
+    from vtag.jobs.pipeline.publish import day_rows
+    from vtag.jobs.pipeline.tag import repair
 
     before = _check_day(spark, fx["conf"], D_RERUN)[0]
     killed = _kill(spark, fx, monkeypatch, "after_publish")
@@ -278,7 +278,7 @@ def test_repair_rollback_undoes_a_run_killed_after_both_commits(spark, fx, first
 
 
 def test_a_run_killed_before_publishing_is_recorded_as_killed(spark, fx, first, monkeypatch):
-    from jobs.pipeline.tag import repair
+    from vtag.jobs.pipeline.tag import repair
 
     before = _check_day(spark, fx["conf"], D_RERUN)[0]
     killed = _kill(spark, fx, monkeypatch, "after_stage")
@@ -331,7 +331,7 @@ def test_cover_uris_stay_inside_the_root(spark, fx, tmp_path):
 def test_a_huge_png_is_not_decoded_by_validation(monkeypatch):
     import PIL.Image
 
-    from jobs.pipeline.validate import cover_decodes
+    from vtag.jobs.pipeline.validate import cover_decodes
 
     big = _png(6400, 6400)  # 41 Mpx > the model's 40 Mpx limit: a missing cover, never decoded
     loads = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.schema import DUMP_SCHEMA, LABELED_SCHEMA, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
+from vtag.models.schema import DUMP_SCHEMA, LABELED_SCHEMA, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DESIGN = REPO_ROOT.parent / "shared" / "DESIGN.md"
@@ -51,9 +51,9 @@ def test_schema_matches_design_exactly():
 
 
 def test_generated_batches_follow_schema_and_are_deterministic(tiny_taxonomy_path):
-    from jobs.synth.config import load_config
-    from jobs.synth.rows import Generator, PartSpec, output_schema
-    from jobs.synth.world import get_world
+    from vtag.jobs.synth.config import load_config
+    from vtag.jobs.synth.rows import Generator, PartSpec, output_schema
+    from vtag.jobs.synth.world import get_world
 
     conf = load_config(overrides=SMALL)
     text = tiny_taxonomy_path.read_text(encoding="utf-8")
@@ -76,9 +76,9 @@ def test_generated_batches_follow_schema_and_are_deterministic(tiny_taxonomy_pat
 def test_covers_are_jpegs_with_a_subtree_signature(tiny_taxonomy_path):
     from PIL import Image
 
-    from jobs.synth.config import load_config
-    from jobs.synth.cover import font_path, render_cover, undecodable_cover
-    from jobs.synth.world import get_world
+    from vtag.jobs.synth.config import load_config
+    from vtag.jobs.synth.cover import font_path, render_cover, undecodable_cover
+    from vtag.jobs.synth.world import get_world
 
     w = get_world(tiny_taxonomy_path.read_text(encoding="utf-8"), load_config(overrides=SMALL), 7)
     assert font_path() is not None, "the CJK font of pylopdf-fonts-zh-cn should be installed"
@@ -112,9 +112,9 @@ def _check_labels(tax, labels: list[str]) -> None:
 
 
 def test_labels_never_break_constraints(tiny_taxonomy, tiny_taxonomy_path):
-    from jobs.synth.config import load_config
-    from jobs.synth.labels import LabelMaker
-    from jobs.synth.world import get_world
+    from vtag.jobs.synth.config import load_config
+    from vtag.jobs.synth.labels import LabelMaker
+    from vtag.jobs.synth.world import get_world
 
     conf = load_config(overrides={**SMALL, "labels.cooccur_scale": 1.0, "labels.noise_rate": 0.3})
     w = get_world(tiny_taxonomy_path.read_text(encoding="utf-8"), conf, 3)
@@ -131,9 +131,9 @@ def test_labels_never_break_constraints(tiny_taxonomy, tiny_taxonomy_path):
 
 
 def test_text_blind_siblings_never_name_their_leaf(tiny_taxonomy_path):
-    from jobs.synth.config import load_config
-    from jobs.synth.rows import Generator, PartSpec
-    from jobs.synth.world import get_world
+    from vtag.jobs.synth.config import load_config
+    from vtag.jobs.synth.rows import Generator, PartSpec
+    from vtag.jobs.synth.world import get_world
 
     conf = load_config(overrides={**SMALL, "sets.text_blind_rate": 1.0, "sets.cover_blind_rate": 0.0,
                                   "text.zone_title_rate": 0.0, "text.generic_title_rate": 0.0,
@@ -154,8 +154,8 @@ def test_text_blind_siblings_never_name_their_leaf(tiny_taxonomy_path):
 
 
 def test_lexicon_without_shared_data(tiny_taxonomy, tmp_path):
-    from jobs.synth.lexicon import build_lexicon
-    from jobs.synth.shared import load_seeds
+    from vtag.jobs.synth.lexicon import build_lexicon
+    from vtag.jobs.synth.shared import load_seeds
 
     seeds = load_seeds(tmp_path / "absent")
     assert not seeds.found
@@ -167,7 +167,7 @@ def test_lexicon_without_shared_data(tiny_taxonomy, tmp_path):
 
 
 def test_unknown_knob_is_an_error():
-    from jobs.synth.config import GenerateConfigError, load_config
+    from vtag.jobs.synth.config import GenerateConfigError, load_config
 
     with pytest.raises(GenerateConfigError, match="unknown knob"):
         load_config(overrides=["cover.nope=1"])
@@ -177,8 +177,8 @@ def test_unknown_knob_is_an_error():
 # ---------------------------------------------------------------------------------------- Spark
 @pytest.fixture(scope="module")
 def dumps(spark, tiny_taxonomy_path, tmp_path_factory):
-    from jobs import progress
-    from jobs.synth.generate import generate
+    from vtag.jobs import progress
+    from vtag.jobs.synth.generate import generate
 
     root = tmp_path_factory.mktemp("gen")
     kw = dict(labeled=True, bad_rate=0.08, seed=7, overrides=SMALL)
@@ -221,7 +221,7 @@ def _count_bad(df, cover_bytes) -> dict[str, int]:
 
 @pytest.mark.spark
 def test_parquet_dump_reads_back_and_matches_manifest(spark, dumps, tiny_taxonomy):
-    from jobs.spark.schema import to_spark
+    from vtag.jobs.spark.schema import to_spark
 
     root, manifests = dumps["pq"]
     assert [m["dt"] for m in manifests] == ["2026-11-20", "2026-11-21"]
@@ -262,7 +262,7 @@ def test_determinism_same_bytes(dumps):
 def test_jsonl_dump_reads_back_with_corrupt_records(spark, dumps):
     from pyspark.sql import types as T
 
-    from jobs.spark.schema import to_spark
+    from vtag.jobs.spark.schema import to_spark
 
     root, (m,) = dumps["js"]
     day = root / f"dt={m['dt']}"

@@ -1,4 +1,4 @@
-"""hierarchy.metrics against hand-computed cases, scikit-learn and HiClass-style definitions."""
+"""vtag.hierarchy.metrics against hand-computed cases, scikit-learn and HiClass-style definitions."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.metrics import average_precision_score
 
-from hierarchy.decode import Decoder
-from hierarchy.metrics import (
+from vtag.hierarchy.decode import Decoder
+from vtag.hierarchy.metrics import (
     auprc_micro,
     evaluate,
     evaluate_by_subtree,

@@ -7,7 +7,7 @@ import json
 
 import yaml
 
-from models.model_card import METRIC_DEFINITIONS, model_card, warnings_for
+from vtag.models.model_card import METRIC_DEFINITIONS, model_card, warnings_for
 
 VAL = {"n": 100, "leaf_acc": 0.321, "hp": 0.61, "hr": 0.59, "hf1": 0.599, "auprc": 0.4, "violations": 0.0,
        "level1_acc": 0.8}

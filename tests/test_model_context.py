@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.context import ContextEncoder, ContextFeaturizer, duration_buckets, hash_ids
-from models.factory import resolve_config
+from vtag.models.context import ContextEncoder, ContextFeaturizer, duration_buckets, hash_ids
+from vtag.models.factory import resolve_config
 
 
 @pytest.fixture(autouse=True, scope="module")

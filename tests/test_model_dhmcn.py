@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.dhmcn import (
+from vtag.models.dhmcn import (
     HEADS,
     DHMCNHead,
     HierarchySpec,
@@ -159,7 +159,7 @@ def test_max_constraint_matches_dense_definition(spec):
 
 
 def test_violation_penalty_and_mcloss(spec, tiny_taxonomy):
-    from models.dhmcn import _Structure
+    from vtag.models.dhmcn import _Structure
 
     st = _Structure(spec)
     y = torch.zeros(1, spec.n_nodes)

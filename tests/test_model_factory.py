@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.factory import DEFAULT_CONFIG, create_model, resolve_config
-from models.featurize import Featurizer, collate
+from vtag.models.factory import DEFAULT_CONFIG, create_model, resolve_config
+from vtag.models.featurize import Featurizer, collate
 
 
 @pytest.fixture(autouse=True, scope="module")

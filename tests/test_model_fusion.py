@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.fusion import FUSIONS, LowRankFusion, MissingModalityGate, create_fusion
+from vtag.models.fusion import FUSIONS, LowRankFusion, MissingModalityGate, create_fusion
 
 
 @pytest.fixture(autouse=True, scope="module")

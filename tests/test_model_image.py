@@ -9,8 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from models.factory import resolve_config
-from models.image import CoverPreprocessor, ImageEncoder, cover_bytes, decode_cover, resolve_image_data_config
+from vtag.models.factory import resolve_config
+from vtag.models.image import (
+    CoverPreprocessor,
+    ImageEncoder,
+    cover_bytes,
+    decode_cover,
+    resolve_image_data_config,
+)
 
 CFG = resolve_config({"image": {"backbone": "test_efficientnet", "input_size": 48, "proj_dim": 5}})["image"]
 

@@ -49,7 +49,7 @@ def photos() -> dict[str, np.ndarray]:
 def batch() -> torch.Tensor:
     from timm.data import create_transform
 
-    from models.pretrained import LITE0_MEAN, LITE0_STD
+    from vtag.models.pretrained import LITE0_MEAN, LITE0_STD
 
     tf = create_transform(input_size=224, interpolation="bicubic", mean=LITE0_MEAN, std=LITE0_STD, crop_pct=0.875)
     return torch.stack([tf(Image.fromarray(a)) for a in photos().values()])
@@ -59,7 +59,7 @@ def batch() -> torch.Tensor:
 def test_mapped_lite0_top5_on_real_photos(batch):
     from timm.data import ImageNetInfo
 
-    from models.pretrained import load_efficientnet_lite0
+    from vtag.models.pretrained import load_efficientnet_lite0
 
     model = load_efficientnet_lite0().eval()
     with torch.no_grad():
@@ -73,7 +73,7 @@ def test_mapped_lite0_top5_on_real_photos(batch):
 def test_key_map_is_complete_and_shape_checked():
     import timm
 
-    from models.pretrained import lukemelas_to_timm, package_weights_file, read_lukemelas_state_dict
+    from vtag.models.pretrained import lukemelas_to_timm, package_weights_file, read_lukemelas_state_dict
 
     sd = read_lukemelas_state_dict(package_weights_file())
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
@@ -95,10 +95,10 @@ def test_key_map_is_complete_and_shape_checked():
 def test_backbone_from_config_uses_package_weights():
     import yaml
 
-    from models.factory import resolve_config
-    from models.image import ImageEncoder
-    from models.pretrained import package_weights_file, read_lukemelas_state_dict
     from tests.conftest import REPO_ROOT
+    from vtag.models.factory import resolve_config
+    from vtag.models.image import ImageEncoder
+    from vtag.models.pretrained import package_weights_file, read_lukemelas_state_dict
 
     cfg = resolve_config(yaml.safe_load((REPO_ROOT / "conf" / "model" / "efficientnet-lite0.yaml").read_text()))
     enc = ImageEncoder(cfg["image"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.factory import resolve_config
-from models.text import (
+from vtag.models.factory import resolve_config
+from vtag.models.text import (
     PAD_ID,
     SEP_ID,
     TEXT_FEATURES,
@@ -128,7 +128,7 @@ def test_char_ngrams_extend_the_bag(tiny_taxonomy):
 
 
 def test_ngram_dropout_only_in_training():
-    from models.text import BOWBranch
+    from vtag.models.text import BOWBranch
 
     torch.manual_seed(0)
     bag = BOWBranch(buckets=50, dim=4, mode="mean", n_feats=0, ngram_dropout=0.5)
@@ -151,7 +151,7 @@ KEYS_CFG = resolve_config({"text": {"max_tokens": 10, "bow": {"buckets": 2**24, 
 
 
 def test_min_count_keeps_the_ngrams_of_enough_rows_and_drops_the_rest(tiny_taxonomy):
-    from models.text import count_ngram_keys
+    from vtag.models.text import count_ngram_keys
 
     tf = TextFeaturizer(KEYS_CFG, ["<pad>", "<unk>", "<sep>"], taxonomy_words(tiny_taxonomy))
     # "王者荣耀" is in two rows; "教学" twice but in one row only (rows are counted, not occurrences)
@@ -170,7 +170,7 @@ def test_min_count_keeps_the_ngrams_of_enough_rows_and_drops_the_rest(tiny_taxon
 
 
 def test_max_rows_keeps_the_ngrams_of_the_most_rows(tiny_taxonomy):
-    from models.text import count_ngram_keys
+    from vtag.models.text import count_ngram_keys
 
     tf = TextFeaturizer(KEYS_CFG, ["<pad>", "<unk>", "<sep>"], taxonomy_words(tiny_taxonomy))
     titles, descs = ["王者荣耀 攻略", "王者荣耀 攻略", "王者荣耀 新手"], [None] * 3

@@ -9,10 +9,10 @@ import pytest
 import torch
 from test_train_support import tiny_config, tiny_taxonomy, tmp_root, torch_one_thread  # noqa: F401
 
-from hierarchy.decode import Decoder
-from models.dhmcn import HierarchySpec, create_head, hierarchical_loss
-from models.evaluate import choose_stop_threshold
-from models.featurize import Featurizer
+from vtag.hierarchy.decode import Decoder
+from vtag.models.dhmcn import HierarchySpec, create_head, hierarchical_loss
+from vtag.models.evaluate import choose_stop_threshold
+from vtag.models.featurize import Featurizer
 
 # depth 1, 2 and 3 labels in the tiny taxonomy (levels 1..4)
 PARTIAL = [["game"], ["game_ip"], ["game_ip_marvel"], ["film_anim"], ["game_ip_ironman"]]
@@ -100,8 +100,8 @@ def test_stop_threshold_is_chosen_on_validation_only_when_labels_stop_early():
 
 
 def test_training_on_labels_at_depths_1_2_3_runs_and_records_the_stop_threshold():
-    from models.data import toy_labeled_frame
-    from models.training import train
+    from vtag.models.data import toy_labeled_frame
+    from vtag.models.training import train
 
     tax = tiny_taxonomy()
     frame = toy_labeled_frame(tax, n=60, seed=1)
@@ -112,7 +112,7 @@ def test_training_on_labels_at_depths_1_2_3_runs_and_records_the_stop_threshold(
     cfg["decode"]["stop_threshold"] = "auto"
     res = train(cfg, tax, frame, tmp_root() / "b", seed=0, progress=False)
     assert "stop_threshold" in res.metrics
-    from models.predictor import Predictor
+    from vtag.models.predictor import Predictor
 
     pred = Predictor.load(res.bundle_dir, device="cpu")
     thr = pred.config["decode"]["stop_threshold"]

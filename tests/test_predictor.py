@@ -10,8 +10,8 @@ from test_train_support import (
     torch_one_thread,  # noqa: F401  (autouse fixture)
 )
 
-from models.predictor import Predictor, resolve_device, to_arrow
-from models.schema import PREDICTION_SCHEMA
+from vtag.models.predictor import Predictor, resolve_device, to_arrow
+from vtag.models.schema import PREDICTION_SCHEMA
 
 
 @pytest.fixture(scope="module")

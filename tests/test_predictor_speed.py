@@ -17,12 +17,12 @@ from test_train_support import (
     torch_one_thread,  # noqa: F401  (autouse fixture)
 )
 
-from models.factory import resolve_config
-from models.featurize import to_device
-from models.image import CoverPreprocessor, ImageEncoder
-from models.image_gpu import GpuCoverDecoder, jpeg_for_gpu
-from models.pipeline import Prefetcher
-from models.predictor import Predictor
+from vtag.models.factory import resolve_config
+from vtag.models.featurize import to_device
+from vtag.models.image import CoverPreprocessor, ImageEncoder
+from vtag.models.image_gpu import GpuCoverDecoder, jpeg_for_gpu
+from vtag.models.pipeline import Prefetcher
+from vtag.models.predictor import Predictor
 
 CUDA = torch.cuda.is_available()
 
@@ -148,7 +148,7 @@ def test_train_mode_batchnorm_sees_real_covers_only():
 
 
 def test_batchnorm_folding_keeps_the_outputs(predictor, bundle):
-    from models.image import fold_batchnorm
+    from vtag.models.image import fold_batchnorm
 
     enc = predictor.model.encoders["image"]
     assert enc._inference is not None  # Predictor.load prepared it
@@ -275,7 +275,7 @@ def test_cuda_gpu_decode_matches_the_cpu_path(bundle):
 
 
 def test_token_cache_gives_jiebas_tokens(bundle):
-    from models.text import TextFeaturizer, tokenize
+    from vtag.models.text import TextFeaturizer, tokenize
 
     text = Predictor.load(bundle[0], device="cpu").featurizer.text
     rows = [("今天的小猫视频太可爱了", "搞笑 猫咪 日常"), ("小猫视频", ""), ("今天的小猫视频太可爱了", "搞笑 猫咪 日常")]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_train_support import tiny_config, tiny_frame, tiny_taxonomy, tmp_root, torch_one_thread  # noqa: F401
 
-from models.profiles import (
+from vtag.models.profiles import (
     LEAF_COL,
     N_COL,
     ProfileFeaturizer,
@@ -89,7 +89,7 @@ def test_frame_columns_win_and_null_falls_back_to_the_table():
 
 
 def test_table_round_trips_through_the_profile_schema(tmp_path):
-    from models.schema import UPLOADER_PROFILES_SCHEMA
+    from vtag.models.schema import UPLOADER_PROFILES_SCHEMA
 
     tax = tiny_taxonomy()
     table = ProfileTable.from_labels(tiny_frame(), tax)
@@ -103,9 +103,9 @@ def test_table_round_trips_through_the_profile_schema(tmp_path):
 
 
 def test_bundle_carries_its_profiles_and_the_predictor_uses_them():
-    from models.bundle import load_bundle
-    from models.predictor import Predictor
-    from models.training import train
+    from vtag.models.bundle import load_bundle
+    from vtag.models.predictor import Predictor
+    from vtag.models.training import train
 
     tax, frame = tiny_taxonomy(), tiny_frame()
     cfg = tiny_config(epochs=1)
@@ -130,7 +130,7 @@ def test_bundle_carries_its_profiles_and_the_predictor_uses_them():
 
 
 def test_profile_dropout_blanks_whole_rows_in_training_only():
-    from models.factory import create_model
+    from vtag.models.factory import create_model
 
     tax, frame = tiny_taxonomy(), tiny_frame()
     cfg = tiny_config()
@@ -138,7 +138,7 @@ def test_profile_dropout_blanks_whole_rows_in_training_only():
     cfg["context"]["profile"] = {"enabled": True, "dropout": 1.0}
     cfg["head"]["wide"] = True
     cfg["context"]["dropout"] = 0.0
-    from models.featurize import Featurizer
+    from vtag.models.featurize import Featurizer
 
     f = Featurizer.fit(tax, cfg, frame)
     f.profiles = ProfileTable.from_labels(frame, tax)

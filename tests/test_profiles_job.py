@@ -20,7 +20,7 @@ RUN_META = ("run_id", "tagged_at")
 
 
 def _profiles(spark, conf) -> dict[str, dict]:
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     rows = spark.read.format("delta").load(table_path(conf, "uploader_profiles")).collect()
     return {r.uploader_id: r.asDict(recursive=True) for r in rows}
@@ -29,14 +29,14 @@ def _profiles(spark, conf) -> dict[str, dict]:
 def _day_tags(spark, conf, dt) -> dict[str, dict]:
     from pyspark.sql import functions as F
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     rows = spark.read.format("delta").load(table_path(conf, "video_tags")).where(F.col("dt") == F.lit(dt).cast("date"))
     return {r.video_id: {k: v for k, v in r.asDict(recursive=True).items() if k not in RUN_META} for r in rows.collect()}
 
 
 def _inputs(folder) -> dict[str, dict]:
-    """What the model was given (jobs.pipeline.inference.log_input files), by video_id; maps as dicts."""
+    """What the model was given (vtag.jobs.pipeline.inference.log_input files), by video_id; maps as dicts."""
     import pyarrow.parquet as pq
 
     out = {}
@@ -47,7 +47,7 @@ def _inputs(folder) -> dict[str, dict]:
 
 
 def _run(spark, s, dt, log_name):
-    from jobs.pipeline.tag import tag_day
+    from vtag.jobs.pipeline.tag import tag_day
 
     return tag_day(spark, s.conf, dt, dump_root=str(s.root / "dump"), bundle=str(s.bundle),
                    input_log=str(s.root / log_name))
@@ -56,7 +56,7 @@ def _run(spark, s, dt, log_name):
 @pytest.fixture(scope="module")
 def night(spark, tiny_bundle, tiny_taxonomy_path, tmp_path_factory):
     """Day 1 (uploaders u0..u3, one bad row) and day 2 (u0..u3 again plus ``new``) tagged in order."""
-    from jobs.config import load_job_conf
+    from vtag.jobs.config import load_job_conf
 
     root = tmp_path_factory.mktemp("profiles-night")
     # min_score 0: every tag counts, so the counts are known; the threshold is tested in test_profiles_refresh
@@ -78,7 +78,7 @@ def night(spark, tiny_bundle, tiny_taxonomy_path, tmp_path_factory):
 
 
 def _runs(spark, conf) -> list:
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     return spark.read.format("delta").load(table_path(conf, "tag_runs")).orderBy("started_at").collect()
 
@@ -88,9 +88,9 @@ def test_refresh_after_day_one_counts_its_confident_tags(spark, night):
 
     from pyspark.sql import functions as F
 
-    from jobs.pipeline.profiles import profile_settings
-    from jobs.pipeline.tag import bundle_taxonomy_version
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.pipeline.profiles import profile_settings
+    from vtag.jobs.pipeline.tag import bundle_taxonomy_version
+    from vtag.jobs.warehouse.tables import table_path
 
     conf, min_score = night.conf, profile_settings(night.conf).min_score
     tags = (spark.read.format("delta").load(table_path(conf, "video_tags"))
@@ -116,7 +116,7 @@ def test_refresh_after_day_one_counts_its_confident_tags(spark, night):
 def test_day_two_input_carries_the_profiles_of_day_one_only(spark, night):
     from datetime import date
 
-    from jobs.pipeline.inference import PROFILE_INPUT_COLUMNS
+    from vtag.jobs.pipeline.inference import PROFILE_INPUT_COLUMNS
 
     # day 1 (first night, no labels): every row's profile columns present and null
     assert set(night.in1) == {r["video_id"] for r in night.day1}
@@ -166,11 +166,11 @@ def test_profiles_of_another_taxonomy_version_are_refused(spark, tmp_path, tiny_
     table; a refresh that fails after the day is published fails the run."""
     from datetime import date
 
-    import jobs.pipeline.tag
-    from jobs.config import load_job_conf
-    from jobs.pipeline.profiles import ProfileVersionError, refresh_profiles
-    from jobs.pipeline.tag import tag_day
-    from jobs.warehouse.tables import conform, ensure_table, table_path
+    import vtag.jobs.pipeline.tag
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.pipeline.profiles import ProfileVersionError, refresh_profiles
+    from vtag.jobs.pipeline.tag import tag_day
+    from vtag.jobs.warehouse.tables import conform, ensure_table, table_path
 
     conf = load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "taxonomy": str(tiny_taxonomy_path),
                                     "tag_partitions": "2"})
@@ -201,13 +201,13 @@ def test_profiles_of_another_taxonomy_version_are_refused(spark, tmp_path, tiny_
     assert versions() == ["another-version"]
 
     # the remedy: rebuild for the bundle's version; then a refresh that fails after publishing fails the run
-    refresh_profiles(spark, conf, D1, dump_root=str(tmp_path / "dump"), taxonomy=jobs.pipeline.tag.bundle_taxonomy(str(tiny_bundle)))
+    refresh_profiles(spark, conf, D1, dump_root=str(tmp_path / "dump"), taxonomy=vtag.jobs.pipeline.tag.bundle_taxonomy(str(tiny_bundle)))
     assert "another-version" not in versions()
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(jobs.pipeline.tag, "refresh_profiles", broken)
+    monkeypatch.setattr(vtag.jobs.pipeline.tag, "refresh_profiles", broken)
     with pytest.raises(RuntimeError, match="published, but refreshing uploader_profiles failed"):
         tag_day(spark, conf, D1, dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))
     last = _runs(spark, conf)[-1]

@@ -1,4 +1,4 @@
-"""``jobs.pipeline.profiles`` on hand-made ``video_tags`` rows (no model): what a refresh counts, its one
+"""``vtag.jobs.pipeline.profiles`` on hand-made ``video_tags`` rows (no model): what a refresh counts, its one
 commit, which profiles a day is joined with, the ``vtag profiles refresh`` command, the settings."""
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ WANT_D2 = {
 def world(spark, tmp_path_factory, tiny_taxonomy):
     """A warehouse with TAGS in ``video_tags``, their dump days (not D0) and the labeled dump (built
     once: every test starts with a refresh of its own)."""
-    from jobs.config import load_job_conf
-    from jobs.spark.schema import to_spark
-    from jobs.warehouse.tables import ensure_table, replace_day
-    from models.schema import LABELED_SCHEMA, VIDEO_TAGS_SCHEMA
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.spark.schema import to_spark
+    from vtag.jobs.warehouse.tables import ensure_table, replace_day
+    from vtag.models.schema import LABELED_SCHEMA, VIDEO_TAGS_SCHEMA
 
     tmp_path = tmp_path_factory.mktemp("profiles-world")
     conf = load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "dump_root": str(tmp_path / "dump"),
@@ -80,7 +80,7 @@ def world(spark, tmp_path_factory, tiny_taxonomy):
 
 
 def _table(spark, conf) -> dict[str, tuple]:
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     rows = spark.read.format("delta").load(table_path(conf, "uploader_profiles")).collect()
     return {r.uploader_id: (r.n_videos, r.leaf_counts, r.level1_counts, r.source, r.updated_dt, r.taxonomy_version)
@@ -90,14 +90,14 @@ def _table(spark, conf) -> dict[str, tuple]:
 def _history(spark, conf):
     from delta.tables import DeltaTable
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     return DeltaTable.forPath(spark, table_path(conf, "uploader_profiles")).history().orderBy("version").collect()
 
 
 @pytest.mark.spark
 def test_refresh_counts_confident_tags_of_the_version_and_labels_in_one_commit(spark, world, tiny_taxonomy):
-    from jobs.pipeline.profiles import refresh_profiles
+    from vtag.jobs.pipeline.profiles import refresh_profiles
 
     res = refresh_profiles(spark, world, D2, taxonomy=tiny_taxonomy)
     got = _table(spark, world)
@@ -114,7 +114,7 @@ def test_refresh_counts_confident_tags_of_the_version_and_labels_in_one_commit(s
 
 @pytest.mark.spark
 def test_the_join_sees_only_days_before_the_tagged_day(spark, world, tiny_taxonomy):
-    from jobs.pipeline.profiles import profiles_for_day, refresh_profiles
+    from vtag.jobs.pipeline.profiles import profiles_for_day, refresh_profiles
 
     refresh_profiles(spark, world, D2, taxonomy=tiny_taxonomy)
     dump = world["dump_root"]
@@ -136,7 +136,7 @@ def test_the_join_sees_only_days_before_the_tagged_day(spark, world, tiny_taxono
 
 @pytest.mark.spark
 def test_join_profiles_keeps_every_row(spark):
-    from jobs.pipeline.profiles import join_profiles
+    from vtag.jobs.pipeline.profiles import join_profiles
 
     rows = spark.createDataFrame([("a1", "ua"), ("a2", "ua"), ("b1", "ub"), ("n1", None)], "video_id string, uploader_id string")
     prof = spark.createDataFrame([("ua", 3.0, {"game": 3.0}, {"game_theme_rpg": 3.0})],
@@ -151,10 +151,10 @@ def test_join_profiles_keeps_every_row(spark):
 
 @pytest.mark.spark
 def test_vtag_profiles_refresh_command(spark, world, tiny_taxonomy_path, capsys, monkeypatch):
-    import jobs.spark.session
-    from jobs.cli import main
+    import vtag.jobs.spark.session
+    from vtag.jobs.cli import main
 
-    monkeypatch.setattr(jobs.spark.session, "build_session", lambda conf: spark)  # keep the shared session's settings
+    monkeypatch.setattr(vtag.jobs.spark.session, "build_session", lambda conf: spark)  # keep the shared session's settings
 
     rc = main(["profiles", "refresh", "--date", D3, "--warehouse", world["warehouse"], "--taxonomy",
                str(tiny_taxonomy_path), "--conf", f"dump_root={world['dump_root']}", "--conf",
@@ -168,8 +168,8 @@ def test_vtag_profiles_refresh_command(spark, world, tiny_taxonomy_path, capsys,
 
 
 def test_profile_settings_defaults_overrides_and_errors():
-    from jobs.config import ConfigError, load_job_conf
-    from jobs.pipeline.profiles import ProfileSettings, profile_settings
+    from vtag.jobs.config import ConfigError, load_job_conf
+    from vtag.jobs.pipeline.profiles import ProfileSettings, profile_settings
 
     assert profile_settings({}) == ProfileSettings(True, 0.5, None)
     assert profile_settings(load_job_conf()) == ProfileSettings(True, 0.5, None)  # conf/jobs/local.yaml
@@ -185,8 +185,8 @@ def test_profile_settings_defaults_overrides_and_errors():
 
 def test_the_predictor_reads_the_profile_columns_as_the_job_hands_them_over(tiny_taxonomy):
     """mapInArrow gives the Predictor pandas from Arrow: maps become lists of (key, value) pairs."""
-    from models.profiles import ProfileFeaturizer
-    from models.schema import PROFILE_INPUT_FIELDS
+    from vtag.models.profiles import ProfileFeaturizer
+    from vtag.models.schema import PROFILE_INPUT_FIELDS
 
     batch = pa.RecordBatch.from_pylist(
         [{"video_id": "a", "uploader_id": "ua", "profile_n_videos": 3.0, "profile_level1_counts": [("game", 3.0)],

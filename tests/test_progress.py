@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import re
 
-from jobs import progress
+from vtag.jobs import progress
 
 
 class FakeTTY(io.StringIO):
@@ -64,18 +64,18 @@ def test_the_same_stage_again_updates_it_without_a_new_log_line():
 
 
 def test_evaluate_takes_progress_as_a_callback_and_models_never_import_jobs():
-    """models/ stays below jobs/: ``vtag evaluate`` goes through jobs.cli.evaluate, which passes
-    jobs.progress.stage into models.evaluate as a plain callback."""
+    """models/ stays below jobs/: ``vtag evaluate`` goes through vtag.jobs.cli.evaluate, which passes
+    vtag.jobs.progress.stage into vtag.models.evaluate as a plain callback."""
     import ast
     import inspect
 
-    from jobs.cli import COMMANDS
-    from models import evaluate
+    from vtag.jobs.cli import COMMANDS
+    from vtag.models import evaluate
 
-    assert COMMANDS["evaluate"][0] == "jobs.cli.evaluate"
+    assert COMMANDS["evaluate"][0] == "vtag.jobs.cli.evaluate"
     assert "stage" in inspect.signature(evaluate.main).parameters
     assert "stage" in inspect.signature(evaluate.evaluate_frame).parameters
     tree = ast.parse(inspect.getsource(evaluate))
     imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    assert not [m for m in imported if m and m.split(".")[0] == "jobs"]
+    assert not [m for m in imported if m and (m == "vtag.jobs" or m.startswith("vtag.jobs."))]

@@ -25,7 +25,7 @@ import pytest
     ("", (None, None)),
 ])
 def test_cover_uris_inside_the_root_normalise_to_one_path(uri, want):
-    from jobs.pipeline.covers import normalize_uri
+    from vtag.jobs.pipeline.covers import normalize_uri
 
     assert normalize_uri(uri, "/D") == want
 
@@ -36,15 +36,15 @@ def test_cover_uris_inside_the_root_normalise_to_one_path(uri, want):
     ("file://otherhost/D/x.jpg", "outside"), ("s3a://bucket/D/x.jpg", "outside"), ("/D/x\x00.jpg", "NUL"),
 ])
 def test_cover_uris_outside_the_root_are_refused(uri, why):
-    from jobs.pipeline.covers import normalize_uri
+    from vtag.jobs.pipeline.covers import normalize_uri
 
     path, problem = normalize_uri(uri, "/D")
     assert path is None and why in problem
 
 
 def test_cover_root_defaults_to_the_dump_root_and_takes_uris(tmp_path):
-    from jobs.config import ConfigError
-    from jobs.pipeline.covers import cover_policy, cover_root, normalize_uri
+    from vtag.jobs.config import ConfigError
+    from vtag.jobs.pipeline.covers import cover_policy, cover_root, normalize_uri
 
     assert cover_root({}, str(tmp_path / "a" / ".." / "dump")) == str(tmp_path / "dump")
     assert cover_root({"cover_root": "s3a://b/covers/"}, "/x") == "s3a://b/covers"
@@ -55,7 +55,7 @@ def test_cover_root_defaults_to_the_dump_root_and_takes_uris(tmp_path):
 
 
 def test_schema_reconciliation():
-    from jobs.pipeline.dumps import reconcile
+    from vtag.jobs.pipeline.dumps import reconcile
 
     base = {"video_id": pa.string(), "title": pa.string(), "uploader_id": pa.string(), "upload_ts": pa.timestamp("ns")}
 
@@ -75,7 +75,7 @@ def test_schema_reconciliation():
 
 
 def test_the_day_lock_waits_for_a_live_holder_and_takes_over_from_a_dead_one(tmp_path):
-    from jobs.pipeline.publish import DayBusyError, DayLock, Heartbeat, PublishSettings, Store
+    from vtag.jobs.pipeline.publish import DayBusyError, DayLock, Heartbeat, PublishSettings, Store
 
     store = Store(None, str(tmp_path))
     fast = PublishSettings(heartbeat_s=0.2, stale_after_s=30, lock_timeout_s=1)
@@ -100,7 +100,7 @@ def test_the_day_lock_waits_for_a_live_holder_and_takes_over_from_a_dead_one(tmp
 
 
 def test_liveness():
-    from jobs.pipeline.publish import PublishSettings, _me, is_alive
+    from vtag.jobs.pipeline.publish import PublishSettings, _me, is_alive
 
     s = PublishSettings(stale_after_s=60)
     me = _me("x")
@@ -112,8 +112,8 @@ def test_liveness():
 
 
 def test_publish_settings_are_checked():
-    from jobs.config import ConfigError
-    from jobs.pipeline.publish import publish_settings
+    from vtag.jobs.config import ConfigError
+    from vtag.jobs.pipeline.publish import publish_settings
 
     assert publish_settings({}).stale_after_s == 60
     assert publish_settings({"publish": {"stale_after_s": "5"}}).stale_after_s == 5.0

@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from jobs.pipeline.quality import check_days, day_range, js_divergence
+from vtag.jobs.pipeline.quality import check_days, day_range, js_divergence
 
 
 def test_js_divergence_bounds():
@@ -44,9 +44,9 @@ def test_js_divergence_is_scipys_squared_distance_with_the_old_numbers():
     import numpy as np
     from scipy.spatial.distance import jensenshannon
 
-    import jobs.analytics.report
+    import vtag.jobs.analytics.report
 
-    assert jobs.analytics.report.js_divergence is js_divergence  # one function for the gate and the report
+    assert vtag.jobs.analytics.report.js_divergence is js_divergence  # one function for the gate and the report
     rng = np.random.default_rng(17)
     worst = 0.0
     for trial in range(400):
@@ -83,9 +83,9 @@ T0 = datetime(2024, 3, 1, 3, 0, tzinfo=timezone.utc)
 def _write_day(spark, conf, dt, level1s, *, n_quarantine=0, run_id=None, rows_read=None, status="succeeded",
                job="tag", version="tv1", started=T0):
     """Write one day's partitions and its tag_runs row as the tag job would (counts consistent)."""
-    from jobs.spark.schema import to_spark
-    from jobs.warehouse.tables import append_run, ensure_table, replace_day
-    from models.schema import QUARANTINE_SCHEMA, VIDEO_TAGS_SCHEMA
+    from vtag.jobs.spark.schema import to_spark
+    from vtag.jobs.warehouse.tables import append_run, ensure_table, replace_day
+    from vtag.models.schema import QUARANTINE_SCHEMA, VIDEO_TAGS_SCHEMA
 
     run_id = run_id or f"{job}-{dt}-x"
     for name in ("video_tags", "video_tags_quarantine"):
@@ -113,7 +113,7 @@ def _write_day(spark, conf, dt, level1s, *, n_quarantine=0, run_id=None, rows_re
 
 @pytest.fixture()
 def wh_conf(spark, tmp_path):
-    from jobs.config import load_job_conf
+    from vtag.jobs.config import load_job_conf
 
     return load_job_conf(overrides={"warehouse": str(tmp_path / "warehouse")})
 
@@ -126,7 +126,7 @@ def _by_name(report):
 def test_quality_gate_passes_then_fails_on_doctored_partition(spark, wh_conf):
     from delta.tables import DeltaTable
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     mix = ["游戏"] * 6 + ["电影"] * 4
     _write_day(spark, wh_conf, "2024-03-01", mix, n_quarantine=0)
@@ -179,7 +179,7 @@ def test_quality_gate_rate_drift_status_missing_taxonomy(spark, wh_conf):
 
 @pytest.mark.spark
 def test_vtag_quality_cli_exit_codes_and_json(spark, wh_conf, capsys):
-    from jobs.pipeline.quality import _arg_parser, main
+    from vtag.jobs.pipeline.quality import _arg_parser, main
 
     _write_day(spark, wh_conf, "2024-06-01", ["游戏"] * 5, n_quarantine=1)
     wh = wh_conf["warehouse"]

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from jobs.analytics import query as q
-from jobs.cli import main as cli_main
-from models.schema import DUMP_SCHEMA, VIDEO_TAGS_SCHEMA
+from vtag.jobs.analytics import query as q
+from vtag.jobs.cli import main as cli_main
+from vtag.models.schema import DUMP_SCHEMA, VIDEO_TAGS_SCHEMA
 
 DAYS = (date(2024, 6, 1), date(2024, 6, 2))
 
@@ -54,7 +54,7 @@ def warehouse(tmp_path_factory) -> dict:
 
 
 def _conf(wh: dict) -> dict:
-    from jobs.config import load_job_conf
+    from vtag.jobs.config import load_job_conf
 
     return load_job_conf(None, {"warehouse": str(wh["warehouse"]), "dump_root": str(wh["dump_root"])})
 

@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from jobs.cli import main as cli_main
-from jobs.warehouse.catalog import TABLE_NAMES, column_comments
 from tests.warehouse_fixture import get_warehouse
+from vtag.jobs.cli import main as cli_main
+from vtag.jobs.warehouse.catalog import TABLE_NAMES, column_comments
 
 pytestmark = pytest.mark.spark
 
@@ -58,7 +58,7 @@ def test_every_read_command_leaves_every_version(wh, tmp_path, capsys):
 
 
 def test_retag_plan_leaves_every_version(wh, spark, tmp_path, capsys):
-    from jobs.pipeline.retag import plan
+    from vtag.jobs.pipeline.retag import plan
 
     v1, v2 = tmp_path / "v1.yaml", tmp_path / "v2.yaml"
     _write_taxonomy(wh.taxonomy, v1)
@@ -75,8 +75,8 @@ def test_retag_plan_leaves_every_version(wh, spark, tmp_path, capsys):
 
 
 def test_retag_plan_on_an_empty_warehouse_creates_nothing(spark, tmp_path):
-    from jobs.pipeline.retag import RetagError, plan
     from tests.warehouse_fixture import load_taxonomies
+    from vtag.jobs.pipeline.retag import RetagError, plan
 
     v1, v2 = load_taxonomies()
     _write_taxonomy(v1, tmp_path / "v1.yaml")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.analytics import report
 from tests.warehouse_fixture import get_warehouse
+from vtag.jobs.analytics import report
 
 
 def test_js_divergence():
@@ -60,7 +60,7 @@ def test_collect_defaults_and_errors(spark, tmp_path_factory):
 
 @pytest.mark.spark
 def test_spark_engine_gives_the_same_numbers(spark, tmp_path_factory):
-    from jobs.analytics.sql import prepare
+    from vtag.jobs.analytics.sql import prepare
 
     wh = get_warehouse(spark, tmp_path_factory)
     prepare(spark, wh.conf)
@@ -109,7 +109,7 @@ def test_gate_checks_thresholds_and_trend_days(spark, tmp_path_factory, capsys):
     page = tmp_path_factory.mktemp("gate") / "r.html"
     argv = ["report", "--date", "2024-06-03", "--out", str(page), "--warehouse", str(wh.warehouse),
             "--conf", f"dump_root={wh.dump_root}", "--max-drift", "0.001", "--json"]
-    from jobs.cli import main as cli_main
+    from vtag.jobs.cli import main as cli_main
 
     assert cli_main(argv) == 0
     captured = capsys.readouterr()

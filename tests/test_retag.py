@@ -14,7 +14,7 @@ GONE = {"food_home", "food_bake", "game_ip_spiderman", "game_ip_ironman"}  # spl
 def _day(spark, conf, table, d):
     from pyspark.sql import functions as F
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     return [r.asDict(recursive=True) for r in spark.read.format("delta").load(table_path(conf, table))
             .where(F.col("dt") == F.lit(d).cast("date")).collect()]
@@ -23,17 +23,17 @@ def _day(spark, conf, table, d):
 def _version(spark, conf):
     from delta.tables import DeltaTable
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     return DeltaTable.forPath(spark, table_path(conf, "video_tags")).history(1).first().version
 
 
 def test_retag_end_to_end(spark, tmp_path, tiny_bundle, tiny_bundle_v2, tiny_taxonomy_path, retag_v2_path):
-    from hierarchy.taxonomy import Taxonomy
-    from jobs.config import load_job_conf
-    from jobs.pipeline import retag
-    from jobs.pipeline.tag import tag_day
-    from models.bundle import bundle_model_version
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.pipeline import retag
+    from vtag.jobs.pipeline.tag import tag_day
+    from vtag.models.bundle import bundle_model_version
 
     v1, v2 = Taxonomy.load(tiny_taxonomy_path), Taxonomy.load(retag_v2_path)
     conf = load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "taxonomy": str(tiny_taxonomy_path),
@@ -102,9 +102,9 @@ def test_retag_end_to_end(spark, tmp_path, tiny_bundle, tiny_bundle_v2, tiny_tax
 
 
 def test_retag_refusals(spark, tmp_path, tiny_bundle, tiny_taxonomy_path, retag_v2_path):
-    from jobs.config import load_job_conf
-    from jobs.pipeline import retag
-    from jobs.pipeline.tag import tag_day
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.pipeline import retag
+    from vtag.jobs.pipeline.tag import tag_day
 
     conf = load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "taxonomy": str(tiny_taxonomy_path)})
     good, _ = _rows("z", 6)

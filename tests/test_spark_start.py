@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.spark import jars as spark_jars
-from jobs.spark import session as S
+from vtag.jobs.spark import jars as spark_jars
+from vtag.jobs.spark import session as S
 
 
 @pytest.fixture()
@@ -67,7 +67,7 @@ def test_coordinate_follows_the_conf():
 
 
 def test_errors_are_one_line():
-    from jobs.analytics.sql import one_line
+    from vtag.jobs.analytics.sql import one_line
 
     exc = RuntimeError("[UNRESOLVED_COLUMN.WITH_SUGGESTION] ... `nope` cannot be resolved. SQLSTATE: 42703; line 1 pos 7;\n"
                        "'Project ['nope]\n\nJVM stacktrace:\norg.apache.spark.sql.AnalysisException ...")

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from models.sparse_wide import TfidfWide, choose_mix_scale, fit_linear_svm
 from tests.test_train_support import (  # noqa: F401  (autouse fixture)
     tiny_config,
     tiny_frame,
@@ -14,6 +13,7 @@ from tests.test_train_support import (  # noqa: F401  (autouse fixture)
     tmp_root,
     torch_one_thread,
 )
+from vtag.models.sparse_wide import TfidfWide, choose_mix_scale, fit_linear_svm
 
 
 def _docs(rng, n_rows, n_keys, max_len):
@@ -90,8 +90,8 @@ def test_choose_mix_scale_refuses_a_module_without_mix():
 def test_training_with_mix_records_the_scale_and_the_bundle_predicts_with_it():
     import json
 
-    from models.predictor import Predictor
-    from models.training import train
+    from vtag.models.predictor import Predictor
+    from vtag.models.training import train
 
     cfg = tiny_config(epochs=1)
     cfg["modalities"] = ["text", "context"]

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from jobs.analytics.sql_shell import complete, repl, run_all, split_statements
+from vtag.jobs.analytics.sql_shell import complete, repl, run_all, split_statements
 
 
 def test_split_statements_respects_quotes_and_comments():
@@ -26,7 +26,7 @@ def test_complete(buffer, done):
 
 
 def test_only_the_names_a_statement_uses_are_registered():
-    from jobs.warehouse.catalog import needed_names
+    from vtag.jobs.warehouse.catalog import needed_names
 
     assert needed_names(["SELECT count(*) FROM video_tags"]) == {"video_tags"}
     assert needed_names(["SELECT * FROM vtag.video_tags_latest"]) == {"video_tags_latest", "video_tags"}
@@ -44,7 +44,7 @@ def test_run_all_runs_every_statement_and_reports_failure(capsys):
 
 
 def test_repl_multiline_statements_and_quit(monkeypatch, tmp_path):
-    monkeypatch.setattr("jobs.analytics.sql_shell.HISTORY", tmp_path / "history")
+    monkeypatch.setattr("vtag.jobs.analytics.sql_shell.HISTORY", tmp_path / "history")
     lines = iter(["SELECT 1,", "  2;", "SELECT 'x;'", ";", "SELECT 4; SELECT 5;", "quit"])
     ran = []
 
@@ -60,8 +60,8 @@ def test_repl_multiline_statements_and_quit(monkeypatch, tmp_path):
 
 @pytest.mark.spark
 def test_sql_runs_each_statement_a_file_and_stdin(spark, tmp_path_factory, tmp_path, capsys, monkeypatch):
-    from jobs.cli import main as cli_main
     from tests.warehouse_fixture import get_warehouse
+    from vtag.jobs.cli import main as cli_main
 
     wh = get_warehouse(spark, tmp_path_factory)
     base = ["--warehouse", str(wh.warehouse), "--conf", "spark.sql.catalogImplementation=in-memory"]

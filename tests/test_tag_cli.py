@@ -19,7 +19,7 @@ from tiny_dumps import _rows, _write_day
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-VTAG = [sys.executable, "-m", "jobs.cli"]
+VTAG = [sys.executable, "-m", "vtag.jobs.cli"]
 
 
 def _cli(args, wh, taxonomy, bundle, dump, extra=()):

@@ -12,15 +12,15 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 @pytest.fixture()
 def job_conf(tmp_path, tiny_taxonomy_path):
-    from jobs.config import load_job_conf
+    from vtag.jobs.config import load_job_conf
 
     return load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "taxonomy": str(tiny_taxonomy_path),
                                     "tag_partitions": "2"})
 
 
 def test_tag_day_end_to_end(spark, tmp_path, tiny_bundle, job_conf):
-    from jobs.pipeline.tag import tag_day
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.pipeline.tag import tag_day
+    from vtag.jobs.warehouse.tables import table_path
 
     # a bundle path no earlier test used: Python workers are reused across the session and cache
     # predictors by path, so only a fresh path guarantees this test sees the loads it counts
@@ -75,8 +75,8 @@ def test_tag_day_end_to_end(spark, tmp_path, tiny_bundle, job_conf):
 
 
 def test_bundle_of_other_taxonomy_is_refused(spark, tmp_path, tiny_bundle, job_conf):
-    from jobs.pipeline.tag import BundleMismatchError, tag_day
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.pipeline.tag import BundleMismatchError, tag_day
+    from vtag.jobs.warehouse.tables import table_path
 
     other = tmp_path / "other.yaml"
     other.write_text("label: other\nnodes:\n - {id: x, name: X, children: [{id: y, name: Y}]}\n", encoding="utf-8")
@@ -90,7 +90,7 @@ def test_bundle_of_other_taxonomy_is_refused(spark, tmp_path, tiny_bundle, job_c
 
 
 def test_a_failing_catalog_registration_does_not_fail_the_run(capsys):
-    from jobs.pipeline.tag import register_in_catalog
+    from vtag.jobs.pipeline.tag import register_in_catalog
 
     register_in_catalog(None, {"catalog_register": "true", "catalog_database": "not a name!"})
     assert "catalog registration failed" in capsys.readouterr().err
@@ -98,11 +98,11 @@ def test_a_failing_catalog_registration_does_not_fail_the_run(capsys):
 
 
 def test_day_range_for_backfills():
-    """#17: one day-range helper (jobs.config.day_range); the tag, retag and quality commands use it."""
-    import jobs.pipeline.quality
-    import jobs.pipeline.retag
-    import jobs.pipeline.tag
-    from jobs.config import day_range
+    """#17: one day-range helper (vtag.jobs.config.day_range); the tag, retag and quality commands use it."""
+    import vtag.jobs.pipeline.quality
+    import vtag.jobs.pipeline.retag
+    import vtag.jobs.pipeline.tag
+    from vtag.jobs.config import day_range
 
     assert day_range("2026-11-20", None) == ["2026-11-20"]
     assert day_range("2026-11-30", "2026-12-02") == ["2026-11-30", "2026-12-01", "2026-12-02"]
@@ -110,4 +110,4 @@ def test_day_range_for_backfills():
         day_range("2026-11-21", "2026-11-20")
     with pytest.raises(ValueError, match="more than 2"):
         day_range("2026-11-20", "2026-11-22", max_days=2)
-    assert jobs.pipeline.tag.day_range is jobs.pipeline.retag.day_range is jobs.pipeline.quality.day_range is day_range
+    assert vtag.jobs.pipeline.tag.day_range is vtag.jobs.pipeline.retag.day_range is vtag.jobs.pipeline.quality.day_range is day_range

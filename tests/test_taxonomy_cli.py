@@ -1,4 +1,4 @@
-"""``vtag taxonomy validate | show | diff`` through ``jobs.cli.main``."""
+"""``vtag taxonomy validate | show | diff`` through ``vtag.jobs.cli.main``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hierarchy.taxonomy import Taxonomy
-from jobs.cli import main
+from vtag.hierarchy.taxonomy import Taxonomy
+from vtag.jobs.cli import main
 
 DATA = Path(__file__).resolve().parent / "data"
 TINY, TINY_V2 = DATA / "tiny-taxonomy.yaml", DATA / "tiny-taxonomy-v2.yaml"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from hierarchy.taxonomy import Taxonomy, TaxonomyError
+from vtag.hierarchy.taxonomy import Taxonomy, TaxonomyError
 
 
 def test_tiny_structure(tiny_taxonomy):

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-import hierarchy.decode as decode
-from hierarchy.migrate import TagRemapper
-from hierarchy.taxonomy import Taxonomy, TaxonomyError
-from jobs.cli import main as cli_main
-from jobs.cli.taxonomy import summary
+import vtag.hierarchy.decode as decode
+from vtag.hierarchy.migrate import TagRemapper
+from vtag.hierarchy.taxonomy import Taxonomy, TaxonomyError
+from vtag.jobs.cli import main as cli_main
+from vtag.jobs.cli.taxonomy import summary
 
 REPO = Path(__file__).resolve().parents[1]
 TAXONOMIES = [REPO / "tests" / "data" / "tiny-taxonomy.yaml", REPO / "conf" / "taxonomy" / "demo-v1.yaml"]

@@ -18,8 +18,8 @@ from test_train_support import (
     torch_one_thread,  # noqa: F401  (autouse fixture)
 )
 
-from models.data import group_keys, grouped_split, read_dumps, write_dump
-from models.training import TRAIN_DEFAULTS, WeightAverage, train_settings
+from vtag.models.data import group_keys, grouped_split, read_dumps, write_dump
+from vtag.models.training import TRAIN_DEFAULTS, WeightAverage, train_settings
 
 
 # ---------------------------------------------------------------------- grouped split
@@ -54,7 +54,7 @@ def test_grouped_split_is_deterministic_and_groups_null_uploaders_per_video():
 
 # ---------------------------------------------------------------------- resume
 def test_resume_continues_from_the_checkpoint_and_matches_a_straight_run():
-    from models.training import train
+    from vtag.models.training import train
 
     tax, frame = tiny_taxonomy(), tiny_frame()
     root = tmp_root()
@@ -82,7 +82,7 @@ def test_resume_continues_from_the_checkpoint_and_matches_a_straight_run():
 def test_weight_average_is_validated_shipped_and_resumed():
     """train.ema_epochs: the bundle holds the moving average (not the last raw weights), and a run
     cut by the time budget and resumed ends with the same average as a straight run."""
-    from models.training import train
+    from vtag.models.training import train
 
     tax, frame = tiny_taxonomy(), tiny_frame()
     root = tmp_root()
@@ -105,8 +105,8 @@ def test_weight_average_is_validated_shipped_and_resumed():
 
 
 def test_resume_refuses_another_taxonomy():
-    from hierarchy.taxonomy import Taxonomy
-    from models.training import train
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.training import train
 
     out, tax, frame, _ = tiny_bundle()
     data = tax.to_dict()
@@ -119,7 +119,7 @@ def test_resume_refuses_another_taxonomy():
 
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement():
-    from models.training import train
+    from vtag.models.training import train
 
     res = train(tiny_config(epochs=6, lr=0.0, patience=1), tiny_taxonomy(), tiny_frame(), tmp_root(),
                 progress=False, write_bundle=False)
@@ -129,7 +129,7 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement():
 
 
 def test_min_epochs_keeps_no_earlier_weights_and_delays_early_stopping():
-    from models.training import train
+    from vtag.models.training import train
 
     res = train(tiny_config(epochs=6, lr=0.0, patience=1, min_epochs=3), tiny_taxonomy(), tiny_frame(), tmp_root(),
                 progress=False, write_bundle=False)
@@ -140,7 +140,7 @@ def test_min_epochs_keeps_no_earlier_weights_and_delays_early_stopping():
 
 
 def test_grad_accumulation_counts_optimizer_steps():
-    from models.training import train
+    from vtag.models.training import train
 
     res = train(tiny_config(epochs=1, batch_size=8, grad_accum=3), tiny_taxonomy(), tiny_frame(), tmp_root(),
                 progress=False, write_bundle=False)
@@ -160,8 +160,8 @@ def test_train_result_metrics_and_bundle():
 
 # ---------------------------------------------------------------------- CLI
 def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
-    from jobs.cli import main as vtag
-    from models.predictor import Predictor
+    from vtag.jobs.cli import main as vtag
+    from vtag.models.predictor import Predictor
 
     root = tmp_root()
     frame = tiny_frame()
@@ -226,8 +226,8 @@ def test_weight_average_copies_batchnorm_statistics():
 
 
 def test_train_warns_when_no_row_has_a_cover_but_the_config_expects_images():
-    from models.factory import resolve_config
-    from models.training import warn_if_coverless
+    from vtag.models.factory import resolve_config
+    from vtag.models.training import warn_if_coverless
 
     frame = tiny_frame().assign(cover=None, cover_uri=None)
     with pytest.warns(UserWarning, match="text-context"):

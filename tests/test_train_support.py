@@ -1,7 +1,7 @@
 """Shared helpers for the training / bundle / predictor / evaluate tests (no tests in here).
 
 ``tiny_config()`` is a model small enough to train in a second or two; ``tiny_bundle()`` trains it
-once per test process on a toy frame (``models.data.toy_labeled_frame``) and returns the bundle
+once per test process on a toy frame (``vtag.models.data.toy_labeled_frame``) and returns the bundle
 directory, the taxonomy, the frame and the ``TrainResult``.
 """
 
@@ -65,14 +65,14 @@ def tmp_root() -> Path:
 
 @cache
 def tiny_taxonomy():
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     return Taxonomy.load(TEST_DATA / "tiny-taxonomy.yaml")
 
 
 @cache
 def tiny_frame(n: int = 48, seed: int = 0):
-    from models.data import toy_labeled_frame
+    from vtag.models.data import toy_labeled_frame
 
     return toy_labeled_frame(tiny_taxonomy(), n=n, seed=seed)
 
@@ -82,7 +82,7 @@ def tiny_bundle():
     """(bundle dir, taxonomy, frame, TrainResult) — trained once per process (1 epoch, CPU)."""
     import torch
 
-    from models.training import train
+    from vtag.models.training import train
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from models.schema import DUMP_SCHEMA
+from vtag.models.schema import DUMP_SCHEMA
 
 TS = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
 

@@ -5,12 +5,12 @@ taxonomy change (v2 adds a leaf) and a re-tag of 2024-06-02 on 2024-06-05, quara
 the generator's reasons, a Parquet dump (for ``video_uploads``), and Delta commit times spread over
 the last days (table created 4 days ago, one day's write a day, the re-tag 6 hours ago), so that
 ``TIMESTAMP AS OF current_timestamp() - INTERVAL 1 DAY`` in docs/analysts.md lands before the re-tag;
-``uploader_profiles`` refreshed through the last day (:func:`jobs.pipeline.profiles.refresh_profiles`).
+``uploader_profiles`` refreshed through the last day (:func:`vtag.jobs.pipeline.profiles.refresh_profiles`).
 (Delta refuses time travel past ``delta.deletedFileRetentionDuration``, 7 days by default, so the
 commit times cannot be those of June 2024, the days the data is about.)
 
 Tags come from real taxonomy paths: ``conf/taxonomy/demo-v1.yaml`` when it loads, else the tiny
-test taxonomy. Everything is written through ``jobs.warehouse.tables`` (``ensure_table``, ``replace_day``,
+test taxonomy. Everything is written through ``vtag.jobs.warehouse.tables`` (``ensure_table``, ``replace_day``,
 ``conform``), as the jobs write it; quarantine rows and runs go in one append each (the jobs commit
 per day and per run, and every commit costs seconds on a shared CI box). Built once per test
 session (:func:`get_warehouse`).
@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.schema import DUMP_SCHEMA, MAX_LEVELS, QUARANTINE_SCHEMA, TAG_RUNS_SCHEMA, VIDEO_TAGS_SCHEMA
+from vtag.models.schema import DUMP_SCHEMA, MAX_LEVELS, QUARANTINE_SCHEMA, TAG_RUNS_SCHEMA, VIDEO_TAGS_SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
 DAYS = ("2024-06-01", "2024-06-02", "2024-06-03")
@@ -74,7 +74,7 @@ def demo_shape() -> Shape:
     2026-11-20, the generator's uploader ids (``up`` + a hash of seed and index, jobs/synth/world.py)."""
     import hashlib
 
-    from jobs.cli.demo import _arg_parser
+    from vtag.jobs.cli.demo import _arg_parser
 
     defaults = _arg_parser().parse_args([])
     start = date.fromisoformat(defaults.start)
@@ -103,7 +103,7 @@ class Warehouse:
 
 def load_taxonomies():
     """(v1, v2): the demo taxonomy (or the tiny one) and a v2 with one more leaf."""
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     try:
         tax = Taxonomy.load(REPO / "conf" / "taxonomy" / "demo-v1.yaml")
@@ -209,9 +209,9 @@ def _set_commit_times(table_dir: Path, times: dict[int, datetime]) -> None:
 
 
 def build_warehouse(spark, root: Path, shape: Shape = Shape()) -> Warehouse:
-    """Write the warehouse of ``shape`` under ``root`` through jobs.warehouse.tables (see the module docstring)."""
-    from jobs.config import load_job_conf
-    from jobs.warehouse.tables import conform, ensure_table, replace_day, table_path, with_retries
+    """Write the warehouse of ``shape`` under ``root`` through vtag.jobs.warehouse.tables (see the module docstring)."""
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.warehouse.tables import conform, ensure_table, replace_day, table_path, with_retries
 
     tax, tax2 = load_taxonomies()
     rng = random.Random(20240601)
@@ -307,7 +307,7 @@ def build_warehouse(spark, root: Path, shape: Shape = Shape()) -> Warehouse:
     _set_commit_times(warehouse / "video_tags", times)
     wh.version_before_retag = len(shape.days)
     # uploader_profiles as the last night's refresh wrote them (v1 tags: 06-01 and 06-03)
-    from jobs.pipeline.profiles import refresh_profiles
+    from vtag.jobs.pipeline.profiles import refresh_profiles
 
     refresh_profiles(spark, conf, shape.days[-1], taxonomy=tax)
     return wh

@@ -1,12 +1,14 @@
 """spark-submit entry point for the vtag jobs: ``spark-submit [options] vtag_app.py <command> [args]``.
 
-Runs ``vtag <command> [args]`` (``jobs.cli.main``) in the driver that spark-submit started, so the
+Runs ``vtag <command> [args]`` (``vtag.jobs.cli.main``) in the driver that spark-submit started, so the
 master, deploy mode, ``--packages`` and ``--conf`` given to spark-submit apply to the job (the job
-conf's ``master`` is then ignored: see ``jobs.spark.session.build_session``). The driver's Python must be the
-project's virtual environment (``spark.pyspark.driver.python`` / ``PYSPARK_DRIVER_PYTHON``).
+conf's ``master`` is then ignored: see ``vtag.jobs.spark.session.build_session``). The driver's Python must be the
+project's virtual environment (``spark.pyspark.driver.python`` / ``PYSPARK_DRIVER_PYTHON``), where
+vtag is installed; the packaged conf is found through the package (:func:`vtag.conf_dir`).
 
 Relative paths in job confs are relative to the repository root: the driver changes to
-``$VTAG_HOME`` (default: the repository this file sits in) when that directory exists.
+``$VTAG_HOME`` (default: the repository this file sits in) when that directory exists, and puts it
+first on ``sys.path`` (a checkout's ``vtag/`` links to its code, so its own code runs).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def main(argv: list[str]) -> int:
         if home not in sys.path:
             sys.path.insert(0, home)
     try:
-        from jobs.cli import main as vtag_main
+        from vtag.jobs.cli import main as vtag_main
     except ImportError as exc:  # the driver runs another interpreter than the project's
         print(
             f"vtag_app: cannot import the vtag jobs with {sys.executable} ({exc}); set "

@@ -1,6 +1,6 @@
 """``vtag query``: DuckDB over the tag tables, read by delta-rs as Arrow datasets — no Spark, no JVM.
 
-The tables and views have the names ``vtag sql`` gives them (:mod:`jobs.warehouse.catalog`): ``video_tags``,
+The tables and views have the names ``vtag sql`` gives them (:mod:`vtag.jobs.warehouse.catalog`): ``video_tags``,
 ``video_tags_quarantine``, ``tag_runs``, ``video_tag_labels``, ``video_tags_latest`` (and
 ``video_uploads`` over a Parquet dump), bare or qualified with the catalog database (``vtag.``).
 
@@ -33,7 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from jobs.warehouse.catalog import (
+from vtag.jobs.warehouse.catalog import (
     DUMP_TABLE,
     TABLE_NAMES,
     VIEWS,
@@ -150,8 +150,8 @@ def open_warehouse(conf: dict[str, Any], files_read: list[str] | None = None):
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError
 
-    from jobs.warehouse.catalog import dump_root
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.catalog import dump_root
+    from vtag.jobs.warehouse.tables import table_path
 
     db = short_database(conf)
     storage = {str(k): str(v) for k, v in (conf.get("storage_options") or {}).items()}
@@ -371,7 +371,7 @@ def emit(table: pa.Table, args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs.config import ConfigError, conf_from_args
+    from vtag.jobs.config import ConfigError, conf_from_args
 
     files: list[str] | None = [] if args.files_read else None
     try:

@@ -26,9 +26,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from jobs.analytics.report_data import NO_NODE, SCORE_BINS, TOP_LEAVES, TREND_DAYS, ReportData  # noqa: F401  (re-exported)
-from jobs.pipeline.quality import js_divergence
-from models.schema import MAX_LEVELS
+from vtag.jobs.analytics.report_data import NO_NODE, SCORE_BINS, TOP_LEAVES, TREND_DAYS, ReportData  # noqa: F401  (re-exported)
+from vtag.jobs.pipeline.quality import js_divergence
+from vtag.models.schema import MAX_LEVELS
 
 Query = Callable[[str], pd.DataFrame]
 
@@ -102,7 +102,7 @@ def collect(q: Query, day: str, compare: str | None = None, max_quarantine_rate:
     max_quarantine_rate, max_drift
         The gate's thresholds (default: ``vtag quality``'s).
     """
-    from jobs.pipeline.quality import DEFAULT_MAX_DRIFT, DEFAULT_MAX_QUARANTINE_RATE
+    from vtag.jobs.pipeline.quality import DEFAULT_MAX_DRIFT, DEFAULT_MAX_QUARANTINE_RATE
 
     day = _iso(day, "--date")
     days = [str(d) for d in q("SELECT DISTINCT CAST(dt AS STRING) AS dt FROM video_tags ORDER BY dt")["dt"]]
@@ -194,16 +194,16 @@ def quarantine_trend(q: Query, start: str, end: str) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------------- engines
 def duckdb_query(conf: dict[str, Any]) -> tuple[Query, Callable[[], None]]:
-    from jobs.analytics.query import open_warehouse, run_query
+    from vtag.jobs.analytics.query import open_warehouse, run_query
 
     con = open_warehouse(conf)
     return (lambda s: run_query(con, s).to_pandas()), con.close
 
 
 def spark_query(conf: dict[str, Any]) -> tuple[Query, Callable[[], None]]:
-    from jobs.analytics.sql import prepare, session_conf
-    from jobs.spark.session import build_session
-    from jobs.warehouse.catalog import check_metastore_free
+    from vtag.jobs.analytics.sql import prepare, session_conf
+    from vtag.jobs.spark.session import build_session
+    from vtag.jobs.warehouse.catalog import check_metastore_free
 
     conf = session_conf(conf)
     check_metastore_free(conf)
@@ -227,7 +227,7 @@ def build_report(q: Query, day: str, compare: str | None, out: str, max_quaranti
     max_quarantine_rate, max_drift
         The gate's thresholds (default: ``vtag quality``'s).
     """
-    from jobs.analytics.report_render import render_html
+    from vtag.jobs.analytics.report_render import render_html
 
     data = collect(q, day, compare, max_quarantine_rate, max_drift)
     html = render_html(data)
@@ -269,16 +269,16 @@ def main(args: argparse.Namespace) -> int:
     args
         The parsed arguments of :func:`_arg_parser`.
     """
-    from jobs.progress import command
+    from vtag.jobs.progress import command
 
     with command("vtag report"):
         return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:
-    from jobs.analytics.query import QueryError
-    from jobs.config import ConfigError, conf_from_args
-    from jobs.progress import stage
+    from vtag.jobs.analytics.query import QueryError
+    from vtag.jobs.config import ConfigError, conf_from_args
+    from vtag.jobs.progress import stage
 
     try:
         conf = conf_from_args(args)

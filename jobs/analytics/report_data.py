@@ -1,7 +1,7 @@
 """The figures of one ``vtag report`` (:class:`ReportData`) and the report's fixed sizes.
 
-Shared by the numbers side (:mod:`jobs.analytics.report`: the queries that fill it) and the drawing side
-(:mod:`jobs.analytics.report_render`: charts and the page), so neither imports the other's module for them.
+Shared by the numbers side (:mod:`vtag.jobs.analytics.report`: the queries that fill it) and the drawing side
+(:mod:`vtag.jobs.analytics.report_render`: charts and the page), so neither imports the other's module for them.
 """
 
 from __future__ import annotations

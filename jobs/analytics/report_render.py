@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from models.schema import MAX_LEVELS
+from vtag.models.schema import MAX_LEVELS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jobs.analytics.report_data import ReportData
+    from vtag.jobs.analytics.report_data import ReportData
 
 FONT_PACKAGE = "pylopdf_fonts_zh_cn"
 FONT_FILE = "NotoSansSC-Regular.otf"
@@ -256,13 +256,13 @@ th{background:#f3f5f8}.failed td{background:#fdecea}.none{color:#888}img{max-wid
 
 
 def render_html(d: ReportData) -> str:
-    """The whole page for ``d`` (a :class:`jobs.analytics.report_data.ReportData`)."""
+    """The whole page for ``d`` (a :class:`vtag.jobs.analytics.report_data.ReportData`)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib import rc_context
 
-    from jobs.analytics.report_data import SCORE_BINS, TOP_LEAVES
+    from vtag.jobs.analytics.report_data import SCORE_BINS, TOP_LEAVES
 
     family = cjk_font()
     with rc_context({"font.family": [family, "DejaVu Sans"], "axes.unicode_minus": False}):

@@ -3,15 +3,15 @@
 ``vtag sql "SELECT ...; SELECT ..."`` runs each ``;``-separated statement on one session and prints
 each result; ``-f file.sql`` runs a file; without a statement it reads the statements from stdin, or
 on a terminal opens an interactive shell (multi-line statements ended by ``;``, history in
-``~/.vtag_sql_history``): :mod:`jobs.analytics.sql_shell`. An error is one line (its condition, the missing
+``~/.vtag_sql_history``): :mod:`vtag.jobs.analytics.sql_shell`. An error is one line (its condition, the missing
 column or table, the position); the plan and the JVM trace go to the Spark log file.
 
-The session registers the tag tables and views by name first (:func:`jobs.warehouse.catalog.register_names`,
+The session registers the tag tables and views by name first (:func:`vtag.jobs.warehouse.catalog.register_names`,
 idempotent, metastore only: a read never commits to a Delta table; comments and missing tables are
 the tag job's and ``vtag catalog register``'s) and makes the catalog database current, so ``SELECT * FROM video_tags`` and
 ``vtag.video_tags`` both resolve. The names live in Spark's in-memory catalog of the session (no
 metastore to boot, see bench/results/spark_start.md), and only those the statements name are
-registered (:func:`jobs.warehouse.catalog.needed_names`: each costs a Delta log read); ``--metastore``
+registered (:func:`vtag.jobs.warehouse.catalog.needed_names`: each costs a Delta log read); ``--metastore``
 (or ``spark.sql.catalogImplementation=hive``) uses the Hive catalog in Derby beside the warehouse
 (``<warehouse>/../.metastore``), where the names persist for any later Spark session.
 Delta's SQL works as usual: ``DESCRIBE HISTORY video_tags``, ``SELECT ... FROM video_tags VERSION AS
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from jobs.analytics.query import add_common_args, emit
-from jobs.config import conf_from_args
+from vtag.jobs.analytics.query import add_common_args, emit
+from vtag.jobs.config import conf_from_args
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -65,7 +65,7 @@ def _log_trace(conf: dict[str, Any], exc: BaseException) -> str | None:
     """Append the whole error to the Spark log file; returns its path (None when it cannot be written)."""
     import traceback
 
-    from jobs.spark.session import log_file
+    from vtag.jobs.spark.session import log_file
 
     path = log_file(conf)
     try:
@@ -99,7 +99,7 @@ def session_conf(conf: dict[str, Any], metastore: bool = False) -> dict[str, Any
 
 def prepare(spark: SparkSession, conf: dict[str, Any], register: bool = True, only: set[str] | None = None) -> str:
     """Register the tables and views by name (when ``register``; no Delta commit, see
-    :func:`jobs.warehouse.catalog.register_names`) and make the catalog database current.
+    :func:`vtag.jobs.warehouse.catalog.register_names`) and make the catalog database current.
 
     Parameters
     ----------
@@ -110,9 +110,9 @@ def prepare(spark: SparkSession, conf: dict[str, Any], register: bool = True, on
     register
         Register the names first (``--no-register``: use the catalog as it is).
     only
-        Register only these names (:func:`jobs.warehouse.catalog.needed_names` of the statements; None: all).
+        Register only these names (:func:`vtag.jobs.warehouse.catalog.needed_names` of the statements; None: all).
     """
-    from jobs.warehouse.catalog import _metastore_hint, database, register_names
+    from vtag.jobs.warehouse.catalog import _metastore_hint, database, register_names
 
     db = database(conf)
     if register:
@@ -139,7 +139,7 @@ def to_arrow(df: DataFrame) -> pa.Table:
 
 def _statements(args: argparse.Namespace) -> list[str] | None:
     """The statements to run (None: the interactive shell)."""
-    from jobs.analytics.sql_shell import split_statements
+    from vtag.jobs.analytics.sql_shell import split_statements
 
     if args.file and args.statement:
         raise ValueError("give a statement or -f FILE, not both")
@@ -168,10 +168,10 @@ def main(args: argparse.Namespace) -> int:
     args
         The parsed arguments of :func:`_arg_parser`.
     """
-    from jobs.analytics.sql_shell import repl, run_all
-    from jobs.config import ConfigError
-    from jobs.spark.session import build_session
-    from jobs.warehouse.catalog import CatalogError, check_metastore_free, needed_names
+    from vtag.jobs.analytics.sql_shell import repl, run_all
+    from vtag.jobs.config import ConfigError
+    from vtag.jobs.spark.session import build_session
+    from vtag.jobs.warehouse.catalog import CatalogError, check_metastore_free, needed_names
 
     if getattr(args, "verbose", False):
         import os

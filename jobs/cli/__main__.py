@@ -1,7 +1,7 @@
-"""``python -m jobs.cli ...`` is ``vtag ...``."""
+"""``python -m vtag.jobs.cli ...`` is ``vtag ...``."""
 
 import sys
 
-from jobs.cli.commands import main
+from vtag.jobs.cli.commands import main
 
 sys.exit(main())

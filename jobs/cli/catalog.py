@@ -34,10 +34,15 @@ def main(args: argparse.Namespace) -> int:
     args
         The parsed arguments of :func:`_arg_parser`.
     """
-    from jobs.analytics.sql import session_conf
-    from jobs.config import ConfigError, conf_from_args
-    from jobs.spark.session import build_session
-    from jobs.warehouse.catalog import CatalogError, _metastore_hint, check_metastore_free, register_tables
+    from vtag.jobs.analytics.sql import session_conf
+    from vtag.jobs.config import ConfigError, conf_from_args
+    from vtag.jobs.spark.session import build_session
+    from vtag.jobs.warehouse.catalog import (
+        CatalogError,
+        _metastore_hint,
+        check_metastore_free,
+        register_tables,
+    )
 
     try:
         conf = session_conf(conf_from_args(args), metastore=True)

@@ -15,32 +15,29 @@ import sys
 
 #: subcommand -> (module, one-line help). Modules may live in jobs/ or models/ (jobs -> models).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "taxonomy": ("jobs.cli.taxonomy", "validate, show and diff taxonomy files"),
-    "generate": ("jobs.synth.generate", "write synthetic UGC dumps (Spark job)"),
-    "train": ("models.train", "train a model and write a bundle"),
-    "evaluate": ("jobs.cli.evaluate", "evaluate a bundle on a labeled dump"),
-    "tag": ("jobs.pipeline.tag", "tag one day of a dump into the Delta tag tables (Spark job)"),
-    "demo": ("jobs.cli.demo", "the whole main job on the embedded defaults"),
-    "retag": ("jobs.pipeline.retag", "bring tag partitions to a new taxonomy version"),
-    "profiles": ("jobs.pipeline.profiles", "recompute the uploader_profiles table through a day (Spark job)"),
-    "sql": ("jobs.analytics.sql", "Spark SQL over the tag tables"),
-    "catalog": ("jobs.cli.catalog", "register tables, views and comments in the metastore (writes)"),
-    "query": ("jobs.analytics.query", "DuckDB over the tag tables (no Spark)"),
-    "report": ("jobs.analytics.report", "an HTML report of one day's tags"),
-    "maintain": ("jobs.warehouse.maintain", "OPTIMIZE / VACUUM the tag tables"),
-    "quality": ("jobs.pipeline.quality", "the quality gate of a tagged day: invariant, quarantine rate, drift"),
+    "taxonomy": ("vtag.jobs.cli.taxonomy", "validate, show and diff taxonomy files"),
+    "generate": ("vtag.jobs.synth.generate", "write synthetic UGC dumps (Spark job)"),
+    "train": ("vtag.models.train", "train a model and write a bundle"),
+    "evaluate": ("vtag.jobs.cli.evaluate", "evaluate a bundle on a labeled dump"),
+    "tag": ("vtag.jobs.pipeline.tag", "tag one day of a dump into the Delta tag tables (Spark job)"),
+    "demo": ("vtag.jobs.cli.demo", "the whole main job on the embedded defaults"),
+    "retag": ("vtag.jobs.pipeline.retag", "bring tag partitions to a new taxonomy version"),
+    "profiles": ("vtag.jobs.pipeline.profiles", "recompute the uploader_profiles table through a day (Spark job)"),
+    "sql": ("vtag.jobs.analytics.sql", "Spark SQL over the tag tables"),
+    "catalog": ("vtag.jobs.cli.catalog", "register tables, views and comments in the metastore (writes)"),
+    "query": ("vtag.jobs.analytics.query", "DuckDB over the tag tables (no Spark)"),
+    "report": ("vtag.jobs.analytics.report", "an HTML report of one day's tags"),
+    "maintain": ("vtag.jobs.warehouse.maintain", "OPTIMIZE / VACUUM the tag tables"),
+    "quality": ("vtag.jobs.pipeline.quality", "the quality gate of a tagged day: invariant, quarantine rate, drift"),
 }
 
 
 def version() -> str:
-    """The installed distribution's version (``vtag --version``)."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
+    """The installed distribution's version (``vtag --version``; ``0.0.0`` in a checkout that was
+    never installed)."""
+    from vtag import __version__
 
-    try:
-        return dist_version("vtag")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown"
+    return __version__
 
 
 def _usage() -> str:

@@ -16,7 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
-from jobs.config import REPO_ROOT, load_job_conf
+from vtag import conf_dir
+from vtag.jobs.config import load_job_conf
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -26,8 +27,8 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows-per-day", type=int, default=2000, help="rows of each day's dump (default %(default)s)")
     p.add_argument("--train-rows", type=int, default=12000, help="rows of the labeled training dump")
     p.add_argument("--train-minutes", type=float, default=4.0, help="training time budget")
-    p.add_argument("--model-config", default=str(REPO_ROOT / "conf" / "model" / "cpu-small.yaml"),
-                   help="model config YAML (default conf/model/cpu-small.yaml)")
+    p.add_argument("--model-config", default=str(conf_dir() / "model" / "cpu-small.yaml"),
+                   help="model config YAML (default: the packaged conf/model/cpu-small.yaml)")
     p.add_argument("--taxonomy", default=None, help="default: the job conf's taxonomy (demo-v1)")
     p.add_argument("--workdir", default=".", help="where dumps/, bundles/ and warehouse/ go")
     p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
@@ -41,17 +42,19 @@ def run_demo(spark, conf: dict, args: argparse.Namespace) -> dict:
     """Generate, train, tag; returns the per-day run results."""
     import yaml
 
-    from hierarchy.taxonomy import Taxonomy
-    from jobs.pipeline.tag import tag_day
-    from jobs.synth.generate import generate
-    from models.data import read_dumps
-    from models.train import train
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.jobs.pipeline.tag import tag_day
+    from vtag.jobs.synth.generate import generate
+    from vtag.models.data import read_dumps
+    from vtag.models.train import train
 
     work = Path(args.workdir).resolve()
     dumps, labeled, bundle = work / "dumps", work / "dumps-labeled", work / "bundles" / "demo"
     taxonomy_path = Path(args.taxonomy or conf["taxonomy"])
     if not taxonomy_path.is_absolute() and not taxonomy_path.exists():
-        taxonomy_path = REPO_ROOT / taxonomy_path
+        # not found from the working directory: a `conf/...` path of the packaged conf (the checkout's
+        # root in a checkout, the installed vtag package otherwise)
+        taxonomy_path = conf_dir().parent / taxonomy_path
     taxonomy = Taxonomy.load(taxonomy_path)
     if args.fresh:
         for p in (dumps, labeled, bundle, Path(conf["warehouse"])):
@@ -87,7 +90,7 @@ def run_demo(spark, conf: dict, args: argparse.Namespace) -> dict:
 def print_summary(spark, conf: dict, results: dict) -> None:
     from pyspark.sql import functions as F
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     tags = spark.read.format("delta").load(table_path(conf, "video_tags"))
     quarantine = spark.read.format("delta").load(table_path(conf, "video_tags_quarantine"))
@@ -115,7 +118,7 @@ def print_summary(spark, conf: dict, results: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs.spark.session import build_session
+    from vtag.jobs.spark.session import build_session
 
     conf = load_job_conf(args.job_conf, args.conf)
     wh = Path(conf["warehouse"])

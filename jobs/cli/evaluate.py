@@ -1,5 +1,5 @@
-"""``vtag evaluate`` with progress: :mod:`models.evaluate`'s command run inside a
-:func:`jobs.progress.command` (a live line on a terminal, one stderr log line per stage otherwise;
+"""``vtag evaluate`` with progress: :mod:`vtag.models.evaluate`'s command run inside a
+:func:`vtag.jobs.progress.command` (a live line on a terminal, one stderr log line per stage otherwise;
 stdout keeps the report, so ``--json`` stays clean). models/ never imports jobs/: the progress
 reaches it as a callback.
 """
@@ -10,7 +10,7 @@ import argparse
 
 
 def _arg_parser() -> argparse.ArgumentParser:
-    from models.evaluate import _arg_parser as parser
+    from vtag.models.evaluate import _arg_parser as parser
 
     return parser()
 
@@ -21,10 +21,10 @@ def main(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args
-        The parsed options of :func:`models.evaluate._arg_parser`.
+        The parsed options of :func:`vtag.models.evaluate._arg_parser`.
     """
-    from jobs import progress
-    from models.evaluate import main as evaluate_main
+    from vtag.jobs import progress
+    from vtag.models.evaluate import main as evaluate_main
 
     with progress.command("vtag evaluate"):
         return evaluate_main(args, stage=progress.stage)

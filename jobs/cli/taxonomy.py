@@ -17,9 +17,9 @@ import sys
 import unicodedata
 from typing import Any, Sequence
 
-from hierarchy.diff import CAUSES, migration_breakdown, migration_counts, migration_map
-from hierarchy.diff import diff as taxonomy_diff
-from hierarchy.taxonomy import Taxonomy, TaxonomyError
+from vtag.hierarchy.diff import CAUSES, migration_breakdown, migration_counts, migration_map
+from vtag.hierarchy.diff import diff as taxonomy_diff
+from vtag.hierarchy.taxonomy import Taxonomy, TaxonomyError
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -226,9 +226,9 @@ def migration_summary(counts: dict[str, int], causes: dict[str, dict[str, int]])
     Parameters
     ----------
     counts
-        :func:`hierarchy.diff.migration_counts`.
+        :func:`vtag.hierarchy.diff.migration_counts`.
     causes
-        :func:`hierarchy.diff.migration_breakdown` of the same migration.
+        :func:`vtag.hierarchy.diff.migration_breakdown` of the same migration.
     """
     total = sum(counts.values())
     lines = [f"\nmigration of the {total} old ids (descendants of a changed node included):"]

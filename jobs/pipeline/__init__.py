@@ -1,13 +1,13 @@
 """The tagging pipeline and its jobs:
 
-- stages: :mod:`jobs.pipeline.dumps` (read a day) -> :mod:`jobs.pipeline.validate` (quarantine) ->
-  :mod:`jobs.pipeline.covers` -> :mod:`jobs.pipeline.inference` (``mapInArrow`` over ``Predictor``) ->
-  :mod:`jobs.pipeline.publish` (write, audit, publish; locks and run markers in
-  :mod:`jobs.pipeline.publish_guard`);
-- jobs: :mod:`jobs.pipeline.tag` (``vtag tag``), :mod:`jobs.pipeline.retag` (``vtag retag``),
-  :mod:`jobs.pipeline.profiles` + :mod:`jobs.pipeline.profile_sources` (``uploader_profiles``),
-  :mod:`jobs.pipeline.quality` (the quality gate of a tagged day).
+- stages: :mod:`vtag.jobs.pipeline.dumps` (read a day) -> :mod:`vtag.jobs.pipeline.validate` (quarantine) ->
+  :mod:`vtag.jobs.pipeline.covers` -> :mod:`vtag.jobs.pipeline.inference` (``mapInArrow`` over ``Predictor``) ->
+  :mod:`vtag.jobs.pipeline.publish` (write, audit, publish; locks and run markers in
+  :mod:`vtag.jobs.pipeline.publish_guard`);
+- jobs: :mod:`vtag.jobs.pipeline.tag` (``vtag tag``), :mod:`vtag.jobs.pipeline.retag` (``vtag retag``),
+  :mod:`vtag.jobs.pipeline.profiles` + :mod:`vtag.jobs.pipeline.profile_sources` (``uploader_profiles``),
+  :mod:`vtag.jobs.pipeline.quality` (the quality gate of a tagged day).
 
-Imports :mod:`jobs.warehouse` and :mod:`jobs.spark`, never :mod:`jobs.analytics` or :mod:`jobs.cli`
+Imports :mod:`vtag.jobs.warehouse` and :mod:`vtag.jobs.spark`, never :mod:`vtag.jobs.analytics` or :mod:`vtag.jobs.cli`
 (import-linter checks it).
 """

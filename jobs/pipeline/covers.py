@@ -9,7 +9,7 @@ UDF over the rows): ``file:`` stripped, ``.``/``..``/``//`` collapsed, so ``/D/x
 - a relative path, a path outside the root (``file:///etc/passwd``, ``/tmp/x.jpg``, ``/D/../../x``),
   another scheme or host than the root's: by default (``cover_outside_root: missing``) the row is
   tagged with ``cover_missing = true``; with ``cover_outside_root: quarantine`` it is quarantined with
-  reason ``cover_outside_root`` (:func:`jobs.pipeline.validate.mark`);
+  reason ``cover_outside_root`` (:func:`vtag.jobs.pipeline.validate.mark`);
 - a file or directory that does not exist, a file over ``MAX_COVER_BYTES``, a file that cannot be
   read: ``cover_missing = true``.
 
@@ -30,7 +30,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from models.schema import MAX_COVER_BYTES
+from vtag.models.schema import MAX_COVER_BYTES
 
 POLICIES = ("missing", "quarantine")
 _NEEDS = "_cover_needs"
@@ -38,7 +38,7 @@ _NEEDS = "_cover_needs"
 
 def cover_policy(conf: dict[str, Any]) -> str:
     """The job conf's ``cover_outside_root`` (``missing``, the default, or ``quarantine``)."""
-    from jobs.config import ConfigError
+    from vtag.jobs.config import ConfigError
 
     policy = str(conf.get("cover_outside_root") or "missing")
     if policy not in POLICIES:

@@ -1,11 +1,11 @@
 """Reading one day of a UGC dump into a typed DataFrame, whatever the file format.
 
-``read_day`` returns the columns of ``models.schema.DUMP_SCHEMA`` (typed, nulls where a value could
+``read_day`` returns the columns of ``vtag.models.schema.DUMP_SCHEMA`` (typed, nulls where a value could
 not be read) plus three bookkeeping columns that validation turns into quarantine rows:
 
 * ``_raw``: the source row as JSON (binary as base64, long strings cut), for the quarantine table;
 * ``_read_error``: why the row could not be read as the schema says, a reason code of
-  :mod:`jobs.warehouse.reasons` (``invalid_utf8``, ``malformed_json``, ``wrong_type``; null when it could);
+  :mod:`vtag.jobs.warehouse.reasons` (``invalid_utf8``, ``malformed_json``, ``wrong_type``; null when it could);
 * ``_read_detail``: the particulars (the byte offset, the parser's message, the column and value);
 * ``_row_key``: a stable hash of the raw row, used to break ties deterministically.
 
@@ -17,7 +17,7 @@ turns a number or a list into a string without a trace and replaces invalid UTF-
 Parquet file's footer is opened with pyarrow and its schema reconciled with ``DUMP_SCHEMA``; a JSON
 Lines file is opened (and a ``.gz`` one decompressed through, which checks its CRC). A file that
 cannot be read is a :class:`FileProblem` with reason ``unreadable_file``; a Parquet file that lacks a
-required column (``models.schema.REQUIRED_DUMP_COLUMNS``) or holds a dump column of a type that no
+required column (``vtag.models.schema.REQUIRED_DUMP_COLUMNS``) or holds a dump column of a type that no
 cast turns into the dump's (a list, a struct, a map) is ``schema_mismatch``. Such files are left out of
 the read, so Spark never sees them (no failed day, no Java stack trace), and become one quarantine
 entry each (:meth:`DayRead.quarantine`); the rows a footer counts are part of the day's invariant.
@@ -45,8 +45,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.spark.schema import to_spark
-from models.schema import DUMP_SCHEMA, REQUIRED_DUMP_COLUMNS
+from vtag.jobs.spark.schema import to_spark
+from vtag.models.schema import DUMP_SCHEMA, REQUIRED_DUMP_COLUMNS
 
 RAW_STRING_CUT = 2000  # characters of a string field kept in `_raw`
 RAW_BINARY_CUT = 64  # bytes of a binary field kept (base64) in `_raw`

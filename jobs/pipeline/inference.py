@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
-from models.schema import PREDICTION_SCHEMA, PROFILE_INPUT_FIELDS
+from vtag.models.schema import PREDICTION_SCHEMA, PROFILE_INPUT_FIELDS
 
 _PREDICTORS: dict[tuple, object] = {}
 
@@ -29,7 +29,7 @@ MODEL_INPUT_COLUMNS = (
     "duration_s",
     "upload_ts",
 )
-#: the uploader-profile columns the tag job adds to the input when ``profiles.enabled`` (jobs.pipeline.profiles)
+#: the uploader-profile columns the tag job adds to the input when ``profiles.enabled`` (vtag.jobs.pipeline.profiles)
 PROFILE_INPUT_COLUMNS = tuple(f.name for f in PROFILE_INPUT_FIELDS)
 
 
@@ -57,7 +57,7 @@ def get_predictor(bundle: str, expected_version: str | None, allow_mismatch: boo
     """
     import torch
 
-    from models.predictor import Predictor
+    from vtag.models.predictor import Predictor
 
     device, threads = task_device()
     if device == "cpu":

@@ -1,4 +1,4 @@
-"""The rows ``uploader_profiles`` counts, and the counting (:mod:`jobs.pipeline.profiles` writes and joins them).
+"""The rows ``uploader_profiles`` counts, and the counting (:mod:`vtag.jobs.pipeline.profiles` writes and joins them).
 
 Each source gives ``video_id, dt, uploader_id, node, level1, source`` rows:
 
@@ -53,7 +53,7 @@ def dump_uploaders(spark, dump_root: str, days: list[str]) -> tuple[Any, list[st
     """
     from pyspark.sql import functions as F
 
-    from jobs.pipeline.dumps import DumpNotReadyError, read_day
+    from vtag.jobs.pipeline.dumps import DumpNotReadyError, read_day
 
     frames, missing = [], []
     for d in days:
@@ -96,7 +96,7 @@ def tagged_videos(spark, conf: dict[str, Any], through: str, version: str, min_s
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     path = table_path(conf, "video_tags")
     if not DeltaTable.isDeltaTable(spark, path):
@@ -122,7 +122,7 @@ def _read_labeled_day(spark, path: str):
     """
     from pyspark.sql import functions as F
 
-    from jobs.pipeline.dumps import JSONL_SUFFIXES, _fs_list, detect_format
+    from vtag.jobs.pipeline.dumps import JSONL_SUFFIXES, _fs_list, detect_format
 
     fmt = detect_format(_fs_list(spark, path) or [])
     if fmt == "parquet":
@@ -150,7 +150,7 @@ def labeled_videos(spark, labels_root: str, taxonomy) -> Any:
     """
     from pyspark.sql import functions as F
 
-    from jobs.pipeline.dumps import _fs_list, day_path
+    from vtag.jobs.pipeline.dumps import _fs_list, day_path
 
     names = _fs_list(spark, str(labels_root))
     if names is None:

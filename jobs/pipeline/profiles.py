@@ -3,7 +3,7 @@
 A profile counts the categories of an uploader's earlier videos, per ``(uploader_id,
 taxonomy_version)`` (the version the bundle was trained on): ``leaf_counts`` by each video's primary
 node, ``level1_counts`` by that node's level-1 ancestor, ``n_videos`` their total. The videos
-(:mod:`jobs.pipeline.profile_sources`) are the confident ``video_tags`` rows of that version up to day D
+(:mod:`vtag.jobs.pipeline.profile_sources`) are the confident ``video_tags`` rows of that version up to day D
 (``score >= profiles.min_score``; the uploader looked up in the day's dump, since ``video_tags`` has no
 uploader column: the dumps are kept anyway, ``vtag retag`` re-infers from them, and a tagged day whose
 dump is gone is not counted and reported) and every day of the labeled dump ``profiles.labels_root``.
@@ -41,13 +41,13 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from jobs.pipeline.profile_sources import aggregate, labeled_videos, tagged_videos
-from models.schema import PROFILE_INPUT_FIELDS
+from vtag.jobs.pipeline.profile_sources import aggregate, labeled_videos, tagged_videos
+from vtag.models.schema import PROFILE_INPUT_FIELDS
 
 log = logging.getLogger(__name__)
 
 TABLE = "uploader_profiles"
-#: the join's columns: table column -> model input column (models.schema.PROFILE_INPUT_FIELDS)
+#: the join's columns: table column -> model input column (vtag.models.schema.PROFILE_INPUT_FIELDS)
 INPUT_COLUMNS = {f.name.removeprefix("profile_"): f.name for f in PROFILE_INPUT_FIELDS}
 #: Delta operations that change a table's rows (OPTIMIZE, VACUUM and comment changes do not)
 _DATA_OPERATIONS = {"WRITE", "MERGE", "DELETE", "UPDATE", "TRUNCATE", "RESTORE", "STREAMING UPDATE",
@@ -134,10 +134,10 @@ def profile_settings(conf: dict[str, Any]) -> ProfileSettings:
     Parameters
     ----------
     conf : dict
-        The job conf (:func:`jobs.config.load_job_conf`); ``--conf profiles.min_score=0.7`` lands in
+        The job conf (:func:`vtag.jobs.config.load_job_conf`); ``--conf profiles.min_score=0.7`` lands in
         the same section.
     """
-    from jobs.config import ConfigError
+    from vtag.jobs.config import ConfigError
 
     section = conf.get("profiles") or {}
     if not isinstance(section, dict):
@@ -158,7 +158,7 @@ def profile_settings(conf: dict[str, Any]) -> ProfileSettings:
 
 def bundle_taxonomy(bundle: str):
     """The taxonomy a bundle was trained on (its ``taxonomy.yaml`` snapshot)."""
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     path = Path(bundle) / "taxonomy.yaml"
     if not path.exists():
@@ -230,7 +230,7 @@ def refresh_profiles(spark, conf: dict[str, Any], dt: str, *, taxonomy=None, dum
     """
     from pyspark.sql import functions as F
 
-    from jobs.warehouse.tables import conform, ensure_table, with_retries
+    from vtag.jobs.warehouse.tables import conform, ensure_table, with_retries
 
     date.fromisoformat(dt)
     t0 = time.time()
@@ -263,7 +263,7 @@ def resolve_taxonomy(conf: dict[str, Any], taxonomy_path: str | None = None, bun
     taxonomy_path, bundle : str, optional
         Command-line choices that win over the conf.
     """
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     if taxonomy_path:
         return Taxonomy.load(taxonomy_path)
@@ -289,7 +289,7 @@ def check_table_version(spark, conf: dict[str, Any], version: str) -> None:
     """
     from delta.tables import DeltaTable
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     path = table_path(conf, TABLE)
     if not DeltaTable.isDeltaTable(spark, path):
@@ -347,7 +347,7 @@ def profiles_for_day(spark, conf: dict[str, Any], dt: str, taxonomy, dump_root: 
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     check_table_version(spark, conf, taxonomy.version)
     through = (date.fromisoformat(dt) - timedelta(days=1)).isoformat()
@@ -395,8 +395,8 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs.config import load_job_conf
-    from jobs.spark.session import build_session
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.spark.session import build_session
 
     overrides = list(args.conf)
     if args.warehouse:

@@ -11,7 +11,7 @@ Both ``vtag tag`` and ``vtag retag run`` publish a day through :func:`run_day`. 
    files.
 3. **audit** -- on the staged rows, before any table changes: rows read = rows tagged + rows
    quarantined (a file-level quarantine entry counts the rows its footer gives,
-   :func:`jobs.pipeline.validate.quarantined_rows`), every ``video_id`` of ``video_tags`` once and not null,
+   :func:`vtag.jobs.pipeline.validate.quarantined_rows`), every ``video_id`` of ``video_tags`` once and not null,
    every row of the day's date, plus the job's own checks. A failed audit fails the run with
    nothing written.
 4. **publish** -- under the day's lock (``_vtag_runs/_locks/dt=D.lock``, one publisher of a day at
@@ -61,7 +61,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.pipeline.publish_guard import (  # noqa: F401  (re-exported: callers import them from here)
+from vtag.jobs.pipeline.publish_guard import (  # noqa: F401  (re-exported: callers import them from here)
     RUNS_DIR,
     DayBusyError,
     DayLock,
@@ -75,7 +75,7 @@ from jobs.pipeline.publish_guard import (  # noqa: F401  (re-exported: callers i
     run_alive,
     store_for,
 )
-from jobs.warehouse.tables import (
+from vtag.jobs.warehouse.tables import (
     TABLES,
     append_run,
     conform,
@@ -158,7 +158,7 @@ def restore_day(spark: SparkSession, conf: dict[str, Any], name: str, dt: str, v
 
 
 def conform_fields(name: str):
-    from jobs.spark.schema import to_spark
+    from vtag.jobs.spark.schema import to_spark
 
     return to_spark(TABLES[name].schema).fields
 
@@ -185,8 +185,8 @@ def update_run(spark: SparkSession, conf: dict[str, Any], run_id: str, fields: d
     """Update the ``tag_runs`` row of ``run_id`` in place (Delta UPDATE; conflicts retried)."""
     from delta.tables import DeltaTable
 
-    from jobs.spark.schema import to_spark
-    from models.schema import TAG_RUNS_SCHEMA
+    from vtag.jobs.spark.schema import to_spark
+    from vtag.models.schema import TAG_RUNS_SCHEMA
 
     _quiet_update_warning(spark)
     types = {f.name: f.dataType for f in to_spark(TAG_RUNS_SCHEMA).fields}
@@ -304,7 +304,7 @@ class DayRun:
 
     # -- 2. write
     def stage(self, output: DayOutput) -> Staged:
-        from jobs.pipeline.validate import quarantined_rows
+        from vtag.jobs.pipeline.validate import quarantined_rows
 
         dirs, frames, counts = {}, {}, {}
         for name in ORDER:
@@ -435,7 +435,7 @@ def own_commit(spark: SparkSession, conf: dict[str, Any], name: str, after: int,
 
 def verify_published(spark: SparkSession, conf: dict[str, Any], dt: str, staged: Staged, committed: dict[str, int]):
     """The committed versions hold the staged counts (read back by time travel)."""
-    from jobs.pipeline.validate import quarantined_rows
+    from vtag.jobs.pipeline.validate import quarantined_rows
 
     for name, version in committed.items():
         rows = day_rows(spark, conf, name, dt, version)
@@ -612,7 +612,7 @@ def _recover_run(spark, conf, dt: str, me: str, run: dict, mode: str, store: Sto
 
 
 def _schema(name: str):
-    from jobs.spark.schema import to_spark
+    from vtag.jobs.spark.schema import to_spark
 
     return to_spark(TABLES[name].schema)
 

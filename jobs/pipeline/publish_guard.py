@@ -1,6 +1,6 @@
 """Who may publish a day, and who is still alive: the publish settings, the file store of run
 markers under ``<warehouse>/_vtag_runs`` (local or Hadoop FS), heartbeats, and the per-day lock.
-:mod:`jobs.pipeline.publish` (write, audit, publish) and its recovery use these."""
+:mod:`vtag.jobs.pipeline.publish` (write, audit, publish) and its recovery use these."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs.spark.session import _is_local_path
-from jobs.warehouse.tables import (
+from vtag.jobs.spark.session import _is_local_path
+from vtag.jobs.warehouse.tables import (
     table_path,
 )
 
@@ -50,7 +50,7 @@ class PublishSettings:
 
 def publish_settings(conf: dict[str, Any]) -> PublishSettings:
     """Read and check the ``publish`` section of a job conf (defaults for absent keys)."""
-    from jobs.config import ConfigError
+    from vtag.jobs.config import ConfigError
 
     section = conf.get("publish") or {}
     if not isinstance(section, dict):

@@ -7,7 +7,7 @@ day's partitions of ``video_tags`` and ``video_tags_quarantine``, and checks:
 - ``status``: that run ``succeeded``;
 - ``invariant``: rows read = rows in ``video_tags`` + rows in ``video_tags_quarantine`` (the tables
   as they are now, not the counts the run wrote down; a file-level quarantine entry counts the rows
-  its footer gave, :func:`jobs.pipeline.validate.quarantined_rows`);
+  its footer gave, :func:`vtag.jobs.pipeline.validate.quarantined_rows`);
 - ``run_counts``: the tables hold the counts the run recorded (nothing deleted or added since);
 - ``unique``: no ``video_id`` twice in the day;
 - ``written_by_run``: every ``video_tags`` row of the day carries the run's ``run_id`` (skipped when a
@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any, Iterable, Mapping
 
-from jobs.config import day_range
+from vtag.jobs.config import day_range
 
 DEFAULT_MAX_QUARANTINE_RATE = 0.05
 DEFAULT_MAX_DRIFT = 0.1
@@ -117,7 +117,7 @@ def check_days(
     """Run the gate's checks on each day (``YYYY-MM-DD``); ``None`` thresholds skip their check."""
     from pyspark.sql import functions as F
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     days = sorted({date.fromisoformat(d).isoformat() for d in days})
     if not days:
@@ -184,7 +184,7 @@ def check_days(
                 level1.setdefault(r["dt"].isoformat(), {})[r["l1"]] = int(r["count"])
     quar_counts: dict[str, int] = {}
     if _is_delta(spark, quar_path):
-        from jobs.pipeline.validate import quarantined_rows
+        from vtag.jobs.pipeline.validate import quarantined_rows
 
         # a file-level entry (unreadable_file, schema_mismatch) stands for the rows its footer gave
         for r in (
@@ -314,7 +314,7 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs.config import ConfigError, load_job_conf
+    from vtag.jobs.config import ConfigError, load_job_conf
 
     try:
         if args.date and (args.start or args.end):
@@ -329,7 +329,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("--max-quarantine-rate must be >= 0 and --max-drift in [0, 1]")
         version = None
         if args.expect_taxonomy:
-            from hierarchy.taxonomy import Taxonomy
+            from vtag.hierarchy.taxonomy import Taxonomy
 
             version = Taxonomy.load(args.expect_taxonomy).version
         overrides = list(args.conf)
@@ -340,7 +340,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"vtag quality: {exc}", file=sys.stderr)
         return 2
 
-    from jobs.spark.session import build_session
+    from vtag.jobs.spark.session import build_session
 
     spark = build_session(conf)
     reports = check_days(

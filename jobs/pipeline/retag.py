@@ -2,7 +2,7 @@
 
 * ``plan``: from the diff of the two taxonomies and the rows of ``video_tags`` in the range, count
   per day the rows that can be **remapped** without the model and those that need **re-inference**
-  (rules in :mod:`hierarchy.migrate`), with an estimated cost.
+  (rules in :mod:`vtag.hierarchy.migrate`), with an estimated cost.
 * ``run``: remap rows in Spark by the migration map (new names, paths, levels, ``taxonomy_version``);
   re-infer the others with a bundle trained on the new taxonomy, from the day's dump, through the
   same inference code as ``vtag tag``; replace each day atomically (``replaceWhere``); one
@@ -26,8 +26,8 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from jobs import progress
-from jobs.config import day_range, load_job_conf
+from vtag.jobs import progress
+from vtag.jobs.config import day_range, load_job_conf
 
 RETAG_SCHEMA_EXTRA = [pa.field("_action", pa.string()), pa.field("_why", pa.string())]
 
@@ -104,7 +104,7 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 
 def _load_pair(from_path: str, to_path: str):
-    from hierarchy.taxonomy import Taxonomy, TaxonomyError
+    from vtag.hierarchy.taxonomy import Taxonomy, TaxonomyError
 
     old = Taxonomy.load(from_path)
     try:
@@ -121,7 +121,7 @@ def _tagged_days(spark, conf, days: list[str]) -> set[str]:
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     path = table_path(conf, "tag_runs")
     if not DeltaTable.isDeltaTable(spark, path):
@@ -139,9 +139,9 @@ def _classify_fn(old_dict: dict, new_dict: dict, old_version: str, new_version: 
     ``_action`` (at_target | remap | reinfer) and ``_why``; reinfer rows keep their old columns."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from hierarchy.migrate import TagRemapper
-        from hierarchy.taxonomy import Taxonomy
-        from models.schema import MAX_LEVELS, VIDEO_TAGS_SCHEMA
+        from vtag.hierarchy.migrate import TagRemapper
+        from vtag.hierarchy.taxonomy import Taxonomy
+        from vtag.models.schema import MAX_LEVELS, VIDEO_TAGS_SCHEMA
 
         remapper = TagRemapper(Taxonomy.from_dict(old_dict), Taxonomy.from_dict(new_dict))
         out_schema = pa.schema(list(VIDEO_TAGS_SCHEMA) + RETAG_SCHEMA_EXTRA)
@@ -180,9 +180,9 @@ def _classify_fn(old_dict: dict, new_dict: dict, old_version: str, new_version: 
 def _classified(spark, conf, old, new, days: list[str]):
     from pyspark.sql import functions as F
 
-    from jobs.spark.schema import to_spark
-    from jobs.warehouse.tables import table_path
-    from models.schema import VIDEO_TAGS_SCHEMA
+    from vtag.jobs.spark.schema import to_spark
+    from vtag.jobs.warehouse.tables import table_path
+    from vtag.models.schema import VIDEO_TAGS_SCHEMA
 
     tags = spark.read.format("delta").load(table_path(conf, "video_tags"))
     tags = tags.where(F.col("dt").isin([dt.date.fromisoformat(d) for d in days]))
@@ -195,7 +195,7 @@ def plan(spark, conf: dict, from_path: str, to_path: str, start: str, end: str) 
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     old, new = _load_pair(from_path, to_path)
     try:
@@ -247,16 +247,16 @@ def run(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from jobs.pipeline.covers import cover_root, mark_covers, resolve_covers
-    from jobs.pipeline.dumps import read_day
-    from jobs.pipeline.inference import MODEL_INPUT_COLUMNS, predict_fn
-    from jobs.pipeline.publish import DayOutput, run_day
-    from jobs.pipeline.tag import bundle_taxonomy_version
-    from jobs.pipeline.validate import mark
-    from jobs.spark.schema import to_spark
-    from jobs.warehouse.tables import utcnow
-    from models.bundle import bundle_model_version
-    from models.schema import PREDICTION_SCHEMA
+    from vtag.jobs.pipeline.covers import cover_root, mark_covers, resolve_covers
+    from vtag.jobs.pipeline.dumps import read_day
+    from vtag.jobs.pipeline.inference import MODEL_INPUT_COLUMNS, predict_fn
+    from vtag.jobs.pipeline.publish import DayOutput, run_day
+    from vtag.jobs.pipeline.tag import bundle_taxonomy_version
+    from vtag.jobs.pipeline.validate import mark
+    from vtag.jobs.spark.schema import to_spark
+    from vtag.jobs.warehouse.tables import utcnow
+    from vtag.models.bundle import bundle_model_version
+    from vtag.models.schema import PREDICTION_SCHEMA
 
     old, new = _load_pair(from_path, to_path)
     bundle = str(Path(bundle).resolve())
@@ -359,7 +359,7 @@ def history(spark, conf: dict, date: str) -> list[dict]:
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     dt.date.fromisoformat(date)
     path = table_path(conf, "video_tags")
@@ -394,7 +394,7 @@ def history(spark, conf: dict, date: str) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs.spark.session import build_session
+    from vtag.jobs.spark.session import build_session
 
     overrides = list(args.conf)
     if args.warehouse:
@@ -429,7 +429,7 @@ def _main(spark, conf: dict, args: argparse.Namespace) -> int:
                     print(f"v{h['version']:<4} {h['timestamp']}  {h['operation']:<8} {h['job'] or '':<6} "
                           f"{h['run_id'] or '':<32} " + ", ".join(f"{k}: {v}" for k, v in h["rows"].items()))
     except Exception as exc:  # the message is the user's answer; the trace is noise here
-        from hierarchy.taxonomy import TaxonomyError
+        from vtag.hierarchy.taxonomy import TaxonomyError
 
         if isinstance(exc, (RetagError, TaxonomyError, FileNotFoundError, ValueError)):
             print(f"vtag retag {args.action}: {exc}", file=sys.stderr)

@@ -1,16 +1,16 @@
 """``vtag tag``: tag one day of a UGC dump into the Delta tag tables.
 
 check the day's files and read the sound ones (a bad file becomes one quarantine entry,
-:mod:`jobs.pipeline.dumps`) -> normalise ``cover_uri`` against the cover root (:mod:`jobs.pipeline.covers`) ->
+:mod:`vtag.jobs.pipeline.dumps`) -> normalise ``cover_uri`` against the cover root (:mod:`vtag.jobs.pipeline.covers`) ->
 validate (bad rows to ``video_tags_quarantine`` with a reason code and a detail) -> read the covers
 through Spark's ``binaryFile`` source -> join the uploader profiles of the days before
-(``uploader_profiles``, broadcast; :mod:`jobs.pipeline.profiles`) -> ``Predictor`` in ``mapInArrow`` (loaded
+(``uploader_profiles``, broadcast; :mod:`vtag.jobs.pipeline.profiles`) -> ``Predictor`` in ``mapInArrow`` (loaded
 once per Python worker) -> write, audit, publish both partitions of the day as one unit
-(:mod:`jobs.pipeline.publish`) -> refresh ``uploader_profiles`` through the day. ``tag_runs`` holds the run's
+(:mod:`vtag.jobs.pipeline.publish`) -> refresh ``uploader_profiles`` through the day. ``tag_runs`` holds the run's
 row from its start (``started``) and its outcome. The run is ``succeeded`` only when rows read = rows
 tagged + rows quarantined, every ``video_id`` is tagged once, both tables were published and the
 profile refresh went through. ``vtag tag --repair`` finishes or rolls back a run killed while
-publishing (:func:`jobs.pipeline.publish.repair_day`).
+publishing (:func:`vtag.jobs.pipeline.publish.repair_day`).
 """
 
 from __future__ import annotations
@@ -28,23 +28,23 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import day_range, load_job_conf
-from jobs.pipeline.covers import cover_policy, cover_root, mark_covers, resolve_covers
-from jobs.pipeline.dumps import read_day_checked
-from jobs.pipeline.inference import MODEL_INPUT_COLUMNS, PROFILE_INPUT_COLUMNS, predict_fn
-from jobs.pipeline.profiles import (
+from vtag.jobs.config import day_range, load_job_conf
+from vtag.jobs.pipeline.covers import cover_policy, cover_root, mark_covers, resolve_covers
+from vtag.jobs.pipeline.dumps import read_day_checked
+from vtag.jobs.pipeline.inference import MODEL_INPUT_COLUMNS, PROFILE_INPUT_COLUMNS, predict_fn
+from vtag.jobs.pipeline.profiles import (
     bundle_taxonomy,
     join_profiles,
     profile_settings,
     profiles_for_day,
     refresh_profiles,
 )
-from jobs.pipeline.publish import DayOutput, DayRun, run_day
-from jobs.pipeline.validate import mark
-from jobs.progress import command, stage
-from jobs.spark.schema import to_spark
-from jobs.warehouse.tables import utcnow
-from models.schema import PREDICTION_SCHEMA
+from vtag.jobs.pipeline.publish import DayOutput, DayRun, run_day
+from vtag.jobs.pipeline.validate import mark
+from vtag.jobs.progress import command, stage
+from vtag.jobs.spark.schema import to_spark
+from vtag.jobs.warehouse.tables import utcnow
+from vtag.models.schema import PREDICTION_SCHEMA
 
 
 class BundleMismatchError(RuntimeError):
@@ -100,7 +100,7 @@ def register_in_catalog(spark: SparkSession, conf: dict) -> None:
     The day is already written and recorded; a metastore outage must not turn it into a failed run,
     so a failure here is logged loudly and the tables stay readable by path.
     """
-    from jobs.warehouse.catalog import register_if_configured
+    from vtag.jobs.warehouse.catalog import register_if_configured
 
     try:
         register_if_configured(spark, conf)
@@ -127,12 +127,12 @@ def tag_day(
 ) -> RunResult:
     """Tag day ``dt`` (YYYY-MM-DD); returns the run's counts. Raises on failure after recording it.
 
-    The day goes through :func:`jobs.pipeline.publish.run_day` (write, audit, publish): its rows are computed
+    The day goes through :func:`vtag.jobs.pipeline.publish.run_day` (write, audit, publish): its rows are computed
     once into staging files, audited (invariant, unique ids) and only then committed to both tables.
-    ``load_log`` / ``input_log``: directories for tests (:func:`jobs.pipeline.inference.get_predictor`,
-    :func:`jobs.pipeline.inference.log_input`).
+    ``load_log`` / ``input_log``: directories for tests (:func:`vtag.jobs.pipeline.inference.get_predictor`,
+    :func:`vtag.jobs.pipeline.inference.log_input`).
     """
-    from hierarchy.taxonomy import Taxonomy
+    from vtag.hierarchy.taxonomy import Taxonomy
 
     date.fromisoformat(dt)
     started = utcnow()
@@ -166,7 +166,7 @@ def tag_day(
                 f"bundle {bundle} was trained on taxonomy version {b_taxonomy.version}, the job runs {tax_version} "
                 f"({taxonomy_path}); retrain, pick the matching bundle, or pass --allow-taxonomy-mismatch"
             )
-        from models.bundle import bundle_model_version
+        from vtag.models.bundle import bundle_model_version
 
         day.record["model_version"] = bundle_model_version(bundle)
         settings = profile_settings(conf)
@@ -191,7 +191,7 @@ def tag_day(
             F.count(F.lit(1)).alias("n"),
             F.sum((F.col("reason").isNull() & F.col("_cover_problem").isNotNull()).cast("int")).alias("outside"),
         ).first()
-        # a quarantined file counts the rows its footer gives (jobs.pipeline.validate.quarantined_rows)
+        # a quarantined file counts the rows its footer gives (vtag.jobs.pipeline.validate.quarantined_rows)
         rows_read = int(counts.n) + read.file_rows
         stage(f"{dt}: read; inferring and writing to staging", rows_read)
         if counts.outside:
@@ -256,7 +256,7 @@ def model_input(rows: DataFrame, joined) -> DataFrame:
     ----------
     rows : DataFrame
         The day's valid rows with covers resolved.
-    joined : jobs.pipeline.profiles.JoinProfiles or None
+    joined : vtag.jobs.pipeline.profiles.JoinProfiles or None
         The profiles of the days before (None: ``profiles.enabled`` is false).
     """
     if joined is None:
@@ -294,7 +294,7 @@ def refresh_step(spark: SparkSession, conf: dict[str, Any], dt: str, taxonomy, d
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs.spark.session import build_session
+    from vtag.jobs.spark.session import build_session
 
     overrides = list(args.conf)
     if args.warehouse:
@@ -352,9 +352,9 @@ def _tag_days(spark: SparkSession, conf: dict[str, Any], days: list[str], args: 
 
 
 def repair(spark: SparkSession, conf: dict[str, Any], dt: str, *, rollback: bool = False) -> list:
-    """``vtag tag --repair`` for one day: :func:`jobs.pipeline.publish.repair_day`, then the profile refresh of each
+    """``vtag tag --repair`` for one day: :func:`vtag.jobs.pipeline.publish.repair_day`, then the profile refresh of each
     tag run it finished (the refresh the killed run never got to)."""
-    from jobs.pipeline.publish import repair_day
+    from vtag.jobs.pipeline.publish import repair_day
 
     done = repair_day(spark, conf, dt, rollback=rollback)
     for rec in done:
@@ -365,7 +365,7 @@ def repair(spark: SparkSession, conf: dict[str, Any], dt: str, *, rollback: bool
         dump_root = run_conf.get("dump_root") or str(conf["dump_root"])
         note = refresh_step(spark, conf, dt, bundle_taxonomy(bundle), dump_root)
         rec.message += f"; {note}"
-        from jobs.pipeline.publish import update_run
+        from vtag.jobs.pipeline.publish import update_run
 
         update_run(spark, conf, rec.run_id, {"message": rec.message[:4000]})
     return done

@@ -1,14 +1,14 @@
 """Row validation: every row read is either valid for tagging or quarantined with one reason.
 
-Each row read gets ``reason`` (null for a valid row, else one code of :data:`jobs.warehouse.reasons.REASONS`,
+Each row read gets ``reason`` (null for a valid row, else one code of :data:`vtag.jobs.warehouse.reasons.REASONS`,
 the one fixed list; the first failing check in that list's order names the row) and ``detail``
 (the particulars: the column, its length, the byte offset, the parser's message). Row-level codes:
-``invalid_utf8``, ``malformed_json``, ``wrong_type`` (from the reader, :mod:`jobs.pipeline.dumps`),
+``invalid_utf8``, ``malformed_json``, ``wrong_type`` (from the reader, :mod:`vtag.jobs.pipeline.dumps`),
 ``null_video_id``, ``overlong``, ``undecodable_cover`` (under ``corrupt_cover: quarantine``),
-``cover_outside_root`` (under ``cover_outside_root: quarantine``, :mod:`jobs.pipeline.covers`),
+``cover_outside_root`` (under ``cover_outside_root: quarantine``, :mod:`vtag.jobs.pipeline.covers`),
 ``empty_content``, ``invalid_duration`` and ``duplicate_video_id`` (the latest upload is kept, ties
 broken by a hash of the raw row). ``unreadable_file`` and ``schema_mismatch`` are file-level entries
-(:func:`jobs.pipeline.dumps.check_files`).
+(:func:`vtag.jobs.pipeline.dumps.check_files`).
 
 Corrupt covers: DESIGN.md treats a corrupt cover as a missing modality, and the model does (the
 ``Predictor`` tags such a row with ``cover_missing = true``). The job's policy is a setting,
@@ -25,7 +25,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from models.schema import MAX_COVER_BYTES, MAX_DESCRIPTION_CHARS, MAX_ID_CHARS, MAX_TITLE_CHARS
+from vtag.models.schema import MAX_COVER_BYTES, MAX_DESCRIPTION_CHARS, MAX_ID_CHARS, MAX_TITLE_CHARS
 
 JPEG_MAGIC = bytes.fromhex("ffd8ff")
 PNG_MAGIC = bytes.fromhex("89504e470d0a1a0a")
@@ -44,7 +44,7 @@ def _blank(c: Column) -> Column:
     return c.isNull() | (F.trim(c) == "")
 
 
-#: covers with more pixels than this are a missing modality for the model (``models.image.MAX_COVER_PIXELS``,
+#: covers with more pixels than this are a missing modality for the model (``vtag.models.image.MAX_COVER_PIXELS``,
 #: not imported: that module pulls in torch): validation reads their size from the header and never
 #: decodes them (tests/test_faults.py checks the two agree)
 MAX_COVER_PIXELS = 40_000_000
@@ -82,7 +82,7 @@ def cover_decodes(covers: pd.Series) -> pd.Series:
 
 
 def _checks(corrupt_cover: str, cover_outside_root: str | None) -> list[tuple[Column, Column, Column]]:
-    """(condition, reason code, detail) of each check, in the order of precedence of :mod:`jobs.warehouse.reasons`."""
+    """(condition, reason code, detail) of each check, in the order of precedence of :mod:`vtag.jobs.warehouse.reasons`."""
     if corrupt_cover not in ("quarantine", "tag"):
         raise ValueError(f"corrupt_cover must be 'quarantine' or 'tag', got {corrupt_cover!r}")
     none = F.lit(None).cast("string")
@@ -122,8 +122,8 @@ def _first(checks: list[tuple[Column, Column, Column]], pick: int) -> Column:
 
 
 def mark(df: DataFrame, corrupt_cover: str = "quarantine", cover_outside_root: str = "missing") -> DataFrame:
-    """``df`` from :func:`jobs.pipeline.dumps.read_day` (with :func:`jobs.pipeline.covers.mark_covers`'s columns, or
-    without) plus ``reason`` (null for a valid row, else a code of :data:`jobs.warehouse.reasons.REASONS`) and
+    """``df`` from :func:`vtag.jobs.pipeline.dumps.read_day` (with :func:`vtag.jobs.pipeline.covers.mark_covers`'s columns, or
+    without) plus ``reason`` (null for a valid row, else a code of :data:`vtag.jobs.warehouse.reasons.REASONS`) and
     ``detail`` (the particulars, free text)."""
     policy = cover_outside_root if "_cover_problem" in df.columns else None
     if corrupt_cover == "quarantine":
@@ -153,9 +153,9 @@ def split_valid(df: DataFrame, corrupt_cover: str = "quarantine") -> tuple[DataF
 
 def quarantined_rows(raw: str = "raw", reason: str = "reason") -> Column:
     """How many dump rows one ``video_tags_quarantine`` entry stands for: 1 for a row; for a file-level
-    entry (:data:`jobs.warehouse.reasons.FILE_REASONS`) the row count its footer gave (``raw`` is
+    entry (:data:`vtag.jobs.warehouse.reasons.FILE_REASONS`) the row count its footer gave (``raw`` is
     ``{"path": ..., "rows": N}``; 0 when the file told none). Sum it for the invariant."""
-    from jobs.warehouse.reasons import FILE_REASONS
+    from vtag.jobs.warehouse.reasons import FILE_REASONS
 
     file_rows = F.get_json_object(F.col(raw), "$.rows").cast("long")
     return (

@@ -1,9 +1,9 @@
 """Delta's jars, resolved once at set-up into a local folder (#19 item 1).
 
-``make venv`` runs ``python -m jobs.spark.jars``: a throw-away JVM resolves the Delta package
+``make venv`` runs ``python -m vtag.jobs.spark.jars``: a throw-away JVM resolves the Delta package
 (``delta_artifact``/``delta_jars_version`` of the job conf, else the pip package's) from Maven into
 a private Ivy directory, and its jars are copied to :func:`default_dir`
-(``<venv>/share/vtag/delta-jars``). :func:`jobs.spark.session.build_session` then passes them as
+(``<venv>/share/vtag/delta-jars``). :func:`vtag.jobs.spark.session.build_session` then passes them as
 ``spark.jars``: no resolution, no Ivy output and no network at run time. ``delta_jars_dir`` (job
 conf) or ``VTAG_DELTA_JARS_DIR`` pick another folder; ``VTAG_DELTA_JARS=maven`` forces the old
 resolution through Maven at every start (the bench's "before").
@@ -84,16 +84,16 @@ def fetch(conf: dict[str, Any], dest: str | os.PathLike | None = None) -> list[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m jobs.spark.jars [--dest DIR] [--force]``; returns the exit status.
+    """``python -m vtag.jobs.spark.jars [--dest DIR] [--force]``; returns the exit status.
 
     Parameters
     ----------
     argv
         The arguments (default: the process's).
     """
-    from jobs.config import load_job_conf
+    from vtag.jobs.config import load_job_conf
 
-    p = argparse.ArgumentParser(prog="python -m jobs.spark.jars", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m vtag.jobs.spark.jars", description=__doc__.splitlines()[0])
     p.add_argument("--dest", help=f"the folder to fill (default {default_dir()})")
     p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
     p.add_argument("--force", action="store_true", help="resolve again even when the folder holds jars")

@@ -1,4 +1,4 @@
-"""Spark schemas derived from the pyarrow schemas of :mod:`models.schema` (the single source)."""
+"""Spark schemas derived from the pyarrow schemas of :mod:`vtag.models.schema` (the single source)."""
 
 from __future__ import annotations
 

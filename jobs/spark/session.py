@@ -89,7 +89,7 @@ def _python_logs_to(path: Path) -> None:
 
 def delta_jars(conf: dict[str, Any]) -> list[str] | None:
     """The Delta jars to pass as ``spark.jars``: ``delta_jars_dir`` or ``VTAG_DELTA_JARS_DIR`` (must hold
-    jars), else the folder ``make venv`` filled (:func:`jobs.spark.jars.default_dir`); None: resolve
+    jars), else the folder ``make venv`` filled (:func:`vtag.jobs.spark.jars.default_dir`); None: resolve
     from Maven (no such folder, or ``VTAG_DELTA_JARS=maven``).
 
     Parameters
@@ -97,7 +97,7 @@ def delta_jars(conf: dict[str, Any]) -> list[str] | None:
     conf
         The job conf.
     """
-    from jobs.spark.jars import default_dir, jars_in
+    from vtag.jobs.spark.jars import default_dir, jars_in
 
     jars_dir = conf.get("delta_jars_dir") or os.environ.get("VTAG_DELTA_JARS_DIR")
     if jars_dir:
@@ -111,7 +111,7 @@ def delta_jars(conf: dict[str, Any]) -> list[str] | None:
 
 
 def build_session(conf: dict[str, Any]) -> SparkSession:
-    """Build (or reuse) a SparkSession for a job conf from :func:`jobs.config.load_job_conf`.
+    """Build (or reuse) a SparkSession for a job conf from :func:`vtag.jobs.config.load_job_conf`.
 
     Delta comes from local jars (:func:`delta_jars`: ``delta_jars_dir``, else the folder ``make venv``
     filled once) through ``spark.jars``, offline; without them from Maven through

@@ -11,8 +11,11 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from vtag import conf_dir
+
+#: ``shared_data`` (a relative path) is relative to this folder: the checkout's root
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONF = REPO_ROOT / "conf" / "generate" / "default.yaml"
+DEFAULT_CONF = conf_dir() / "generate" / "default.yaml"
 
 #: bump when the generating code changes in a way that changes rows for the same seed and config
 GENERATOR_VERSION = "1"

@@ -3,7 +3,7 @@
 They only add words to nodes whose name matches; a taxonomy without such names simply gets none.
 IP terms are names of franchises that real covers and titles mention across film, game and
 animation; the generator also derives IP terms from any Chinese name that several level-1 subtrees
-share (see :mod:`jobs.synth.lexicon`).
+share (see :mod:`vtag.jobs.synth.lexicon`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``vtag generate``: synthetic UGC dumps with covers, labels and bad rows, as a Spark job.
 
 Each Spark task generates the rows of one (day, partition) from the seed alone (see
-:mod:`jobs.synth.rows`); the driver only builds a DataFrame of partition numbers, validates the
+:mod:`vtag.jobs.synth.rows`); the driver only builds a DataFrame of partition numbers, validates the
 taxonomy, and computes the manifest's counts from the bad-row plans. Layout per day::
 
     <out>/dt=YYYY-MM-DD/part-*.parquet | part-*.txt (JSON Lines)
@@ -12,7 +12,7 @@ taxonomy, and computes the manifest's counts from the bad-row plans. Layout per 
 docs/generator.md documents the mechanisms, the knobs (conf/generate/default.yaml), the bad kinds
 with the quarantine reason the tagging job should give, and how to read JSONL dumps.
 
-Progress (#19 item 4): ``vtag generate`` runs inside :func:`jobs.progress.command`; :func:`generate`
+Progress (#19 item 4): ``vtag generate`` runs inside :func:`vtag.jobs.progress.command`; :func:`generate`
 reports one stage per day and step (a live line on a terminal, one stderr log line otherwise).
 """
 
@@ -86,9 +86,9 @@ class _FS:
 
 def _day_manifest(day: str, sizes: list[int], *, seed: int, conf: dict, fmt: str, cover_mode: str, labeled: bool,
                   bad_rate: float, tax, chash: str, shared: dict, font: str | None) -> dict:
-    from jobs.synth.bad import KINDS, kinds_for, make_plan
-    from jobs.synth.config import GENERATOR_VERSION
-    from jobs.synth.rows import output_schema
+    from vtag.jobs.synth.bad import KINDS, kinds_for, make_plan
+    from vtag.jobs.synth.config import GENERATOR_VERSION
+    from vtag.jobs.synth.rows import output_schema
 
     day_ord = dt.date.fromisoformat(day).toordinal()
     kinds, _ = kinds_for(fmt, conf["bad"]["weights"])
@@ -135,8 +135,8 @@ class GeneratorInputs(NamedTuple):
 
 def load_inputs(taxonomy_path: str | Path, config=None, overrides=None) -> GeneratorInputs:
     """Load the taxonomy and the knobs and locate the shared seed data (logged when absent)."""
-    from hierarchy.taxonomy import Taxonomy
-    from jobs.synth.config import config_hash, load_config, resolve_shared_data
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.jobs.synth.config import config_hash, load_config, resolve_shared_data
 
     taxonomy_path = Path(taxonomy_path)
     conf = load_config(config, overrides)
@@ -182,10 +182,10 @@ def generate(
     import pyarrow as pa  # noqa: F401  (workers need it; fail early on the driver)
     from pyspark.sql import functions as F
 
-    from jobs.progress import stage
-    from jobs.spark.schema import to_spark
-    from jobs.synth.cover import font_path
-    from jobs.synth.rows import JSONL_SCHEMA, output_schema
+    from vtag.jobs.progress import stage
+    from vtag.jobs.spark.schema import to_spark
+    from vtag.jobs.synth.cover import font_path
+    from vtag.jobs.synth.rows import JSONL_SCHEMA, output_schema
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -248,8 +248,8 @@ def _task_fn(tax_text, tax_source, conf, seed, day, day_ord, sizes, fmt, cover_m
     """The mapInArrow function: partition numbers in, generated rows out (runs on the workers)."""
 
     def fn(batches):
-        from jobs.synth.rows import Generator, PartSpec
-        from jobs.synth.world import get_world
+        from vtag.jobs.synth.rows import Generator, PartSpec
+        from vtag.jobs.synth.world import get_world
 
         world = get_world(tax_text, conf, seed, source=tax_source)
         gen = getattr(world, "_generator", None)
@@ -271,9 +271,9 @@ def main(args) -> int:
     args
         The parsed options of :func:`_arg_parser`.
     """
-    from jobs.config import load_job_conf
-    from jobs.progress import command, stage
-    from jobs.spark.session import build_session
+    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.progress import command, stage
+    from vtag.jobs.spark.session import build_session
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     job_conf = load_job_conf(args.job_conf, overrides=args.conf)

@@ -1,7 +1,7 @@
 """Per-node lexicons derived from any taxonomy, optionally enriched from real-data seeds.
 
 A node's words: its Chinese name (and the parts of a compound name such as ``动作/冒险``), curated
-extras keyed by its Chinese name or ``name_en`` (:mod:`jobs.synth.extras`), and Baidu video tags
+extras keyed by its Chinese name or ``name_en`` (:mod:`vtag.jobs.synth.extras`), and Baidu video tags
 that contain the name or are contained in it. Its entities: words that co-occur with the name in
 real segmented titles (TNEWS keywords, NLPCC headlines). IP terms: Chinese names carried by nodes of
 two or more level-1 subtrees (e.g. 漫威 under film and game), plus curated franchise names for
@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from hierarchy.taxonomy import Taxonomy
+from vtag.hierarchy.taxonomy import Taxonomy
 
 from .extras import EXTRAS, FACET_NAMES, IP_BEARING, IP_TERMS, ZONE_ALIASES
 from .shared import Seeds, is_word

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from models.schema import DUMP_SCHEMA, LABELED_SCHEMA, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
+from vtag.models.schema import DUMP_SCHEMA, LABELED_SCHEMA, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
 
 from .bad import big_text, make_plan
 from .context import ContextMaker

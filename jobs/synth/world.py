@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hierarchy.taxonomy import Taxonomy
+from vtag.hierarchy.taxonomy import Taxonomy
 
 from .config import config_hash, resolve_shared_data
 from .extras import GENERIC_PROGRAMS, PROGRAM_SUFFIXES

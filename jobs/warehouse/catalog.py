@@ -7,7 +7,7 @@ Both query engines see the same names:
   ``<db>.tag_runs`` and ``<db>.uploader_profiles`` (``CREATE TABLE ... USING DELTA LOCATION``; the data stays where the jobs write
   it) and creates the views of :data:`VIEWS`. The database is the job conf's ``catalog_database``
   (default ``vtag``; ``catalog.schema`` where the cluster has a multi-level catalog).
-* DuckDB (``vtag query``): :mod:`jobs.analytics.query` builds the same views from :func:`view_sql` over Arrow
+* DuckDB (``vtag query``): :mod:`vtag.jobs.analytics.query` builds the same views from :func:`view_sql` over Arrow
   datasets of delta-rs.
 
 When ``dump_root`` holds Parquet days, ``ugc_dump`` (the dump files, external Parquet table) and the
@@ -16,7 +16,7 @@ view ``video_uploads`` (uploader, title and upload time per video and day) are r
 
 Where the names live: Spark's catalog is per session unless ``spark.sql.catalogImplementation`` is
 ``hive``. pyspark ships the Hive client and Derby, so the embedded default is a Hive metastore in
-embedded Derby at ``<warehouse>/../.metastore/metastore_db`` (``jobs.spark.session`` points
+embedded Derby at ``<warehouse>/../.metastore/metastore_db`` (``vtag.jobs.spark.session`` points
 ``derby.system.home`` there): registrations persist across sessions. Embedded Derby admits one JVM at
 a time, so only ``vtag catalog register`` and ``vtag sql --metastore`` use it; ``vtag sql`` and the
 nightly jobs keep the in-memory catalog (and can run side by side); on a cluster the jobs register
@@ -36,22 +36,22 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from jobs.warehouse.metastore import (  # noqa: F401  (re-exported: jobs.warehouse.catalog is the catalog's one name)
+from vtag.jobs.warehouse.metastore import (  # noqa: F401  (re-exported: vtag.jobs.warehouse.catalog is the catalog's one name)
     _BUSY,
     CatalogError,
     _metastore_hint,
     check_metastore_free,
     local_metastore,
 )
-from jobs.warehouse.reasons import replace_marked_section
-from jobs.warehouse.table_docs import (  # noqa: F401  (re-exported: the tables' schemas and comments)
+from vtag.jobs.warehouse.reasons import replace_marked_section
+from vtag.jobs.warehouse.table_docs import (  # noqa: F401  (re-exported: the tables' schemas and comments)
     COLUMN_NOTES,
     PARTITION_COLUMNS,
     SCHEMAS,
     TABLE_NAMES,
     column_comments,
 )
-from models.schema import VIDEO_TAGS_SCHEMA
+from vtag.models.schema import VIDEO_TAGS_SCHEMA
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -67,7 +67,7 @@ VIEW_COMMENTS = {
 }
 VIEWS = tuple(VIEW_COMMENTS)
 
-#: the dump columns every dump has (models.schema.REQUIRED_DUMP_COLUMNS) that analysts join on
+#: the dump columns every dump has (vtag.models.schema.REQUIRED_DUMP_COLUMNS) that analysts join on
 UPLOAD_COLUMNS = ("video_id", "uploader_id", "title", "upload_ts")
 #: Spark only: the Parquet dump files as an external table (all DUMP_SCHEMA columns, no ``dt``)
 DUMP_TABLE = "ugc_dump"
@@ -179,7 +179,7 @@ def _table_exists(spark: SparkSession, qualified: str) -> bool:
 
 def _sync_comments(spark: SparkSession, qualified: str, table: str) -> int:
     """Set the column comments that differ; returns how many changed (one commit for all of them)."""
-    from jobs.warehouse.tables import with_retries
+    from vtag.jobs.warehouse.tables import with_retries
 
     wanted = column_comments(table)
     current = {f.name: f.metadata.get("comment", "") for f in spark.table(qualified).schema.fields}
@@ -242,7 +242,7 @@ def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: b
         Register only these tables and views (:func:`needed_names`; None: all). Each name costs a read
         of its Delta log or its analysis at start.
     """
-    from jobs.warehouse.tables import TABLES, ensure_table, table_path, with_retries
+    from vtag.jobs.warehouse.tables import TABLES, ensure_table, table_path, with_retries
 
     db = database(conf)
     try:
@@ -283,8 +283,8 @@ def register_tables(spark: SparkSession, conf: dict[str, Any], create_missing: b
         root = None
     spark.sql(f"DROP TABLE IF EXISTS {db}.{DUMP_TABLE}")  # external: drops the registration, never the files
     if root:
-        from jobs.spark.schema import to_spark
-        from models.schema import DUMP_SCHEMA
+        from vtag.jobs.spark.schema import to_spark
+        from vtag.models.schema import DUMP_SCHEMA
 
         spark.catalog.createTable(
             f"{db}.{DUMP_TABLE}",
@@ -353,7 +353,7 @@ def _type_name(t: pa.DataType) -> str:
 
 def schema_markdown() -> str:
     """The table schemas as Markdown (the section of docs/analysts.md between the schema markers)."""
-    from jobs.warehouse.tables import TABLES
+    from vtag.jobs.warehouse.tables import TABLES
 
     lines = []
     for name in TABLE_NAMES:
@@ -373,7 +373,7 @@ def schema_markdown() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-SCHEMA_BEGIN = "<!-- schema:begin (generated by `python -m jobs.warehouse.catalog docs/analysts.md`) -->"
+SCHEMA_BEGIN = "<!-- schema:begin (generated by `python -m vtag.jobs.warehouse.catalog docs/analysts.md`) -->"
 SCHEMA_END = "<!-- schema:end -->"
 
 
@@ -382,7 +382,7 @@ def update_docs(path: str) -> bool:
     return replace_marked_section(path, SCHEMA_BEGIN, SCHEMA_END, schema_markdown(), "schema", CatalogError)
 
 
-if __name__ == "__main__":  # python -m jobs.warehouse.catalog docs/analysts.md
+if __name__ == "__main__":  # python -m vtag.jobs.warehouse.catalog docs/analysts.md
     import sys
 
     for p in sys.argv[1:] or ["docs/analysts.md"]:

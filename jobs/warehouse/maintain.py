@@ -60,7 +60,7 @@ def check_request(
     keep_history_days: int | None = None,
 ) -> None:
     """Refuse inconsistent or dangerous requests before any Spark work."""
-    from jobs.warehouse.catalog import PARTITION_COLUMNS, SCHEMAS
+    from vtag.jobs.warehouse.catalog import PARTITION_COLUMNS, SCHEMAS
 
     if table not in TABLES:
         raise MaintenanceError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
@@ -93,7 +93,7 @@ def optimize_table(spark: SparkSession, path: str, zorder: list[str] | None = No
     """OPTIMIZE (and Z-ORDER) the Delta table at ``path``; returns Delta's metrics."""
     from delta.tables import DeltaTable
 
-    from jobs.warehouse.tables import with_retries
+    from vtag.jobs.warehouse.tables import with_retries
 
     def run():
         builder = DeltaTable.forPath(spark, path).optimize()
@@ -108,7 +108,7 @@ def optimize_table(spark: SparkSession, path: str, zorder: list[str] | None = No
 
 def keep_history(spark: SparkSession, path: str, days: int) -> dict:
     """Set how long the table keeps removed files and log entries (time travel reach)."""
-    from jobs.warehouse.tables import with_retries
+    from vtag.jobs.warehouse.tables import with_retries
 
     quoted = path.replace("`", "``")
     props = {"delta.deletedFileRetentionDuration": f"interval {days} days", "delta.logRetentionDuration": f"interval {days} days"}
@@ -184,7 +184,7 @@ def maintain(
     """Check the request, then set the history to keep, optimize and/or vacuum ``table``."""
     from delta.tables import DeltaTable
 
-    from jobs.warehouse.tables import table_path
+    from vtag.jobs.warehouse.tables import table_path
 
     check_request(table, optimize, zorder, where, vacuum_hours, force, keep_history_days)
     path = table_path(conf, table)
@@ -203,8 +203,8 @@ def maintain(
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs.config import ConfigError, conf_from_args
-    from jobs.spark.session import build_session
+    from vtag.jobs.config import ConfigError, conf_from_args
+    from vtag.jobs.spark.session import build_session
 
     try:
         check_request(args.table, args.optimize, args.zorder, args.where, args.vacuum, args.force, args.keep_history)

@@ -1,6 +1,6 @@
 """The embedded Derby metastore of the Hive catalog beside a local warehouse: where it is, whether
 another process holds it, and a clear message when it is busy (``vtag catalog register``,
-``vtag sql --metastore``). Re-exported by :mod:`jobs.warehouse.catalog`. No Spark import here.
+``vtag sql --metastore``). Re-exported by :mod:`vtag.jobs.warehouse.catalog`. No Spark import here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _BUSY = (
 def local_metastore(conf: dict[str, Any]) -> str | None:
     """The embedded Derby metastore directory a Hive session of ``conf`` uses, when it is local.
 
-    ``jobs.spark.session`` points ``derby.system.home`` at ``<warehouse>/../.metastore``; Hive's default
+    ``vtag.jobs.spark.session`` points ``derby.system.home`` at ``<warehouse>/../.metastore``; Hive's default
     connection URL puts ``metastore_db`` there. None for remote warehouses, other catalogs, or a conf
     that sets its own metastore connection.
     """

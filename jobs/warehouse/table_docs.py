@@ -1,16 +1,16 @@
 """The tag tables' schemas and column comments, by table name (pure: pyarrow and models/schema.py).
 
-The column comments are set when :func:`jobs.warehouse.tables.ensure_table` creates a table, synced by
-:mod:`jobs.warehouse.catalog` when it registers the tables, and printed in the analysts' docs, so they live
-below both (:mod:`jobs.warehouse.catalog` re-exports these names).
+The column comments are set when :func:`vtag.jobs.warehouse.tables.ensure_table` creates a table, synced by
+:mod:`vtag.jobs.warehouse.catalog` when it registers the tables, and printed in the analysts' docs, so they live
+below both (:mod:`vtag.jobs.warehouse.catalog` re-exports these names).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from jobs.warehouse.reasons import reason_list
-from models.schema import (
+from vtag.jobs.warehouse.reasons import reason_list
+from vtag.models.schema import (
     MAX_LEVELS,
     QUARANTINE_SCHEMA,
     TAG_RUNS_SCHEMA,

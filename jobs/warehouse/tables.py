@@ -2,9 +2,9 @@
 
 ``video_tags`` and ``video_tags_quarantine`` are partitioned by ``dt``; a day is written with
 ``replaceWhere`` so that re-running a day replaces exactly that day, atomically (a run killed before
-its commit leaves the table at the previous version); :mod:`jobs.pipeline.publish` makes the two tables of a day
+its commit leaves the table at the previous version); :mod:`vtag.jobs.pipeline.publish` makes the two tables of a day
 one unit. ``tag_runs`` has one row per run, appended when the run starts and updated in place at its end.
-``uploader_profiles`` is rewritten whole by :mod:`jobs.pipeline.profiles` (one overwrite commit per refresh).
+``uploader_profiles`` is rewritten whole by :mod:`vtag.jobs.pipeline.profiles` (one overwrite commit per refresh).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.spark.schema import to_spark
-from jobs.spark.session import warehouse_path
-from models.schema import QUARANTINE_SCHEMA, TAG_RUNS_SCHEMA, UPLOADER_PROFILES_SCHEMA, VIDEO_TAGS_SCHEMA
+from vtag.jobs.spark.schema import to_spark
+from vtag.jobs.spark.session import warehouse_path
+from vtag.models.schema import QUARANTINE_SCHEMA, TAG_RUNS_SCHEMA, UPLOADER_PROFILES_SCHEMA, VIDEO_TAGS_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -95,11 +95,11 @@ def table_path(conf: dict[str, Any], name: str) -> str:
 
 
 def _with_comments(name: str, schema):
-    """``schema`` with every column's comment of :func:`jobs.warehouse.table_docs.column_comments` (set at creation:
+    """``schema`` with every column's comment of :func:`vtag.jobs.warehouse.table_docs.column_comments` (set at creation:
     no later metadata commit is needed for them)."""
     from pyspark.sql import types as T
 
-    from jobs.warehouse.table_docs import column_comments
+    from vtag.jobs.warehouse.table_docs import column_comments
 
     notes = column_comments(name)
     return T.StructType([
@@ -150,7 +150,7 @@ def replace_day(df: DataFrame, conf: dict[str, Any], name: str, dt: str, *, meta
     """Atomically replace partition ``dt`` of table ``name`` with ``df``'s rows (replaceWhere).
 
     The commit's ``userMetadata`` is ``meta`` (JSON), by default the conf's job and run id with the day;
-    :mod:`jobs.pipeline.publish` reads it back to find a run's commits.
+    :mod:`vtag.jobs.pipeline.publish` reads it back to find a run's commits.
     """
     date.fromisoformat(dt)  # refuse anything but YYYY-MM-DD before it reaches a predicate
     path = table_path(conf, name)

@@ -10,15 +10,15 @@
   validation rows around the loop (coverless warning, TF-IDF SVM fit and mix, stop threshold);
 - :mod:`.settings` — the ``train:`` section, its defaults and checks.
 
-The ``vtag train`` command line is :mod:`models.train`.
+The ``vtag train`` command line is :mod:`vtag.models.train`.
 """
 
-from models.training.checkpoint import LoopState
-from models.training.ema import WeightAverage
-from models.training.loop import EpochRunner, Validation, validate
-from models.training.post import warn_if_coverless
-from models.training.run import TrainResult, train
-from models.training.settings import (
+from vtag.models.training.checkpoint import LoopState
+from vtag.models.training.ema import WeightAverage
+from vtag.models.training.loop import EpochRunner, Validation, validate
+from vtag.models.training.post import warn_if_coverless
+from vtag.models.training.run import TrainResult, train
+from vtag.models.training.settings import (
     CHECKPOINT_DIR,
     TRAIN_DEFAULTS,
     default_taxonomy_path,

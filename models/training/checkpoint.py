@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from models.training.settings import config_key
-from models.training.state import optimizer_from_tensors, optimizer_to_tensors, rng_state, set_rng_state
+from vtag.models.training.settings import config_key
+from vtag.models.training.state import optimizer_from_tensors, optimizer_to_tensors, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def read_resume_state(ckpt_dir: Path, *, taxonomy, config: Mapping[str, Any], se
     ----------
     ckpt_dir : Path
         ``<out_dir>/checkpoint``.
-    taxonomy : hierarchy.taxonomy.Taxonomy
+    taxonomy : vtag.hierarchy.taxonomy.Taxonomy
     config : mapping
         The resolved model config of this run.
     seed : int
@@ -107,7 +107,7 @@ def save_checkpoint(ckpt_dir: Path, loop: LoopState, reason: str, *, model, ema,
         ``epoch`` | ``early_stop`` | ``time_budget``: why it is saved (a resumed ``early_stop``
         run does nothing more).
     model, ema, optimizer, scaler
-        The unwrapped model, its :class:`~models.training.ema.WeightAverage`, the optimizer and the
+        The unwrapped model, its :class:`~vtag.models.training.ema.WeightAverage`, the optimizer and the
         AMP grad scaler (or None).
     run : mapping
         The run's identity saved beside the state: ``metric``, ``seed``, ``taxonomy_version``,
@@ -115,7 +115,7 @@ def save_checkpoint(ckpt_dir: Path, loop: LoopState, reason: str, *, model, ema,
     """
     from safetensors.torch import save_file
 
-    from models.bundle import state_dict_tensors
+    from vtag.models.bundle import state_dict_tensors
 
     rng_js, rng_t = rng_state()
     opt_t, opt_meta = optimizer_to_tensors(optimizer)
@@ -152,6 +152,6 @@ def save_best(ckpt_dir: Path, model) -> None:
     """``best.safetensors``: the weights the bundle will ship unless a later epoch beats them."""
     from safetensors.torch import save_file
 
-    from models.bundle import state_dict_tensors
+    from vtag.models.bundle import state_dict_tensors
 
     save_file(state_dict_tensors(model), str(ckpt_dir / "best.safetensors"))

@@ -55,11 +55,11 @@ def check_same_vocab(vocab: Sequence[str]) -> None:
 
 def training_device(device: str | None, rank: int, world: int):
     """The ``torch.device`` this rank trains on: under DDP without an explicit device, the local
-    rank's GPU (CPU without CUDA); else :func:`models.predictor.resolve_device`. A plain ``cuda``
+    rank's GPU (CPU without CUDA); else :func:`vtag.models.predictor.resolve_device`. A plain ``cuda``
     is pinned to the current index so AMP and DDP see one device."""
     import torch
 
-    from models.predictor import resolve_device
+    from vtag.models.predictor import resolve_device
 
     if world > 1 and device is None:
         local = int(os.environ.get("LOCAL_RANK", rank))

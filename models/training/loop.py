@@ -1,6 +1,6 @@
 """The training loop's two halves: :meth:`EpochRunner.run_epoch` (one pass over the training rows)
 and :meth:`Validation.after_epoch` (score, keep the best weights, decide early stopping). Both
-update a :class:`~models.training.checkpoint.LoopState` they are given; neither holds state of the
+update a :class:`~vtag.models.training.checkpoint.LoopState` they are given; neither holds state of the
 run beyond its parts."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from models.training.checkpoint import LoopState, save_best
-from models.training.ddp import all_max, broadcast
-from models.training.schedule import lr_factor, set_lr
+from vtag.models.training.checkpoint import LoopState, save_best
+from vtag.models.training.ddp import all_max, broadcast
+from vtag.models.training.schedule import lr_factor, set_lr
 
 
 def validate(model, featurizer, taxonomy, frame, config, *, device, batch_size=256, amp=None,
              channels_last=False) -> dict:
-    """Decode the model's predictions on ``frame`` and score them (``hierarchy.metrics.evaluate`` keys).
+    """Decode the model's predictions on ``frame`` and score them (``vtag.hierarchy.metrics.evaluate`` keys).
 
     Parameters
     ----------
@@ -31,10 +31,10 @@ def validate(model, featurizer, taxonomy, frame, config, *, device, batch_size=2
     config : mapping
         The model config (its ``decode`` section picks the decoder).
     device, batch_size, amp, channels_last
-        As :func:`models.predictor.infer_proba` takes them.
+        As :func:`vtag.models.predictor.infer_proba` takes them.
     """
-    from models.evaluate import score_decoded
-    from models.predictor import decoder_for, infer_proba
+    from vtag.models.evaluate import score_decoded
+    from vtag.models.predictor import decoder_for, infer_proba
 
     was_training = model.training
     model.eval()
@@ -128,7 +128,7 @@ class EpochRunner:
     def _forward_backward(self, idx, last_in_group: bool, epoch: int, micro: int) -> float:
         import torch
 
-        from models.predictor import batch_to_device
+        from vtag.models.predictor import batch_to_device
 
         batch = batch_to_device(self.source.batch(idx), self.device, self.channels_last)
         tgt = self.targets.index_select(0, idx).to(self.device, dtype=torch.float32)

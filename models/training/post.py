@@ -32,11 +32,11 @@ def warn_if_coverless(frame, config: Mapping[str, Any]) -> bool:
 
 def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> None:
     """``head.tfidf_wide: svm``: fit the TF-IDF linear SVM (C on the validation rows), frozen
-    before the deep part trains (:func:`models.sparse_wide.fit_linear_svm`)."""
+    before the deep part trains (:func:`vtag.models.sparse_wide.fit_linear_svm`)."""
     import numpy as np
     import scipy.sparse as sp
 
-    from models.sparse_wide import fit_linear_svm
+    from vtag.models.sparse_wide import fit_linear_svm
 
     module = model.tfidf_wide
     leaf_pos = {int(j): k for k, j in enumerate(taxonomy.leaf_indices)}
@@ -59,9 +59,9 @@ def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> No
 
 def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last, metric_name) -> dict:
     """``head.tfidf_wide: mix``: the SVM margins' weight in the trained model's logits, chosen on
-    the validation rows by the early-stopping metric (:func:`models.sparse_wide.choose_mix_scale`)."""
-    from models.sparse_wide import choose_mix_scale
-    from models.training.loop import validate
+    the validation rows by the early-stopping metric (:func:`vtag.models.sparse_wide.choose_mix_scale`)."""
+    from vtag.models.sparse_wide import choose_mix_scale
+    from vtag.models.training.loop import validate
 
     def score() -> float:
         return float(validate(model, featurizer, taxonomy, val_df, config, device=dev,
@@ -76,9 +76,9 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
 
 def auto_stop_threshold(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last) -> float | None:
     """``decode.stop_threshold: auto`` resolved on the validation rows (see
-    :func:`models.evaluate.choose_stop_threshold`); None without validation rows."""
-    from models.evaluate import choose_stop_threshold
-    from models.predictor import infer_proba
+    :func:`vtag.models.evaluate.choose_stop_threshold`); None without validation rows."""
+    from vtag.models.evaluate import choose_stop_threshold
+    from vtag.models.predictor import infer_proba
 
     if len(val_df) == 0:
         return None

@@ -5,15 +5,15 @@ this package:
 1. **Data** (:func:`prepare_data`). Rows whose ``labels[0]`` is not a taxonomy node are dropped; the
    rest are split into train / validation (``train.val_split``: the latest rows by upload time, or
    grouped by uploader). The featurizer is fitted on the training side only; uploader profiles of
-   training rows are leakage-free (:mod:`models.profiles`).
+   training rows are leakage-free (:mod:`vtag.models.profiles`).
 2. **Model** (:func:`build_model`): the factory's model, an optional warm start, the frozen TF-IDF
-   SVM (``head.tfidf_wide: svm|mix``), AdamW groups (:mod:`models.training.schedule`), DDP when
+   SVM (``head.tfidf_wide: svm|mix``), AdamW groups (:mod:`vtag.models.training.schedule`), DDP when
    ``torch.distributed`` is initialised.
-3. **Loop** (:mod:`models.training.loop`): epochs of optimizer steps, validation after each,
+3. **Loop** (:mod:`vtag.models.training.loop`): epochs of optimizer steps, validation after each,
    early stopping, the best weights kept; a checkpoint after every epoch and when the time budget
-   stops the run (:mod:`models.training.checkpoint`); ``resume=True`` continues from it.
+   stops the run (:mod:`vtag.models.training.checkpoint`); ``resume=True`` continues from it.
 4. **Bundle** (:func:`finish`): the best weights, the SVM's mix weight and ``decode.stop_threshold:
-   auto`` chosen on the validation rows, written as a model bundle (:mod:`models.bundle`).
+   auto`` chosen on the validation rows, written as a model bundle (:mod:`vtag.models.bundle`).
 
 Under DDP each rank takes an equal shard of every epoch's shuffle; rank 0 validates, checkpoints
 and writes the bundle; stop decisions are broadcast to all ranks.
@@ -29,22 +29,22 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from models.training.checkpoint import LoopState, read_resume_state, restore, save_checkpoint
-from models.training.ddp import check_same_vocab, dist_info, training_device
-from models.training.ema import WeightAverage
-from models.training.features import FeatureSource, concat_frames
-from models.training.loop import EpochRunner, Validation
-from models.training.post import auto_stop_threshold, fit_svm_wide, mix_svm, warn_if_coverless
-from models.training.schedule import param_groups, warmup_steps
-from models.training.settings import CHECKPOINT_DIR, config_key, run_settings
-from models.training.state import seed_everything
+from vtag.models.training.checkpoint import LoopState, read_resume_state, restore, save_checkpoint
+from vtag.models.training.ddp import check_same_vocab, dist_info, training_device
+from vtag.models.training.ema import WeightAverage
+from vtag.models.training.features import FeatureSource, concat_frames
+from vtag.models.training.loop import EpochRunner, Validation
+from vtag.models.training.post import auto_stop_threshold, fit_svm_wide, mix_svm, warn_if_coverless
+from vtag.models.training.schedule import param_groups, warmup_steps
+from vtag.models.training.settings import CHECKPOINT_DIR, config_key, run_settings
+from vtag.models.training.state import seed_everything
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainResult:
-    """What :func:`train` did. ``metrics``: the best validation metrics (``hierarchy.metrics.evaluate``
+    """What :func:`train` did. ``metrics``: the best validation metrics (``vtag.hierarchy.metrics.evaluate``
     keys); ``stopped``: ``epochs`` | ``early_stop`` | ``time_budget``; epochs are 1-based."""
 
     bundle_dir: str | None
@@ -76,7 +76,7 @@ class TrainResult:
 class RunData:
     """The labeled rows of a run: ``frame`` (all kept rows), its ``train`` / ``val`` sides, the
     fitted ``featurizer``, ``targets [n_train, n_nodes]`` int8 (1 / 0 / -1 unknown) and the
-    training rows' features (:class:`~models.training.features.FeatureSource`)."""
+    training rows' features (:class:`~vtag.models.training.features.FeatureSource`)."""
 
     frame: Any
     train: Any
@@ -107,11 +107,11 @@ def prepare_data(config, taxonomy, settings: Mapping[str, Any], train_frames, va
     """
     import torch
 
-    from models.bundle import ngram_keys_in_file, read_vocab, write_vocab
-    from models.data import check_labels, validation_split
-    from models.factory import profile_enabled
-    from models.featurize import Featurizer
-    from models.profiles import ProfileTable, leakage_free_profiles, with_profiles
+    from vtag.models.bundle import ngram_keys_in_file, read_vocab, write_vocab
+    from vtag.models.data import check_labels, validation_split
+    from vtag.models.factory import profile_enabled
+    from vtag.models.featurize import Featurizer
+    from vtag.models.profiles import ProfileTable, leakage_free_profiles, with_profiles
 
     frame = check_labels(concat_frames(train_frames), taxonomy)
     warn_if_coverless(frame, config)
@@ -150,8 +150,8 @@ def build_model(config, taxonomy, data: RunData, settings: Mapping[str, Any], de
     ``world`` > 1, else ``raw_model``."""
     import torch
 
-    from models.factory import create_model
-    from models.predictor import autocast_dtype
+    from vtag.models.factory import create_model
+    from vtag.models.predictor import autocast_dtype
 
     seed_everything(int(settings["seed"]))
     raw = create_model(config, taxonomy, data.featurizer)
@@ -216,10 +216,10 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
     labeled rows) and the bundle itself."""
     from safetensors.torch import load_file
 
-    from models.bundle import save_bundle
-    from models.factory import profile_enabled
-    from models.profiles import ProfileTable
-    from models.provenance import data_ids
+    from vtag.models.bundle import save_bundle
+    from vtag.models.factory import profile_enabled
+    from vtag.models.profiles import ProfileTable
+    from vtag.models.provenance import data_ids
 
     raw_model.eval()
     result.model, result.featurizer = raw_model, data.featurizer
@@ -297,7 +297,7 @@ def train(
     ----------
     config : mapping
         A parsed ``conf/model/*.yaml``.
-    taxonomy : hierarchy.taxonomy.Taxonomy
+    taxonomy : vtag.hierarchy.taxonomy.Taxonomy
     train_frames : DataFrame or list of DataFrame
         Labeled rows (``LABELED_SCHEMA`` columns).
     out_dir : str or Path
@@ -331,7 +331,7 @@ def train(
     TrainResult
     """
     t_start = time.monotonic()
-    from models.factory import resolve_config
+    from vtag.models.factory import resolve_config
 
     config = resolve_config({k: v for k, v in dict(config).items() if k not in ("bundle", "preprocessing", "profiles")})
     settings = run_settings(config, epochs=epochs, seed=seed)
@@ -349,7 +349,7 @@ def train(
                         ckpt_dir=ckpt_dir, is_main=rank == 0)
     model, raw, optimizer, scaler, ema = build_model(config, taxonomy, data, settings, dev, world=world,
                                                      init_weights=init_weights, fresh=not saved)
-    from models.predictor import autocast_dtype
+    from vtag.models.predictor import autocast_dtype
 
     batch_size, accum, n_train = int(settings["batch_size"]), max(1, int(settings["grad_accum"])), len(data.train)
     micro_per_epoch = math.ceil(math.ceil(n_train / world) / batch_size)

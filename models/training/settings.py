@@ -88,7 +88,9 @@ def load_model_config(path: str | Path) -> dict:
 
 
 def default_taxonomy_path(config: Mapping[str, Any]) -> Path:
-    """``config['taxonomy']`` if set, else ``conf/taxonomy/demo-v1.yaml`` of this repository."""
+    """``config['taxonomy']`` if set, else the packaged ``conf/taxonomy/demo-v1.yaml``."""
     if config.get("taxonomy"):
         return Path(str(config["taxonomy"]))
-    return Path(__file__).resolve().parents[2] / "conf" / "taxonomy" / "demo-v1.yaml"
+    from vtag import conf_dir
+
+    return conf_dir() / "taxonomy" / "demo-v1.yaml"
