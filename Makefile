@@ -24,7 +24,8 @@ demo: $(STAMP)
 # pytest exits 5 when it collected no test: that is a failure here too. The Airflow tests run in
 # their own venv (.venv-airflow, scripts/airflow_tests.sh) so Airflow's pins never fight ours; the
 # report test needs a headless Chromium (Debian's package, scripts/ensure_chromium.sh).
-# lint-imports (import-linter, contracts in setup.cfg): the layers jobs -> models -> hierarchy, no cycles.
+# lint-imports (import-linter, contracts in setup.cfg): the layers vtag.jobs -> vtag.models -> vtag.hierarchy,
+# the layers inside vtag.jobs, no cycles.
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	bash scripts/ensure_chromium.sh
@@ -41,7 +42,7 @@ test-airflow: $(STAMP)
 	bash scripts/airflow_tests.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hierarchy models jobs airflow_dags bench tests
+	$(VENV)/bin/ruff check vtag hierarchy models jobs airflow_dags bench tests scripts
 	$(VENV)/bin/lint-imports
 
 bench-decode: $(STAMP)

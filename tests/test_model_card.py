@@ -46,6 +46,7 @@ def test_the_demo_model_card_warns_and_carries_metadata(tmp_path, tiny_taxonomy)
     for needle in ("synthetic data", "Random image weights", "time budget"):
         assert needle in warning, needle
     assert "Predictor.load(" in body and ".predict(rows)" in body and "vtag tag --date" in body
+    assert "from vtag.models import Predictor" in body  # the exported name (tests/test_packaging.py imports it)
     for k in METRIC_DEFINITIONS:
         assert f"- **{k}**:" in body
     assert "train video ids: 9600" in body and "stopped: time_budget" in body

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .extras import GENERIC_PROGRAMS
-from .world import World
+from vtag.jobs.synth.extras import GENERIC_PROGRAMS
+from vtag.jobs.synth.world import World
 
 # hourly weights (UTC+8 evening peak shifted to UTC)
 _HOURLY = np.array([6, 7, 8, 9, 10, 11, 12, 12, 10, 8, 6, 5, 6, 7, 4, 2, 1, 1, 1, 1, 2, 3, 4, 5], dtype=np.float64)

@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
-from .world import CoverSig
+from vtag.jobs.synth.world import CoverSig
 
 log = logging.getLogger("vtag.generate")
 

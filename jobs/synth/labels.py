@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .world import World
+from vtag.jobs.synth.world import World
 
 
 class LabelMaker:

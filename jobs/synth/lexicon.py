@@ -16,9 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from vtag.hierarchy.taxonomy import Taxonomy
-
-from .extras import EXTRAS, FACET_NAMES, IP_BEARING, IP_TERMS, ZONE_ALIASES
-from .shared import Seeds, is_word
+from vtag.jobs.synth.extras import EXTRAS, FACET_NAMES, IP_BEARING, IP_TERMS, ZONE_ALIASES
+from vtag.jobs.synth.shared import Seeds, is_word
 
 _SPLIT = re.compile(r"[/／、&＆,，\s·・|｜()（）]+")
 

@@ -21,15 +21,14 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from vtag.jobs.synth.bad import big_text, make_plan
+from vtag.jobs.synth.context import ContextMaker
+from vtag.jobs.synth.cover import render_cover, undecodable_cover
+from vtag.jobs.synth.labels import LabelMaker
+from vtag.jobs.synth.memory import release_memory
+from vtag.jobs.synth.text import TextMaker
+from vtag.jobs.synth.world import World
 from vtag.models.schema import DUMP_SCHEMA, LABELED_SCHEMA, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
-
-from .bad import big_text, make_plan
-from .context import ContextMaker
-from .cover import render_cover, undecodable_cover
-from .labels import LabelMaker
-from .memory import release_memory
-from .text import TextMaker
-from .world import World
 
 _BAD_UTF8 = [b"\xff\xfe", b"\xc3\x28", b"\xe4\xb8", b"\x80\x81\x82"]
 _MARK = "\ue000"

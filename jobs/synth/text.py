@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .world import World
+from vtag.jobs.synth.world import World
 
 EMOJI = ["😂", "🔥", "❤️", "👍", "✨", "😭", "🤣", "💯", "😍", "🙏", "🎉", "👀", "🥺", "😎", "🌟", "⚡", "🐶", "🍜"]
 PHRASES = [

@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from vtag.hierarchy.taxonomy import Taxonomy
-
-from .config import config_hash, resolve_shared_data
-from .extras import GENERIC_PROGRAMS, PROGRAM_SUFFIXES
-from .lexicon import Lexicon, build_lexicon
-from .shared import load_seeds
+from vtag.jobs.synth.config import config_hash, resolve_shared_data
+from vtag.jobs.synth.extras import GENERIC_PROGRAMS, PROGRAM_SUFFIXES
+from vtag.jobs.synth.lexicon import Lexicon, build_lexicon
+from vtag.jobs.synth.shared import load_seeds
 
 log = logging.getLogger("vtag.generate")
 
@@ -279,7 +278,7 @@ def get_world(tax_text: str, conf: dict, seed: int, source: str = "<generate>") 
             w = World(tax, conf, seed, lex)
             import gc
 
-            from .memory import release_memory
+            from vtag.jobs.synth.memory import release_memory
 
             gc.collect()
             release_memory()
