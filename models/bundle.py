@@ -303,6 +303,8 @@ def _meta(bundle_dir: Path, cfg: Mapping[str, Any]) -> BundleMeta:
 #: Weights key of the kept n-gram buckets (``text.bow.min_count`` > 0): the featurizer's half of
 #: the n-gram table travels with the rows it indexes, in ``model.safetensors``.
 NGRAM_KEYS = "encoders.text.bow.ngram_keys"
+#: Weights key of the uploaders with their own SVM columns (``head.tfidf_wide_uploader: exact``).
+UPLOADER_KEYS = "tfidf_wide.uploader_keys"
 
 
 def ngram_keys_of(tensors: Mapping[str, Any]):
@@ -356,6 +358,8 @@ def load_bundle(bundle_dir: str | Path, device: str | None = "cpu", *, verify: b
             )
     # the bundle's weights replace any pretrained file named in the config: none is read here
     featurizer = Featurizer(taxonomy, body, vocab, ngram_keys=ngram_keys_of(tensors))
+    if UPLOADER_KEYS in tensors:  # head.tfidf_wide_uploader: exact
+        featurizer.uploader_keys = tensors[UPLOADER_KEYS].cpu().numpy()
     if body.get("profiles"):
         featurizer.profiles = _load_profiles(bundle_dir, body["profiles"], taxonomy.version, verify)
     model = create_model(body, taxonomy, featurizer, pretrained=False)

@@ -29,6 +29,31 @@ def hash_ids(values: Sequence, buckets: int, n_hashes: int, salt: int) -> np.nda
     return out
 
 
+def uploader_keys(values: Sequence) -> np.ndarray:
+    """``[B]`` int64 62-bit stable keys of the uploader ids (blake2b), 0 for null / empty: exact ids
+    for the sparse wide path's uploader columns (``head.tfidf_wide_uploader: exact``), where hashing
+    ~6k uploaders into 50k buckets would merge one in ten of them with another."""
+    import hashlib
+
+    out = np.zeros(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        s = as_text(v)
+        if s:
+            h = int.from_bytes(hashlib.blake2b(s.encode("utf-8"), digest_size=8).digest(), "little")
+            out[i] = max(1, h & ((1 << 62) - 1))
+    return out
+
+
+def key_set(keys: np.ndarray, max_keys: int = 0) -> np.ndarray:
+    """Sorted unique non-zero keys ``[U]`` int64; ``max_keys`` > 0 keeps the most frequent ones (ties:
+    the smaller key)."""
+    keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+    uniq, counts = np.unique(keys[keys > 0], return_counts=True)
+    if max_keys and uniq.size > max_keys:
+        uniq = np.sort(uniq[np.lexsort((uniq, -counts))[:max_keys]])
+    return uniq
+
+
 def duration_edges(n_buckets: int, max_s: float) -> np.ndarray:
     """Upper edges of buckets 1..n_buckets-2: log-spaced from 1 s to ``max_s``."""
     return np.geomspace(1.0, float(max_s), num=max(n_buckets - 2, 1))

@@ -83,7 +83,8 @@ class VtagModel(nn.Module):
             batch = {**batch, "profile": batch["profile"] * keep.to(batch["profile"].dtype)}
         feats = self.encode(batch)
         fused = self.fusion(feats)
-        extra = self.tfidf_wide(batch["bow_ids"], batch.get("uploader")) if self.tfidf_wide is not None else None
+        extra = (self.tfidf_wide(batch["bow_ids"], batch.get("uploader"), batch.get("uploader_key"))
+                 if self.tfidf_wide is not None else None)
         if self.wide_modalities:
             wide = [feats[m] for m in self.wide_modalities] + ([batch["profile"]] if self.wide_profile else [])
             out = dict(self.head(fused["h"], torch.cat(wide, dim=1), extra_logits=extra))
@@ -192,8 +193,7 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
         tfidf = TfidfWide(int(np.asarray(keys).size), n_out, int(cfg["head"]["tfidf_wide_max_params"]),
                           df=getattr(featurizer, "ngram_df", None), n_docs=int(getattr(featurizer, "n_docs", 0)),
                           fitted=mode == "svm", mix=mode == "mix",
-                          uploader_buckets=int(cfg["context"]["uploader_buckets"])
-                          if cfg["head"]["tfidf_wide_uploader"] and "context" in mods else 0)
+                          **_uploader_columns(cfg, featurizer))
     modality_heads = None
     if cfg["fusion"]["name"] == "centralnet" and float(cfg["loss"]["modality"]) > 0:
         modality_heads = {m: nn.Linear(int(fusion.out_dim), spec.n_nodes) for m in mods}
@@ -222,3 +222,17 @@ def taxonomy_nodes(taxonomy, spec=None) -> int:
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _uploader_columns(cfg: dict, featurizer) -> dict:
+    """TfidfWide's uploader arguments for ``head.tfidf_wide_uploader``: false -> none, true -> the
+    hashed ids (``context.uploader_buckets``), ``exact`` -> the featurizer's uploader keys."""
+    mode = cfg["head"]["tfidf_wide_uploader"]
+    if mode not in (False, True, "exact"):
+        raise ValueError(f"head.tfidf_wide_uploader must be false, true or exact, got {mode!r}")
+    if not mode or "context" not in cfg["modalities"]:
+        return {}
+    if mode == "exact":
+        keys = getattr(featurizer, "uploader_keys", None)
+        return {"uploader_keys": np.zeros(0, dtype=np.int64) if keys is None else keys}
+    return {"uploader_buckets": int(cfg["context"]["uploader_buckets"])}

@@ -12,6 +12,7 @@ key                 shape, dtype        meaning
 ``image``           [B, 3, H, W] f32    normalized cover (zeros when missing); only if image on
 ``cover_present``   [B] bool            the cover decoded (always present)
 ``uploader``        [B, K] int64        hashed uploader id buckets, 0 = null
+``uploader_key``    [B] int64           exact 62-bit uploader key, 0 = null (``head.tfidf_wide_uploader: exact``)
 ``program``         [B, K] int64        hashed source program buckets, 0 = null
 ``duration``        [B] int64           duration bucket, 0 = null
 ``profile``         [B, 2N+2] float32   uploader profile (``context.profile.enabled``; models/profiles.py)
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vtag.models.context import ContextFeaturizer
+from vtag.models.context import ContextFeaturizer, key_set, uploader_keys
 from vtag.models.image import CoverPreprocessor, cover_bytes, cover_decodable
 from vtag.models.model_config import profile_enabled, resolve_config
 from vtag.models.profiles import ProfileFeaturizer, ProfileTable
@@ -75,6 +76,11 @@ class Featurizer:
         self.image = CoverPreprocessor(self.config["image"]) if "image" in self.modalities else None
         self.context = ContextFeaturizer(self.config["context"])
         self.ngram_df, self.n_docs = None, 0
+        #: ``[U]`` sorted uploader keys with their own SVM columns (``head.tfidf_wide_uploader: exact``;
+        #: set from the labeled rows before the model is built, or from a bundle's weights)
+        self.uploader_keys: np.ndarray | None = None
+        self.exact_uploaders = ("context" in self.modalities and bool(self.config["head"]["tfidf_wide"])
+                                and self.config["head"]["tfidf_wide_uploader"] == "exact")
         self.profile = None
         if profile_enabled(self.config):
             self.profile = ProfileFeaturizer(taxonomy, float(self.config["context"]["profile"]["alpha"]))
@@ -111,6 +117,12 @@ class Featurizer:
         out = cls(taxonomy, cfg, vocab, ngram_keys=keys)
         out.ngram_df, out.n_docs = df, len(frame)  # idf of a fresh sparse wide path (models/sparse_wide.py)
         return out
+
+    def fit_uploader_keys(self, frame: pd.DataFrame, max_keys: int = 0) -> None:
+        """``head.tfidf_wide_uploader: exact``: the uploaders of ``frame`` (labeled rows) that get SVM
+        columns (at most ``max_keys``, the most frequent); a no-op in other configs."""
+        if self.exact_uploaders:
+            self.uploader_keys = key_set(uploader_keys(_column(frame, "uploader_id")), max_keys)
 
     @property
     def ngram_keys(self) -> np.ndarray | None:
@@ -165,6 +177,8 @@ class Featurizer:
                 _column(frame, "uploader_id"), _column(frame, "source_program"), _column(frame, "duration_s")
             )
             out.update({k: torch.from_numpy(v) for k, v in c.items()})
+            if self.exact_uploaders:
+                out["uploader_key"] = torch.from_numpy(uploader_keys(_column(frame, "uploader_id")))
         if self.profile is not None:
             out["profile"] = torch.from_numpy(self.profile.transform(frame))
         return out

@@ -54,7 +54,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "fusion": {"name": "lmf", "dim": 128, "rank": 4, "layers": 2, "dropout": 0.5},
     "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.5, "beta": 0.5, "max_constraint": False,
              "wide": False, "tfidf_wide": False, "tfidf_wide_max_params": 32_000_000,
-             "tfidf_wide_uploader": False},
+             "tfidf_wide_uploader": False, "tfidf_wide_refit": True},
     "loss": {"global": 1.0, "local": 1.0, "fused": 1.0, "violation": 0.1, "leaf": 1.0, "leaf_smoothing": 0.0,
              "modality": 0.3},
     "train": {},

@@ -54,10 +54,18 @@ class TfidfWide(nn.Module):
         ``[K]`` training rows per kept n-gram (a fresh model); None when weights are loaded next.
     n_docs : int
         Training rows (with ``df``).
+    fitted, mix : bool
+        ``head.tfidf_wide: svm`` / ``mix`` (see the module docstring).
+    uploader_buckets : int
+        > 0: one-hot columns of the hashed uploader ids (``uploader [B, K]``, 1..buckets).
+    uploader_keys : ndarray, optional
+        ``[U]`` sorted int64 exact uploader keys (``uploader_key [B]``): one column per uploader, no
+        collisions; an uploader not in it (a new one) gets none. Excludes ``uploader_buckets``.
     """
 
     def __init__(self, n_keys: int, n_out: int, max_params: int, df: np.ndarray | None = None, n_docs: int = 0,
-                 fitted: bool = False, mix: bool = False, uploader_buckets: int = 0):
+                 fitted: bool = False, mix: bool = False, uploader_buckets: int = 0,
+                 uploader_keys: np.ndarray | None = None):
         super().__init__()
         rows = wide_rows(n_keys, n_out, max_params)
         idf = torch.zeros(n_keys + 1)
@@ -82,11 +90,17 @@ class TfidfWide(nn.Module):
             # is set after training, on the validation rows (choose_mix_scale)
             self.scale = nn.Parameter(torch.tensor(0.0 if self.mix else 2.0), requires_grad=not self.mix)
         self.uploader_table = None
-        if int(uploader_buckets) > 0:
+        self.exact_uploaders = uploader_keys is not None
+        if self.exact_uploaders and int(uploader_buckets) > 0:
+            raise ValueError("uploader columns are either hashed (uploader_buckets) or exact (uploader_keys)")
+        if self.exact_uploaders:
+            self.register_buffer("uploader_keys", torch.as_tensor(np.asarray(uploader_keys, dtype=np.int64)))
+        if int(uploader_buckets) > 0 or self.exact_uploaders:
             if not self.fitted:
                 raise ValueError("uploader columns need a fitted TfidfWide (head.tfidf_wide: svm or mix)")
-            # one-hot hashed uploader ids beside the TF-IDF columns, as the uploader-aware SVM has them
-            self.uploader_table = nn.EmbeddingBag(int(uploader_buckets) + 1, int(n_out), mode="sum", padding_idx=0)
+            # one-hot uploader ids beside the TF-IDF columns, as the uploader-aware SVM has them
+            n_up = int(self.uploader_keys.numel()) if self.exact_uploaders else int(uploader_buckets)
+            self.uploader_table = nn.EmbeddingBag(n_up + 1, int(n_out), mode="sum", padding_idx=0)
             nn.init.zeros_(self.uploader_table.weight)
             self.uploader_table.weight.requires_grad_(False)
 
@@ -99,22 +113,43 @@ class TfidfWide(nn.Module):
         norm = torch.sqrt((w * w / count).sum(dim=1, keepdim=True)).clamp_min(1e-6)
         return w / count / norm
 
-    def forward(self, bow_ids: torch.Tensor, uploader: torch.Tensor | None = None) -> torch.Tensor | None:
-        """``bow_ids [B, M]`` (and ``uploader [B, K]`` hashed ids, 0 = null, with uploader
-        columns) -> logits ``[B, n_out]``; None while a mix's scale is 0."""
+    def uploader_rows(self, uploader: torch.Tensor | None, uploader_key: torch.Tensor | None) -> torch.Tensor | None:
+        """Rows of the uploader table ``[B, K]`` (0 = none): the hashed ids as they are, or each exact
+        key's rank + 1 (0 for a key without a column); None without uploader columns or input."""
+        if self.uploader_table is None:
+            return None
+        if not self.exact_uploaders:
+            return uploader
+        if uploader_key is None:
+            return None
+        keys = self.uploader_keys
+        if keys.numel() == 0:
+            return torch.zeros_like(uploader_key).unsqueeze(1)
+        pos = torch.searchsorted(keys, uploader_key).clamp_max(keys.numel() - 1)
+        hit = (keys[pos] == uploader_key) & (uploader_key > 0)
+        return torch.where(hit, pos + 1, torch.zeros_like(pos)).unsqueeze(1)
+
+    def forward(self, bow_ids: torch.Tensor, uploader: torch.Tensor | None = None,
+                uploader_key: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``bow_ids [B, M]`` (and with uploader columns ``uploader [B, K]`` hashed ids or
+        ``uploader_key [B]`` exact keys, 0 = null) -> logits ``[B, n_out]``; None while a mix's
+        scale is 0."""
         if self.mix and float(self.scale) == 0.0:
             return None  # not mixed in (yet): the deep part alone
         out = self.table(self.row_of[bow_ids], per_sample_weights=self.weights(bow_ids))
-        if self.uploader_table is not None and uploader is not None:
-            out = out + self.uploader_table(uploader)
+        up = self.uploader_rows(uploader, uploader_key)
+        if up is not None:
+            out = out + self.uploader_table(up)
         if self.fitted:
             out = self.scale * (out + self.bias)
         return out
 
     @torch.no_grad()
-    def features(self, bow_ids: torch.Tensor, uploader: torch.Tensor | None = None):
-        """``[B, rows (+ buckets + 1)]`` scipy CSR: the TF-IDF matrix of ``bow_ids`` (the table's
-        columns; what forward sums), then with uploader columns a 1 per hashed uploader id."""
+    def features(self, bow_ids: torch.Tensor, uploader: torch.Tensor | None = None,
+                 uploader_key: torch.Tensor | None = None):
+        """``[B, rows (+ uploader rows)]`` scipy CSR: the TF-IDF matrix of ``bow_ids`` (the table's
+        columns; what forward sums), then with uploader columns a 1 per uploader id (hashed
+        ``uploader`` or exact ``uploader_key``)."""
         import scipy.sparse as sp
 
         w = self.weights(bow_ids).numpy()
@@ -124,9 +159,11 @@ class TfidfWide(nn.Module):
         x = sp.csr_matrix((w[keep], (rows[keep], cols[keep])), shape=(bow_ids.shape[0], self.table.num_embeddings))
         if self.uploader_table is None:
             return x
-        if uploader is None:
-            raise ValueError("this TfidfWide has uploader columns: pass the batch's uploader ids")
-        up = uploader.numpy()
+        rows_up = self.uploader_rows(uploader, uploader_key)
+        if rows_up is None:
+            raise ValueError("this TfidfWide has uploader columns: pass the batch's uploader ids "
+                             f"({'uploader_key' if self.exact_uploaders else 'uploader'})")
+        up = rows_up.numpy()
         keep = up > 0
         r = np.broadcast_to(np.arange(up.shape[0])[:, None], up.shape)
         onehot = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), (r[keep], up[keep])),

@@ -137,3 +137,70 @@ def test_uploader_columns_are_one_hot_beside_the_tfidf_and_fitted_with_it():
     np.testing.assert_allclose(margins.numpy(), ref.decision_function(x), atol=1e-4)
     with pytest.raises(ValueError, match="fitted"):
         TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=90, uploader_buckets=buckets)
+
+
+def test_exact_uploader_columns_have_no_collisions_and_skip_new_uploaders():
+    from sklearn.svm import LinearSVC
+
+    from vtag.models.context import key_set, uploader_keys
+
+    rng = np.random.default_rng(4)
+    n_keys, n_out = 20, 3
+    ids, rows = _docs(rng, 90, n_keys, 6)
+    names = [f"up{int(i)}" for i in rng.integers(0, 12, size=90)]
+    keys = torch.as_tensor(uploader_keys(names))
+    assert len(set(keys.tolist())) == len(set(names)) and int(keys.min()) > 0
+    assert uploader_keys([None, "", "up1"])[:2].tolist() == [0, 0]
+    train_keys = key_set(keys[:70].numpy())
+    y = (np.array([int(n[2:]) for n in names]) + np.array([min(r) for r in rows])) % n_out
+    df = np.array([sum(k in r for r in rows) for k in range(1, n_keys + 1)])
+    module = TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=90, mix=True, uploader_keys=train_keys)
+    x = module.features(ids, uploader_key=keys)
+    onehot = x[:, module.table.num_embeddings:].toarray()
+    assert onehot.shape == (90, train_keys.size + 1)
+    for i in range(90):  # one column per training uploader; an uploader seen only later has none
+        assert onehot[i].sum() == (1.0 if int(keys[i]) in set(train_keys.tolist()) else 0.0)
+    same = [j for j in range(90) if names[j] == names[0]]
+    assert all((onehot[j] == onehot[0]).all() for j in same)
+    with pytest.raises(ValueError, match="uploader_key"):
+        module.features(ids)
+    info = fit_linear_svm(module, x[:70], y[:70], grid=(0.5,))
+    ref = LinearSVC(C=info["C"], random_state=0).fit(x[:70], y[:70])
+    module.scale.fill_(1.0)
+    with torch.no_grad():
+        margins = module(ids, uploader_key=keys)
+    np.testing.assert_allclose(margins.numpy(), ref.decision_function(x), atol=1e-4)
+    assert key_set(np.array([5, 5, 5, 3, 3, 9, 0]), max_keys=2).tolist() == [3, 5]  # the most frequent
+    with pytest.raises(ValueError, match="either"):
+        TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=90, mix=True, uploader_buckets=4,
+                  uploader_keys=train_keys)
+
+
+@pytest.mark.slow
+def test_training_refits_the_svm_on_validation_rows_too_and_the_bundle_keeps_exact_uploaders():
+    from vtag.models.predictor import Predictor
+    from vtag.models.training import train
+    from vtag.models.training.post import refit_svm_wide
+
+    cfg = tiny_config(epochs=1)
+    cfg["modalities"] = ["text", "context"]
+    cfg["text"]["bow"].update({"min_count": 1})
+    cfg["head"] = {"name": "flat", "hidden": 32, "tfidf_wide": "mix", "tfidf_wide_uploader": "exact"}
+    out = tmp_root() / "refit-bundle"
+    frame = tiny_frame(n=96, seed=5)
+    res = train(cfg, tiny_taxonomy(), frame, out, progress=False, label="refit")
+    assert res.metrics["tfidf_refit_rows"] == len(frame)  # training + validation rows
+    wide = res.model.tfidf_wide
+    assert wide.exact_uploaders and wide.uploader_keys.numel() == frame["uploader_id"].nunique()
+    pred = Predictor.load(out, device="cpu")
+    torch.testing.assert_close(pred.model.tfidf_wide.uploader_keys, wide.uploader_keys)
+    torch.testing.assert_close(pred.model.tfidf_wide.uploader_table.weight, wide.uploader_table.weight)
+    assert len(pred.predict(frame.head(8))) == 8
+    # the refit is the same SVM fitted on every row: refitting on the training rows alone differs
+    before = wide.table.weight.clone()
+    tr = frame.sample(frac=0.5, random_state=0)
+    refit_svm_wide(res.model, res.featurizer, tiny_taxonomy(), tr, tr.iloc[:0], seed=0)
+    assert torch.equal(wide.table.weight, before)  # no validation rows: nothing to add, skipped
+    assert wide.svm_c is not None
+    refit_svm_wide(res.model, res.featurizer, tiny_taxonomy(), tr, frame.drop(tr.index).head(8), seed=0)
+    assert not torch.equal(wide.table.weight, before)  # fewer rows, another fit

@@ -30,9 +30,10 @@ def warn_if_coverless(frame, config: Mapping[str, Any]) -> bool:
     return True
 
 
-def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> None:
-    """``head.tfidf_wide: svm``: fit the TF-IDF linear SVM (C on the validation rows), frozen
-    before the deep part trains (:func:`vtag.models.sparse_wide.fit_linear_svm`)."""
+def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int, c: float | None = None) -> dict:
+    """``head.tfidf_wide: svm|mix``: fit the TF-IDF linear SVM (C on the validation rows, or ``c``),
+    frozen before the deep part trains (:func:`models.sparse_wide.fit_linear_svm`). The chosen C
+    is kept as ``model.tfidf_wide.svm_c`` for :func:`refit_svm_wide`; returns the fit's info."""
     import numpy as np
     import scipy.sparse as sp
 
@@ -45,16 +46,44 @@ def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> No
         if len(frame) == 0:
             return None, None
         feats = (featurizer.transform(frame.iloc[i:i + 2048]) for i in range(0, len(frame), 2048))
-        parts = [module.features(f["bow_ids"], f.get("uploader")) for f in feats]
+        parts = [module.features(f["bow_ids"], f.get("uploader"), f.get("uploader_key")) for f in feats]
         y = np.array([leaf_pos.get(int(j), -1) for j in featurizer.primary_leaf(frame).numpy()])
         return sp.vstack(parts).tocsr(), y
 
     t0 = time.monotonic()
     x_tr, y_tr = xy(train_df)
     x_va, y_va = xy(val_df)
-    info = fit_linear_svm(module, x_tr, y_tr, x_va, y_va, seed=seed)
-    log.info("tfidf_wide svm: C=%s validation acc %s, %d classes, %.1fs", info["C"], info["val_acc"],
-             info["classes"], time.monotonic() - t0)
+    if c is not None:
+        info = fit_linear_svm(module, x_tr, y_tr, grid=(float(c),), seed=seed)
+    else:
+        info = fit_linear_svm(module, x_tr, y_tr, x_va, y_va, seed=seed)
+    module.svm_c = info["C"]
+    log.info("tfidf_wide svm: C=%s validation acc %s, %d classes, %d rows, %.1fs", info["C"], info["val_acc"],
+             info["classes"], len(train_df), time.monotonic() - t0)
+    return info
+
+
+def refit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> dict | None:
+    """``head.tfidf_wide_refit``: once every choice that reads the validation rows is made, fit the
+    SVM again, with the C chosen before, on the training and validation rows together. On data split
+    in time the validation rows are the latest ones (the closest to what the model will tag, with the
+    uploaders active now): leaving them out of the final fit costs the linear part their evidence.
+    Returns the fit's info, or None when no C was chosen (a resumed or warm-started run)."""
+    from vtag.models.training.features import concat_frames
+
+    c = getattr(model.tfidf_wide, "svm_c", None)
+    if c is None or len(val_df) == 0:
+        log.info("tfidf_wide refit skipped (%s)", "no validation rows" if c is not None else "no C chosen in this run")
+        return None
+    cols = [k for k in ("video_id", "title", "description", "uploader_id", "labels") if k in train_df.columns]
+    rows = concat_frames([train_df[cols], val_df[[k for k in cols if k in val_df.columns]]])
+    module = model.tfidf_wide
+    device = module.idf.device
+    module.cpu()  # the features are built on the CPU (scipy)
+    try:
+        return fit_svm_wide(model, featurizer, taxonomy, rows, rows.iloc[:0], seed, c=c)
+    finally:
+        module.to(device)
 
 
 def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last, metric_name) -> dict:

@@ -34,7 +34,7 @@ from vtag.models.training.ddp import check_same_vocab, dist_info, training_devic
 from vtag.models.training.ema import WeightAverage
 from vtag.models.training.features import FeatureSource, concat_frames
 from vtag.models.training.loop import EpochRunner, Validation
-from vtag.models.training.post import auto_stop_threshold, fit_svm_wide, mix_svm, warn_if_coverless
+from vtag.models.training.post import auto_stop_threshold, fit_svm_wide, mix_svm, refit_svm_wide, warn_if_coverless
 from vtag.models.training.schedule import param_groups, warmup_steps
 from vtag.models.training.settings import CHECKPOINT_DIR, config_key, run_settings
 from vtag.models.training.state import seed_everything
@@ -128,6 +128,9 @@ def prepare_data(config, taxonomy, settings: Mapping[str, Any], train_frames, va
         featurizer = Featurizer(taxonomy, config, read_vocab(ckpt_dir / "vocab.txt"), ngram_keys=keys)
     elif featurizer is None:
         featurizer = Featurizer.fit(taxonomy, config, train_df)
+    if getattr(featurizer, "uploader_keys", None) is None:  # head.tfidf_wide_uploader: exact
+        max_keys = int(config["head"]["tfidf_wide_max_params"]) // max(1, len(taxonomy.leaf_indices))
+        featurizer.fit_uploader_keys(frame, max_keys)
     keys = featurizer.ngram_keys
     check_same_vocab(list(featurizer.vocab) + ([] if keys is None else [" ".join(map(str, keys.tolist()))]))
     if is_main:
@@ -240,6 +243,10 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
                                   channels_last)
         config["decode"] = {**config["decode"], "stop_threshold": thr}
         metrics["stop_threshold"] = thr
+    if wide is not None and wide.mix and bool(config["head"]["tfidf_wide_refit"]):
+        info = refit_svm_wide(raw_model, data.featurizer, taxonomy, data.train, data.val, int(settings["seed"]))
+        if info is not None:
+            metrics["tfidf_refit_rows"] = len(data.train) + len(data.val)
     if profile_enabled(config):  # the bundle carries the profiles of all its labeled rows
         data.featurizer.profiles = ProfileTable.from_labels(data.frame, taxonomy)
     if not write_bundle:
