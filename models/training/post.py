@@ -32,7 +32,7 @@ def warn_if_coverless(frame, config: Mapping[str, Any]) -> bool:
 
 def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int, c: float | None = None) -> dict:
     """``head.tfidf_wide: svm|mix``: fit the TF-IDF linear SVM (C on the validation rows, or ``c``),
-    frozen before the deep part trains (:func:`models.sparse_wide.fit_linear_svm`). The chosen C
+    frozen before the deep part trains (:func:`vtag.models.sparse_wide.fit_linear_svm`). The chosen C
     is kept as ``model.tfidf_wide.svm_c`` for :func:`refit_svm_wide`; returns the fit's info."""
     import numpy as np
     import scipy.sparse as sp

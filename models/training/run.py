@@ -34,7 +34,13 @@ from vtag.models.training.ddp import check_same_vocab, dist_info, training_devic
 from vtag.models.training.ema import WeightAverage
 from vtag.models.training.features import FeatureSource, concat_frames
 from vtag.models.training.loop import EpochRunner, Validation
-from vtag.models.training.post import auto_stop_threshold, fit_svm_wide, mix_svm, refit_svm_wide, warn_if_coverless
+from vtag.models.training.post import (
+    auto_stop_threshold,
+    fit_svm_wide,
+    mix_svm,
+    refit_svm_wide,
+    warn_if_coverless,
+)
 from vtag.models.training.schedule import param_groups, warmup_steps
 from vtag.models.training.settings import CHECKPOINT_DIR, config_key, run_settings
 from vtag.models.training.state import seed_everything
