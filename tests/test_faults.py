@@ -31,6 +31,7 @@ from vtag.models.schema import DUMP_SCHEMA
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 D_FILES, D_RERUN, D_COVERS, D_RACE = "2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"
+D_LINKS, D_PAGES = "2026-12-05", "2026-12-06"
 NULLABLE = pa.schema([f.with_nullable(True) for f in DUMP_SCHEMA])
 TS = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
 
@@ -149,6 +150,43 @@ def test_bad_files_are_quarantined_and_the_rest_of_the_day_is_tagged(spark, fx):
     assert "5 of 8 files quarantined" in run["message"]
 
 
+def _corrupt_pages(path, column: str) -> None:
+    """Overwrite the pages of ``column`` (every row group) in place; the footer stays as written."""
+    meta = pq.ParquetFile(path).metadata
+    data = bytearray(path.read_bytes())
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        col = next(rg.column(i) for i in range(rg.num_columns) if rg.column(i).path_in_schema == column)
+        start = col.dictionary_page_offset or col.data_page_offset
+        for k in range(start, start + col.total_compressed_size):
+            data[k] = 0xAB if k % 2 else 0x5C
+    path.write_bytes(bytes(data))
+
+
+def test_a_file_with_corrupt_data_pages_is_quarantined_whole(spark, fx):
+    day = fx["dump"] / f"dt={D_PAGES}"
+    good = _frame_rows("p", 6)
+    _write_day(fx["dump"], D_PAGES, good)
+    bad = day / "part-pages.parquet"
+    n = 40
+    pq.write_table(pa.table({"video_id": [f"pg-{i}" for i in range(n)], "title": [f"标题 {i}" for i in range(n)],
+                             "uploader_id": ["u"] * n, "upload_ts": pa.array([TS] * n)}), bad)
+    _corrupt_pages(bad, "title")
+    assert pq.ParquetFile(bad).metadata.num_rows == n  # the footer is sound ...
+    with pytest.raises((OSError, pa.ArrowException)):  # ... the pages are not
+        pq.read_table(bad)
+
+    res = _tag(spark, fx, D_PAGES)
+    assert res.status == "succeeded" and res.rows_tagged == len(good)
+    writer, tags, quar = _check_day(spark, fx["conf"], D_PAGES)
+    assert writer == res.run_id and {r.video_id for r in tags} == {g["video_id"] for g in good}
+    (entry,) = quar
+    assert entry.video_id is None and entry.reason == "unreadable_file" and entry.detail.startswith("data pages")
+    assert json.loads(entry.raw) == {"path": json.loads(entry.raw)["path"], "rows": n}
+    assert json.loads(entry.raw)["path"].endswith("part-pages.parquet")
+    assert res.rows_read == len(good) + n  # the footer's rows count in the invariant
+
+
 # --------------------------------------------------------------------------- failures at commit points
 @pytest.fixture(scope="module")
 def first(spark, fx):
@@ -208,10 +246,10 @@ def test_a_bundle_failing_in_the_workers_writes_nothing(spark, fx, first):
 
 
 def test_the_audit_stops_duplicates_before_any_table_changes(spark, fx, first, monkeypatch):
-    import vtag.jobs.pipeline.tag
+    import vtag.jobs.pipeline.day
 
-    real = vtag.jobs.pipeline.tag.model_input
-    monkeypatch.setattr(vtag.jobs.pipeline.tag, "model_input", lambda rows, joined: real(rows, joined).unionByName(
+    real = vtag.jobs.pipeline.day.model_input
+    monkeypatch.setattr(vtag.jobs.pipeline.day, "model_input", lambda rows, joined: real(rows, joined).unionByName(
         real(rows, joined).limit(1)))  # one video twice, as the duplicated cover join once did
     with pytest.raises(Exception, match="repeat a video_id"):
         _tag(spark, fx, D_RERUN)
@@ -326,6 +364,38 @@ def test_cover_uris_stay_inside_the_root(spark, fx, tmp_path):
                                                    ("passwd", "outside", "escape", "relative")}
     assert all(r.detail for r in quar) and {r.video_id for r in tags} == {"in", "dotdot", "file3", "file1", "nodir",
                                                                          "nofile"}
+
+
+def test_symlinked_covers_leaving_the_root_are_not_read(spark, fx, tmp_path):
+    from vtag.jobs.pipeline.covers import cover_root, cover_sources
+
+    cover_dir = fx["dump"] / "covers" / f"dt={D_LINKS}"
+    cover_dir.mkdir(parents=True)
+    (cover_dir / "x.jpg").write_bytes(_jpeg())
+    outside = tmp_path / "outside.jpg"  # a sound JPEG outside the dump root: it would decode if read
+    outside.write_bytes(_jpeg((200, 10, 10)))
+    (cover_dir / "in-link.jpg").symlink_to(cover_dir / "x.jpg")
+    (cover_dir / "out-link.jpg").symlink_to(outside)
+    (cover_dir / "passwd.jpg").symlink_to("/etc/passwd")
+    d = str(cover_dir)
+    base = _frame_rows("l", 1)[0]
+    names = {"in": "x.jpg", "in-link": "in-link.jpg", "out-link": "out-link.jpg", "passwd": "passwd.jpg"}
+    rows = [{**base, "video_id": k, "cover": None, "cover_uri": f"{d}/{v}"} for k, v in names.items()]
+    _write_day(fx["dump"], D_LINKS, rows)
+    # what Spark reads of the directory: its files, never the links that leave the root
+    root = cover_root(fx["conf"], str(fx["dump"]))
+    assert cover_sources(spark, [d], root) == [f"{d}/in-link.jpg", f"{d}/x.jpg"]
+
+    res = _tag(spark, fx, D_LINKS)
+    assert res.status == "succeeded" and res.rows_tagged == len(rows)
+    _, tags, _ = _check_day(spark, fx["conf"], D_LINKS)
+    assert {r.video_id: r.cover_missing for r in tags} == {"in": False, "in-link": False, "out-link": True,
+                                                           "passwd": True}
+    conf = {**fx["conf"], "cover_outside_root": "quarantine"}
+    _tag(spark, fx, D_LINKS, conf=conf)
+    _, tags, quar = _check_day(spark, conf, D_LINKS)
+    assert {r.video_id: r.reason for r in quar} == {"out-link": "cover_outside_root", "passwd": "cover_outside_root"}
+    assert all("symlink" in r.detail for r in quar) and {r.video_id for r in tags} == {"in", "in-link"}
 
 
 def test_a_huge_png_is_not_decoded_by_validation(monkeypatch):

@@ -42,6 +42,30 @@ def test_cover_uris_outside_the_root_are_refused(uri, why):
     assert path is None and why in problem
 
 
+def test_symlinks_leaving_the_cover_root_are_outside_it(tmp_path):
+    from vtag.jobs.pipeline.covers import _local_sources, normalize_uri, real_root
+
+    root, d = tmp_path / "dump", tmp_path / "dump" / "covers"
+    d.mkdir(parents=True)
+    (d / "x.jpg").write_bytes(b"jpeg")
+    (tmp_path / "outside.jpg").write_bytes(b"jpeg")
+    (d / "in-link.jpg").symlink_to(d / "x.jpg")
+    real = real_root(str(root))
+    assert normalize_uri(f"{d}/in-link.jpg", str(root), real) == (f"{d}/in-link.jpg", None)
+    assert _local_sources(str(d), real) == [str(d)]  # nothing leaves the root: the directory is read
+    (d / "out.jpg").symlink_to(tmp_path / "outside.jpg")
+    (d / "passwd.jpg").symlink_to("/etc/passwd")
+    (tmp_path / "elsewhere").mkdir()
+    for name in ("out.jpg", "passwd.jpg"):
+        path, problem = normalize_uri(f"{d}/{name}", str(root), real)
+        assert path is None and "symlink" in problem
+    assert normalize_uri(f"{d}/out.jpg", str(root))[0] == f"{d}/out.jpg"  # without the real root: names only
+    # the directory is read file by file, without the links that leave the root
+    assert _local_sources(str(d), real) == [f"{d}/in-link.jpg", f"{d}/x.jpg"]
+    (root / "escape").symlink_to(tmp_path / "elsewhere")
+    assert _local_sources(str(root / "escape"), real) == []
+
+
 def test_cover_root_defaults_to_the_dump_root_and_takes_uris(tmp_path):
     from vtag.jobs.config import ConfigError
     from vtag.jobs.pipeline.covers import cover_policy, cover_root, normalize_uri

@@ -13,11 +13,17 @@ UDF over the rows): ``file:`` stripped, ``.``/``..``/``//`` collapsed, so ``/D/x
 - a file or directory that does not exist, a file over ``MAX_COVER_BYTES``, a file that cannot be
   read: ``cover_missing = true``.
 
-Only the directories that hold a wanted cover and exist are listed (on local file systems a
-directory whose real path leaves the root through a symlink is skipped), with ``ignoreMissingFiles``
-and ``ignoreCorruptFiles`` so that a file gone or unreadable at read time is a missing cover, not a
-failed day. The listed files are de-duplicated by normalised path before the join, so a row is never
-doubled. Not covered: a *file* that is a symlink pointing outside the root is still followed.
+**Symlinks** (local file systems; HDFS and object stores have none that matter here): a path is
+also resolved to its real path (``os.path.realpath``) and must lie under the root's real path, so a
+symlink under the root to ``/etc/passwd`` or to a JPEG outside the root is outside the root (the row
+as above); the same check runs on the driver before Spark reads anything (:func:`cover_sources`).
+
+Only the directories that hold a wanted cover and exist are read (on local file systems a directory
+whose real path leaves the root is skipped, and a directory holding a link that leaves the root is
+read file by file, without that link, so nothing outside the root is opened), with
+``ignoreMissingFiles`` and ``ignoreCorruptFiles`` so that a file gone or unreadable at read time is a
+missing cover, not a failed day. The listed files are de-duplicated by normalised path before the
+join, so a row is never doubled.
 """
 
 from __future__ import annotations
@@ -77,8 +83,21 @@ def cover_root(conf: dict[str, Any], dump_root: str) -> str:
     return prefix + _norm(path)
 
 
-def normalize_uri(uri: str | None, root: str) -> tuple[str | None, str | None]:
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def real_root(root: str) -> str | None:
+    """The real path of a local cover root (symlinks resolved), None for a remote one."""
+    prefix, path = _split(root)
+    return None if prefix else os.path.realpath(path)
+
+
+def normalize_uri(uri: str | None, root: str, real: str | None = None) -> tuple[str | None, str | None]:
     """(normalised path under ``root``, None) or (None, why not) for one ``cover_uri``.
+
+    ``real``: the root's real path (:func:`real_root`), for local roots: the path's own real path
+    must lie under it too (a symlink leaving the root is outside it).
 
     >>> normalize_uri("file:///D/a/../x.jpg", "/D")
     ('/D/x.jpg', None)
@@ -97,8 +116,10 @@ def normalize_uri(uri: str | None, root: str) -> tuple[str | None, str | None]:
     path = _norm(path)
     if prefix != root_prefix:
         return None, f"outside the cover root {root}"
-    if not (path == root_path or path.startswith(root_path.rstrip("/") + "/")):
+    if not _under(path, root_path):
         return None, f"outside the cover root {root}"
+    if real is not None and not prefix and not _under(os.path.realpath(path), real):
+        return None, f"outside the cover root {root} (a symlink whose target lies outside it)"
     return prefix + path, None
 
 
@@ -106,10 +127,11 @@ def mark_covers(df: DataFrame, root: str) -> DataFrame:
     """``df`` plus ``_cover_path`` (the normalised path to read, for rows that need their cover from
     ``cover_uri``) and ``_cover_problem`` (why a row's ``cover_uri`` is not read, else null)."""
     needs = F.col("cover").isNull() & F.col("cover_uri").isNotNull() & (F.trim("cover_uri") != "")
+    real = real_root(root)
 
     @F.pandas_udf("path string, problem string")
     def norm(uris: pd.Series) -> pd.DataFrame:
-        out = [normalize_uri(u, root) for u in uris]
+        out = [normalize_uri(u, root, real) for u in uris]
         return pd.DataFrame({"path": [o[0] for o in out], "problem": [o[1] for o in out]})
 
     res = F.when(needs, norm(F.col("cover_uri")))
@@ -118,18 +140,36 @@ def mark_covers(df: DataFrame, root: str) -> DataFrame:
     ).drop("_cover_norm")
 
 
-def _existing_dirs(spark: SparkSession, dirs: list[str], root: str) -> list[str]:
-    """The directories of ``dirs`` that exist (and, locally, really lie under ``root``)."""
+def _local_sources(d: str, real: str) -> list[str]:
+    """What Spark may read of the local directory ``d`` under the real root ``real``: ``[d]`` when it
+    holds only files and links that stay under the root, else its files one by one without the links
+    that leave it (Spark would descend into a subdirectory, so one makes the list too), and ``[]``
+    when ``d`` itself leaves the root or is no directory."""
+    real_d = os.path.realpath(d)
+    if not os.path.isdir(real_d) or not _under(real_d, real):
+        return []
+    try:
+        entries = list(os.scandir(d))
+    except OSError:
+        return []
+    escaping = {e.name for e in entries if e.is_symlink() and not _under(os.path.realpath(e.path), real)}
+    if not escaping and not any(e.is_dir(follow_symlinks=False) for e in entries):
+        return [d]
+    return sorted(f"{d.rstrip('/')}/{e.name}" for e in entries
+                  if e.name not in escaping and not e.name.startswith(("_", ".")) and e.is_file())
+
+
+def cover_sources(spark: SparkSession, dirs: list[str], root: str) -> list[str]:
+    """The directories (or files) Spark's ``binaryFile`` source reads for the wanted ``dirs``: those
+    that exist and, locally, lie under the root's real path, a directory holding a symlink that leaves
+    the root as its other files (:func:`_local_sources`)."""
     jvm = spark.sparkContext._jvm
     hconf = spark.sparkContext._jsc.hadoopConfiguration()
-    real_root = os.path.realpath(root) if "://" not in root else None
+    real = real_root(root)
     out = []
     for d in dirs:
-        if real_root is not None:
-            real = os.path.realpath(d)
-            if not os.path.isdir(real) or not (real == real_root or real.startswith(real_root.rstrip("/") + "/")):
-                continue
-            out.append(d)
+        if real is not None:
+            out.extend(_local_sources(d, real))
             continue
         hpath = jvm.org.apache.hadoop.fs.Path(d)
         try:
@@ -148,7 +188,7 @@ def resolve_covers(spark: SparkSession, df: DataFrame, root: str) -> DataFrame:
         df = mark_covers(df, root)
     parent = F.regexp_extract(F.col("_cover_path"), r"^(.*)/[^/]*$", 1)
     dirs = sorted(r[0] or "/" for r in df.where(F.col("_cover_path").isNotNull()).select(parent).distinct().collect())
-    dirs = _existing_dirs(spark, dirs, root) if dirs else []
+    dirs = cover_sources(spark, dirs, root) if dirs else []
     if not dirs:
         return df.drop("_cover_path", "_cover_problem")
     strip_file = lambda c: F.regexp_replace(c, r"^file:(//)?(?=/)", "")  # noqa: E731

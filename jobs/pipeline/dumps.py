@@ -24,8 +24,12 @@ entry each (:meth:`DayRead.quarantine`); the rows a footer counts are part of th
 The other files are read in groups of identical schema, each group cast to ``DUMP_SCHEMA`` on its
 own: another integer width, ``timestamp[ns]`` (pandas' default), a timestamp without time zone, a
 date, a string holding numbers are cast (per value: what does not cast is a row-level
-``wrong_type``), never refused. A Parquet file whose footer is sound but whose data pages are corrupt
-is not caught here (Spark fails the day on it).
+``wrong_type``), never refused. The Parquet check also reads every data page of the dump's columns
+(pyarrow, in batches, page checksums verified where present), so a file whose footer is sound but
+whose data pages are corrupt is an ``unreadable_file`` (detail ``data pages: <the error>``, rows from
+its footer) instead of failing the day in Spark; this reads each file twice (once here on the driver,
+once in Spark): a 150-row day of ``vtag generate`` (one 0.8 MB file, covers inline) is checked in
+1.5 ms instead of 0.1 ms for its footer alone.
 """
 
 from __future__ import annotations
@@ -184,7 +188,19 @@ def reconcile(schema) -> str | None:
     return None
 
 
-def _check_parquet(path: str) -> tuple[object | None, FileProblem | None]:
+#: rows per batch of the data check (:func:`_check_parquet`): bounds the driver's memory per thread
+CHECK_BATCH_ROWS = 1024
+
+
+def _check_parquet(path: str, read_data: bool = True) -> tuple[object | None, FileProblem | None]:
+    """(arrow schema, None) for a sound Parquet file, else (None, the problem).
+
+    The footer gives the schema (reconciled with the dump's) and the row count; then, with
+    ``read_data``, every data page of the dump's columns is read and decoded (in batches of
+    :data:`CHECK_BATCH_ROWS` rows, page checksums verified where the writer stored them), so that a
+    file whose footer is sound but whose pages are corrupt is an ``unreadable_file`` with the rows its
+    footer counts, not a failed day in Spark.
+    """
     import pyarrow.parquet as pq
 
     try:
@@ -198,6 +214,18 @@ def _check_parquet(path: str) -> tuple[object | None, FileProblem | None]:
     why = reconcile(schema)
     if why:
         return None, FileProblem(path, "schema_mismatch", why, rows)
+    if read_data and rows:
+        columns = [f.name for f in DUMP_SCHEMA if f.name in schema.names]
+        try:
+            with fs.open_input_file(fpath) as fh:
+                pf = pq.ParquetFile(fh, page_checksum_verification=True)
+                read = 0
+                for batch in pf.iter_batches(batch_size=CHECK_BATCH_ROWS, columns=columns, use_threads=False):
+                    read += batch.num_rows
+            if read != rows:
+                raise ValueError(f"the footer counts {rows} rows, the pages hold {read}")
+        except Exception as exc:  # noqa: BLE001 - corrupt pages under a sound footer
+            return None, FileProblem(path, "unreadable_file", "data pages: " + _error_text(exc), rows)
     return schema, None
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 #: code -> what the quarantined entry is (the README's and docs/analysts.md's wording)
 REASONS: dict[str, str] = {
-    "unreadable_file": "a whole file of the day that cannot be read: not Parquet, a truncated or corrupt footer, "
-    "a broken gzip stream, an I/O error (one entry per file: `raw` holds its path, `detail` the error)",
+    "unreadable_file": "a whole file of the day that cannot be read: not Parquet, a truncated or corrupt footer, corrupt "
+    "data pages under a sound footer, a broken gzip stream, an I/O error (one entry per file: `raw` holds its path, `detail` the error)",
     "schema_mismatch": "a whole file whose schema cannot be reconciled with the dump schema: a required column "
     "missing, a column of an incompatible type (`detail` names the column and both types)",
     "invalid_utf8": "a JSON Lines row holding bytes that are not UTF-8 (`detail`: the byte offset)",
