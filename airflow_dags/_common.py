@@ -127,17 +127,26 @@ def abspath(path: str | None) -> str | None:
     return str(p if p.is_absolute() else (REPO / p).resolve())
 
 
-def read_job_conf(path: str) -> dict[str, Any]:
-    """The job conf YAML as a mapping (pyyaml comes with Airflow)."""
-    import yaml
+def _vtag(module: str) -> Any:
+    """A light module of vtag's own code (``vtag.jobs.config``, ``vtag.jobs.spark.jars``: PyYAML and the
+    standard library only), imported when a task resolves its settings, never at DAG parse time. When
+    Airflow's environment has no vtag installed, the checkout ``VTAG_HOME`` is put on ``sys.path`` (its
+    ``vtag/`` links to its code)."""
+    import importlib
+    import sys
 
     try:
-        conf = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ValueError(f"cannot read job conf {path}: {exc}") from exc
-    if not isinstance(conf, dict):
-        raise ValueError(f"job conf {path} is not a mapping")
-    return conf
+        return importlib.import_module(module)
+    except ImportError:
+        if str(REPO) not in sys.path:
+            sys.path.insert(0, str(REPO))
+        return importlib.import_module(module)
+
+
+def read_job_conf(path: str, overrides: list[str] | None = None) -> Any:
+    """The job conf with ``overrides`` (``k=v``), read by the jobs' own code
+    (:func:`vtag.jobs.config.load_job_conf`: the same keys, checks and merge as ``vtag --job-conf --conf``)."""
+    return _vtag("vtag.jobs.config").load_job_conf(path, overrides or [])
 
 
 def _pick(params: Mapping[str, Any], variable: Callable[[str], Any], name: str, fallback: Any = None) -> Any:
@@ -175,28 +184,20 @@ def dump_date(params: Mapping[str, Any], data_interval_start: datetime | None) -
     return data_interval_start.astimezone(timezone.utc).date().isoformat()
 
 
-def spark_submit_options(job_conf: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``conf``/``packages``/``jars`` for spark-submit from a job conf: what must be known at JVM start."""
+def spark_submit_options(job_conf: Any) -> dict[str, Any]:
+    """``conf``/``packages``/``jars`` for spark-submit from a job conf (overrides applied): what must be
+    known at JVM start. Delta's jars are chosen as the CLI's session chooses them
+    (:func:`vtag.jobs.spark.jars.delta_jars`, for the project's venv ``VTAG_VENV``): ``delta_jars_dir``,
+    else the folder ``make venv`` filled, else Maven (:func:`vtag.jobs.spark.jars.coordinate`)."""
+    jars_mod = _vtag("vtag.jobs.spark.jars")
     spark_conf = {str(k): str(v) for k, v in (job_conf.get("spark") or {}).items()}
-    settings = {k: v for k, v in job_conf.items() if k != "spark"}
-    for kv in overrides:
-        k, _, v = kv.partition("=")
-        if k.startswith("spark."):
-            spark_conf[k] = v
-        else:
-            settings[k] = v
     spark_conf["spark.pyspark.python"] = PYTHON_BIN
     spark_conf["spark.pyspark.driver.python"] = PYTHON_BIN
-    jars = packages = None
-    jars_dir = settings.get("delta_jars_dir")
-    if jars_dir:
-        jdir = Path(abspath(str(jars_dir)) or "")
-        jars = ",".join(str(p) for p in sorted(jdir.glob("*.jar"))) or None
-        if not jars:
-            raise ValueError(f"delta_jars_dir {jdir} holds no *.jar")
-    else:
-        version = settings.get("delta_jars_version") or "4.4.0"
-        packages = f"io.delta:{settings.get('delta_artifact') or 'delta-spark_4.1_2.13'}:{version}"
+    if job_conf.get("delta_jars_dir"):
+        job_conf["delta_jars_dir"] = abspath(str(job_conf["delta_jars_dir"]))
+    found = jars_mod.delta_jars(job_conf, prefix=VENV)
+    jars = ",".join(found) if found else None
+    packages = None if jars else jars_mod.coordinate(job_conf, prefix=VENV)
     return {"spark_conf": spark_conf, "packages": packages, "jars": jars}
 
 
@@ -210,8 +211,8 @@ def resolve_nightly(
     """
     dt = dump_date(params, data_interval_start)
     job_conf_path = abspath(_pick(params, variable, "job_conf", DEFAULT_JOB_CONF))
-    jc = read_job_conf(job_conf_path)
     overrides = _overrides(params.get("conf"), "Param conf")
+    jc = read_job_conf(job_conf_path, overrides)
     dump_root = abspath(_pick(params, variable, "dump_root", jc.get("dump_root")))
     warehouse = abspath(_pick(params, variable, "warehouse", jc.get("warehouse")))
     bundle = abspath(_pick(params, variable, "bundle", jc.get("bundle")))
@@ -257,7 +258,7 @@ def resolve_nightly(
         "tag_args": tag_args,
         "quality_args": quality_args,
         "maintain_args": maintain_args,
-        **spark_submit_options(jc, overrides),
+        **spark_submit_options(jc),
     }
 
 
@@ -444,11 +445,11 @@ def resolve_retag(params: Mapping[str, Any], variable: Callable[[str], Any]) -> 
     start, end = (date.fromisoformat(str(params[k])).isoformat() for k in ("start", "end"))
     windows = month_windows(start, end)
     job_conf_path = abspath(_pick(params, variable, "job_conf", DEFAULT_JOB_CONF))
-    jc = read_job_conf(job_conf_path)
+    overrides = _overrides(params.get("conf"), "Param conf")
+    jc = read_job_conf(job_conf_path, overrides)
     warehouse = abspath(_pick(params, variable, "warehouse", jc.get("warehouse")))
     dump_root = abspath(_pick(params, variable, "dump_root", jc.get("dump_root")))
     src, dst, bundle = (abspath(params[k]) for k in ("from_taxonomy", "to_taxonomy", "bundle"))
-    overrides = _overrides(params.get("conf"), "Param conf")
     cli_conf = _overrides(variable("vtag_cli_conf") or DEFAULTS["cli_conf"], "Variable vtag_cli_conf")
     taxa = ["--from", src, "--to", dst]
     where = (["--warehouse", warehouse] if warehouse else []) + ["--job-conf", job_conf_path]
@@ -470,5 +471,5 @@ def resolve_retag(params: Mapping[str, Any], variable: Callable[[str], Any]) -> 
         "plan_args": ["retag", "plan", *taxa, "--start", start, "--end", end, *where, *on_worker, "--json"],
         "month_args": month_args,
         "verify_args": verify_args,
-        **spark_submit_options(jc, overrides),
+        **spark_submit_options(jc),
     }

@@ -134,11 +134,10 @@ def seed_v1_day(spark, conf: dict, dump_root: Path, day: str, seed: int) -> int:
     rows = src.mapInArrow(v1_rows_fn(v1.to_dict(), seed), to_spark(PREDICTION_SCHEMA))
     rows = rows.withColumn("dt", F.lit(day).cast("date")).withColumn("run_id", F.lit(run_id)).withColumn(
         "tagged_at", F.lit(started))
-    day_conf = {**conf, "_run_id": run_id, "_job": "tag"}
-    replace_day(rows, day_conf, "video_tags", day)
+    replace_day(rows, conf, "video_tags", day, meta={"job": "tag", "dt": day, "run_id": run_id})
     n = spark.read.format("delta").load(table_path(conf, "video_tags")).where(
         F.col("dt") == F.lit(day).cast("date")).count()
-    append_run(spark, day_conf, {
+    append_run(spark, conf, {
         "run_id": run_id, "job": "tag", "dt": day, "taxonomy_version": v1.version,
         "model_version": SEED_MODEL_VERSION, "rows_read": n, "rows_tagged": n, "rows_quarantined": 0,
         "started_at": started, "finished_at": utcnow(), "seconds": time.time() - t0, "status": "succeeded",

@@ -13,10 +13,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from vtag.models.predictor import Predictor
 
-__all__ = ["Predictor"]
+__all__ = ["BundleTaxonomyMismatch", "Predictor", "check_bundle_taxonomy"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("BundleTaxonomyMismatch", "check_bundle_taxonomy"):
+        from vtag.models import bundle
+
+        return getattr(bundle, name)
     if name == "Predictor":
         from vtag.models.predictor import Predictor
 

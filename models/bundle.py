@@ -48,6 +48,15 @@ class BundleError(ValueError):
     """A bundle directory is incomplete, inconsistent or corrupt."""
 
 
+class BundleTaxonomyMismatch(ValueError):  # noqa: N818 - the contract's name (vtag.models.BundleTaxonomyMismatch)
+    """The bundle was trained on another taxonomy version than the one the caller expects.
+
+    The one exception of the bundle-vs-taxonomy check (:func:`check_bundle_taxonomy`), raised by
+    ``vtag tag``, ``vtag retag run`` and ``Predictor.load``; ``vtag.models.predictor.TaxonomyMismatchError``
+    and ``vtag.jobs.pipeline.tag.BundleMismatchError`` are aliases of it.
+    """
+
+
 @dataclass(frozen=True)
 class BundleMeta:
     """Identity of a bundle (the ``bundle:`` section of its ``config.yaml``)."""
@@ -267,6 +276,38 @@ def read_meta(bundle_dir: str | Path) -> BundleMeta:
     bundle_dir = Path(bundle_dir)
     cfg = _read_config(bundle_dir)
     return _meta(bundle_dir, cfg)
+
+
+def check_bundle_taxonomy(
+    bundle_dir: str | Path,
+    expected: Any,
+    *,
+    allow: bool = False,
+    role: str = "expected",
+    hint: str = "or allow the mismatch explicitly",
+) -> BundleMeta:
+    """The one bundle-vs-taxonomy compatibility check; returns the bundle's :class:`BundleMeta`.
+
+    Reads only the bundle's ``config.yaml`` (its recorded ``taxonomy_version``), never the taxonomy
+    file. ``expected``: a version string, an object with ``.version`` (a ``Taxonomy``), or None (no
+    check). A different version raises :class:`BundleTaxonomyMismatch` unless ``allow`` (then a
+    warning is logged). ``role`` names the expected version in the message (``the job's``, ``the
+    target``), ``hint`` says how to allow a mismatch where the caller can.
+    """
+    import logging
+
+    meta = read_meta(bundle_dir)
+    if expected is None:
+        return meta
+    want = str(getattr(expected, "version", expected))
+    if want != meta.taxonomy_version:
+        label = f" ({meta.taxonomy_label})" if meta.taxonomy_label else ""
+        msg = (f"bundle {bundle_dir} was trained on taxonomy version {meta.taxonomy_version}{label}, "
+               f"not the {role} version {want}: retrain, pick a bundle trained on that taxonomy, {hint}")
+        if not allow:
+            raise BundleTaxonomyMismatch(msg)
+        logging.getLogger(__name__).warning("%s (allowed)", msg)
+    return meta
 
 
 def bundle_model_version(bundle_dir: str | Path) -> str:

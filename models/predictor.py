@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from vtag.models.bundle import BundleTaxonomyMismatch
 from vtag.models.pipeline import HostBatcher, autocast_dtype, cpu_count, iter_proba, legacy_infer_proba
 from vtag.models.schema import MAX_LEVELS, PREDICTION_SCHEMA
 
@@ -35,8 +36,8 @@ log = logging.getLogger(__name__)
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
-class TaxonomyMismatchError(ValueError):
-    """The bundle was trained on another taxonomy version than the one the caller expects."""
+#: the old name of :class:`vtag.models.bundle.BundleTaxonomyMismatch` (the one exception of the check)
+TaxonomyMismatchError = BundleTaxonomyMismatch
 
 
 def resolve_device(device: str | None):
@@ -220,21 +221,11 @@ class Predictor:
         """
         import torch
 
-        from vtag.models.bundle import load_bundle, read_meta
+        from vtag.models.bundle import check_bundle_taxonomy, load_bundle
 
-        meta = read_meta(bundle)
-        if expected_taxonomy_version is not None:
-            expected = getattr(expected_taxonomy_version, "version", expected_taxonomy_version)
-            if str(expected) != meta.taxonomy_version:
-                msg = (
-                    f"bundle {bundle} was trained on taxonomy {meta.taxonomy_label or '?'} version "
-                    f"{meta.taxonomy_version}, but version {expected} is expected. Use a bundle trained "
-                    f"on that taxonomy, or allow the mismatch explicitly (allow_taxonomy_mismatch=True) "
-                    f"to tag with the bundle's taxonomy and re-tag later."
-                )
-                if not allow_taxonomy_mismatch:
-                    raise TaxonomyMismatchError(msg)
-                log.warning("%s (allowed)", msg)
+        check_bundle_taxonomy(bundle, expected_taxonomy_version, allow=allow_taxonomy_mismatch,
+                              hint="or allow the mismatch explicitly (allow_taxonomy_mismatch=True) to tag with "
+                              "the bundle's taxonomy and re-tag later")
         dev = resolve_device(device)
         config, taxonomy, featurizer, model, meta = load_bundle(bundle, device=str(dev))
         pred = cls(config, taxonomy, featurizer, model, meta, dev)

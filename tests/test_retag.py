@@ -105,13 +105,14 @@ def test_retag_refusals(spark, tmp_path, tiny_bundle, tiny_taxonomy_path, retag_
     from vtag.jobs.config import load_job_conf
     from vtag.jobs.pipeline import retag
     from vtag.jobs.pipeline.tag import tag_day
+    from vtag.models.bundle import BundleTaxonomyMismatch
 
     conf = load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "taxonomy": str(tiny_taxonomy_path)})
     good, _ = _rows("z", 6)
     _write_day(tmp_path / "dump", DAYS[0], good)
     tag_day(spark, conf, DAYS[0], dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))
     args = (spark, conf, str(tiny_taxonomy_path), str(retag_v2_path))
-    with pytest.raises(retag.RetagError, match="not the target"):  # a bundle of the old taxonomy
+    with pytest.raises(BundleTaxonomyMismatch, match="not the target"):  # a bundle of the old taxonomy
         retag.run(*args, DAYS[0], DAYS[0], str(tiny_bundle), dump_root=str(tmp_path / "dump"))
     with pytest.raises(retag.RetagError, match="not yet tagged.*2026-11-21"):
         retag.plan(*args, DAYS[0], DAYS[1])

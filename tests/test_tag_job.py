@@ -86,7 +86,7 @@ def test_bundle_of_other_taxonomy_is_refused(spark, tmp_path, tiny_bundle, job_c
     with pytest.raises(BundleMismatchError, match="taxonomy version"):
         tag_day(spark, conf, "2026-11-21", dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))
     runs = spark.read.format("delta").load(table_path(conf, "tag_runs")).collect()
-    assert [x.status for x in runs] == ["failed"] and "BundleMismatchError" in runs[0].message
+    assert [x.status for x in runs] == ["failed"] and "BundleTaxonomyMismatch" in runs[0].message
 
 
 def test_a_failing_catalog_registration_does_not_fail_the_run(capsys):

@@ -33,6 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vtag.jobs.config import add_job_conf_args
 from vtag.jobs.warehouse.catalog import (
     DUMP_TABLE,
     TABLE_NAMES,
@@ -81,9 +82,7 @@ def add_common_args(p: argparse.ArgumentParser, statements: bool = False) -> Non
         p.add_argument("-f", "--file", help="run the ;-separated statements of this .sql file")
     else:
         p.add_argument("statement", help='one SQL statement, e.g. "SELECT dt, count(*) FROM video_tags GROUP BY dt"')
-    p.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
-    p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
-    p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")
+    add_job_conf_args(p)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--csv", metavar="OUT", help="write the result to this CSV file (nested values as JSON)")
     out.add_argument("--parquet", metavar="OUT", help="write the result to this Parquet file")

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from vtag.jobs.analytics.report_data import NO_NODE, SCORE_BINS, TOP_LEAVES, TREND_DAYS, ReportData  # noqa: F401  (re-exported)
+from vtag.jobs.config import add_job_conf_args
 from vtag.jobs.pipeline.quality import js_divergence
 from vtag.models.schema import MAX_LEVELS
 
@@ -42,9 +43,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", required=True, help="the day to report, YYYY-MM-DD")
     p.add_argument("--compare", help="the day to compare with (default: the previous day present)")
     p.add_argument("--out", required=True, help="the HTML file to write")
-    p.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
-    p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
-    p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")
+    add_job_conf_args(p)
     p.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb", help="query engine (default %(default)s)")
     p.add_argument("--max-quarantine-rate", type=float, default=None,
                    help="the gate's highest quarantine rate drawn and checked (default: vtag quality's, 0.05)")

@@ -13,14 +13,14 @@ import argparse
 import json
 import sys
 
+from vtag.jobs.config import add_job_conf_args
+
 
 def _arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="action", required=True)
     r = sub.add_parser("register", help="register tables and views, create missing tables, set comments (writes)")
-    r.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
-    r.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
-    r.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")
+    add_job_conf_args(r)
     r.add_argument("--no-create", action="store_true", help="register only the tables that exist (create none)")
     r.add_argument("--json", action="store_true", help="print the registered names as JSON")
     return p

@@ -13,6 +13,8 @@ import os
 import re
 import sys
 
+from vtag.jobs.config import ConfigError
+
 #: subcommand -> (module, one-line help). Modules may live in jobs/ or models/ (jobs -> models).
 COMMANDS: dict[str, tuple[str, str]] = {
     "taxonomy": ("vtag.jobs.cli.taxonomy", "validate, show and diff taxonomy files"),
@@ -148,7 +150,11 @@ def _main(argv: list[str] | None) -> int:
         return 2
     module = importlib.import_module(module_name)
     args = command_parser(name).parse_args(rest)
-    return int(module.main(args) or 0)
+    try:
+        return int(module.main(args) or 0)
+    except ConfigError as exc:  # a bad job conf or --conf: the message is the answer
+        print(f"vtag {name}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

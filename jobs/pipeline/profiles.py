@@ -41,6 +41,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from vtag.jobs.config import add_job_conf_args
 from vtag.jobs.pipeline.profile_sources import aggregate, labeled_videos, tagged_videos
 from vtag.models.schema import PROFILE_INPUT_FIELDS
 
@@ -212,8 +213,8 @@ def _signature(conf: dict[str, Any], through: str, version: str, dump_root: str)
             "labels_root": s.labels_root, "dump_root": str(dump_root)}
 
 
-def refresh_profiles(spark, conf: dict[str, Any], dt: str, *, taxonomy=None, dump_root: str | None = None
-                     ) -> ProfileRefresh:
+def refresh_profiles(spark, conf: dict[str, Any], dt: str, *, taxonomy=None, dump_root: str | None = None,
+                     run_id: str | None = None) -> ProfileRefresh:
     """Recompute ``uploader_profiles`` from the days up to ``dt`` and replace the table in one commit.
 
     Parameters
@@ -238,7 +239,7 @@ def refresh_profiles(spark, conf: dict[str, Any], dt: str, *, taxonomy=None, dum
     dump_root = str(dump_root or conf["dump_root"])
     profiles, missing = compute_profiles(spark, conf, dt, taxonomy, dump_root)
     path = ensure_table(spark, conf, TABLE)
-    meta = json.dumps({**_signature(conf, dt, taxonomy.version, dump_root), "run_id": conf.get("_run_id")})
+    meta = json.dumps({**_signature(conf, dt, taxonomy.version, dump_root), "run_id": run_id})
     out = conform(profiles, TABLE)
     with_retries(lambda: out.write.format("delta").mode("overwrite").option("userMetadata", meta).save(path))
     stats = (spark.read.format("delta").load(path)
@@ -387,22 +388,17 @@ def _arg_parser() -> argparse.ArgumentParser:
     r.add_argument("--dump-root", help="dump root for the uploaders of tagged videos (default: job conf dump_root)")
     r.add_argument("--bundle", help="the bundle whose taxonomy version is built (default: job conf bundle)")
     r.add_argument("--taxonomy", help="build for this taxonomy file instead of the bundle's")
-    r.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
-    r.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
-    r.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job or Spark setting")
+    add_job_conf_args(r)
     r.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
-    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.config import conf_from_args
     from vtag.jobs.spark.session import build_session
 
-    overrides = list(args.conf)
-    if args.warehouse:
-        overrides.append(f"warehouse={args.warehouse}")
     try:
-        conf = load_job_conf(args.job_conf, overrides)
+        conf = conf_from_args(args)
         date.fromisoformat(args.date)
         taxonomy = resolve_taxonomy(conf, args.taxonomy, args.bundle)
         spark = build_session(conf)

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any, Iterable, Mapping
 
-from vtag.jobs.config import day_range
+from vtag.jobs.config import add_job_conf_args, day_range
 
 DEFAULT_MAX_QUARANTINE_RATE = 0.05
 DEFAULT_MAX_DRIFT = 0.1
@@ -298,9 +298,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", help="the day to check, YYYY-MM-DD")
     p.add_argument("--start", help="first day of a range to check (with --end)")
     p.add_argument("--end", help="last day of the range, inclusive")
-    p.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
-    p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
-    p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job or Spark setting")
+    add_job_conf_args(p)
     p.add_argument("--job", default="tag", help="whose run to check in tag_runs: tag (default), retag, or any")
     p.add_argument("--max-quarantine-rate", type=float, default=DEFAULT_MAX_QUARANTINE_RATE,
                    help=f"highest allowed rows quarantined / rows read (default {DEFAULT_MAX_QUARANTINE_RATE})")
@@ -314,7 +312,7 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from vtag.jobs.config import ConfigError, load_job_conf
+    from vtag.jobs.config import ConfigError, conf_from_args
 
     try:
         if args.date and (args.start or args.end):
@@ -332,10 +330,7 @@ def main(args: argparse.Namespace) -> int:
             from vtag.hierarchy.taxonomy import Taxonomy
 
             version = Taxonomy.load(args.expect_taxonomy).version
-        overrides = list(args.conf)
-        if args.warehouse:
-            overrides.append(f"warehouse={args.warehouse}")
-        conf = load_job_conf(args.job_conf, overrides)
+        conf = conf_from_args(args)
     except (ValueError, ConfigError, OSError) as exc:
         print(f"vtag quality: {exc}", file=sys.stderr)
         return 2

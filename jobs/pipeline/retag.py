@@ -5,7 +5,7 @@
   (rules in :mod:`vtag.hierarchy.migrate`), with an estimated cost.
 * ``run``: remap rows in Spark by the migration map (new names, paths, levels, ``taxonomy_version``);
   re-infer the others with a bundle trained on the new taxonomy, from the day's dump, through the
-  same inference code as ``vtag tag``; replace each day atomically (``replaceWhere``); one
+  same tagging chain as ``vtag tag`` (:func:`vtag.jobs.pipeline.day.tag_rows`); replace each day atomically (``replaceWhere``); one
   ``tag_runs`` row per day. Days already at the target version are skipped, so an interrupted run
   resumes where it stopped. ``--dry-run`` writes nothing.
 * ``history``: the table versions that touched a day, with their taxonomy and model versions; the
@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from vtag.jobs import progress
-from vtag.jobs.config import day_range, load_job_conf
+from vtag.jobs.config import add_job_conf_args, conf_from_args, day_range
 
 RETAG_SCHEMA_EXTRA = [pa.field("_action", pa.string()), pa.field("_why", pa.string())]
 
@@ -86,9 +86,7 @@ def _arg_parser() -> argparse.ArgumentParser:
             sp.add_argument("--to", dest="to_taxonomy", required=True, help="target taxonomy")
             sp.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
             sp.add_argument("--end", required=True, help="last day, YYYY-MM-DD (inclusive)")
-        sp.add_argument("--warehouse", help="Delta warehouse root (default: job conf)")
-        sp.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
-        sp.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")
+        add_job_conf_args(sp)
         sp.add_argument("--json", action="store_true", help="print JSON")
 
     common(sub.add_parser("plan", help="count rows to remap and to re-infer per day"))
@@ -247,25 +245,17 @@ def run(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from vtag.jobs.pipeline.covers import cover_root, mark_covers, resolve_covers
+    from vtag.jobs.pipeline.day import tag_rows, with_run_columns
     from vtag.jobs.pipeline.dumps import read_day
-    from vtag.jobs.pipeline.inference import MODEL_INPUT_COLUMNS, predict_fn
     from vtag.jobs.pipeline.publish import DayOutput, run_day
-    from vtag.jobs.pipeline.tag import bundle_taxonomy_version
-    from vtag.jobs.pipeline.validate import mark
-    from vtag.jobs.spark.schema import to_spark
     from vtag.jobs.warehouse.tables import utcnow
-    from vtag.models.bundle import bundle_model_version
+    from vtag.models.bundle import check_bundle_taxonomy
     from vtag.models.schema import PREDICTION_SCHEMA
 
     old, new = _load_pair(from_path, to_path)
     bundle = str(Path(bundle).resolve())
-    b_version = bundle_taxonomy_version(bundle)
-    if b_version != new.version:
-        raise RetagError(
-            f"bundle {bundle} was trained on taxonomy version {b_version}, not the target {new.version} ({to_path})"
-        )
-    model_version = bundle_model_version(bundle)
+    model_version = check_bundle_taxonomy(bundle, new.version, role="target",
+                                          hint=f"(the target taxonomy: {to_path})").model_version
     dump_root = str(dump_root or conf.get("dump_root"))
     days_plan = plan(spark, conf, from_path, to_path, start, end)
     results = []
@@ -280,7 +270,6 @@ def run(
             continue
         run_id = f"retag-{p.dt}-{uuid.uuid4().hex[:12]}"
         started = utcnow()
-        day_conf = {**conf, "_run_id": run_id, "_job": "retag"}
         record: dict[str, Any] = {
             "run_id": run_id, "job": "retag", "dt": p.dt, "taxonomy_version": new.version,
             "model_version": model_version, "rows_read": p.rows, "started_at": started,
@@ -304,19 +293,17 @@ def run(
                 # only the rows to re-infer are validated (cover decoding, duplicates): a semi join on
                 # video_id keeps every dump row of those ids, so mark's per-id duplicate rule is unchanged
                 day_rows = read_day(spark, dump_root, p.dt).join(ids, "video_id", "left_semi")
-                root = cover_root(conf, dump_root)
-                raw = mark(mark_covers(day_rows, root), str(conf.get("corrupt_cover", "quarantine")), "missing")
-                inputs = resolve_covers(spark, raw.where(F.col("reason").isNull()), root).select(*MODEL_INPUT_COLUMNS)
-                n_found = inputs.count()
+                inferred = tag_rows(spark, conf, day_rows, bundle, dt=p.dt, run_id=run_id, tagged_at=started,
+                               taxonomy_version=new.version, dump_root=dump_root, outside_root="missing",
+                               load_log=load_log)
+                cached.append(inferred.marked)
+                n_found = inferred.marked.where(F.col("reason").isNull()).count()
                 if n_found != n_reinfer:
                     raise RetagError(
                         f"{p.dt}: {n_reinfer} rows need re-inference but the dump under {dump_root} holds "
                         f"{n_found} of them; the day was left as it was"
                     )
-                n_parts = int(conf.get("tag_partitions") or spark.sparkContext.defaultParallelism)
-                preds = inputs.repartition(max(1, n_parts)).mapInArrow(
-                    predict_fn(bundle, new.version, False, load_log), to_spark(PREDICTION_SCHEMA)
-                ).persist(StorageLevel.MEMORY_AND_DISK)
+                preds = inferred.tagged.persist(StorageLevel.MEMORY_AND_DISK)
                 cached.append(preds)
                 n_pred = preds.count()  # the model runs once, here; the staging write reads the cached rows
                 stage["reinfer"] = time.time() - t_stage
@@ -326,11 +313,7 @@ def run(
             out = parts[0]
             for extra in parts[1:]:
                 out = out.unionByName(extra)
-            out = (
-                out.withColumn("dt", F.lit(p.dt).cast("date"))
-                .withColumn("run_id", F.lit(run_id))
-                .withColumn("tagged_at", F.lit(started))
-            )
+            out = with_run_columns(out, p.dt, run_id, started)
             stage["t_write"] = time.time()
             note = json.dumps({"remapped": p.remap, "reinferred": p.reinfer, "at_target": p.at_target,
                                "stage_seconds": {k: round(stage[k], 3) for k in ("classify", "reinfer")}})
@@ -341,7 +324,7 @@ def run(
             return [f"{off} rows not at {new.version}"] if off else []
 
         try:
-            day = run_day(spark, day_conf, job="retag", dt=p.dt, run_id=run_id, record=record, compute=compute,
+            day = run_day(spark, conf, job="retag", dt=p.dt, run_id=run_id, record=record, compute=compute,
                           audit=audit)
         finally:
             for frame in cached:
@@ -396,10 +379,7 @@ def history(spark, conf: dict, date: str) -> list[dict]:
 def main(args: argparse.Namespace) -> int:
     from vtag.jobs.spark.session import build_session
 
-    overrides = list(args.conf)
-    if args.warehouse:
-        overrides.append(f"warehouse={args.warehouse}")
-    conf = load_job_conf(args.job_conf, overrides)
+    conf = conf_from_args(args)
     with progress.command(f"vtag retag {args.action}"):
         progress.stage("starting Spark")
         spark = build_session(conf)

@@ -24,31 +24,26 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from vtag.jobs.config import day_range, load_job_conf
-from vtag.jobs.pipeline.covers import cover_policy, cover_root, mark_covers, resolve_covers
+from vtag.jobs.config import add_job_conf_args, conf_from_args, day_range
+from vtag.jobs.pipeline.covers import cover_root
+from vtag.jobs.pipeline.day import tag_rows
 from vtag.jobs.pipeline.dumps import read_day_checked
-from vtag.jobs.pipeline.inference import MODEL_INPUT_COLUMNS, PROFILE_INPUT_COLUMNS, predict_fn
 from vtag.jobs.pipeline.profiles import (
     bundle_taxonomy,
-    join_profiles,
     profile_settings,
     profiles_for_day,
     refresh_profiles,
 )
 from vtag.jobs.pipeline.publish import DayOutput, DayRun, run_day
-from vtag.jobs.pipeline.validate import mark
 from vtag.jobs.progress import command, stage
-from vtag.jobs.spark.schema import to_spark
 from vtag.jobs.warehouse.tables import utcnow
-from vtag.models.schema import PREDICTION_SCHEMA
+from vtag.models.bundle import BundleTaxonomyMismatch, check_bundle_taxonomy, read_meta
 
-
-class BundleMismatchError(RuntimeError):
-    """The bundle was trained on another taxonomy version than the job's."""
+#: the old name of :class:`vtag.models.bundle.BundleTaxonomyMismatch`, the one exception of the check
+BundleMismatchError = BundleTaxonomyMismatch
 
 
 @dataclass
@@ -72,11 +67,9 @@ def _arg_parser() -> argparse.ArgumentParser:
                    "(one run and tag_runs row per day; a failed day is recorded and the others still run)")
     p.add_argument("--dump-root", help="dump root holding dt=YYYY-MM-DD/ (default: job conf dump_root)")
     p.add_argument("--bundle", help="model bundle directory (default: job conf bundle)")
-    p.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
     p.add_argument("--taxonomy", help="the job's taxonomy file; the bundle must match its version")
     p.add_argument("--allow-taxonomy-mismatch", action="store_true", help="tag with a bundle of another taxonomy version")
-    p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
-    p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job or Spark setting")
+    add_job_conf_args(p)
     p.add_argument("--format", choices=["parquet", "jsonl"], help="dump format (default: detected)")
     p.add_argument("--allow-incomplete", action="store_true", help="tag a day without its _SUCCESS marker")
     p.add_argument("--run-id", help="run id (default: generated)")
@@ -90,8 +83,8 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 
 def bundle_taxonomy_version(bundle: str) -> str:
-    """The taxonomy version a bundle was trained on, read from its ``taxonomy.yaml`` snapshot."""
-    return bundle_taxonomy(bundle).version
+    """The taxonomy version a bundle was trained on, from its ``config.yaml`` (the taxonomy is not parsed)."""
+    return read_meta(bundle).taxonomy_version
 
 
 def register_in_catalog(spark: SparkSession, conf: dict) -> None:
@@ -139,7 +132,6 @@ def tag_day(
     dump_root = str(dump_root or conf["dump_root"])
     bundle = str(Path(bundle or conf["bundle"]).resolve())
     run_id = run_id or f"{job}-{dt}-{uuid.uuid4().hex[:12]}"
-    conf = {**conf, "_run_id": run_id, "_job": job}
     taxonomy_path = taxonomy_path or conf.get("taxonomy")
     tax_version = Taxonomy.load(taxonomy_path).version if taxonomy_path else bundle_taxonomy_version(bundle)
     record = {
@@ -160,19 +152,16 @@ def tag_day(
     state: dict[str, Any] = {}
 
     def compute(day: DayRun) -> DayOutput:
-        b_taxonomy = bundle_taxonomy(bundle)
-        if b_taxonomy.version != tax_version and not allow_taxonomy_mismatch:
-            raise BundleMismatchError(
-                f"bundle {bundle} was trained on taxonomy version {b_taxonomy.version}, the job runs {tax_version} "
-                f"({taxonomy_path}); retrain, pick the matching bundle, or pass --allow-taxonomy-mismatch"
-            )
-        from vtag.models.bundle import bundle_model_version
-
-        day.record["model_version"] = bundle_model_version(bundle)
+        meta = check_bundle_taxonomy(bundle, tax_version, allow=allow_taxonomy_mismatch, role="job's",
+                                     hint=f"or pass --allow-taxonomy-mismatch (the job's taxonomy: {taxonomy_path})")
+        day.record["model_version"] = meta.model_version
         settings = profile_settings(conf)
-        state.update(taxonomy=b_taxonomy, profiles=settings.enabled)
-        # the bundle's version: the one its tags carry and its Predictor reads profiles in
-        joined = profiles_for_day(spark, conf, dt, b_taxonomy, dump_root) if settings.enabled else None
+        joined = None
+        if settings.enabled:
+            # the bundle's taxonomy: the one its tags carry and its Predictor reads profiles in
+            b_taxonomy = bundle_taxonomy(bundle)
+            state.update(taxonomy=b_taxonomy, profiles=True)
+            joined = profiles_for_day(spark, conf, dt, b_taxonomy, dump_root)
         profile_notes.append(f"profiles: {joined.describe()}" if joined else "profiles: off")
 
         notes: list[str] = []
@@ -181,13 +170,11 @@ def tag_day(
         for problem in read.problems:
             print(f"vtag tag: {dt}: quarantined file {problem.path}: {problem.reason} ({problem.detail})",
                   file=sys.stderr)
-        root, policy = cover_root(conf, dump_root), cover_policy(conf)
-        framed = mark_covers(read.frame, root)
-        marked = mark(framed, str(conf.get("corrupt_cover", "quarantine")), policy).persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(marked)
-        valid = marked.where(F.col("reason").isNull())
-        rejected = marked.where(F.col("reason").isNotNull())
-        counts = marked.agg(
+        out = tag_rows(spark, conf, read.frame, bundle, dt=dt, run_id=run_id, tagged_at=started,
+                       taxonomy_version=tax_version, dump_root=dump_root, joined=joined,
+                       allow_taxonomy_mismatch=allow_taxonomy_mismatch, load_log=load_log, input_log=input_log)
+        cached.append(out.marked)
+        counts = out.marked.agg(
             F.count(F.lit(1)).alias("n"),
             F.sum((F.col("reason").isNull() & F.col("_cover_problem").isNotNull()).cast("int")).alias("outside"),
         ).first()
@@ -195,26 +182,10 @@ def tag_day(
         rows_read = int(counts.n) + read.file_rows
         stage(f"{dt}: read; inferring and writing to staging", rows_read)
         if counts.outside:
-            notes.append(f"covers: {counts.outside} cover_uri relative or outside the cover root {root} "
-                         "(tagged cover_missing)")
-
-        quarantine = rejected.select(
-            F.col("video_id"),
-            F.lit(dt).cast("date").alias("dt"),
-            F.col("_raw").alias("raw"),
-            F.col("reason"),
-            F.col("detail"),
-            F.lit(run_id).alias("run_id"),
-        ).unionByName(read.quarantine(spark, dt, run_id))
-        n_parts = int(conf.get("tag_partitions") or spark.sparkContext.defaultParallelism)
-        model_in = model_input(resolve_covers(spark, valid, root), joined).repartition(max(1, n_parts))
-        preds = model_in.mapInArrow(
-            predict_fn(bundle, tax_version, allow_taxonomy_mismatch, load_log, input_log), to_spark(PREDICTION_SCHEMA)
-        )
-        tagged = preds.withColumn("dt", F.lit(dt).cast("date")).withColumn("run_id", F.lit(run_id)).withColumn(
-            "tagged_at", F.lit(started)
-        )
-        return DayOutput({"video_tags_quarantine": quarantine, "video_tags": tagged}, rows_read,
+            notes.append(f"covers: {counts.outside} cover_uri relative or outside the cover root "
+                         f"{cover_root(conf, dump_root)} (tagged cover_missing)")
+        quarantine = out.quarantine.unionByName(read.quarantine(spark, dt, run_id))
+        return DayOutput({"video_tags_quarantine": quarantine, "video_tags": out.tagged}, rows_read,
                          [*profile_notes, read.describe(), *notes])
 
     def after_publish(day: DayRun) -> str | None:
@@ -223,7 +194,7 @@ def tag_day(
             frame.unpersist()
         if not state.get("profiles"):
             return None
-        note = refresh_step(spark, conf, dt, state["taxonomy"], dump_root)
+        note = refresh_step(spark, conf, dt, state["taxonomy"], dump_root, run_id=run_id)
         profile_notes.append(note)
         return note
 
@@ -249,22 +220,8 @@ def tag_day(
     )
 
 
-def model_input(rows: DataFrame, joined) -> DataFrame:
-    """The ``mapInArrow`` input: MODEL_INPUT_COLUMNS, plus the profile columns when ``joined`` is given.
-
-    Parameters
-    ----------
-    rows : DataFrame
-        The day's valid rows with covers resolved.
-    joined : vtag.jobs.pipeline.profiles.JoinProfiles or None
-        The profiles of the days before (None: ``profiles.enabled`` is false).
-    """
-    if joined is None:
-        return rows.select(*MODEL_INPUT_COLUMNS)
-    return join_profiles(rows, joined.frame).select(*MODEL_INPUT_COLUMNS, *PROFILE_INPUT_COLUMNS)
-
-
-def refresh_step(spark: SparkSession, conf: dict[str, Any], dt: str, taxonomy, dump_root: str) -> str:
+def refresh_step(spark: SparkSession, conf: dict[str, Any], dt: str, taxonomy, dump_root: str, *,
+                 run_id: str | None = None) -> str:
     """Refresh ``uploader_profiles`` through ``dt`` after the day is published; the run's note.
 
     A failure here fails the run (the day's tags stay published): the next day would otherwise be
@@ -281,9 +238,11 @@ def refresh_step(spark: SparkSession, conf: dict[str, Any], dt: str, taxonomy, d
         The bundle's taxonomy.
     dump_root : str
         The run's dump root.
+    run_id : str, optional
+        The run the refresh belongs to (recorded in the table's commit).
     """
     try:
-        refreshed = refresh_profiles(spark, conf, dt, taxonomy=taxonomy, dump_root=dump_root)
+        refreshed = refresh_profiles(spark, conf, dt, taxonomy=taxonomy, dump_root=dump_root, run_id=run_id)
     except Exception as exc:
         raise RuntimeError(
             f"{dt} was tagged and published, but refreshing uploader_profiles failed ({type(exc).__name__}: {exc}); "
@@ -296,10 +255,7 @@ def refresh_step(spark: SparkSession, conf: dict[str, Any], dt: str, taxonomy, d
 def main(args: argparse.Namespace) -> int:
     from vtag.jobs.spark.session import build_session
 
-    overrides = list(args.conf)
-    if args.warehouse:
-        overrides.append(f"warehouse={args.warehouse}")
-    conf = load_job_conf(args.job_conf, overrides)
+    conf = conf_from_args(args)
     try:
         days = day_range(args.date, args.end)
     except ValueError as exc:
@@ -363,7 +319,7 @@ def repair(spark: SparkSession, conf: dict[str, Any], dt: str, *, rollback: bool
         run_conf = json.loads((rec.intent or {}).get("conf") or "{}")
         bundle = run_conf.get("bundle") or str(Path(conf["bundle"]).resolve())
         dump_root = run_conf.get("dump_root") or str(conf["dump_root"])
-        note = refresh_step(spark, conf, dt, bundle_taxonomy(bundle), dump_root)
+        note = refresh_step(spark, conf, dt, bundle_taxonomy(bundle), dump_root, run_id=rec.run_id)
         rec.message += f"; {note}"
         from vtag.jobs.pipeline.publish import update_run
 

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 
-def default_dir() -> Path:
-    """``<sys.prefix>/share/vtag/delta-jars``: inside the virtual environment that runs vtag."""
-    return Path(sys.prefix) / "share" / "vtag" / "delta-jars"
+def default_dir(prefix: str | os.PathLike | None = None) -> Path:
+    """``<prefix>/share/vtag/delta-jars``: inside the virtual environment that runs vtag (``prefix``:
+    that environment, default ``sys.prefix``; the Airflow DAGs name the project's venv)."""
+    return Path(prefix or sys.prefix) / "share" / "vtag" / "delta-jars"
 
 
 def jars_in(folder: str | os.PathLike | None) -> list[str]:
@@ -37,18 +38,55 @@ def jars_in(folder: str | os.PathLike | None) -> list[str]:
     return sorted(glob.glob(os.path.join(str(folder), "*.jar"))) if folder else []
 
 
-def coordinate(conf: dict[str, Any]) -> str:
+def coordinate(conf: Any, prefix: str | os.PathLike | None = None) -> str:
     """The Maven coordinate of Delta for ``conf`` (``io.delta:<artifact>:<version>``).
 
     Parameters
     ----------
     conf
-        The job conf (``delta_artifact``, ``delta_jars_version``).
+        The job conf (``delta_artifact``, ``delta_jars_version``; without a version: the installed
+        delta-spark package's).
+    prefix
+        The virtual environment whose delta-spark package gives the default version (default: this one).
     """
-    from importlib.metadata import version
-
-    jar_version = str(conf.get("delta_jars_version") or version("delta_spark"))
+    jar_version = conf.get("delta_jars_version") or installed_delta_version(prefix)
     return f"io.delta:{conf.get('delta_artifact') or 'delta-spark_4.1_2.13'}:{jar_version}"
+
+
+def installed_delta_version(prefix: str | os.PathLike | None = None) -> str:
+    """The version of the delta-spark Python package of the environment ``prefix`` (default: this one)."""
+    if prefix is None:
+        from importlib.metadata import version
+
+        return version("delta_spark")
+    found = sorted(glob.glob(os.path.join(str(prefix), "lib", "python*", "site-packages", "delta_spark-*.dist-info")))
+    if not found:
+        raise FileNotFoundError(f"no delta-spark package in {prefix}: set delta_jars_version in the job conf")
+    return Path(found[-1]).name.removeprefix("delta_spark-").removesuffix(".dist-info")
+
+
+def delta_jars(conf: Any, prefix: str | os.PathLike | None = None) -> list[str] | None:
+    """The Delta jars to pass as ``spark.jars``: ``delta_jars_dir`` or ``VTAG_DELTA_JARS_DIR`` (must hold
+    jars), else the folder ``make venv`` filled (:func:`default_dir`); None: resolve from Maven
+    (:func:`coordinate`; no such folder, or ``VTAG_DELTA_JARS=maven``). The one choice of the CLI's
+    session (:func:`vtag.jobs.spark.session.build_session`) and the Airflow DAGs' spark-submit.
+
+    Parameters
+    ----------
+    conf
+        The job conf.
+    prefix
+        The virtual environment that runs the job (default: this one).
+    """
+    jars_dir = conf.get("delta_jars_dir") or os.environ.get("VTAG_DELTA_JARS_DIR")
+    if jars_dir:
+        jars = jars_in(jars_dir)
+        if not jars:
+            raise FileNotFoundError(f"delta_jars_dir {jars_dir} holds no *.jar")
+        return jars
+    if os.environ.get("VTAG_DELTA_JARS") == "maven":
+        return None
+    return jars_in(default_dir(prefix) if prefix is not None else default_dir()) or None
 
 
 def fetch(conf: dict[str, Any], dest: str | os.PathLike | None = None) -> list[str]:
@@ -91,18 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     argv
         The arguments (default: the process's).
     """
-    from vtag.jobs.config import load_job_conf
+    from vtag.jobs.config import add_job_conf_args, conf_from_args
 
     p = argparse.ArgumentParser(prog="python -m vtag.jobs.spark.jars", description=__doc__.splitlines()[0])
     p.add_argument("--dest", help=f"the folder to fill (default {default_dir()})")
-    p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
+    add_job_conf_args(p, warehouse=False)
     p.add_argument("--force", action="store_true", help="resolve again even when the folder holds jars")
     args = p.parse_args(argv)
     dest = Path(args.dest or default_dir())
     if jars_in(dest) and not args.force:
         print(f"{dest}: {len(jars_in(dest))} jars (already resolved; --force to redo)")
         return 0
-    jars = fetch(load_job_conf(args.job_conf), dest)
+    jars = fetch(conf_from_args(args), dest)
     print(f"{dest}: {len(jars)} jars")
     return 0
 

@@ -88,26 +88,10 @@ def _python_logs_to(path: Path) -> None:
 
 
 def delta_jars(conf: dict[str, Any]) -> list[str] | None:
-    """The Delta jars to pass as ``spark.jars``: ``delta_jars_dir`` or ``VTAG_DELTA_JARS_DIR`` (must hold
-    jars), else the folder ``make venv`` filled (:func:`vtag.jobs.spark.jars.default_dir`); None: resolve
-    from Maven (no such folder, or ``VTAG_DELTA_JARS=maven``).
+    """The Delta jars to pass as ``spark.jars`` (:func:`vtag.jobs.spark.jars.delta_jars`; None: Maven)."""
+    from vtag.jobs.spark import jars
 
-    Parameters
-    ----------
-    conf
-        The job conf.
-    """
-    from vtag.jobs.spark.jars import default_dir, jars_in
-
-    jars_dir = conf.get("delta_jars_dir") or os.environ.get("VTAG_DELTA_JARS_DIR")
-    if jars_dir:
-        jars = jars_in(jars_dir)
-        if not jars:
-            raise FileNotFoundError(f"delta_jars_dir {jars_dir} holds no *.jar")
-        return jars
-    if os.environ.get("VTAG_DELTA_JARS") == "maven":
-        return None
-    return jars_in(default_dir()) or None
+    return jars.delta_jars(conf)
 
 
 def build_session(conf: dict[str, Any]) -> SparkSession:

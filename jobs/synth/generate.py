@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
 
+from vtag.jobs.config import add_job_conf_args
+
 log = logging.getLogger("vtag.generate")
 
 FORMATS = ("parquet", "jsonl")
@@ -49,8 +51,7 @@ def _arg_parser() -> argparse.ArgumentParser:
                    help="covers as bytes in the rows or as files behind cover_uri (default %(default)s)")
     p.add_argument("--config", default=None, help="generator knobs YAML (default conf/generate/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KNOB=V", help="override one knob, e.g. cover.width=224")
-    p.add_argument("--job-conf", default=None, help="job profile (default conf/jobs/local.yaml)")
-    p.add_argument("--conf", action="append", default=[], metavar="K=V", help="job/Spark conf override")
+    add_job_conf_args(p, warehouse=False)
     return p
 
 

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from vtag.jobs.config import add_job_conf_args
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
@@ -43,9 +45,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help=f"allow --vacuum below {MIN_RETENTION_HOURS} hours")
     p.add_argument("--dry-run", action="store_true", help="with --vacuum: list what would be deleted, delete nothing")
     p.add_argument("--keep-history", type=int, metavar="DAYS", help="keep DAYS of versions for time travel (table property)")
-    p.add_argument("--warehouse", help="Delta warehouse root (default: job conf warehouse)")
-    p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
-    p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job or Spark setting")
+    add_job_conf_args(p)
     p.add_argument("--json", action="store_true", help="print what was done as one JSON object on stdout")
     return p
 

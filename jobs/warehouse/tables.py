@@ -149,13 +149,13 @@ def conform(df: DataFrame, name: str) -> DataFrame:
 def replace_day(df: DataFrame, conf: dict[str, Any], name: str, dt: str, *, meta: dict[str, Any] | None = None) -> None:
     """Atomically replace partition ``dt`` of table ``name`` with ``df``'s rows (replaceWhere).
 
-    The commit's ``userMetadata`` is ``meta`` (JSON), by default the conf's job and run id with the day;
+    The commit's ``userMetadata`` is ``meta`` (JSON: the run's job, day and run id; default: job ``vtag``, no run);
     :mod:`vtag.jobs.pipeline.publish` reads it back to find a run's commits.
     """
     date.fromisoformat(dt)  # refuse anything but YYYY-MM-DD before it reaches a predicate
     path = table_path(conf, name)
     out = conform(df, name)
-    meta = meta or {"job": conf.get("_job", "vtag"), "dt": dt, "run_id": conf.get("_run_id")}
+    meta = meta or {"job": "vtag", "dt": dt, "run_id": None}
     with_retries(
         lambda: out.write.format("delta")
         .mode("overwrite")
