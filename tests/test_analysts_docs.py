@@ -1,7 +1,7 @@
 """docs/analysts.md: its schema section matches models/schema.py; every SQL example runs with rows on
-a warehouse shaped like `make demo`'s (its days, uploader and video ids: tests/warehouse_fixture.py
-``demo_shape``; `make demo` itself takes minutes), and the DuckDB-marked ones give `vtag query` the
-same answers as `vtag sql`."""
+the warehouse that `vtag demo` builds (the code of `make demo`, jobs/cli/demo.py ``run_demo``, with
+small settings: tests/warehouse_fixture.py ``SMALL_DEMO_ARGS``; built once per session, on the shared
+SparkSession), and the DuckDB-marked ones give `vtag query` the same answers as `vtag sql`."""
 
 from __future__ import annotations
 
@@ -11,20 +11,19 @@ from pathlib import Path
 import pytest
 
 from tests.test_analysts_query import assert_same
-from tests.warehouse_fixture import demo_shape, get_demo_warehouse
+from tests.warehouse_fixture import build_make_demo, demo_shape
 from vtag.jobs.warehouse.catalog import SCHEMA_BEGIN, SCHEMA_END, schema_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "analysts.md"
 FENCE = re.compile(r"^```sql([^\n]*)\n(.*?)^```", re.S | re.M)
+#: the literal of a ```sql from-history block: a timestamp of the reader's own DESCRIBE HISTORY
+HISTORY_TS = re.compile(r"TIMESTAMP AS OF '([^']+)'")
 
 
-def sql_blocks() -> list[tuple[str, bool]]:
-    """(statement, duckdb too?) for every fenced ```sql block."""
-    out = []
-    for info, body in FENCE.findall(DOC.read_text(encoding="utf-8")):
-        tags = info.split()
-        out.append((body.strip().rstrip(";"), "duckdb" in tags))
-    return out
+def sql_blocks() -> list[tuple[str, set[str]]]:
+    """(statement, the fence's tags: ``duckdb`` = vtag query too, ``from-history``) per ```sql block."""
+    return [(body.strip().rstrip(";"), set(info.split())) for info, body in
+            FENCE.findall(DOC.read_text(encoding="utf-8"))]
 
 
 def test_schema_section_matches_the_contract():
@@ -36,49 +35,75 @@ def test_schema_section_matches_the_contract():
 def test_the_doc_has_the_promised_examples():
     blocks = sql_blocks()
     text = " ".join(s for s, _ in blocks)
-    assert len(blocks) >= 10 and sum(d for _, d in blocks) >= 6
+    assert len(blocks) >= 10 and sum("duckdb" in t for _, t in blocks) >= 6
     for needle in ("VERSION AS OF", "TIMESTAMP AS OF", "DESCRIBE HISTORY", "video_uploads", "uploader_id",
-                   "video_tag_labels", "video_tags_latest", "PARTITION BY level1"):
+                   "video_tag_labels", "video_tags_latest", "PARTITION BY level1", "uploader_profiles"):
         assert needle in text, needle
+    history = [s for s, t in blocks if "from-history" in t]
+    assert history and all(HISTORY_TS.search(s) for s in history)
+    assert "current_timestamp()" not in text  # fails on a warehouse younger than the interval
+
+
+@pytest.fixture(scope="session")
+def make_demo(spark, tmp_path_factory):
+    """The warehouse of `vtag demo` (small settings), built once per session."""
+    demo = build_make_demo(spark, tmp_path_factory.mktemp("vtag-make-demo"))
+    print(f"\nvtag demo ({' '.join(demo.days)}) built in {demo.seconds:.0f}s")
+    return demo
+
+
+def _version_timestamp(spark, conf, version: int) -> str:
+    """The ``timestamp`` of ``version`` in video_tags' history, as the session time zone prints it."""
+    from vtag.jobs.warehouse.tables import table_path
+
+    row = spark.sql(f"DESCRIBE HISTORY delta.`{table_path(conf, 'video_tags')}`").where(f"version = {version}").selectExpr(
+        "date_format(timestamp, 'yyyy-MM-dd HH:mm:ss.SSS') AS ts").first()
+    return row.ts
 
 
 @pytest.mark.spark
-def test_every_doc_query_runs_and_engines_agree(spark, tmp_path_factory):
+@pytest.mark.slow
+def test_every_doc_query_runs_on_the_demo_and_engines_agree(spark, make_demo):
     from vtag.jobs.analytics import query as q
     from vtag.jobs.analytics.sql import run_sql, to_arrow
 
-    wh = get_demo_warehouse(spark, tmp_path_factory)
-    con = q.open_warehouse(wh.conf)
+    assert all(r.status == "succeeded" for r in make_demo.results.values())
+    ts1 = _version_timestamp(spark, make_demo.conf, 1)
+    con = q.open_warehouse(make_demo.conf)
     results = {}
     try:
-        for i, (statement, duck) in enumerate(sql_blocks()):
-            result = to_arrow(run_sql(spark, wh.conf, statement, register=i == 0))
+        for i, (statement, tags) in enumerate(sql_blocks()):
+            if "from-history" in tags:  # the reader takes the timestamp from their DESCRIBE HISTORY
+                statement = HISTORY_TS.sub(f"TIMESTAMP AS OF '{ts1}'", statement)
+            result = to_arrow(run_sql(spark, make_demo.conf, statement, register=i == 0))
             assert result.num_rows > 0, f"no rows from the example:\n{statement}"
-            if duck:
+            if "duckdb" in tags:
                 assert_same(result, q.run_query(con, statement), statement, ordered="ORDER BY" in statement)
             results[statement] = result
     finally:
         con.close()
 
-    # time travel: by version and by time, the re-tagged day as first tagged (the old taxonomy)
-    before = [(wh.taxonomy.version, len(wh.rows_before_retag))]
-    travel = [s for s in results if "GROUP BY taxonomy_version" in s and " AS OF " in s]
+    first, *later = make_demo.days
+    tagged = {d: r.rows_tagged for d, r in make_demo.results.items()}
+    # time travel: version 1 is the first night, by version and by the history's timestamp alike
+    travel = [s for s in results if " AS OF " in s and "GROUP BY dt" in s and "LEFT JOIN" not in s]
     assert len(travel) == 2
     for statement in travel:
-        got = results[statement].to_pylist()
-        assert [(r["taxonomy_version"], r["videos"]) for r in got] == before, statement
-    moved = [s for s in results if "leaf_before" in s][0]
-    n_moved = sum(r["videos"] for r in results[moved].to_pylist())
-    old = {r["video_id"]: r["leaf_id"] for r in wh.rows_before_retag}
-    assert n_moved == sum(old[r["video_id"]] != r["leaf_id"] for r in wh.rows[wh.retag_day]) > 0
-    assert {r["taxonomy_version"] for r in wh.rows[wh.retag_day]} == {wh.taxonomy_v2.version}
+        got = [(str(r["dt"]), r["videos"]) for r in results[statement].to_pylist()]
+        assert got == [(first, tagged[first])], statement
+    (since,) = [s for s in results if "in_version_1" in s]
+    got = {str(r["dt"]): (r["videos"], r["in_version_1"], r["leaf_moved"]) for r in results[since].to_pylist()}
+    assert got == {first: (tagged[first], tagged[first], 0), **{d: (tagged[d], 0, 0) for d in later}}
+    # the profiles come from the demo's labeled set at least (the short training scores few rows >= 0.5)
+    (profiles,) = [s for s in results if "FROM uploader_profiles" in s and "LIMIT 5" in s]
+    assert "labels" in {r["source"] for r in results[profiles].to_pylist()}
 
 
 def test_the_examples_use_the_demo_days_and_no_fixture_ids():
     """The examples name `make demo`'s days (vtag demo's defaults), never the unit-test fixture's."""
     text = DOC.read_text(encoding="utf-8")
     shape = demo_shape()
-    blocks = " ".join(s for s, _ in sql_blocks())
+    blocks = " ".join(s for s, t in sql_blocks() if "from-history" not in t)
     assert not re.search(r"2024-06-0\d|'u0\d'|'v000\d'", text), "fixture dates or ids in docs/analysts.md"
     days = set(re.findall(r"\d{4}-\d{2}-\d{2}", blocks))
     assert days and days <= set(shape.days), days

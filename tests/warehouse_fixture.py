@@ -4,7 +4,7 @@ Three nightly tag runs (2024-06-01..03, one failed attempt on the third day befo
 taxonomy change (v2 adds a leaf) and a re-tag of 2024-06-02 on 2024-06-05, quarantined rows with
 the generator's reasons, a Parquet dump (for ``video_uploads``), and Delta commit times spread over
 the last days (table created 4 days ago, one day's write a day, the re-tag 6 hours ago), so that
-``TIMESTAMP AS OF current_timestamp() - INTERVAL 1 DAY`` in docs/analysts.md lands before the re-tag;
+``TIMESTAMP AS OF current_timestamp() - INTERVAL 1 DAY`` lands before the re-tag;
 ``uploader_profiles`` refreshed through the last day (:func:`vtag.jobs.pipeline.profiles.refresh_profiles`).
 (Delta refuses time travel past ``delta.deletedFileRetentionDuration``, 7 days by default, so the
 commit times cannot be those of June 2024, the days the data is about.)
@@ -14,6 +14,9 @@ test taxonomy. Everything is written through ``vtag.jobs.warehouse.tables`` (``e
 ``conform``), as the jobs write it; quarantine rows and runs go in one append each (the jobs commit
 per day and per run, and every commit costs seconds on a shared CI box). Built once per test
 session (:func:`get_warehouse`).
+
+docs/analysts.md's examples run on the real thing instead: :func:`build_make_demo` runs `vtag demo`'s
+code (``run_demo``, what `make demo` runs) with :data:`SMALL_DEMO_ARGS`.
 """
 
 from __future__ import annotations
@@ -328,13 +331,31 @@ def get_warehouse(spark, tmp_path_factory) -> Warehouse:
     return _CACHE[key]
 
 
-_DEMO_CACHE: dict[int, Warehouse] = {}
+# ---------------------------------------------------------------------------- the real `vtag demo`
+#: `vtag demo` arguments of the docs test: the code of `make demo` with fewer rows and a short training
+SMALL_DEMO_ARGS = ["--rows-per-day", "150", "--train-rows", "400", "--train-minutes", "0.2"]
 
 
-def get_demo_warehouse(spark, tmp_path_factory) -> Warehouse:
-    """A warehouse shaped like the one `make demo` leaves (its days, uploader and video ids; see
-    :func:`demo_shape`), written by the same code path as :func:`get_warehouse`; built on first use."""
-    key = id(spark)
-    if key not in _DEMO_CACHE:
-        _DEMO_CACHE[key] = build_warehouse(spark, tmp_path_factory.mktemp("vtag-demo-shaped"), demo_shape())
-    return _DEMO_CACHE[key]
+@dataclass
+class DemoRun:
+    """A warehouse built by :func:`vtag.jobs.cli.demo.run_demo` (what `make demo` runs)."""
+
+    root: Path
+    conf: Any
+    days: tuple[str, ...]
+    results: dict  # dt -> the tag run's result
+    seconds: float
+
+
+def build_make_demo(spark, root: Path, extra_args: list[str] | None = None) -> DemoRun:
+    """Run `vtag demo`'s generate, train and tag steps into ``root`` on the session ``spark``."""
+    import time
+
+    from vtag.jobs.cli.demo import _arg_parser, run_demo
+    from vtag.jobs.config import load_job_conf
+
+    args = _arg_parser().parse_args([*SMALL_DEMO_ARGS, *(extra_args or []), "--workdir", str(root)])
+    conf = load_job_conf(overrides={"warehouse": str(root / "warehouse")})
+    t0 = time.time()
+    results = run_demo(spark, conf, args)
+    return DemoRun(root, conf, tuple(results), results, time.time() - t0)

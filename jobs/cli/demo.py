@@ -2,8 +2,13 @@
 
 1. generate three days of UGC dumps (with a 1% mix of bad rows) and a labeled training set;
 2. train the cpu-small model briefly (a bundle in ``./bundles/demo``);
-3. tag the three days into the local Delta warehouse (``./warehouse``);
+3. tag the three days into the local Delta warehouse (``./warehouse``); ``uploader_profiles`` count
+   the labeled training set too (``profiles.labels_root``, unless the job conf names another), so the
+   uploaders of the labeled data have profiles (``source = labels``) even when a briefly trained
+   model scores few rows above ``profiles.min_score``;
 4. print a summary: rows per day, top tags per level, quarantine reasons, and how to query.
+
+``dump_root`` is set to the demo's ``dumps/`` (the ``video_uploads`` view reads them).
 
 Steps whose output already exists are reused (``--fresh`` redoes everything).
 """
@@ -79,6 +84,11 @@ def run_demo(spark, conf: dict, args: argparse.Namespace) -> dict:
         train(config, taxonomy, frame, bundle, max_minutes=args.train_minutes, seed=args.seed, label="demo",
               data_desc={"data": str(labeled), "config": str(args.model_config)})
     print(f"      data and model ready in {time.time() - t0:.0f}s")
+    conf["dump_root"] = str(dumps)  # the views (video_uploads) read the demo's dumps
+    profiles = dict(conf.get("profiles") or {})
+    if not profiles.get("labels_root"):
+        profiles["labels_root"] = str(labeled)  # profiles from the labeled set too (source = labels)
+        conf["profiles"] = profiles
     results = {}
     for d in days:
         print(f"[4/4] tagging {d}")
