@@ -112,4 +112,4 @@ def test_the_spark_commands_share_one_declaration_of_the_conf_options():
 
     hits = [p.relative_to(REPO).as_posix() for p in (REPO / "jobs").rglob("*.py")
             if re.search(r"add_argument\(\s*\"--(job-conf|conf)\"", p.read_text(encoding="utf-8"))]
-    assert sorted(hits) in (["jobs/config.py"], ["jobs/cli/demo.py", "jobs/config.py"]), hits
+    assert sorted(hits) == ["jobs/config.py"], hits

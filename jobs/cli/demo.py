@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from vtag import conf_dir
-from vtag.jobs.config import load_job_conf
+from vtag.jobs.config import add_job_conf_args, load_job_conf
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -36,8 +36,7 @@ def _arg_parser() -> argparse.ArgumentParser:
                    help="model config YAML (default: the packaged conf/model/cpu-small.yaml)")
     p.add_argument("--taxonomy", default=None, help="default: the job conf's taxonomy (demo-v1)")
     p.add_argument("--workdir", default=".", help="where dumps/, bundles/ and warehouse/ go")
-    p.add_argument("--job-conf", help="job conf YAML (default conf/jobs/local.yaml)")
-    p.add_argument("--conf", action="append", default=[], metavar="K=V", help="override a job (or Spark) setting")
+    add_job_conf_args(p, warehouse=False)  # the warehouse is <workdir>/warehouse
     p.add_argument("--seed", type=int, default=7, help="random seed of data and training (default %(default)s)")
     p.add_argument("--fresh", action="store_true", help="delete earlier demo output first")
     return p
