@@ -54,6 +54,7 @@ AGREEMENT = [
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_spark_and_duckdb_agree(spark, tmp_path_factory):
     from vtag.jobs.analytics.sql import run_sql, to_arrow
 

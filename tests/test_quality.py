@@ -149,6 +149,7 @@ def test_quality_gate_passes_then_fails_on_doctored_partition(spark, wh_conf):
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_quality_gate_rate_drift_status_missing_taxonomy(spark, wh_conf):
     _write_day(spark, wh_conf, "2024-04-01", ["游戏"] * 9 + ["电影"])
     _write_day(spark, wh_conf, "2024-04-02", ["电影"] * 8 + ["游戏"] * 2, n_quarantine=2)  # drift + 2/12 quarantined
