@@ -226,13 +226,18 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 def _uploader_columns(cfg: dict, featurizer) -> dict:
     """TfidfWide's uploader arguments for ``head.tfidf_wide_uploader``: false -> none, true -> the
-    hashed ids (``context.uploader_buckets``), ``exact`` -> the featurizer's uploader keys."""
+    hashed ids (``context.uploader_buckets``), ``exact`` -> the featurizer's uploader keys (and
+    ``head.tfidf_wide_new_uploader_svm``)."""
     mode = cfg["head"]["tfidf_wide_uploader"]
     if mode not in (False, True, "exact"):
         raise ValueError(f"head.tfidf_wide_uploader must be false, true or exact, got {mode!r}")
     if not mode or "context" not in cfg["modalities"]:
         return {}
+    gate = bool(cfg["head"]["tfidf_wide_new_uploader_svm"])
     if mode == "exact":
         keys = getattr(featurizer, "uploader_keys", None)
-        return {"uploader_keys": np.zeros(0, dtype=np.int64) if keys is None else keys}
+        return {"uploader_keys": np.zeros(0, dtype=np.int64) if keys is None else keys, "new_uploader_svm": gate}
+    if gate:
+        raise ValueError("head.tfidf_wide_new_uploader_svm needs head.tfidf_wide_uploader: exact (hashed ids give "
+                         "every uploader a column, so no row counts as new)")
     return {"uploader_buckets": int(cfg["context"]["uploader_buckets"])}

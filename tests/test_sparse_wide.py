@@ -176,6 +176,48 @@ def test_exact_uploader_columns_have_no_collisions_and_skip_new_uploaders():
                   uploader_keys=train_keys)
 
 
+def test_new_uploaders_are_scored_by_a_text_only_svm():
+    from sklearn.svm import LinearSVC
+
+    from vtag.models.context import key_set, uploader_keys
+
+    rng = np.random.default_rng(6)
+    n_keys, n_out = 20, 3
+    ids, rows = _docs(rng, 120, n_keys, 6)
+    names = [f"up{int(i)}" for i in rng.integers(0, 15, size=120)]
+    names[100:] = [f"late{i}" for i in range(20)]  # uploaders first seen after training
+    names[5] = None  # no uploader at all
+    keys = torch.as_tensor(uploader_keys(names))
+    train_keys = key_set(keys[:100].numpy())
+    y = (np.array([sum(map(ord, n)) % 7 if n else 0 for n in names]) + np.array([min(r) for r in rows])) % n_out
+    df = np.array([sum(k in r for r in rows) for k in range(1, n_keys + 1)])
+    module = TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=120, mix=True, uploader_keys=train_keys,
+                       new_uploader_svm=True)
+    x = module.features(ids, uploader_key=keys)
+    n_text = module.table.num_embeddings
+    info = fit_linear_svm(module, x[:100], y[:100], grid=(0.5,))
+    assert info["C"] == 0.5 and info["text_C"] == 0.5
+    both = LinearSVC(C=0.5, random_state=0).fit(x[:100], y[:100]).decision_function(x)
+    text = LinearSVC(C=0.5, random_state=0).fit(x[:100, :n_text], y[:100]).decision_function(x[:, :n_text])
+    module.scale.fill_(1.0)
+    with torch.no_grad():
+        margins = module(ids, uploader_key=keys).numpy()
+        no_uploaders = module(ids).numpy()
+    known = np.isin(keys.numpy(), train_keys)
+    assert known[:100].sum() == 99 and not known[100:].any()
+    np.testing.assert_allclose(margins[known], both[known], atol=1e-4)
+    np.testing.assert_allclose(margins[~known], text[~known], atol=1e-4)  # the null and the later uploaders
+    np.testing.assert_allclose(no_uploaders, text, atol=1e-4)  # a batch without uploader input: text only
+    assert not np.allclose(both[~known], text[~known], atol=1e-3)  # the two SVMs do differ
+    # C chosen on the validation rows of new uploaders when there are enough of them
+    module2 = TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=120, mix=True, uploader_keys=train_keys,
+                        new_uploader_svm=True)
+    info = fit_linear_svm(module2, x[:100], y[:100], x[100:], y[100:], grid=(0.1, 1.0))
+    assert info["text_C"] in (0.1, 1.0) and info["text_val_acc"] is not None
+    with pytest.raises(ValueError, match="exact"):
+        TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=120, mix=True, uploader_buckets=4,
+                  new_uploader_svm=True)
+
 @pytest.mark.slow
 def test_training_refits_the_svm_on_validation_rows_too_and_the_bundle_keeps_exact_uploaders():
     from vtag.models.predictor import Predictor
@@ -185,7 +227,8 @@ def test_training_refits_the_svm_on_validation_rows_too_and_the_bundle_keeps_exa
     cfg = tiny_config(epochs=1)
     cfg["modalities"] = ["text", "context"]
     cfg["text"]["bow"].update({"min_count": 1})
-    cfg["head"] = {"name": "flat", "hidden": 32, "tfidf_wide": "mix", "tfidf_wide_uploader": "exact"}
+    cfg["head"] = {"name": "flat", "hidden": 32, "tfidf_wide": "mix", "tfidf_wide_uploader": "exact",
+                   "tfidf_wide_new_uploader_svm": True}
     out = tmp_root() / "refit-bundle"
     frame = tiny_frame(n=96, seed=5)
     res = train(cfg, tiny_taxonomy(), frame, out, progress=False, label="refit")
@@ -195,12 +238,15 @@ def test_training_refits_the_svm_on_validation_rows_too_and_the_bundle_keeps_exa
     pred = Predictor.load(out, device="cpu")
     torch.testing.assert_close(pred.model.tfidf_wide.uploader_keys, wide.uploader_keys)
     torch.testing.assert_close(pred.model.tfidf_wide.uploader_table.weight, wide.uploader_table.weight)
+    torch.testing.assert_close(pred.model.tfidf_wide.text_table.weight, wide.text_table.weight)
+    assert wide.svm_text_c is not None and float(wide.text_table.weight.abs().sum()) > 0
     assert len(pred.predict(frame.head(8))) == 8
     # the refit is the same SVM fitted on every row: refitting on the training rows alone differs
-    before = wide.table.weight.clone()
+    before, text_before = wide.table.weight.clone(), wide.text_table.weight.clone()
     tr = frame.sample(frac=0.5, random_state=0)
     refit_svm_wide(res.model, res.featurizer, tiny_taxonomy(), tr, tr.iloc[:0], seed=0)
     assert torch.equal(wide.table.weight, before)  # no validation rows: nothing to add, skipped
     assert wide.svm_c is not None
     refit_svm_wide(res.model, res.featurizer, tiny_taxonomy(), tr, frame.drop(tr.index).head(8), seed=0)
     assert not torch.equal(wide.table.weight, before)  # fewer rows, another fit
+    assert not torch.equal(wide.text_table.weight, text_before)

@@ -30,10 +30,12 @@ def warn_if_coverless(frame, config: Mapping[str, Any]) -> bool:
     return True
 
 
-def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int, c: float | None = None) -> dict:
-    """``head.tfidf_wide: svm|mix``: fit the TF-IDF linear SVM (C on the validation rows, or ``c``),
-    frozen before the deep part trains (:func:`vtag.models.sparse_wide.fit_linear_svm`). The chosen C
-    is kept as ``model.tfidf_wide.svm_c`` for :func:`refit_svm_wide`; returns the fit's info."""
+def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int, c: float | None = None,
+                 text_c: float | None = None) -> dict:
+    """``head.tfidf_wide: svm|mix``: fit the TF-IDF linear SVM (C on the validation rows, or ``c``;
+    the new uploaders' text-only SVM's C likewise, or ``text_c``), frozen before the deep part trains
+    (:func:`vtag.models.sparse_wide.fit_linear_svm`). The chosen Cs are kept as
+    ``model.tfidf_wide.svm_c`` / ``svm_text_c`` for :func:`refit_svm_wide`; returns the fit's info."""
     import numpy as np
     import scipy.sparse as sp
 
@@ -54,11 +56,12 @@ def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int, c: fl
     x_tr, y_tr = xy(train_df)
     x_va, y_va = xy(val_df)
     if c is not None:
-        info = fit_linear_svm(module, x_tr, y_tr, grid=(float(c),), seed=seed)
+        info = fit_linear_svm(module, x_tr, y_tr, grid=(float(c),), seed=seed, text_c=text_c)
     else:
         info = fit_linear_svm(module, x_tr, y_tr, x_va, y_va, seed=seed)
-    module.svm_c = info["C"]
-    log.info("tfidf_wide svm: C=%s validation acc %s, %d classes, %d rows, %.1fs", info["C"], info["val_acc"],
+    module.svm_c, module.svm_text_c = info["C"], info.get("text_C")
+    log.info("tfidf_wide svm: C=%s validation acc %s (new uploaders' text-only SVM: C=%s, acc %s), %d classes, "
+             "%d rows, %.1fs", info["C"], info["val_acc"], info.get("text_C"), info.get("text_val_acc"),
              info["classes"], len(train_df), time.monotonic() - t0)
     return info
 
@@ -81,7 +84,8 @@ def refit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> 
     device = module.idf.device
     module.cpu()  # the features are built on the CPU (scipy)
     try:
-        return fit_svm_wide(model, featurizer, taxonomy, rows, rows.iloc[:0], seed, c=c)
+        return fit_svm_wide(model, featurizer, taxonomy, rows, rows.iloc[:0], seed, c=c,
+                            text_c=getattr(module, "svm_text_c", None))
     finally:
         module.to(device)
 
