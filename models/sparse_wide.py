@@ -121,6 +121,8 @@ class TfidfWide(nn.Module):
             nn.init.zeros_(self.text_table.weight)
             self.text_table.weight.requires_grad_(False)
             self.register_buffer("text_bias", torch.zeros(int(n_out)))
+            if self.mix:  # its own weight in the mix (choose_mix_scale); an svm learns one scale
+                self.text_scale = nn.Parameter(torch.tensor(0.0), requires_grad=False)
 
     def weights(self, bow_ids: torch.Tensor) -> torch.Tensor:
         """``[B, M]`` float32 per-position weights; an n-gram's positions sum to its TF-IDF value."""
@@ -152,7 +154,7 @@ class TfidfWide(nn.Module):
         """``bow_ids [B, M]`` (and with uploader columns ``uploader [B, K]`` hashed ids or
         ``uploader_key [B]`` exact keys, 0 = null) -> logits ``[B, n_out]``; None while a mix's
         scale is 0."""
-        if self.mix and float(self.scale) == 0.0:
+        if self.mix and float(self.scale) == 0.0 and float(getattr(self, "text_scale", 0.0)) == 0.0:
             return None  # not mixed in (yet): the deep part alone
         rows, weights = self.row_of[bow_ids], self.weights(bow_ids)
         out = self.table(rows, per_sample_weights=weights)
@@ -161,13 +163,11 @@ class TfidfWide(nn.Module):
             out = out + self.uploader_table(up)
         if self.fitted:
             out = out + self.bias
-        if self.text_table is not None:
-            text = self.text_table(rows, per_sample_weights=weights) + self.text_bias
-            known = torch.zeros(out.shape[0], 1, dtype=torch.bool, device=out.device) if up is None else up > 0
-            out = torch.where(known, out, text)
-        if self.fitted:
-            out = self.scale * out
-        return out
+        if self.text_table is None:
+            return self.scale * out if self.fitted else out
+        text = self.text_table(rows, per_sample_weights=weights) + self.text_bias
+        known = torch.zeros(out.shape[0], 1, dtype=torch.bool, device=out.device) if up is None else up > 0
+        return torch.where(known, self.scale * out, getattr(self, "text_scale", self.scale) * text)
 
     @torch.no_grad()
     def features(self, bow_ids: torch.Tensor, uploader: torch.Tensor | None = None,
@@ -203,7 +203,10 @@ MIX_SCALE_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
 @torch.no_grad()
 def choose_mix_scale(module: TfidfWide, score, grid: tuple[float, ...] = MIX_SCALE_GRID) -> dict:
     """``head.tfidf_wide: mix``: set the weight of the fitted SVM's margins in the trained model's
-    logits to the grid value that scores best on validation rows (0 = the deep model alone).
+    logits to the grid value that scores best on validation rows (0 = the deep model alone). With
+    ``new_uploader_svm``, the text-only SVM's weight (``text_scale``, the rows of new uploaders) is
+    then chosen the same way with ``scale`` fixed: the deep model's share is worth more where the SVM
+    knows nothing of the uploader.
 
     Parameters
     ----------
@@ -211,23 +214,35 @@ def choose_mix_scale(module: TfidfWide, score, grid: tuple[float, ...] = MIX_SCA
         Built with ``mix=True`` and fitted (:func:`fit_linear_svm`).
     score : callable
         ``score() -> float``: the validation metric of the model as it stands (higher is better);
-        called once per grid value with ``module.scale`` set to it.
+        called once per grid value with ``module.scale`` (and ``text_scale``) set to it.
     grid : tuple of float
         Candidate scales; ties keep the smaller one.
 
     Returns
     -------
-    dict with ``scale`` (the chosen one) and ``scores`` (``{scale: metric}``).
+    dict with ``scale`` (the chosen one) and ``scores`` (``{scale: metric}``); with
+    ``new_uploader_svm`` also ``text_scale`` and ``text_scores``.
     """
     if not module.mix:
         raise ValueError("choose_mix_scale needs a TfidfWide built with mix=True")
-    scores = {}
-    for s in sorted(grid):
-        module.scale.fill_(float(s))
-        scores[float(s)] = float(score())
-    best = max(scores, key=lambda s: (scores[s], -s))
-    module.scale.fill_(best)
-    return {"scale": best, "scores": scores}
+    scales = [module.scale] + ([module.text_scale] if module.text_table is not None else [])
+
+    def search(params) -> tuple[float, dict]:
+        scores = {}
+        for s in sorted(grid):
+            for p in params:
+                p.fill_(float(s))
+            scores[float(s)] = float(score())
+        best = max(scores, key=lambda s: (scores[s], -s))
+        for p in params:
+            p.fill_(best)
+        return best, scores
+
+    best, scores = search(scales)
+    out = {"scale": best, "scores": scores}
+    if len(scales) > 1:
+        out["text_scale"], out["text_scores"] = search(scales[1:])
+    return out
 
 
 @torch.no_grad()

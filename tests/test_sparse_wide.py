@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_train_support import (  # noqa: F401  (autouse fixture)
-    tiny_config,
-    tiny_frame,
-    tiny_taxonomy,
-    tmp_root,
-    torch_one_thread,
-)
+from tests.builders import tiny_config, tiny_frame, tiny_taxonomy, tmp_root
 from vtag.models.sparse_wide import TfidfWide, choose_mix_scale, fit_linear_svm
 
 
@@ -200,6 +194,7 @@ def test_new_uploaders_are_scored_by_a_text_only_svm():
     both = LinearSVC(C=0.5, random_state=0).fit(x[:100], y[:100]).decision_function(x)
     text = LinearSVC(C=0.5, random_state=0).fit(x[:100, :n_text], y[:100]).decision_function(x[:, :n_text])
     module.scale.fill_(1.0)
+    module.text_scale.fill_(1.0)
     with torch.no_grad():
         margins = module(ids, uploader_key=keys).numpy()
         no_uploaders = module(ids).numpy()
@@ -217,6 +212,23 @@ def test_new_uploaders_are_scored_by_a_text_only_svm():
     with pytest.raises(ValueError, match="exact"):
         TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=120, mix=True, uploader_buckets=4,
                   new_uploader_svm=True)
+    # the mix weighs the two SVMs apart: scale first (both tied), then text_scale alone
+    module.scale.fill_(0.0)
+    module.text_scale.fill_(0.0)
+    assert module(ids, uploader_key=keys) is None
+    seen = []
+
+    def score():  # peaks at scale 2 (tied pass), then at text_scale 4
+        seen.append((float(module.scale), float(module.text_scale)))
+        return -abs(float(module.scale) - 2.0) - abs(float(module.text_scale) - 4.0)
+
+    info = choose_mix_scale(module, score, grid=(0.0, 2.0, 4.0))
+    assert seen == [(0.0, 0.0), (2.0, 2.0), (4.0, 4.0), (2.0, 0.0), (2.0, 2.0), (2.0, 4.0)]
+    assert (info["scale"], info["text_scale"]) == (2.0, 4.0)
+    with torch.no_grad():
+        mixed = module(ids, uploader_key=keys).numpy()
+    np.testing.assert_allclose(mixed[known], 2.0 * both[known], atol=1e-4)
+    np.testing.assert_allclose(mixed[~known], 4.0 * text[~known], atol=1e-4)
 
 @pytest.mark.slow
 def test_training_refits_the_svm_on_validation_rows_too_and_the_bundle_keeps_exact_uploaders():
@@ -233,6 +245,7 @@ def test_training_refits_the_svm_on_validation_rows_too_and_the_bundle_keeps_exa
     frame = tiny_frame(n=96, seed=5)
     res = train(cfg, tiny_taxonomy(), frame, out, progress=False, label="refit")
     assert res.metrics["tfidf_refit_rows"] == len(frame)  # training + validation rows
+    assert "text_scale" in res.metrics["tfidf_mix"]  # the new uploaders' SVM has its own weight
     wide = res.model.tfidf_wide
     assert wide.exact_uploaders and wide.uploader_keys.numel() == frame["uploader_id"].nunique()
     pred = Predictor.load(out, device="cpu")

@@ -104,7 +104,13 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
     info = choose_mix_scale(model.tfidf_wide, score)
     log.info("tfidf_wide mix: scale %s on validation (%s: %s)", info["scale"], metric_name,
              {k: round(v, 4) for k, v in info["scores"].items()})
-    return {"scale": info["scale"], "validation": {str(k): v for k, v in info["scores"].items()}}
+    out = {"scale": info["scale"], "validation": {str(k): v for k, v in info["scores"].items()}}
+    if "text_scale" in info:  # head.tfidf_wide_new_uploader_svm
+        log.info("tfidf_wide mix: new uploaders' text-only SVM scale %s (%s: %s)", info["text_scale"], metric_name,
+                 {k: round(v, 4) for k, v in info["text_scores"].items()})
+        out["text_scale"] = info["text_scale"]
+        out["text_validation"] = {str(k): v for k, v in info["text_scores"].items()}
+    return out
 
 
 def auto_stop_threshold(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last) -> float | None:
