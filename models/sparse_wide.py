@@ -69,7 +69,8 @@ class TfidfWide(nn.Module):
         collisions; an uploader not in it (a new one) gets none. Excludes ``uploader_buckets``.
     new_uploader_svm : bool
         With ``uploader_keys``: a second, text-only table and bias (``text_table``, ``text_bias``)
-        score the rows whose uploader has no column.
+        score the rows whose uploader has no column, or a column without rows in the SVM's fit
+        (``uploader_fitted [U + 1]`` bool).
     """
 
     def __init__(self, n_keys: int, n_out: int, max_params: int, df: np.ndarray | None = None, n_docs: int = 0,
@@ -121,6 +122,9 @@ class TfidfWide(nn.Module):
             nn.init.zeros_(self.text_table.weight)
             self.text_table.weight.requires_grad_(False)
             self.register_buffer("text_bias", torch.zeros(int(n_out)))
+            # 1 per uploader column with rows in the last SVM fit: an uploader without any (one of
+            # the validation rows only, before the refit) is as new to the SVM as an unseen one
+            self.register_buffer("uploader_fitted", torch.zeros(self.uploader_table.num_embeddings, dtype=torch.bool))
             if self.mix:  # its own weight in the mix (choose_mix_scale); an svm learns one scale
                 self.text_scale = nn.Parameter(torch.tensor(0.0), requires_grad=False)
 
@@ -166,7 +170,10 @@ class TfidfWide(nn.Module):
         if self.text_table is None:
             return self.scale * out if self.fitted else out
         text = self.text_table(rows, per_sample_weights=weights) + self.text_bias
-        known = torch.zeros(out.shape[0], 1, dtype=torch.bool, device=out.device) if up is None else up > 0
+        if up is None:
+            known = torch.zeros(out.shape[0], 1, dtype=torch.bool, device=out.device)
+        else:
+            known = self.uploader_fitted[up]
         return torch.where(known, self.scale * out, getattr(self, "text_scale", self.scale) * text)
 
     @torch.no_grad()
@@ -267,7 +274,7 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
         ``LinearSVC``'s random state.
     text_c : float, optional
         The text-only SVM's C; None chooses it from ``grid`` on the validation rows whose uploader
-        has no column (all validation rows when fewer than :data:`MIN_NEW_VAL_ROWS`).
+        has no training row (all validation rows when fewer than :data:`MIN_NEW_VAL_ROWS`).
 
     Returns
     -------
@@ -298,9 +305,14 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
     info = {"C": best_c, "val_acc": best, "classes": int(classes.size)}
     if module.text_table is None:
         return info
+    fitted = np.zeros(module.uploader_fitted.shape[0], dtype=bool)
+    fitted[np.unique(x_train[tr][:, n_text:].nonzero()[1])] = True
+    fitted[0] = False
+    module.uploader_fitted.copy_(torch.from_numpy(fitted))
     xv, yv = None, None
     if va is not None and va.any():
-        new = np.asarray(x_val[:, n_text:].getnnz(axis=1) == 0) & va
+        up_val = x_val[:, n_text:].tocsr()
+        new = np.asarray(up_val.multiply(fitted[None, :].astype(np.float32)).getnnz(axis=1) == 0) & va
         pick = new if new.sum() >= MIN_NEW_VAL_ROWS else va
         xv, yv = x_val[pick][:, :n_text], y_val[pick]
     text_grid = grid if text_c is None else (float(text_c),)

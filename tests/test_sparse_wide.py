@@ -209,6 +209,18 @@ def test_new_uploaders_are_scored_by_a_text_only_svm():
                         new_uploader_svm=True)
     info = fit_linear_svm(module2, x[:100], y[:100], x[100:], y[100:], grid=(0.1, 1.0))
     assert info["text_C"] in (0.1, 1.0) and info["text_val_acc"] is not None
+    # keys of every labeled row (as training makes them), SVM fitted on the earlier rows only: the
+    # later uploaders have columns but no rows in the fit, so they still get the text-only SVM
+    all_keys = key_set(keys.numpy())
+    module3 = TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=120, mix=True, uploader_keys=all_keys,
+                        new_uploader_svm=True)
+    x3 = module3.features(ids, uploader_key=keys)
+    fit_linear_svm(module3, x3[:100], y[:100], grid=(0.5,))
+    module3.scale.fill_(1.0)
+    module3.text_scale.fill_(1.0)
+    with torch.no_grad():
+        np.testing.assert_allclose(module3(ids, uploader_key=keys).numpy()[100:], text[100:], atol=1e-4)
+    assert int(module3.uploader_fitted.sum()) == all_keys.size - 20
     with pytest.raises(ValueError, match="exact"):
         TfidfWide(n_keys, n_out, max_params=10**6, df=df, n_docs=120, mix=True, uploader_buckets=4,
                   new_uploader_svm=True)
