@@ -1,17 +1,38 @@
-"""Shared fixtures: one local[2] SparkSession for the whole run, tiny data paths."""
+"""The suite's shared fixtures: one local[2] SparkSession for the whole run, the tiny taxonomies and
+bundles, the analysts' warehouse and the `vtag demo` warehouse. The data they hold is built by
+``tests/builders.py`` (plain functions, importable by any test)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("VTAG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-TEST_DATA = Path(__file__).resolve().parent / "data"
+from tests.builders import REPO_ROOT, SHARED_DATA, TEST_DATA  # noqa: F401  (re-exported for old imports)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def torch_one_thread():
+    """The session runs torch with one intra-op thread (fixtures of every scope too): tiny models on a
+    shared 2-core machine are several times faster so (no OpenMP spin-waits under oversubscription).
+    Spark's Python workers and subprocesses are other processes and keep their own setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def torch_one_thread_again(torch_one_thread):
+    """Back to one thread after a test whose code set another count (``--threads``, a predictor)."""
+    yield
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +42,9 @@ def tiny_taxonomy_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_taxonomy(tiny_taxonomy_path):
-    from vtag.hierarchy.taxonomy import Taxonomy
+    from tests.builders import tiny_taxonomy
 
-    return Taxonomy.load(tiny_taxonomy_path)
+    return tiny_taxonomy()
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +52,11 @@ def demo_taxonomy():
     from vtag.hierarchy.taxonomy import Taxonomy
 
     return Taxonomy.load(REPO_ROOT / "conf" / "taxonomy" / "demo-v1.yaml")
+
+
+@pytest.fixture(scope="session")
+def retag_v2_path() -> Path:
+    return TEST_DATA / "tiny-taxonomy-retag-v2.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -62,39 +88,38 @@ def spark(spark_warehouse):
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_taxonomy):
-    """A real (tiny) model bundle trained for two epochs on toy frames of the tiny taxonomy."""
-    import yaml
+    """A real (tiny) model bundle of ``conf/model/cpu-small.yaml`` trained for two epochs on toy frames
+    of the tiny taxonomy: the tagging jobs' bundle (the unit tests' is ``tests.builders.tiny_bundle()``)."""
+    from tests.builders import train_cpu_small_bundle
 
-    from vtag.models.data import toy_labeled_frame
-    from vtag.models.training import train
-
-    config = yaml.safe_load((REPO_ROOT / "conf" / "model" / "cpu-small.yaml").read_text(encoding="utf-8"))
-    config["image"]["input_size"] = 32
-    config.setdefault("train", {}).update({"batch_size": 32})
-    out = tmp_path_factory.mktemp("tiny-bundle")
-    frame = toy_labeled_frame(tiny_taxonomy, n=96, seed=1)
-    train(config, tiny_taxonomy, frame, out, epochs=2, seed=0, progress=False, label="tiny-test")
-    return out
-
-
-@pytest.fixture(scope="session")
-def retag_v2_path() -> Path:
-    return TEST_DATA / "tiny-taxonomy-retag-v2.yaml"
+    return train_cpu_small_bundle(tiny_taxonomy, tmp_path_factory.mktemp("tiny-bundle"), rows_seed=1, label="tiny-test")
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle_v2(tmp_path_factory, retag_v2_path):
     """A tiny bundle trained on the revised tiny taxonomy (the re-tag target)."""
-    import yaml
-
+    from tests.builders import train_cpu_small_bundle
     from vtag.hierarchy.taxonomy import Taxonomy
-    from vtag.models.data import toy_labeled_frame
-    from vtag.models.training import train
 
     v2 = Taxonomy.load(retag_v2_path)
-    config = yaml.safe_load((REPO_ROOT / "conf" / "model" / "cpu-small.yaml").read_text(encoding="utf-8"))
-    config["image"]["input_size"] = 32
-    config.setdefault("train", {}).update({"batch_size": 32})
-    out = tmp_path_factory.mktemp("tiny-bundle-v2")
-    train(config, v2, toy_labeled_frame(v2, n=96, seed=2), out, epochs=2, seed=0, progress=False, label="tiny-v2")
-    return out
+    return train_cpu_small_bundle(v2, tmp_path_factory.mktemp("tiny-bundle-v2"), rows_seed=2, label="tiny-v2")
+
+
+@pytest.fixture(scope="session")
+def analysts_warehouse(spark, tmp_path_factory):
+    """The analysts' warehouse (``tests.builders.build_warehouse``), built once per session and only
+    read by the tests that take it (catalog, sql, query, report, reads-never-write)."""
+    from tests.builders import build_warehouse
+
+    return build_warehouse(spark, tmp_path_factory.mktemp("vtag-analysts"))
+
+
+@pytest.fixture(scope="session")
+def make_demo(spark, tmp_path_factory):
+    """The warehouse of `vtag demo` (small settings, ``tests.builders.SMALL_DEMO_ARGS``), built once per
+    session."""
+    from tests.builders import build_make_demo
+
+    demo = build_make_demo(spark, tmp_path_factory.mktemp("vtag-make-demo"))
+    print(f"\nvtag demo ({' '.join(demo.days)}) built in {demo.seconds:.0f}s")
+    return demo

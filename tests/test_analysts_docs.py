@@ -1,7 +1,7 @@
 """docs/analysts.md: its schema section matches models/schema.py; every SQL example runs with rows on
 the warehouse that `vtag demo` builds (the code of `make demo`, jobs/cli/demo.py ``run_demo``, with
-small settings: tests/warehouse_fixture.py ``SMALL_DEMO_ARGS``; built once per session, on the shared
-SparkSession), and the DuckDB-marked ones give `vtag query` the same answers as `vtag sql`."""
+small settings: tests/builders.py ``SMALL_DEMO_ARGS``; the session fixture ``make_demo``, built once, on the
+shared SparkSession), and the DuckDB-marked ones give `vtag query` the same answers as `vtag sql`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import demo_shape
 from tests.test_analysts_query import assert_same
-from tests.warehouse_fixture import build_make_demo, demo_shape
 from vtag.jobs.warehouse.catalog import SCHEMA_BEGIN, SCHEMA_END, schema_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "analysts.md"
@@ -42,14 +42,6 @@ def test_the_doc_has_the_promised_examples():
     history = [s for s, t in blocks if "from-history" in t]
     assert history and all(HISTORY_TS.search(s) for s in history)
     assert "current_timestamp()" not in text  # fails on a warehouse younger than the interval
-
-
-@pytest.fixture(scope="session")
-def make_demo(spark, tmp_path_factory):
-    """The warehouse of `vtag demo` (small settings), built once per session."""
-    demo = build_make_demo(spark, tmp_path_factory.mktemp("vtag-make-demo"))
-    print(f"\nvtag demo ({' '.join(demo.days)}) built in {demo.seconds:.0f}s")
-    return demo
 
 
 def _version_timestamp(spark, conf, version: int) -> str:

@@ -44,7 +44,7 @@ def test_optimize_zorder_and_forced_vacuum(spark, tmp_path):
     import random
     from datetime import datetime, timezone
 
-    from tests.warehouse_fixture import _frame, _tag_row, load_taxonomies
+    from tests.builders import load_taxonomies, spark_frame, tag_row
     from vtag.jobs.config import load_job_conf
     from vtag.jobs.warehouse.tables import ensure_table, replace_day
     from vtag.models.schema import VIDEO_TAGS_SCHEMA
@@ -55,8 +55,8 @@ def test_optimize_zorder_and_forced_vacuum(spark, tmp_path):
     rng = random.Random(7)
     now = datetime(2024, 6, 2, tzinfo=timezone.utc)
     for attempt in range(2):  # the same day written twice: the first files become unreferenced
-        rows = [_tag_row(tax, tax.leaf_ids[i % 5], rng, "2024-06-01", f"r{attempt}", now, f"v{i}", 0.1) for i in range(40)]
-        replace_day(_frame(spark, rows, VIDEO_TAGS_SCHEMA).repartition(3), conf, "video_tags", "2024-06-01")
+        rows = [tag_row(tax, tax.leaf_ids[i % 5], rng, "2024-06-01", f"r{attempt}", now, f"v{i}", 0.1) for i in range(40)]
+        replace_day(spark_frame(spark, rows, VIDEO_TAGS_SCHEMA).repartition(3), conf, "video_tags", "2024-06-01")
 
     out = m.maintain(spark, conf, "video_tags", optimize=True, zorder=["leaf_id"], where="dt = '2024-06-01'",
                      keep_history_days=30)

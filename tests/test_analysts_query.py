@@ -9,7 +9,6 @@ from datetime import datetime
 import pyarrow as pa
 import pytest
 
-from tests.warehouse_fixture import get_warehouse
 from vtag.jobs.analytics import query as q
 
 
@@ -55,10 +54,10 @@ AGREEMENT = [
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_spark_and_duckdb_agree(spark, tmp_path_factory):
+def test_spark_and_duckdb_agree(spark, analysts_warehouse):
     from vtag.jobs.analytics.sql import run_sql, to_arrow
 
-    wh = get_warehouse(spark, tmp_path_factory)
+    wh = analysts_warehouse
     con = q.open_warehouse(wh.conf)
     try:
         for statement in AGREEMENT:
@@ -71,8 +70,8 @@ def test_spark_and_duckdb_agree(spark, tmp_path_factory):
 
 
 @pytest.mark.spark
-def test_dt_filter_reads_only_that_day(spark, tmp_path_factory):
-    wh = get_warehouse(spark, tmp_path_factory)
+def test_dt_filter_reads_only_that_day(spark, analysts_warehouse):
+    wh = analysts_warehouse
     files: list[str] = []
     one = q.query(wh.conf, "SELECT count(*) AS n FROM video_tags WHERE dt = DATE '2024-06-02'", files)
     assert one.column("n").to_pylist() == [len(wh.rows["2024-06-02"])]
@@ -88,8 +87,8 @@ def test_dt_filter_reads_only_that_day(spark, tmp_path_factory):
 
 
 @pytest.mark.spark
-def test_query_cli_prints_and_writes(spark, tmp_path_factory, capsys):
-    wh = get_warehouse(spark, tmp_path_factory)
+def test_query_cli_prints_and_writes(spark, analysts_warehouse, tmp_path_factory, capsys):
+    wh = analysts_warehouse
     base = dict(warehouse=str(wh.warehouse), job_conf=None, conf=[f"dump_root={wh.dump_root}"], limit=5,
                 csv=None, parquet=None, files_read=False)
     rc = q.main(argparse.Namespace(statement="SELECT video_id, level1, path_names FROM video_tags ORDER BY video_id, dt", **base))

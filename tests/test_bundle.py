@@ -8,13 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from test_train_support import (
-    tiny_bundle,
-    tiny_taxonomy,
-    tmp_root,
-    torch_one_thread,  # noqa: F401  (autouse fixture)
-)
 
+from tests.builders import tiny_bundle, tiny_taxonomy, tmp_root
 from vtag.models.bundle import (
     BUNDLE_FILES,
     BundleError,
@@ -121,8 +116,8 @@ def test_kept_ngram_keys_travel_in_the_weights_and_survive_resume():
     import copy
 
     from safetensors.torch import load_file
-    from test_train_support import tiny_config, tiny_frame
 
+    from tests.builders import tiny_config, tiny_frame
     from vtag.models.bundle import NGRAM_KEYS
     from vtag.models.training import train
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.warehouse_fixture import get_warehouse
 from vtag.jobs.warehouse.catalog import (
     SCHEMAS,
     CatalogError,
@@ -46,8 +45,8 @@ def test_view_sql_knows_its_views():
 
 
 @pytest.mark.spark
-def test_register_tables_names_comments_views(spark, tmp_path_factory):
-    wh = get_warehouse(spark, tmp_path_factory)
+def test_register_tables_names_comments_views(spark, analysts_warehouse):
+    wh = analysts_warehouse
     names = register_tables(spark, wh.conf)
     assert set(names) == {f"vtag.{n}" for n in ("video_tags", "video_tags_quarantine", "tag_runs", "uploader_profiles",
                                                  "ugc_dump", "video_tag_labels", "video_tags_latest", "video_uploads")}
@@ -80,11 +79,11 @@ def test_register_tables_names_comments_views(spark, tmp_path_factory):
 
 
 @pytest.mark.spark
-def test_registration_follows_the_warehouse(spark, tmp_path_factory):
+def test_registration_follows_the_warehouse(spark, analysts_warehouse, tmp_path_factory):
     """A name registered for another warehouse is re-pointed, never left stale."""
     from vtag.jobs.warehouse.tables import ensure_table
 
-    wh = get_warehouse(spark, tmp_path_factory)
+    wh = analysts_warehouse
     other = dict(wh.conf, warehouse=str(tmp_path_factory.mktemp("other") / "warehouse"),
                  catalog_database="vtag_moved", dump_root=None)
     ensure_table(spark, other, "video_tags")
@@ -100,10 +99,10 @@ def test_registration_follows_the_warehouse(spark, tmp_path_factory):
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_metastore_persists_across_processes(spark, tmp_path_factory):
+def test_metastore_persists_across_processes(spark, analysts_warehouse, tmp_path_factory):
     """`vtag sql --metastore` (Hive catalog, Derby beside the warehouse) registers; a later process finds the
     names. Without --metastore the names are the session's own: nothing persists."""
-    wh = get_warehouse(spark, tmp_path_factory)
+    wh = analysts_warehouse
     env = dict(os.environ, PYTHONPATH=str(REPO))
     common = ["--warehouse", str(wh.warehouse), "--conf", f"dump_root={wh.dump_root}", "--conf", "master=local[1]",
               "--conf", "spark.driver.memory=1g", "--conf", "spark.sql.shuffle.partitions=1"]

@@ -5,14 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_train_support import (
-    tiny_config,
-    tiny_frame,
-    tiny_taxonomy,
-    tmp_root,
-    torch_one_thread,  # noqa: F401  (autouse fixture)
-)
 
+from tests.builders import tiny_config, tiny_frame, tiny_taxonomy, tmp_root
 from vtag.models.data import write_dump
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
+from tests.builders import jpeg_bytes
 from vtag.models.schema import DUMP_SCHEMA
 
 pytestmark = pytest.mark.spark
@@ -20,9 +19,7 @@ TS = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
 
 
 def _jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (16, 12), (200, 30, 30)).save(buf, format="JPEG")
-    return buf.getvalue()
+    return jpeg_bytes((200, 30, 30), size=(16, 12))
 
 
 def _row(vid, **kw):

@@ -5,12 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from test_train_support import (
-    tiny_bundle,
-    tmp_root,
-    torch_one_thread,  # noqa: F401  (autouse fixture)
-)
 
+from tests.builders import tiny_bundle, tmp_root
 from vtag.models.data import write_dump
 from vtag.models.evaluate import true_labels
 

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from tiny_dumps import _jpeg, _rows, _write_day
 
+from tests.builders import dump_rows, jpeg_bytes, write_dump_day
 from vtag.models.schema import DUMP_SCHEMA
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -44,8 +44,8 @@ def fx(tmp_path_factory, tiny_taxonomy_path, tiny_bundle):
     conf = load_job_conf(overrides={"warehouse": str(root / "wh"), "taxonomy": str(tiny_taxonomy_path),
                                     "tag_partitions": "2", "profiles.enabled": "false"})
     dump = root / "dump"
-    good, bad = _rows("r", 10)
-    _write_day(dump, D_RERUN, good + [r for r, _ in bad])
+    good, bad = dump_rows("r", 10)
+    write_dump_day(dump, D_RERUN, good + [r for r, _ in bad])
     return {"root": root, "conf": conf, "dump": dump, "bundle": tiny_bundle, "bad_rerun": len(bad)}
 
 
@@ -99,14 +99,14 @@ def _check_day(spark, conf, dt):
 
 # --------------------------------------------------------------------------- bad files
 def _frame_rows(tag, n, start=0):
-    good, _ = _rows(tag, max(2, n + start))
+    good, _ = dump_rows(tag, max(2, n + start))
     return good[start:start + n]
 
 
 def test_bad_files_are_quarantined_and_the_rest_of_the_day_is_tagged(spark, fx):
     day = fx["dump"] / f"dt={D_FILES}"
     good = _frame_rows("f", 6)
-    _write_day(fx["dump"], D_FILES, good)  # part-0.parquet: 6 good rows
+    write_dump_day(fx["dump"], D_FILES, good)  # part-0.parquet: 6 good rows
     # pandas' default timestamp[ns] and int64 durations: cast, not refused
     ns = pd.DataFrame({"video_id": ["ns-0", "ns-1"], "title": ["猫咪日常", "家常菜 美食"], "description": [None, "x"],
                        "uploader_id": ["u1", "u2"], "duration_s": [30, 40],
@@ -166,7 +166,7 @@ def _corrupt_pages(path, column: str) -> None:
 def test_a_file_with_corrupt_data_pages_is_quarantined_whole(spark, fx):
     day = fx["dump"] / f"dt={D_PAGES}"
     good = _frame_rows("p", 6)
-    _write_day(fx["dump"], D_PAGES, good)
+    write_dump_day(fx["dump"], D_PAGES, good)
     bad = day / "part-pages.parquet"
     n = 40
     pq.write_table(pa.table({"video_id": [f"pg-{i}" for i in range(n)], "title": [f"标题 {i}" for i in range(n)],
@@ -335,10 +335,10 @@ def _png(w, h) -> bytes:
 def test_cover_uris_stay_inside_the_root(spark, fx, tmp_path):
     cover_dir = fx["dump"] / "covers" / f"dt={D_COVERS}"
     cover_dir.mkdir(parents=True)
-    (cover_dir / "x.jpg").write_bytes(_jpeg())
-    (cover_dir / "y.jpg").write_bytes(_jpeg((10, 10, 200)))
+    (cover_dir / "x.jpg").write_bytes(jpeg_bytes())
+    (cover_dir / "y.jpg").write_bytes(jpeg_bytes((10, 10, 200)))
     outside = tmp_path / "outside.jpg"
-    outside.write_bytes(_jpeg())
+    outside.write_bytes(jpeg_bytes())
     d = str(cover_dir)
     base = _frame_rows("c", 1)[0]
     uris = {
@@ -348,7 +348,7 @@ def test_cover_uris_stay_inside_the_root(spark, fx, tmp_path):
         "nofile": f"{d}/nope.jpg",
     }
     rows = [{**base, "video_id": k, "cover": None, "cover_uri": v} for k, v in uris.items()]
-    _write_day(fx["dump"], D_COVERS, rows)
+    write_dump_day(fx["dump"], D_COVERS, rows)
     res = _tag(spark, fx, D_COVERS)
     assert res.status == "succeeded" and res.rows_tagged == len(uris)
     writer, tags, _ = _check_day(spark, fx["conf"], D_COVERS)
@@ -371,9 +371,9 @@ def test_symlinked_covers_leaving_the_root_are_not_read(spark, fx, tmp_path):
 
     cover_dir = fx["dump"] / "covers" / f"dt={D_LINKS}"
     cover_dir.mkdir(parents=True)
-    (cover_dir / "x.jpg").write_bytes(_jpeg())
+    (cover_dir / "x.jpg").write_bytes(jpeg_bytes())
     outside = tmp_path / "outside.jpg"  # a sound JPEG outside the dump root: it would decode if read
-    outside.write_bytes(_jpeg((200, 10, 10)))
+    outside.write_bytes(jpeg_bytes((200, 10, 10)))
     (cover_dir / "in-link.jpg").symlink_to(cover_dir / "x.jpg")
     (cover_dir / "out-link.jpg").symlink_to(outside)
     (cover_dir / "passwd.jpg").symlink_to("/etc/passwd")
@@ -381,7 +381,7 @@ def test_symlinked_covers_leaving_the_root_are_not_read(spark, fx, tmp_path):
     base = _frame_rows("l", 1)[0]
     names = {"in": "x.jpg", "in-link": "in-link.jpg", "out-link": "out-link.jpg", "passwd": "passwd.jpg"}
     rows = [{**base, "video_id": k, "cover": None, "cover_uri": f"{d}/{v}"} for k, v in names.items()]
-    _write_day(fx["dump"], D_LINKS, rows)
+    write_dump_day(fx["dump"], D_LINKS, rows)
     # what Spark reads of the directory: its files, never the links that leave the root
     root = cover_root(fx["conf"], str(fx["dump"]))
     assert cover_sources(spark, [d], root) == [f"{d}/in-link.jpg", f"{d}/x.jpg"]
@@ -415,7 +415,7 @@ def test_a_huge_png_is_not_decoded_by_validation(monkeypatch):
 # --------------------------------------------------------------------------- two runs of one day at once
 def test_two_runs_of_one_day_at_once(spark, fx, monkeypatch):
     good = _frame_rows("w", 8)
-    _write_day(fx["dump"], D_RACE, good)
+    write_dump_day(fx["dump"], D_RACE, good)
     # both runs hold before their commits so that they overlap there
     monkeypatch.setenv("VTAG_FAULT_INJECT", "before_commit=sleep:3")
     results, errors = {}, {}

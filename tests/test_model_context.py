@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from vtag.models.context import ContextEncoder, ContextFeaturizer, duration_buckets, hash_ids
 from vtag.models.factory import resolve_config
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: intra-op threads only add spin-wait overhead on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 CFG = resolve_config({"context": {"dim": 4, "uploader_buckets": 13, "program_buckets": 5, "duration_buckets": 6}})["context"]
 

@@ -17,15 +17,6 @@ from vtag.models.dhmcn import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: intra-op threads only add spin-wait overhead on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def dag_R() -> np.ndarray:
     """0, 1 top; 2 under 0 and 1; 3 under 2; 4 under 1. R[i, j]: j is i or below i."""
     R = np.eye(5, dtype=bool)

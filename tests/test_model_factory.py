@@ -13,15 +13,6 @@ from PIL import Image
 from vtag.models.factory import DEFAULT_CONFIG, create_model, resolve_config
 from vtag.models.featurize import Featurizer, collate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: intra-op threads only add spin-wait overhead on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 TINY = {
     "text": {
         "max_tokens": 12,
@@ -231,7 +222,7 @@ def test_resolve_config():
 def test_shipped_configs_resolve(name):
     import yaml
 
-    from tests.conftest import REPO_ROOT
+    from tests.builders import REPO_ROOT
 
     cfg = resolve_config(yaml.safe_load((REPO_ROOT / "conf" / "model" / f"{name}.yaml").read_text()))
     assert cfg["name"] == name

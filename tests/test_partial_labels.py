@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_train_support import tiny_config, tiny_taxonomy, tmp_root, torch_one_thread  # noqa: F401
 
+from tests.builders import tiny_config, tiny_taxonomy, tmp_root
 from vtag.hierarchy.decode import Decoder
 from vtag.models.dhmcn import HierarchySpec, create_head, hierarchical_loss
 from vtag.models.evaluate import choose_stop_threshold

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tiny_dumps import _rows, _write_day
+
+from tests.builders import dump_rows, write_dump_day
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -31,8 +32,8 @@ def test_tag_and_retag_run_write_identical_rows(spark, tmp_path, tiny_bundle, ti
     from vtag.jobs.pipeline.tag import tag_day
 
     dump = tmp_path / "dump"
-    good, bad = _rows("p", 30)
-    _write_day(dump, DAY, good + [r for r, _ in bad])
+    good, bad = dump_rows("p", 30)
+    write_dump_day(dump, DAY, good + [r for r, _ in bad])
     base = {"profiles.enabled": "false", "tag_partitions": "2"}  # retag joins no profiles
     direct = load_job_conf(overrides={**base, "warehouse": str(tmp_path / "direct"), "taxonomy": str(retag_v2_path)})
     tag_day(spark, direct, DAY, dump_root=str(dump), bundle=str(tiny_bundle_v2))

@@ -5,11 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from test_train_support import (
-    tiny_bundle,
-    torch_one_thread,  # noqa: F401  (autouse fixture)
-)
 
+from tests.builders import tiny_bundle
 from vtag.models.predictor import Predictor, resolve_device, to_arrow
 from vtag.models.schema import PREDICTION_SCHEMA
 

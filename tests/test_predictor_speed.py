@@ -12,11 +12,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_train_support import (
-    tiny_bundle,
-    torch_one_thread,  # noqa: F401  (autouse fixture)
-)
 
+from tests.builders import tiny_bundle
 from vtag.models.factory import resolve_config
 from vtag.models.featurize import to_device
 from vtag.models.image import CoverPreprocessor, ImageEncoder

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_train_support import tiny_config, tiny_frame, tiny_taxonomy, tmp_root, torch_one_thread  # noqa: F401
 
+from tests.builders import tiny_config, tiny_frame, tiny_taxonomy, tmp_root
 from vtag.models.profiles import (
     LEAF_COL,
     N_COL,

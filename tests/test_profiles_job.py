@@ -10,7 +10,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from tiny_dumps import _rows, _write_day
+
+from tests.builders import dump_rows, write_dump_day
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -62,12 +63,12 @@ def night(spark, tiny_bundle, tiny_taxonomy_path, tmp_path_factory):
     # min_score 0: every tag counts, so the counts are known; the threshold is tested in test_profiles_refresh
     conf = load_job_conf(overrides={"warehouse": str(root / "wh"), "taxonomy": str(tiny_taxonomy_path),
                                     "tag_partitions": "2", "profiles.min_score": "0"})
-    day1, bad = _rows("p", 8)
-    day2, _ = _rows("q", 8)
+    day1, bad = dump_rows("p", 8)
+    day2, _ = dump_rows("q", 8)
     for r in day2[6:]:
         r["uploader_id"] = "new"
-    _write_day(root / "dump", D1, day1 + [bad[0][0]])  # a null video_id: quarantined
-    _write_day(root / "dump", D2, day2)
+    write_dump_day(root / "dump", D1, day1 + [bad[0][0]])  # a null video_id: quarantined
+    write_dump_day(root / "dump", D2, day2)
     s = SimpleNamespace(conf=conf, root=root, bundle=tiny_bundle, day1=day1, day2=day2)
     s.res1 = _run(spark, s, D1, "in1")
     s.p1, s.tags1 = _profiles(spark, conf), _day_tags(spark, conf, D1)
@@ -180,8 +181,8 @@ def test_profiles_of_another_taxonomy_version_are_refused(spark, tmp_path, tiny_
         "uploader_id string, taxonomy_version string, n_videos double, level1_counts map<string,double>, "
         "leaf_counts map<string,double>, updated_dt date, source string")
     conform(foreign, "uploader_profiles").write.format("delta").mode("append").save(path)
-    good, _ = _rows("x", 3)
-    _write_day(tmp_path / "dump", D1, good)
+    good, _ = dump_rows("x", 3)
+    write_dump_day(tmp_path / "dump", D1, good)
 
     with pytest.raises(ProfileVersionError, match="another-version"):
         tag_day(spark, conf, D1, dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))

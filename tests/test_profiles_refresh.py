@@ -9,7 +9,8 @@ from datetime import date, datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tiny_dumps import _write_day
+
+from tests.builders import write_dump_day
 
 D0, D1, D2, D3 = "2026-11-19", "2026-11-20", "2026-11-21", "2026-11-22"
 TS = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
@@ -65,7 +66,7 @@ def world(spark, tmp_path_factory, tiny_taxonomy):
                 for v, d, _, leaf, s, ver in TAGS if d == day]
         replace_day(spark.createDataFrame(rows, to_spark(VIDEO_TAGS_SCHEMA)), conf, "video_tags", day)
         if day != D0:
-            _write_day(tmp_path / "dump", day, [{"video_id": v, "title": "t", "uploader_id": u, "upload_ts": TS}
+            write_dump_day(tmp_path / "dump", day, [{"video_id": v, "title": "t", "uploader_id": u, "upload_ts": TS}
                                                 for v, d, u, *_ in TAGS if d == day])
     labeled = tmp_path / "labeled" / "dt=2026-10-01"
     labeled.mkdir(parents=True)

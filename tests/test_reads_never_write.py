@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 
-from tests.warehouse_fixture import get_warehouse
 from vtag.jobs.cli import main as cli_main
 from vtag.jobs.warehouse.catalog import TABLE_NAMES, column_comments
 
@@ -32,11 +31,6 @@ def base_args(wh) -> list[str]:
             "--conf", "spark.sql.catalogImplementation=in-memory"]
 
 
-@pytest.fixture(scope="module")
-def wh(spark, tmp_path_factory):
-    return get_warehouse(spark, tmp_path_factory)
-
-
 def read_commands(wh, tmp_path) -> dict[str, list[str]]:
     day = wh.days[-1]
     return {
@@ -49,7 +43,8 @@ def read_commands(wh, tmp_path) -> dict[str, list[str]]:
     }
 
 
-def test_every_read_command_leaves_every_version(wh, tmp_path, capsys):
+def test_every_read_command_leaves_every_version(analysts_warehouse, tmp_path, capsys):
+    wh = analysts_warehouse
     before = versions(wh.warehouse)
     assert set(before) == set(TABLE_NAMES)
     for what, argv in read_commands(wh, tmp_path).items():
@@ -57,9 +52,10 @@ def test_every_read_command_leaves_every_version(wh, tmp_path, capsys):
         assert versions(wh.warehouse) == before, f"`vtag {what}` committed to a table"
 
 
-def test_retag_plan_leaves_every_version(wh, spark, tmp_path, capsys):
+def test_retag_plan_leaves_every_version(analysts_warehouse, spark, tmp_path, capsys):
     from vtag.jobs.pipeline.retag import plan
 
+    wh = analysts_warehouse
     v1, v2 = tmp_path / "v1.yaml", tmp_path / "v2.yaml"
     _write_taxonomy(wh.taxonomy, v1)
     _write_taxonomy(wh.taxonomy_v2, v2)
@@ -75,7 +71,7 @@ def test_retag_plan_leaves_every_version(wh, spark, tmp_path, capsys):
 
 
 def test_retag_plan_on_an_empty_warehouse_creates_nothing(spark, tmp_path):
-    from tests.warehouse_fixture import load_taxonomies
+    from tests.builders import load_taxonomies
     from vtag.jobs.pipeline.retag import RetagError, plan
 
     v1, v2 = load_taxonomies()
@@ -87,11 +83,12 @@ def test_retag_plan_on_an_empty_warehouse_creates_nothing(spark, tmp_path):
     assert not (tmp_path / "wh" / "video_tags").exists()
 
 
-def test_old_warehouse_without_comments_reads_clean_and_register_writes_them(wh, spark, tmp_path, capsys):
+def test_old_warehouse_without_comments_reads_clean_and_register_writes_them(analysts_warehouse, spark, tmp_path, capsys):
     """A table written without column comments (an older vtag): ``vtag sql`` reads it without a commit;
     ``vtag catalog register`` is the write that sets them."""
     from deltalake import DeltaTable
 
+    wh = analysts_warehouse
     old = tmp_path / "old"
     shutil.copytree(wh.warehouse, old / "warehouse")
     path = old / "warehouse" / "tag_runs"
@@ -115,9 +112,10 @@ def test_old_warehouse_without_comments_reads_clean_and_register_writes_them(wh,
     assert got["status"] == column_comments("tag_runs")["status"]
 
 
-def test_tables_are_created_with_their_comments(wh):
+def test_tables_are_created_with_their_comments(analysts_warehouse):
     from deltalake import DeltaTable
 
+    wh = analysts_warehouse
     for name in TABLE_NAMES:
         schema = DeltaTable(str(wh.warehouse / name)).schema().to_arrow()
         got = {f.name: (f.metadata or {}).get(b"comment", b"").decode() for f in schema}

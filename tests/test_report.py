@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.warehouse_fixture import get_warehouse
 from vtag.jobs.analytics import report
 
 
@@ -31,8 +30,8 @@ def _duck(wh):
 
 
 @pytest.mark.spark
-def test_collect_defaults_and_errors(spark, tmp_path_factory):
-    wh = get_warehouse(spark, tmp_path_factory)
+def test_collect_defaults_and_errors(spark, analysts_warehouse):
+    wh = analysts_warehouse
     q, close = _duck(wh)
     try:
         d = report.collect(q, "2024-06-03")
@@ -59,10 +58,10 @@ def test_collect_defaults_and_errors(spark, tmp_path_factory):
 
 
 @pytest.mark.spark
-def test_spark_engine_gives_the_same_numbers(spark, tmp_path_factory):
+def test_spark_engine_gives_the_same_numbers(spark, analysts_warehouse):
     from vtag.jobs.analytics.sql import prepare
 
-    wh = get_warehouse(spark, tmp_path_factory)
+    wh = analysts_warehouse
     prepare(spark, wh.conf)
     s = report.collect(lambda sql: spark.sql(sql).toPandas(), "2024-06-03", "2024-06-01")
     q, close = _duck(wh)
@@ -80,12 +79,12 @@ def test_spark_engine_gives_the_same_numbers(spark, tmp_path_factory):
 
 
 @pytest.mark.spark
-def test_gate_checks_thresholds_and_trend_days(spark, tmp_path_factory, capsys):
+def test_gate_checks_thresholds_and_trend_days(spark, analysts_warehouse, tmp_path_factory, capsys):
     """#19 item 10: a pass/fail badge per check, the thresholds drawn, the headline drift is level 1,
     and the trend shows every day present up to D (at most 14), not a calendar window."""
     import json
 
-    wh = get_warehouse(spark, tmp_path_factory)
+    wh = analysts_warehouse
     q, close = _duck(wh)
     try:
         d = report.collect(q, "2024-06-03")
@@ -129,10 +128,10 @@ def _chromium() -> str | None:
 
 
 @pytest.mark.spark
-def test_report_renders_in_headless_chromium(spark, tmp_path_factory):
+def test_report_renders_in_headless_chromium(spark, analysts_warehouse, tmp_path_factory):
     from PIL import Image, ImageStat
 
-    wh = get_warehouse(spark, tmp_path_factory)
+    wh = analysts_warehouse
     out_dir = tmp_path_factory.mktemp("report")
     page = out_dir / "report.html"
     args = argparse.Namespace(date="2024-06-03", compare=None, out=str(page), warehouse=str(wh.warehouse),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tiny_dumps import _rows, _write_day
+
+from tests.builders import dump_rows, write_dump_day
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -40,8 +41,8 @@ def test_retag_end_to_end(spark, tmp_path, tiny_bundle, tiny_bundle_v2, tiny_tax
                                     "tag_partitions": "2"})
     dump = tmp_path / "dump"
     for i, d in enumerate(DAYS):
-        good, bad = _rows(f"r{i}", 24)
-        _write_day(dump, d, good + [r for r, _ in bad])
+        good, bad = dump_rows(f"r{i}", 24)
+        write_dump_day(dump, d, good + [r for r, _ in bad])
         tag_day(spark, conf, d, dump_root=str(dump), bundle=str(tiny_bundle))
     before = {d: {r["video_id"]: r for r in _day(spark, conf, "video_tags", d)} for d in DAYS}
     old_model, new_model = bundle_model_version(tiny_bundle), bundle_model_version(tiny_bundle_v2)
@@ -108,8 +109,8 @@ def test_retag_refusals(spark, tmp_path, tiny_bundle, tiny_taxonomy_path, retag_
     from vtag.models.bundle import BundleTaxonomyMismatch
 
     conf = load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "taxonomy": str(tiny_taxonomy_path)})
-    good, _ = _rows("z", 6)
-    _write_day(tmp_path / "dump", DAYS[0], good)
+    good, _ = dump_rows("z", 6)
+    write_dump_day(tmp_path / "dump", DAYS[0], good)
     tag_day(spark, conf, DAYS[0], dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))
     args = (spark, conf, str(tiny_taxonomy_path), str(retag_v2_path))
     with pytest.raises(BundleTaxonomyMismatch, match="not the target"):  # a bundle of the old taxonomy

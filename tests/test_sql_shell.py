@@ -59,11 +59,10 @@ def test_repl_multiline_statements_and_quit(monkeypatch, tmp_path):
 
 
 @pytest.mark.spark
-def test_sql_runs_each_statement_a_file_and_stdin(spark, tmp_path_factory, tmp_path, capsys, monkeypatch):
-    from tests.warehouse_fixture import get_warehouse
+def test_sql_runs_each_statement_a_file_and_stdin(spark, analysts_warehouse, tmp_path, capsys, monkeypatch):
     from vtag.jobs.cli import main as cli_main
 
-    wh = get_warehouse(spark, tmp_path_factory)
+    wh = analysts_warehouse
     base = ["--warehouse", str(wh.warehouse), "--conf", "spark.sql.catalogImplementation=in-memory"]
     assert cli_main(["sql", "SELECT 1 AS first_one; SELECT count(*) AS n_days FROM (SELECT DISTINCT dt FROM video_tags)",
                      *base]) == 0

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_dumps import _rows, _write_day
+
+from tests.builders import dump_rows, write_dump_day
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -42,12 +43,12 @@ def _day_rows(wh, table, dt):
 def dump(tmp_path):
     root = tmp_path / "dump"
     for i, dt in enumerate(["2026-11-20", "2026-11-21", "2026-11-22"]):
-        good, bad = _rows(f"d{i}", 40)
-        _write_day(root, dt, good + [r for r, _ in bad])
+        good, bad = dump_rows(f"d{i}", 40)
+        write_dump_day(root, dt, good + [r for r, _ in bad])
     return root
 
 
-GOOD, BAD = 40, len(_rows("x", 40)[1])  # rows per dump day: good ones and one of every bad kind
+GOOD, BAD = 40, len(dump_rows("x", 40)[1])  # rows per dump day: good ones and one of every bad kind
 
 
 @pytest.mark.cluster
@@ -63,7 +64,7 @@ def test_local_cluster_two_executors(tmp_path, dump, tiny_bundle, tiny_taxonomy_
     assert res["rows_read"] == res["rows_tagged"] + res["rows_quarantined"] == GOOD + BAD
     assert len(_day_rows(wh, "video_tags", "2026-11-20")) == res["rows_tagged"] == GOOD
     reasons = sorted(r["reason"] for r in _day_rows(wh, "video_tags_quarantine", "2026-11-20"))
-    assert reasons == sorted(reason for _, reason in _rows("d0", 40)[1])
+    assert reasons == sorted(reason for _, reason in dump_rows("d0", 40)[1])
 
 
 def test_killed_run_leaves_previous_version_and_rerun_succeeds(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):

@@ -6,7 +6,8 @@ import json
 import shutil
 
 import pytest
-from tiny_dumps import _rows, _write_day
+
+from tests.builders import dump_rows, write_dump_day
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -26,8 +27,8 @@ def test_tag_day_end_to_end(spark, tmp_path, tiny_bundle, job_conf):
     # predictors by path, so only a fresh path guarantees this test sees the loads it counts
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
-    good, bad = _rows("a", 12)
-    _write_day(tmp_path / "dump", "2026-11-20", good + [r for r, _ in bad])
+    good, bad = dump_rows("a", 12)
+    write_dump_day(tmp_path / "dump", "2026-11-20", good + [r for r, _ in bad])
     load_log = tmp_path / "loads"
     res = tag_day(spark, job_conf, "2026-11-20", dump_root=str(tmp_path / "dump"), bundle=str(bundle),
                   load_log=str(load_log))
@@ -80,8 +81,8 @@ def test_bundle_of_other_taxonomy_is_refused(spark, tmp_path, tiny_bundle, job_c
 
     other = tmp_path / "other.yaml"
     other.write_text("label: other\nnodes:\n - {id: x, name: X, children: [{id: y, name: Y}]}\n", encoding="utf-8")
-    good, _ = _rows("b", 3)
-    _write_day(tmp_path / "dump", "2026-11-21", good)
+    good, _ = dump_rows("b", 3)
+    write_dump_day(tmp_path / "dump", "2026-11-21", good)
     conf = {**job_conf, "taxonomy": str(other)}
     with pytest.raises(BundleMismatchError, match="taxonomy version"):
         tag_day(spark, conf, "2026-11-21", dump_root=str(tmp_path / "dump"), bundle=str(tiny_bundle))

@@ -9,15 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 from safetensors.torch import load_file
-from test_train_support import (
-    tiny_bundle,
-    tiny_config,
-    tiny_frame,
-    tiny_taxonomy,
-    tmp_root,
-    torch_one_thread,  # noqa: F401  (autouse fixture)
-)
 
+from tests.builders import tiny_bundle, tiny_config, tiny_frame, tiny_taxonomy, tmp_root
 from vtag.models.data import group_keys, grouped_split, read_dumps, write_dump
 from vtag.models.training import TRAIN_DEFAULTS, WeightAverage, train_settings
 
