@@ -75,7 +75,7 @@ def _check_day(spark, conf, dt):
     """
     from pyspark.sql import functions as F
 
-    from vtag.jobs.pipeline.publish import day_rows
+    from vtag.jobs.pipeline.publish_state import day_rows
     from vtag.jobs.pipeline.validate import quarantined_rows
 
     tags = day_rows(spark, conf, "video_tags", dt)
@@ -223,6 +223,7 @@ def test_a_commit_that_lands_but_whose_call_fails_is_rolled_back(spark, fx, firs
             fired.append(name)
             raise OSError("connection reset after the commit")
 
+    # the run's commits look replace_day up in vtag.jobs.pipeline.publish (its rollback, restore_day, in publish_state)
     monkeypatch.setattr(vtag.jobs.pipeline.publish, "replace_day", lands_then_fails)
     with pytest.raises(OSError):
         _tag(spark, fx, D_RERUN)
@@ -277,7 +278,7 @@ def _status(spark, fx, run_id):
 
 
 def test_killed_between_commits_then_the_next_run_rolls_back_and_records_it(spark, fx, first, monkeypatch):
-    from vtag.jobs.pipeline.publish import day_rows
+    from vtag.jobs.pipeline.publish_state import day_rows
 
     before = _check_day(spark, fx["conf"], D_RERUN)[0]
     killed = _kill(spark, fx, monkeypatch, "after_commit:video_tags_quarantine")
@@ -303,7 +304,7 @@ def test_repair_finishes_a_run_killed_between_commits(spark, fx, first, monkeypa
 
 
 def test_repair_rollback_undoes_a_run_killed_after_both_commits(spark, fx, first, monkeypatch):
-    from vtag.jobs.pipeline.publish import day_rows
+    from vtag.jobs.pipeline.publish_state import day_rows
     from vtag.jobs.pipeline.tag import repair
 
     before = _check_day(spark, fx["conf"], D_RERUN)[0]

@@ -99,7 +99,7 @@ def test_schema_reconciliation():
 
 
 def test_the_day_lock_waits_for_a_live_holder_and_takes_over_from_a_dead_one(tmp_path):
-    from vtag.jobs.pipeline.publish import DayBusyError, DayLock, Heartbeat, PublishSettings, Store
+    from vtag.jobs.pipeline.publish_guard import DayBusyError, DayLock, Heartbeat, PublishSettings, Store
 
     store = Store(None, str(tmp_path))
     fast = PublishSettings(heartbeat_s=0.2, stale_after_s=30, lock_timeout_s=1)
@@ -124,7 +124,7 @@ def test_the_day_lock_waits_for_a_live_holder_and_takes_over_from_a_dead_one(tmp
 
 
 def test_liveness():
-    from vtag.jobs.pipeline.publish import PublishSettings, _me, is_alive
+    from vtag.jobs.pipeline.publish_guard import PublishSettings, _me, is_alive
 
     s = PublishSettings(stale_after_s=60)
     me = _me("x")
@@ -137,7 +137,7 @@ def test_liveness():
 
 def test_publish_settings_are_checked():
     from vtag.jobs.config import ConfigError
-    from vtag.jobs.pipeline.publish import publish_settings
+    from vtag.jobs.pipeline.publish_guard import publish_settings
 
     assert publish_settings({}).stale_after_s == 60
     assert publish_settings({"publish": {"stale_after_s": "5"}}).stale_after_s == 5.0

@@ -4,8 +4,9 @@ Both ``vtag tag`` and ``vtag retag run`` publish a day through :func:`run_day`. 
 
 1. **begin** -- the run's heartbeat file is written (``<warehouse>/_vtag_runs/<run_id>/heartbeat``,
    refreshed every ``publish.heartbeat_s`` by a daemon thread), runs of the same day that were left
-   ``started`` by a process that is gone are settled (:func:`recover_day`, see below), and the run's
-   ``tag_runs`` row is appended with status ``started``.
+   ``started`` by a process that is gone are settled
+   (:func:`vtag.jobs.pipeline.publish_recovery.recover_day`), and the run's ``tag_runs`` row is
+   appended with status ``started``.
 2. **write** -- the job computes the day's rows (lazily) and they are written once to staging Parquet
    under the run's directory (inference runs here, exactly once); everything after reads the staged
    files.
@@ -19,25 +20,18 @@ Both ``vtag tag`` and ``vtag retag run`` publish a day through :func:`run_day`. 
    the tables are committed in the fixed order of :data:`ORDER` (quarantine first, ``video_tags``
    last), each a ``replaceWhere`` of the day, and the committed versions are read back and checked
    against the staged counts. On any failure (an exception, an interrupt) each table already committed
-   is put back to its version before the run, **for that day only** (:func:`restore_day`: the day's
-   rows as of that version written back with ``replaceWhere``). ``RESTORE TABLE ... TO VERSION AS OF``
+   is put back to its version before the run, **for that day only**
+   (:func:`vtag.jobs.pipeline.publish_state.restore_day`: the day's rows as of that version written
+   back with ``replaceWhere``). ``RESTORE TABLE ... TO VERSION AS OF``
    would also roll back the other days that concurrent runs committed in between, so it is not used.
    A run that finds that another run published its day after it began is refused (``superseded``):
    of two runs of one day at once, the first to publish wins and the other fails, writing nothing.
 5. **finish** -- the ``tag_runs`` row is updated in place (one row per run) with its counts, timings,
    status and a message naming the committed versions; the staging directory is removed.
 
-A run killed by SIGKILL (or a lost driver) stops its heartbeat and leaves its row ``started``. The
-next run of the same day, or ``vtag tag --date D --repair``, finds it (:func:`recover_day`): a run
-whose heartbeat is stale (or whose process is gone, on the same host) is dead. What its
-``publish.json`` and the tables' Delta histories say decides what is done:
-
-- killed before its commits: nothing was written; the row becomes ``killed``;
-- killed between the commits (a day that mixes two runs across the tables): the next run rolls the
-  committed table back (``killed``); ``--repair`` finishes it instead from its staged files (the
-  audit had passed), or with ``--rollback`` rolls it back;
-- killed after both commits: the day is wholly its; ``--repair`` records it ``succeeded`` (the tag
-  job then refreshes the profiles), the next run records it ``killed`` (and replaces the day anyway).
+A run killed on the way (SIGKILL, a lost driver) is settled by the next run of its day or by ``vtag tag
+--repair``: :mod:`vtag.jobs.pipeline.publish_recovery`. The tables' history and the ``tag_runs``
+helpers both use are in :mod:`vtag.jobs.pipeline.publish_state`.
 
 ``VTAG_FAULT_INJECT`` (tests only): ``point=action[,point=action]`` with points ``after_stage`` (audit
 passed, nothing locked), ``before_commit`` (intent written), ``after_commit:<table>`` and
@@ -52,7 +46,6 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -61,39 +54,28 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from vtag.jobs.pipeline.publish_guard import (  # noqa: F401  (re-exported: callers import them from here)
-    RUNS_DIR,
-    DayBusyError,
-    DayLock,
-    Heartbeat,
-    PublishSettings,
-    Store,
-    _me,
-    is_alive,
-    publish_settings,
-    read_json,
-    run_alive,
-    store_for,
+from vtag.jobs.pipeline.publish_guard import DayLock, Heartbeat, publish_settings, store_for
+from vtag.jobs.pipeline.publish_recovery import settle_dead_runs
+from vtag.jobs.pipeline.publish_state import (
+    FAILED,
+    ORDER,
+    STARTED,
+    SUCCEEDED,
+    AuditError,
+    Commit,
+    Staged,
+    commits_since,
+    day_rows,
+    own_commit,
+    restore_day,
+    runs_of_day,
+    table_version,
+    update_run,
+    verify_published,
 )
-from vtag.jobs.warehouse.tables import (
-    TABLES,
-    append_run,
-    conform,
-    ensure_table,
-    replace_day,
-    table_path,
-    utcnow,
-    with_retries,
-)
+from vtag.jobs.warehouse.tables import append_run, conform, ensure_table, replace_day, utcnow
 
-#: the commit order of a day's tables: the quarantine first, ``video_tags`` (what most readers read) last
-ORDER = ("video_tags_quarantine", "video_tags")
-STARTED, SUCCEEDED, FAILED, KILLED = "started", "succeeded", "failed", "killed"
 FAULT_ENV = "VTAG_FAULT_INJECT"
-
-
-class AuditError(RuntimeError):
-    """The staged rows of a day fail the audit (invariant, duplicate ids): nothing was published."""
 
 
 class SupersededError(RuntimeError):
@@ -102,101 +84,6 @@ class SupersededError(RuntimeError):
 
 class AbandonRun(BaseException):  # noqa: N818 - a stand-in for SIGKILL, not an error
     """``VTAG_FAULT_INJECT=<point>=abandon``: the run stops as if killed (tests only)."""
-
-
-class RepairError(RuntimeError):
-    """``vtag tag --repair`` cannot act (a run is still alive, a table changed under it...)."""
-
-
-# ----------------------------------------------------------------------------------- Delta helpers
-def table_version(spark: SparkSession, conf: dict[str, Any], name: str) -> int:
-    from delta.tables import DeltaTable
-
-    return int(DeltaTable.forPath(spark, table_path(conf, name)).history(1).first().version)
-
-
-@dataclass
-class Commit:
-    version: int
-    operation: str
-    meta: dict[str, Any]
-
-
-def commits_since(spark: SparkSession, conf: dict[str, Any], name: str, version: int) -> list[Commit]:
-    """The commits of table ``name`` after ``version``, oldest first, with their ``userMetadata``."""
-    from delta.tables import DeltaTable
-
-    hist = DeltaTable.forPath(spark, table_path(conf, name)).history()
-    out = []
-    for h in hist.where(F.col("version") > version).select("version", "operation", "userMetadata").collect():
-        try:
-            meta = json.loads(h.userMetadata) if h.userMetadata else {}
-        except ValueError:
-            meta = {}
-        out.append(Commit(int(h.version), str(h.operation), meta if isinstance(meta, dict) else {}))
-    return sorted(out, key=lambda c: c.version)
-
-
-def day_rows(spark: SparkSession, conf: dict[str, Any], name: str, dt: str, version: int | None = None) -> DataFrame:
-    reader = spark.read.format("delta")
-    if version is not None:
-        reader = reader.option("versionAsOf", int(version))
-    return reader.load(table_path(conf, name)).where(F.col("dt") == F.lit(dt).cast("date"))
-
-
-def restore_day(spark: SparkSession, conf: dict[str, Any], name: str, dt: str, version: int, meta: dict) -> None:
-    """Put day ``dt`` of table ``name`` back to its rows as of ``version`` (one ``replaceWhere`` commit).
-
-    Columns the table gained since ``version`` (``video_tags_quarantine.detail``) come back null. Other
-    days are not touched, unlike ``RESTORE TABLE``.
-    """
-    old = day_rows(spark, conf, name, dt, version)
-    missing = [f for f in conform_fields(name) if f.name not in old.columns]
-    for f in missing:
-        old = old.withColumn(f.name, F.lit(None).cast(f.dataType))
-    replace_day(old, conf, name, dt, meta={**meta, "op": "rollback", "to_version": int(version)})
-
-
-def conform_fields(name: str):
-    from vtag.jobs.spark.schema import to_spark
-
-    return to_spark(TABLES[name].schema).fields
-
-
-# ----------------------------------------------------------------------------------- tag_runs
-def runs_of_day(spark: SparkSession, conf: dict[str, Any], dt: str) -> list[dict[str, Any]]:
-    path = table_path(conf, "tag_runs")
-    rows = spark.read.format("delta").load(path).where(F.col("dt") == F.lit(dt).cast("date")).collect()
-    return [r.asDict() for r in rows]
-
-
-def _quiet_update_warning(spark: SparkSession) -> None:
-    """Delta's UPDATE warns "Could not validate number of records due to missing statistics" on every
-    ``tag_runs`` update; the row count is not what we rely on."""
-    try:
-        jvm = spark.sparkContext._jvm
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
-            "org.apache.spark.sql.delta.commands.UpdateCommand", jvm.org.apache.logging.log4j.Level.ERROR)
-    except Exception:  # noqa: BLE001 - only a log level
-        pass
-
-
-def update_run(spark: SparkSession, conf: dict[str, Any], run_id: str, fields: dict[str, Any]) -> None:
-    """Update the ``tag_runs`` row of ``run_id`` in place (Delta UPDATE; conflicts retried)."""
-    from delta.tables import DeltaTable
-
-    from vtag.jobs.spark.schema import to_spark
-    from vtag.models.schema import TAG_RUNS_SCHEMA
-
-    _quiet_update_warning(spark)
-    types = {f.name: f.dataType for f in to_spark(TAG_RUNS_SCHEMA).fields}
-    sets = {}
-    for key, value in fields.items():
-        if key == "dt" and isinstance(value, str):
-            value = date.fromisoformat(value)
-        sets[key] = F.lit(value).cast(types[key])
-    path = table_path(conf, "tag_runs")
-    with_retries(lambda: DeltaTable.forPath(spark, path).update(F.col("run_id") == F.lit(run_id), sets), attempts=8)
 
 
 # ----------------------------------------------------------------------------------- faults (tests)
@@ -219,7 +106,6 @@ def fault(point: str) -> None:
             raise AbandonRun(point)
 
 
-# ----------------------------------------------------------------------------------- the run
 @dataclass
 class DayOutput:
     """What a job computed for its day (lazy frames, written once by :meth:`DayRun.stage`).
@@ -232,28 +118,6 @@ class DayOutput:
     rows_read: int | None = None
     notes: list[str] = field(default_factory=list)
 
-
-@dataclass
-class Staged:
-    """The staged rows of a day (read back from the staging Parquet) and their audited counts."""
-
-    frames: dict[str, DataFrame]
-    dirs: dict[str, str]
-    counts: dict[str, int]  # table -> staged rows
-    rows_tagged: int
-    rows_quarantined: int  # weighted: a file-level entry counts the rows its footer gave
-
-
-@dataclass
-class Recovered:
-    """What :func:`recover_day` did with one dead run."""
-
-    run_id: str
-    job: str
-    action: str  # nothing_written | rolled_back | finished | published | superseded
-    status: str
-    message: str
-    intent: dict[str, Any] | None = None
 
 
 class DayRun:
@@ -425,29 +289,6 @@ class DayRun:
         self.store.remove(self.run_dir())
 
 
-def own_commit(spark: SparkSession, conf: dict[str, Any], name: str, after: int, run_id: str) -> int:
-    """The version of ``run_id``'s publish commit of ``name`` after version ``after``."""
-    for c in reversed(commits_since(spark, conf, name, after)):
-        if c.meta.get("run_id") == run_id and c.meta.get("op") in ("publish", "finish"):
-            return c.version
-    raise RuntimeError(f"{name}: no commit of run {run_id} after v{after}")
-
-
-def verify_published(spark: SparkSession, conf: dict[str, Any], dt: str, staged: Staged, committed: dict[str, int]):
-    """The committed versions hold the staged counts (read back by time travel)."""
-    from vtag.jobs.pipeline.validate import quarantined_rows
-
-    for name, version in committed.items():
-        rows = day_rows(spark, conf, name, dt, version)
-        if name == "video_tags_quarantine":
-            r = rows.agg(F.count(F.lit(1)).alias("n"), F.sum(quarantined_rows()).alias("w")).first()
-            got, want = (int(r.n), int(r.w or 0)), (staged.counts[name], staged.rows_quarantined)
-        else:
-            got, want = rows.count(), staged.counts[name]
-        if got != want:
-            raise AuditError(f"{dt}: {name} v{version} holds {got} rows of the day, the run staged {want}")
-
-
 def run_day(
     spark: SparkSession,
     conf: dict[str, Any],
@@ -491,152 +332,3 @@ def run_day(
         raise
     day.finish(SUCCEEDED, "; ".join(n for n in day.notes if n))
     return day
-
-
-# ----------------------------------------------------------------------------------- recovery
-def settle_dead_runs(spark: SparkSession, conf: dict[str, Any], dt: str, me: str, settings: PublishSettings,
-                     *, locked: bool = False) -> list[Recovered]:
-    """Record the dead runs of day ``dt`` (status still ``started``, process gone) as ``killed`` and roll
-    back a half-published one; cheap when there are none. ``locked``: the caller holds the day's lock."""
-    store = store_for(spark, conf)
-    dead = [r for r in runs_of_day(spark, conf, dt)
-            if r["status"] == STARTED and r["run_id"] != me and not run_alive(store, r["run_id"], settings)]
-    if not dead:
-        return []
-    if locked:
-        return recover_day(spark, conf, dt, me, mode="settle", settings=settings)
-    with DayLock(store, dt, me, settings):
-        return recover_day(spark, conf, dt, me, mode="settle", settings=settings)
-
-
-def recover_day(spark: SparkSession, conf: dict[str, Any], dt: str, me: str, *, mode: str,
-                settings: PublishSettings | None = None) -> list[Recovered]:
-    """Deal with every dead ``started`` run of day ``dt``; the caller holds the day's lock.
-
-    ``mode``: ``settle`` (the next run's start: roll back a partial publish, record the run
-    ``killed``), ``finish`` (``vtag tag --repair``: complete a partial publish from the staged files,
-    record a complete one ``succeeded``) or ``rollback`` (``--repair --rollback``: restore every table
-    the run committed). A run superseded by a later publish of the day is only recorded.
-    """
-    if mode not in ("settle", "finish", "rollback"):
-        raise ValueError(f"unknown recovery mode {mode!r}")
-    settings = settings or publish_settings(conf)
-    store = store_for(spark, conf)
-    out = []
-    for run in sorted(runs_of_day(spark, conf, dt), key=lambda r: r["started_at"] or utcnow()):
-        rid = run["run_id"]
-        if run["status"] != STARTED or rid == me or run_alive(store, rid, settings):
-            continue
-        out.append(_recover_run(spark, conf, dt, me, run, mode, store))
-    return out
-
-
-def _recover_run(spark, conf, dt: str, me: str, run: dict, mode: str, store: Store) -> Recovered:
-    rid, job = run["run_id"], run["job"]
-    intent = read_json(store, store.path(rid, "publish.json"))
-    meta = {"job": job, "dt": dt, "run_id": rid, "by": me}
-    found = f"found dead by {me}"
-    fields: dict[str, Any] = {"finished_at": utcnow()}
-    if intent is None:
-        rec = Recovered(rid, job, "nothing_written", KILLED,
-                        f"run {rid} was killed before publishing ({found}); nothing of it was written")
-    else:
-        pre = {k: int(v) for k, v in intent["pre"].items()}
-        tables = list(intent["tables"])
-        committed, later = {}, {}
-        rolling_back = False
-        for name in tables:
-            for c in commits_since(spark, conf, name, pre[name]):
-                if c.meta.get("dt") != dt:
-                    continue
-                if c.meta.get("run_id") == rid and c.meta.get("op") in ("publish", "finish"):
-                    committed[name] = c.version
-                elif c.meta.get("run_id") == rid and c.meta.get("op") == "rollback":
-                    committed.pop(name, None)  # it was rolling back when it died
-                    rolling_back = True
-                elif c.meta.get("run_id") != rid:
-                    later[name] = c.version
-        if rolling_back and mode == "finish":
-            mode = "rollback"  # it had failed and was undoing its publish: finish that, not the publish
-        fields.update(rows_read=intent.get("rows_read"), rows_tagged=intent.get("rows_tagged"),
-                      rows_quarantined=intent.get("rows_quarantined"))
-        pending = [n for n in tables if n not in committed]
-        if later:
-            rec = Recovered(rid, job, "superseded", KILLED,
-                            f"run {rid} was killed while publishing ({found}); later runs have published the day since "
-                            f"({', '.join(f'{n} v{v}' for n, v in later.items())}), so it was left as they wrote it",
-                            intent)
-        elif mode == "rollback" or (mode == "settle" and pending and committed):
-            done = []
-            for name in reversed(ORDER):
-                if name in committed:
-                    restore_day(spark, conf, name, dt, pre[name], meta)
-                    done.append(f"{name} to v{pre[name]}")
-            what = f"rolled back {', '.join(done)}" if done else "nothing of it was committed"
-            rec = Recovered(rid, job, "rolled_back" if done else "nothing_written", KILLED,
-                            f"run {rid} was killed while publishing ({found}); {what}", intent)
-        elif not pending:
-            if mode == "finish":
-                rec = Recovered(rid, job, "published", SUCCEEDED,
-                                f"run {rid} was killed after publishing {', '.join(f'{n} v{v}' for n, v in committed.items())}; "
-                                f"recorded by vtag tag --repair ({me})", intent)
-            else:
-                rec = Recovered(rid, job, "published", KILLED,
-                                f"run {rid} was killed after publishing {', '.join(f'{n} v{v}' for n, v in committed.items())} "
-                                f"({found}); the day held its rows", intent)
-        elif not committed and mode == "settle":
-            rec = Recovered(rid, job, "nothing_written", KILLED,
-                            f"run {rid} was killed at its publish before any commit ({found}); nothing of it was written",
-                            intent)
-        else:  # finish from the staged files
-            staged_dirs = intent.get("staged") or {}
-            missing = [n for n in pending if not store.exists(staged_dirs.get(n, "") + "/_SUCCESS")]
-            if missing:
-                raise RepairError(f"{dt}: run {rid} cannot be finished, its staged rows of {missing} are gone; "
-                                  "use --repair --rollback")
-            for name in ORDER:
-                if name in pending:
-                    frame = spark.read.schema(_schema(name)).parquet(staged_dirs[name])
-                    replace_day(frame, conf, name, dt, meta={**meta, "op": "finish"})
-                    committed[name] = own_commit(spark, conf, name, pre[name], rid)
-            staged = Staged({}, staged_dirs, {k: int(v) for k, v in intent["counts"].items()},
-                            int(intent.get("rows_tagged") or 0), int(intent.get("rows_quarantined") or 0))
-            verify_published(spark, conf, dt, staged, committed)
-            rec = Recovered(rid, job, "finished", SUCCEEDED,
-                            f"run {rid} was killed while publishing; vtag tag --repair ({me}) finished it from its staged "
-                            f"rows: published {', '.join(f'{n} v{v}' for n, v in committed.items())}", intent)
-    fields.update(status=rec.status, message=rec.message[:4000])
-    update_run(spark, conf, rid, fields)
-    store.remove(store.path(rid))
-    return rec
-
-
-def _schema(name: str):
-    from vtag.jobs.spark.schema import to_spark
-
-    return to_spark(TABLES[name].schema)
-
-
-def repair_day(spark: SparkSession, conf: dict[str, Any], dt: str, *, rollback: bool = False) -> list[Recovered]:
-    """``vtag tag --date D --repair``: finish (or with ``rollback`` undo) the dead runs of day ``dt``.
-
-    Refuses while a run of the day is still alive (its heartbeat is fresh).
-    """
-    settings = publish_settings(conf)
-    for name in ("tag_runs", *ORDER):
-        ensure_table(spark, conf, name)
-    store = store_for(spark, conf)
-    me = f"repair-{dt}-{uuid.uuid4().hex[:12]}"
-    alive = [r["run_id"] for r in runs_of_day(spark, conf, dt)
-             if r["status"] == STARTED and run_alive(store, r["run_id"], settings)]
-    if alive:
-        raise RepairError(f"{dt}: run(s) {alive} are still alive (heartbeat younger than "
-                          f"{settings.stale_after_s:.0f} s); stop them first or wait")
-    hb = Heartbeat(store, me, settings)
-    hb.start()
-    try:
-        with DayLock(store, dt, me, settings):
-            return recover_day(spark, conf, dt, me, mode="rollback" if rollback else "finish", settings=settings)
-    finally:
-        hb.stop()
-        store.remove(store.path(me))

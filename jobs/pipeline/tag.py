@@ -10,7 +10,7 @@ once per Python worker) -> write, audit, publish both partitions of the day as o
 row from its start (``started``) and its outcome. The run is ``succeeded`` only when rows read = rows
 tagged + rows quarantined, every ``video_id`` is tagged once, both tables were published and the
 profile refresh went through. ``vtag tag --repair`` finishes or rolls back a run killed while
-publishing (:func:`vtag.jobs.pipeline.publish.repair_day`).
+publishing (:func:`vtag.jobs.pipeline.publish_recovery.repair_day`).
 """
 
 from __future__ import annotations
@@ -308,9 +308,9 @@ def _tag_days(spark: SparkSession, conf: dict[str, Any], days: list[str], args: 
 
 
 def repair(spark: SparkSession, conf: dict[str, Any], dt: str, *, rollback: bool = False) -> list:
-    """``vtag tag --repair`` for one day: :func:`vtag.jobs.pipeline.publish.repair_day`, then the profile refresh of each
-    tag run it finished (the refresh the killed run never got to)."""
-    from vtag.jobs.pipeline.publish import repair_day
+    """``vtag tag --repair`` for one day: :func:`vtag.jobs.pipeline.publish_recovery.repair_day`, then the
+    profile refresh of each tag run it finished (the refresh the killed run never got to)."""
+    from vtag.jobs.pipeline.publish_recovery import repair_day
 
     done = repair_day(spark, conf, dt, rollback=rollback)
     for rec in done:
@@ -321,7 +321,7 @@ def repair(spark: SparkSession, conf: dict[str, Any], dt: str, *, rollback: bool
         dump_root = run_conf.get("dump_root") or str(conf["dump_root"])
         note = refresh_step(spark, conf, dt, bundle_taxonomy(bundle), dump_root, run_id=rec.run_id)
         rec.message += f"; {note}"
-        from vtag.jobs.pipeline.publish import update_run
+        from vtag.jobs.pipeline.publish_state import update_run
 
         update_run(spark, conf, rec.run_id, {"message": rec.message[:4000]})
     return done
