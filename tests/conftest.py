@@ -66,6 +66,11 @@ def spark_warehouse():
     shutil.rmtree(path, ignore_errors=True)
 
 
+#: the test session's JVM: C1 only (no C2 compiler threads competing for the 2 cores; the tests'
+#: Spark jobs are small, so the JVM's warm-up is most of their time) and the serial collector
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
 @pytest.fixture(scope="session")
 def spark(spark_warehouse):
     """One local[2] SparkSession with Delta, shared by every Spark test; stopped at the end."""
@@ -79,11 +84,22 @@ def spark(spark_warehouse):
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
             "spark.driver.memory": "2g",
+            "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,
+            # Delta's log replay in one task: the tests' tables have a few files each
+            "spark.databricks.delta.snapshotPartitions": "1",
         }
     )
     session = build_session(conf)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def vtag_spark_args() -> list[str]:
+    """``--conf`` arguments that give a ``vtag`` command run as a subprocess the JVM settings of the
+    shared session (its Spark job is as small as the in-process ones)."""
+    return ["--conf", f"spark.driver.extraJavaOptions={TEST_JVM_OPTIONS}",
+            "--conf", "spark.databricks.delta.snapshotPartitions=1"]
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,7 @@ def test_main_refuses_short_vacuum_without_spark(capsys):
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_optimize_zorder_and_forced_vacuum(spark, tmp_path):
     import random
     from datetime import datetime, timezone

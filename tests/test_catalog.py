@@ -99,13 +99,13 @@ def test_registration_follows_the_warehouse(spark, analysts_warehouse, tmp_path_
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_metastore_persists_across_processes(spark, analysts_warehouse, tmp_path_factory):
+def test_metastore_persists_across_processes(spark, analysts_warehouse, tmp_path_factory, vtag_spark_args):
     """`vtag sql --metastore` (Hive catalog, Derby beside the warehouse) registers; a later process finds the
     names. Without --metastore the names are the session's own: nothing persists."""
     wh = analysts_warehouse
     env = dict(os.environ, PYTHONPATH=str(REPO))
     common = ["--warehouse", str(wh.warehouse), "--conf", f"dump_root={wh.dump_root}", "--conf", "master=local[1]",
-              "--conf", "spark.driver.memory=1g", "--conf", "spark.sql.shuffle.partitions=1"]
+              "--conf", "spark.driver.memory=1g", "--conf", "spark.sql.shuffle.partitions=1", *vtag_spark_args]
     out = tmp_path_factory.mktemp("sqlout") / "days.csv"
     first = subprocess.run(
         [sys.executable, "-m", "vtag.jobs.cli", "sql", "--metastore",

@@ -53,21 +53,22 @@ def world(spark, tmp_path_factory, tiny_taxonomy):
     once: every test starts with a refresh of its own)."""
     from vtag.jobs.config import load_job_conf
     from vtag.jobs.spark.schema import to_spark
-    from vtag.jobs.warehouse.tables import ensure_table, replace_day
+    from vtag.jobs.warehouse.tables import conform, ensure_table, table_path
     from vtag.models.schema import LABELED_SCHEMA, VIDEO_TAGS_SCHEMA
 
     tmp_path = tmp_path_factory.mktemp("profiles-world")
     conf = load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "dump_root": str(tmp_path / "dump"),
                                     "profiles.labels_root": str(tmp_path / "labeled")})
     ensure_table(spark, conf, "video_tags")
-    for day in (D0, D1, D2, D3):
-        rows = [{"video_id": v, "dt": date.fromisoformat(d), "leaf_id": leaf, "path": tiny_taxonomy.path(leaf),
-                 "score": s, "taxonomy_version": ver or tiny_taxonomy.version, "run_id": "hand"}
-                for v, d, _, leaf, s, ver in TAGS if d == day]
-        replace_day(spark.createDataFrame(rows, to_spark(VIDEO_TAGS_SCHEMA)), conf, "video_tags", day)
-        if day != D0:
-            write_dump_day(tmp_path / "dump", day, [{"video_id": v, "title": "t", "uploader_id": u, "upload_ts": TS}
-                                                for v, d, u, *_ in TAGS if d == day])
+    # every day's rows in one commit (a refresh reads rows, not the table's history)
+    rows = [{"video_id": v, "dt": date.fromisoformat(d), "leaf_id": leaf, "path": tiny_taxonomy.path(leaf),
+             "score": s, "taxonomy_version": ver or tiny_taxonomy.version, "run_id": "hand"}
+            for v, d, _, leaf, s, ver in TAGS]
+    conform(spark.createDataFrame(rows, to_spark(VIDEO_TAGS_SCHEMA)), "video_tags").write.format("delta") \
+        .mode("append").save(table_path(conf, "video_tags"))
+    for day in (D1, D2, D3):  # D0's dump is gone
+        write_dump_day(tmp_path / "dump", day, [{"video_id": v, "title": "t", "uploader_id": u, "upload_ts": TS}
+                                            for v, d, u, *_ in TAGS if d == day])
     labeled = tmp_path / "labeled" / "dt=2026-10-01"
     labeled.mkdir(parents=True)
     schema = pa.schema([f.with_nullable(True) for f in LABELED_SCHEMA])
@@ -97,6 +98,7 @@ def _history(spark, conf):
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_refresh_counts_confident_tags_of_the_version_and_labels_in_one_commit(spark, world, tiny_taxonomy):
     from vtag.jobs.pipeline.profiles import refresh_profiles
 
@@ -114,6 +116,7 @@ def test_refresh_counts_confident_tags_of_the_version_and_labels_in_one_commit(s
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_the_join_sees_only_days_before_the_tagged_day(spark, world, tiny_taxonomy):
     from vtag.jobs.pipeline.profiles import profiles_for_day, refresh_profiles
 
@@ -151,6 +154,7 @@ def test_join_profiles_keeps_every_row(spark):
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_vtag_profiles_refresh_command(spark, world, tiny_taxonomy_path, capsys, monkeypatch):
     import vtag.jobs.spark.session
     from vtag.jobs.cli import main

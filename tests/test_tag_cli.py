@@ -1,8 +1,9 @@
 """The tag job through its command line, in separate processes: local-cluster mode (executors in
 their own JVMs, as on a real cluster), a run killed mid-write, and two days tagged at once.
 
-The kill test runs in the default suite (one real SIGKILL of the driver); the others are marked
-``cluster`` and run with `make test-cluster` (several JVMs at once; minutes on 2 cores)."""
+The kill test runs in the default suite (one real SIGKILL of the driver process; the runs before and
+after it are the same command line run in the test's process, on the shared session); the others are
+marked ``cluster`` and run with `make test-cluster` (several JVMs at once; minutes on 2 cores)."""
 
 from __future__ import annotations
 
@@ -67,14 +68,28 @@ def test_local_cluster_two_executors(tmp_path, dump, tiny_bundle, tiny_taxonomy_
     assert reasons == sorted(reason for _, reason in dump_rows("d0", 40)[1])
 
 
-def test_killed_run_leaves_previous_version_and_rerun_succeeds(tmp_path, dump, tiny_bundle, tiny_taxonomy_path):
+def _in_process(argv, spark, monkeypatch, capsys) -> tuple[int, str, str]:
+    """``vtag`` + ``argv`` (from :func:`_cli`) run by the CLI's ``main`` in this process, on the shared session."""
+    import vtag.jobs.spark.session
+    from vtag.jobs.cli import main
+
+    assert argv[: len(VTAG)] == VTAG
+    monkeypatch.setattr(vtag.jobs.spark.session, "build_session", lambda conf: spark)
+    capsys.readouterr()
+    rc = main(argv[len(VTAG):])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_killed_run_leaves_previous_version_and_rerun_succeeds(tmp_path, dump, tiny_bundle, tiny_taxonomy_path,
+                                                               spark, monkeypatch, capsys, vtag_spark_args):
     wh = tmp_path / "wh"
     base = ["--date", "2026-11-21"]
     # the first run is a two-day backfill in one session (--end)
-    first = subprocess.run(_cli(base + ["--end", "2026-11-22"], wh, tiny_taxonomy_path, tiny_bundle, dump),
-                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert [ln.split(":")[0] for ln in first.stdout.strip().splitlines()[-2:]] == ["2026-11-21", "2026-11-22"]
+    rc, out, err = _in_process(_cli(base + ["--end", "2026-11-22"], wh, tiny_taxonomy_path, tiny_bundle, dump),
+                               spark, monkeypatch, capsys)
+    assert rc == 0, err[-3000:]
+    assert [ln.split(":")[0] for ln in out.strip().splitlines()[-2:]] == ["2026-11-21", "2026-11-22"]
     assert len(_day_rows(wh, "video_tags", "2026-11-22")) == GOOD
     before_version = _delta(wh, "video_tags").version()
     before = sorted(r["video_id"] for r in _day_rows(wh, "video_tags", "2026-11-21"))
@@ -83,7 +98,8 @@ def test_killed_run_leaves_previous_version_and_rerun_succeeds(tmp_path, dump, t
     # written a data file of the new version but before that version is committed
     part_dir = wh / "video_tags" / "dt=2026-11-21"
     old_files = set(os.listdir(part_dir))
-    proc = subprocess.Popen(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump, ["--conf", "tag_partitions=6"]),
+    proc = subprocess.Popen(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump,
+                                 ["--conf", "tag_partitions=6", *vtag_spark_args]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, start_new_session=True)
     killed_mid_write = False
     deadline = time.time() + 600
@@ -102,9 +118,8 @@ def test_killed_run_leaves_previous_version_and_rerun_succeeds(tmp_path, dump, t
     runs = {r["run_id"]: r for r in _delta(wh, "tag_runs").to_pyarrow_table().to_pylist()}
     (killed,) = [r for r in runs.values() if r["status"] == "started"]  # the killed run has its row
 
-    rerun = subprocess.run(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump), capture_output=True, text=True,
-                           timeout=600, cwd=tmp_path)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    rc, _, err = _in_process(_cli(base, wh, tiny_taxonomy_path, tiny_bundle, dump), spark, monkeypatch, capsys)
+    assert rc == 0, err[-3000:]
     assert sorted(r["video_id"] for r in _day_rows(wh, "video_tags", "2026-11-21")) == before
     runs = {r["run_id"]: r for r in _delta(wh, "tag_runs").to_pyarrow_table().to_pylist()}
     assert runs[killed["run_id"]]["status"] == "killed"  # recorded by the rerun, which found it dead
