@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import REPO_ROOT, SHARED_DATA, TEST_DATA  # noqa: F401  (re-exported for old imports)
+from tests.builders import REPO_ROOT, TEST_DATA
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -66,9 +66,9 @@ def spark_warehouse():
     shutil.rmtree(path, ignore_errors=True)
 
 
-#: the test session's JVM: C1 only (no C2 compiler threads competing for the 2 cores; the tests'
-#: Spark jobs are small, so the JVM's warm-up is most of their time) and the serial collector
-TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+#: Spark settings of the tests' sessions: Delta's log replay in one task (the tests' tables have a
+#: few files each; Delta's default is 50 tasks, conf/jobs/local.yaml says 4)
+TEST_SPARK_CONF = {"spark.databricks.delta.snapshotPartitions": "1"}
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +84,7 @@ def spark(spark_warehouse):
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
             "spark.driver.memory": "2g",
-            "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,
-            # Delta's log replay in one task: the tests' tables have a few files each
-            "spark.databricks.delta.snapshotPartitions": "1",
+            **TEST_SPARK_CONF,
         }
     )
     session = build_session(conf)
@@ -96,10 +94,9 @@ def spark(spark_warehouse):
 
 @pytest.fixture(scope="session")
 def vtag_spark_args() -> list[str]:
-    """``--conf`` arguments that give a ``vtag`` command run as a subprocess the JVM settings of the
-    shared session (its Spark job is as small as the in-process ones)."""
-    return ["--conf", f"spark.driver.extraJavaOptions={TEST_JVM_OPTIONS}",
-            "--conf", "spark.databricks.delta.snapshotPartitions=1"]
+    """``--conf`` arguments that give a ``vtag`` command run as a subprocess the Spark settings of the
+    shared session (:data:`TEST_SPARK_CONF`)."""
+    return [arg for key, value in TEST_SPARK_CONF.items() for arg in ("--conf", f"{key}={value}")]
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.builders import SHARED_DATA, TEST_DATA
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -22,8 +23,8 @@ from hmc_arff import (  # noqa: E402
     read_arff,
 )
 
-DATA = Path(__file__).resolve().parent / "data"
-HMC = Path(os.environ.get("VTAG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "hmc"
+DATA = TEST_DATA
+HMC = SHARED_DATA / "hmc"
 
 
 def _rows(d, ids):

@@ -183,6 +183,7 @@ def test_quality_gate_rate_drift_status_missing_taxonomy(spark, wh_conf):
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_vtag_quality_cli_exit_codes_and_json(spark, wh_conf, capsys):
     from vtag.jobs.pipeline.quality import _arg_parser, main
 

@@ -43,6 +43,7 @@ def read_commands(wh, tmp_path) -> dict[str, list[str]]:
     }
 
 
+@pytest.mark.slow
 def test_every_read_command_leaves_every_version(analysts_warehouse, tmp_path, capsys):
     wh = analysts_warehouse
     before = versions(wh.warehouse)
