@@ -292,15 +292,9 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
     best_c, best, (coef, intercept) = _fit_svc(x_train[tr], y_train[tr], classes, grid,
                                                None if va is None else x_val[va],
                                                None if va is None else y_val[va], seed)
-    weight = np.zeros(tuple(module.table.weight.shape), dtype=np.float32)
-    weight[:, classes] = coef[:, :n_text].T
-    weight[0] = 0.0  # the pad row
+    _set_table(module.table, classes, coef[:, :n_text])
     if module.uploader_table is not None:
-        up = np.zeros(tuple(module.uploader_table.weight.shape), dtype=np.float32)
-        up[:, classes] = coef[:, n_text:].T
-        up[0] = 0.0
-        module.uploader_table.weight.copy_(torch.from_numpy(up))
-    module.table.weight.copy_(torch.from_numpy(weight))
+        _set_table(module.uploader_table, classes, coef[:, n_text:])
     module.bias.copy_(torch.from_numpy(_full_bias(module.bias.shape[0], classes, intercept)))
     info = {"C": best_c, "val_acc": best, "classes": int(classes.size)}
     if module.text_table is None:
@@ -318,10 +312,7 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
     text_grid = grid if text_c is None else (float(text_c),)
     info["text_C"], info["text_val_acc"], (coef, intercept) = _fit_svc(
         x_train[tr][:, :n_text], y_train[tr], classes, text_grid, xv, yv, seed)
-    weight = np.zeros(tuple(module.text_table.weight.shape), dtype=np.float32)
-    weight[:, classes] = coef.T
-    weight[0] = 0.0
-    module.text_table.weight.copy_(torch.from_numpy(weight))
+    _set_table(module.text_table, classes, coef)
     module.text_bias.copy_(torch.from_numpy(_full_bias(module.text_bias.shape[0], classes, intercept)))
     return info
 
@@ -348,6 +339,15 @@ def _fit_svc(x, y, classes, grid, x_val, y_val, seed):
     if classes.size == 2:  # binary: one hyperplane, class 1 positive
         coef, intercept = np.vstack([-coef[0], coef[0]]), np.array([-intercept[0], intercept[0]])
     return best_c, best, (coef, intercept)
+
+
+def _set_table(table: nn.EmbeddingBag, classes: np.ndarray, coef: np.ndarray) -> None:
+    """Copy ``coef [classes, rows]`` into ``table.weight [rows, n_out]`` at the columns ``classes``;
+    outputs without rows and the pad row 0 get zeros."""
+    weight = np.zeros(tuple(table.weight.shape), dtype=np.float32)
+    weight[:, classes] = coef.T
+    weight[0] = 0.0
+    table.weight.copy_(torch.from_numpy(weight))
 
 
 def _full_bias(n_out: int, classes: np.ndarray, intercept: np.ndarray) -> np.ndarray:
