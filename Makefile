@@ -21,7 +21,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/vtag demo
 
-# pytest exits 5 when it collected no test: that is a failure here too. The Airflow tests run in
+# pytest exits 5 when it collected no test: that is a failure here too. The Airflow tests run beside
+# pytest (the two suites share no files; the main suite leaves ~15 % of the 2 cores idle waiting on its
+# JVM, and the Airflow venv's first install is mostly download), their output printed after it; they run in
 # their own venv (.venv-airflow, scripts/airflow_tests.sh) so Airflow's pins never fight ours; the
 # report test needs a headless Chromium (Debian's package, scripts/ensure_chromium.sh).
 # lint-imports (import-linter, contracts in setup.cfg): the layers vtag.jobs -> vtag.models -> vtag.hierarchy,
@@ -29,9 +31,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	bash scripts/ensure_chromium.sh
+	@alog=$$(mktemp "$${TMPDIR:-/tmp}/vtag-airflow-tests-XXXXXX.log"); \
+	echo "Airflow tests: running beside pytest (.venv-airflow), output at the end"; \
+	bash scripts/airflow_tests.sh >"$$alog" 2>&1 & apid=$$!; trap 'kill $$apid 2>/dev/null' INT TERM; \
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	wait $$apid; arc=$$?; \
+	echo "==================== Airflow tests (scripts/airflow_tests.sh, exit $$arc) ===================="; \
+	cat "$$alog"; rm -f "$$alog"; \
 	if [ $$rc -eq 5 ]; then echo "no tests ran: failing"; exit 1; fi; \
-	bash scripts/airflow_tests.sh; arc=$$?; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$arc
 
 # the jobs as separate processes: local-cluster master, a run SIGKILLed mid-write, two days at once
