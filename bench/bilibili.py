@@ -78,9 +78,10 @@ SHARED_DATA = Path(os.environ.get("VTAG_SHARED_DATA", REPO.parent / "shared" / "
 DEFAULT_DATA = SHARED_DATA / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl"
 DEFAULT_TAXONOMY = REPO / "conf" / "taxonomy" / "bilibili-v1.yaml"
 DEFAULT_MODEL = REPO / "conf" / "model" / "cpu-small.yaml"
-SYSTEMS = ("vtag", "svm_tfidf", "svm_tfidf_ctx", "tfidf_lr", "hiclass_lcppn_lr", "fasttext_ngrams")
-PEERS = ("svm_tfidf", "svm_tfidf_ctx", "tfidf_lr", "hiclass_lcppn_lr", "fasttext_ngrams")
-DETERMINISTIC = ("svm_tfidf", "svm_tfidf_ctx", "tfidf_lr", "hiclass_lcppn_lr")
+SYSTEMS = ("vtag", "svm_tfidf", "svm_tfidf_ctx", "svm_chars", "svm_chars_ctx", "tfidf_lr", "hiclass_lcppn_lr",
+           "fasttext_ngrams")
+PEERS = ("svm_tfidf", "svm_tfidf_ctx", "svm_chars", "svm_chars_ctx", "tfidf_lr", "hiclass_lcppn_lr", "fasttext_ngrams")
+DETERMINISTIC = ("svm_tfidf", "svm_tfidf_ctx", "svm_chars", "svm_chars_ctx", "tfidf_lr", "hiclass_lcppn_lr")
 SHIPPED_MODEL = REPO / "conf" / "model" / "text-context.yaml"
 LR_C_GRID = (1.0, 4.0, 16.0)
 
@@ -251,35 +252,57 @@ def context_tokens(frame: pd.DataFrame) -> list[list[str]]:
     return [[f"up={u}", f"dur={d}"] for u, d in zip(frame["uploader_id"], dur)]
 
 
+#: characters of title + description the character n-grams of the ``svm_chars`` peers read
+CHAR_MAX_CHARS = 300
+
+
 class SparseFeatures:
     """TF-IDF of jieba uni+bigrams (sublinear tf, min_df 2) ⊕ one-hot uploader ⊕ one-hot duration bucket
-    (``context=False``: the TF-IDF alone)."""
+    (``context=False``: the TF-IDF alone). ``chars=True``: the word TF-IDF and a TF-IDF of character
+    1–3-grams (sublinear, min_df 2, the first :data:`CHAR_MAX_CHARS` lower-cased characters), each
+    L2-normalised, side by side and normalised again (vtag's text features read character n-grams too)."""
 
-    def __init__(self, context: bool = True):
+    def __init__(self, context: bool = True, chars: bool = False):
         self.context = context
+        self.chars = chars
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.preprocessing import OneHotEncoder
 
         self.tfidf = TfidfVectorizer(analyzer=lambda toks: toks + [a + " " + b for a, b in zip(toks, toks[1:])],
                                      min_df=2, sublinear_tf=True, dtype=np.float32)
+        self.char_tfidf = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True,
+                                          dtype=np.float32) if chars else None
         self.onehot = OneHotEncoder(handle_unknown="ignore", dtype=np.float32)
 
     def _ctx(self, ctx: list[list[str]]) -> np.ndarray:
         return np.array(ctx, dtype=object)
 
-    def fit_transform(self, toks, ctx):
+    def _text(self, toks, texts, fit: bool):
+        import scipy.sparse as sp
+        from sklearn.preprocessing import normalize
+
+        words = self.tfidf.fit_transform(toks) if fit else self.tfidf.transform(toks)
+        if not self.chars:
+            return words
+        if texts is None:
+            raise ValueError("SparseFeatures(chars=True) needs the rows' texts")
+        short = [t[:CHAR_MAX_CHARS].lower() for t in texts]
+        chars = self.char_tfidf.fit_transform(short) if fit else self.char_tfidf.transform(short)
+        return normalize(sp.hstack([words, chars]).tocsr())
+
+    def _with_ctx(self, text, ctx, fit: bool):
         import scipy.sparse as sp
 
         if not self.context:
-            return self.tfidf.fit_transform(toks).tocsr()
-        return sp.hstack([self.tfidf.fit_transform(toks), self.onehot.fit_transform(self._ctx(ctx))]).tocsr()
+            return text.tocsr()
+        onehot = self.onehot.fit_transform(self._ctx(ctx)) if fit else self.onehot.transform(self._ctx(ctx))
+        return sp.hstack([text, onehot]).tocsr()
 
-    def transform(self, toks, ctx):
-        import scipy.sparse as sp
+    def fit_transform(self, toks, ctx, texts=None):
+        return self._with_ctx(self._text(toks, texts, True), ctx, True)
 
-        if not self.context:
-            return self.tfidf.transform(toks).tocsr()
-        return sp.hstack([self.tfidf.transform(toks), self.onehot.transform(self._ctx(ctx))]).tocsr()
+    def transform(self, toks, ctx, texts=None):
+        return self._with_ctx(self._text(toks, texts, False), ctx, False)
 
 
 @dataclass
@@ -331,10 +354,10 @@ def run_tfidf_lr(taxonomy, train, test, inputs: PeerInputs, seed: int, log) -> n
 SVM_C_GRID = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 
-def run_svm(context: bool) -> Callable:
-    """TF-IDF (jieba uni+bigrams, sublinear tf) [+ one-hot uploader and duration bucket] + a linear
-    SVM (one-vs-rest, squared hinge) over the primary label nodes; ``C`` from :data:`SVM_C_GRID` on
-    the inner validation split, then refitted on the whole training side."""
+def run_svm(context: bool, chars: bool = False) -> Callable:
+    """TF-IDF (jieba uni+bigrams, sublinear tf; ``chars``: and character 1–3-grams) [+ one-hot uploader
+    and duration bucket] + a linear SVM (one-vs-rest, squared hinge) over the primary label nodes; ``C``
+    from :data:`SVM_C_GRID` on the inner validation split, then refitted on the whole training side."""
 
     def run(taxonomy, train, test, inputs: PeerInputs, seed: int, log) -> np.ndarray:
         from sklearn.svm import LinearSVC
@@ -342,8 +365,9 @@ def run_svm(context: bool) -> Callable:
         y = np.array([taxonomy.index[x[0]] for x in train["labels"]])
 
         def fit(C, rows):
-            f = SparseFeatures(context=context)
-            X = f.fit_transform([inputs.train_toks[i] for i in rows], [inputs.train_ctx[i] for i in rows])
+            f = SparseFeatures(context=context, chars=chars)
+            X = f.fit_transform([inputs.train_toks[i] for i in rows], [inputs.train_ctx[i] for i in rows],
+                                [inputs.train_texts[i] for i in rows])
             return f, LinearSVC(C=C, random_state=seed).fit(X, y[rows])
 
         tr, va = inner_split(train)
@@ -351,12 +375,13 @@ def run_svm(context: bool) -> Callable:
         for C in SVM_C_GRID:
             f, clf = fit(C, tr)
             acc = float(np.mean(clf.predict(f.transform([inputs.train_toks[i] for i in va],
-                                                        [inputs.train_ctx[i] for i in va])) == y[va]))
+                                                        [inputs.train_ctx[i] for i in va],
+                                                        [inputs.train_texts[i] for i in va])) == y[va]))
             log(f"    C={C:g}: inner-valid leaf acc {acc:.4f}")
             if acc > best:
                 best_c, best = C, acc
         f, clf = fit(best_c, np.arange(len(train)))
-        return clf.predict(f.transform(inputs.test_toks, inputs.test_ctx))
+        return clf.predict(f.transform(inputs.test_toks, inputs.test_ctx, inputs.test_texts))
 
     return run
 
@@ -609,7 +634,8 @@ def _make_runner(system: str, opts: dict) -> Callable:
         return run_vtag(system[len("vtag_"):], Path(opts["model_config"]), opts["vtag_max_minutes"],
                         opts["vtag_epochs"], device=opts["device"])
     return {"tfidf_lr": run_tfidf_lr, "hiclass_lcppn_lr": run_hiclass, "fasttext_ngrams": run_fasttext,
-            "svm_tfidf": run_svm(False), "svm_tfidf_ctx": run_svm(True)}[system]
+            "svm_tfidf": run_svm(False), "svm_tfidf_ctx": run_svm(True),
+            "svm_chars": run_svm(False, chars=True), "svm_chars_ctx": run_svm(True, chars=True)}[system]
 
 
 def _run_task(system: str, seed: int, prefix: str = "") -> dict:
@@ -771,7 +797,8 @@ def main(argv: list[str] | None = None, *, reader: Callable | None = None,
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         # longest first: the LR peers (C grid: 4 fits each), then vtag, then the fastText-style runs
-        rank = {"hiclass_lcppn_lr": 0, "tfidf_lr": 1, "svm_tfidf": 1, "svm_tfidf_ctx": 1, "fasttext_ngrams": 3}
+        rank = {"hiclass_lcppn_lr": 0, "tfidf_lr": 1, "svm_tfidf": 1, "svm_tfidf_ctx": 1, "svm_chars": 1,
+                "svm_chars_ctx": 1, "fasttext_ngrams": 3}
         order = sorted(tasks, key=lambda x: (rank.get(x[0], 2), x[1]))
         with ProcessPoolExecutor(max_workers=min(args.workers, len(order)), mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker,

@@ -106,12 +106,34 @@ def test_time_split_reports_returning_and_new_uploaders(tmp_path, capsys):
     f = tmp_path / "all.jsonl"
     f.write_text("\n".join(rows) + "\n", encoding="utf-8")
     md = tmp_path / "r.md"
-    assert bilibili.main(["--data", str(f), "--systems", "svm_tfidf,svm_tfidf_ctx", "--seeds", "1",
-                          "--md-out", str(md)]) == 0
+    assert bilibili.main(["--data", str(f), "--systems", "svm_tfidf,svm_tfidf_ctx,svm_chars,svm_chars_ctx",
+                          "--seeds", "1", "--md-out", str(md)]) == 0
     out = capsys.readouterr().out
     assert "split in time" in out and "train 192 rows, test 48 rows" in out
     res = json.loads(out.strip().splitlines()[-1])
+    assert set(res) == {"svm_tfidf", "svm_tfidf_ctx", "svm_chars", "svm_chars_ctx"}
     for r in res.values():
         assert r["leaf_acc"] > 0.9 and "leaf_acc_returning" in r  # every test uploader posted before
         assert "leaf_acc_new" not in r
     assert "returning uploaders" in md.read_text()
+
+
+def test_char_features_join_rows_that_share_no_word():
+    """SparseFeatures(chars=True): the word TF-IDF and the character 1–3-grams, each L2-normalised,
+    side by side and normalised again; two titles without a common jieba word still overlap."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import bilibili
+
+    texts = ["原神新角色抽卡", "原神抽卡记录", "今天做红烧肉", "红烧肉的做法"]
+    toks = [["原神新", "角色", "抽卡"], ["原神", "抽卡", "记录"], ["今天", "做", "红烧肉"], ["红烧肉", "的", "做法"]]
+    ctx = [["up=a", "dur=1"]] * 4
+    words = bilibili.SparseFeatures(context=False).fit_transform(toks, ctx)
+    both = bilibili.SparseFeatures(context=False, chars=True)
+    x = both.fit_transform(toks, ctx, texts)
+    assert x.shape[0] == 4 and x.shape[1] > words.shape[1]
+    assert abs((x.multiply(x)).sum(axis=1) - 1.0).max() < 1e-5  # unit rows
+    assert (words[0] @ words[1].T).toarray()[0, 0] > 0 and (words[0] @ words[2].T).toarray()[0, 0] == 0
+    assert (x[0] @ x[1].T).toarray()[0, 0] > (x[0] @ x[2].T).toarray()[0, 0]
+    with pytest.raises(ValueError, match="texts"):
+        both.transform(toks, ctx)
+    assert both.transform(toks[:1], ctx[:1], texts[:1]).shape == (1, x.shape[1])
