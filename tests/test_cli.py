@@ -119,6 +119,7 @@ def tiny_warehouse(tmp_path_factory):
     return wh
 
 
+@pytest.mark.slow  # ~6 s (a CLI subprocess)
 def test_query_into_head_has_no_traceback(tiny_warehouse):
     statement = "SELECT * FROM range(200000)"
     done = subprocess.run(

@@ -53,6 +53,7 @@ def test_every_read_command_leaves_every_version(analysts_warehouse, tmp_path, c
         assert versions(wh.warehouse) == before, f"`vtag {what}` committed to a table"
 
 
+@pytest.mark.slow  # ~4 s (two retag plans on Spark)
 def test_retag_plan_leaves_every_version(analysts_warehouse, spark, tmp_path, capsys):
     from vtag.jobs.pipeline.retag import plan
 

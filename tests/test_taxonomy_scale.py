@@ -107,6 +107,7 @@ def test_sparse_decoder_plan_decodes_like_the_dense_one(demo_taxonomy, monkeypat
 
 
 # ---------------------------------------------------------------------- scale
+@pytest.mark.slow  # ~4 s (a 20k-node taxonomy)
 def test_generated_20k_taxonomy_loads_and_validates_in_seconds(tmp_path):
     gen = _generator()
     data = gen.generate_taxonomy(20_000, seed=1)
