@@ -137,6 +137,7 @@ class DayRun:
         self.staged: Staged | None = None
         self.notes: list[str] = []
         self._problems: list[str] = []
+        self._runs_at_begin: list[dict[str, Any]] | None = None  # tag_runs rows of the day, read by begin()
         self.t0 = time.time()
 
     @property
@@ -150,7 +151,8 @@ class DayRun:
     def begin(self) -> None:
         for name in ("tag_runs", *ORDER):
             ensure_table(self.spark, self.conf, name)
-        existing = [r for r in runs_of_day(self.spark, self.conf, self.dt) if r["run_id"] == self.run_id]
+        self._runs_at_begin = runs_of_day(self.spark, self.conf, self.dt)
+        existing = [r for r in self._runs_at_begin if r["run_id"] == self.run_id]
         if existing:
             raise ValueError(f"run id {self.run_id} is already recorded in tag_runs ({existing[0]['status']})")
         self.heartbeat.start()
@@ -163,7 +165,10 @@ class DayRun:
 
     def settle(self) -> None:
         """Settle the dead runs of the day and note the tables' versions this run starts from."""
-        self.notes += [r.message for r in settle_dead_runs(self.spark, self.conf, self.dt, self.run_id, self.settings)]
+        # the rows begin() read (before this run's own row): a run that started in between is alive
+        runs, self._runs_at_begin = self._runs_at_begin, None
+        self.notes += [r.message for r in settle_dead_runs(self.spark, self.conf, self.dt, self.run_id, self.settings,
+                                                           runs=runs)]
         self.begin_versions = {name: table_version(self.spark, self.conf, name) for name in ORDER}
 
     # -- 2. write

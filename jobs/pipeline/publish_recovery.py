@@ -54,11 +54,13 @@ class RepairError(RuntimeError):
 
 
 def settle_dead_runs(spark: SparkSession, conf: dict[str, Any], dt: str, me: str, settings: PublishSettings,
-                     *, locked: bool = False) -> list[Recovered]:
+                     *, locked: bool = False, runs: list[dict[str, Any]] | None = None) -> list[Recovered]:
     """Record the dead runs of day ``dt`` (status still ``started``, process gone) as ``killed`` and roll
-    back a half-published one; cheap when there are none. ``locked``: the caller holds the day's lock."""
+    back a half-published one; cheap when there are none. ``locked``: the caller holds the day's lock.
+    ``runs``: the day's ``tag_runs`` rows as the caller has just read them (saves one read; the
+    recovery itself, under the lock, reads them again)."""
     store = store_for(spark, conf)
-    dead = [r for r in runs_of_day(spark, conf, dt)
+    dead = [r for r in (runs_of_day(spark, conf, dt) if runs is None else runs)
             if r["status"] == STARTED and r["run_id"] != me and not run_alive(store, r["run_id"], settings)]
     if not dead:
         return []
