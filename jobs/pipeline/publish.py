@@ -137,7 +137,6 @@ class DayRun:
         self.staged: Staged | None = None
         self.notes: list[str] = []
         self._problems: list[str] = []
-        self._runs_at_begin: list[dict[str, Any]] | None = None  # tag_runs rows of the day, read by begin()
         self.t0 = time.time()
 
     @property
@@ -148,11 +147,12 @@ class DayRun:
         return self.store.path(self.run_id, *parts)
 
     # -- 1. begin
-    def begin(self) -> None:
+    def begin(self) -> list[dict[str, Any]]:
+        """Record the run as started; returns the day's ``tag_runs`` rows as read before that."""
         for name in ("tag_runs", *ORDER):
             ensure_table(self.spark, self.conf, name)
-        self._runs_at_begin = runs_of_day(self.spark, self.conf, self.dt)
-        existing = [r for r in self._runs_at_begin if r["run_id"] == self.run_id]
+        runs = runs_of_day(self.spark, self.conf, self.dt)
+        existing = [r for r in runs if r["run_id"] == self.run_id]
         if existing:
             raise ValueError(f"run id {self.run_id} is already recorded in tag_runs ({existing[0]['status']})")
         self.heartbeat.start()
@@ -162,11 +162,11 @@ class DayRun:
             self.heartbeat.stop()
             self.store.remove(self.run_dir())
             raise
+        return runs
 
-    def settle(self) -> None:
-        """Settle the dead runs of the day and note the tables' versions this run starts from."""
-        # the rows begin() read (before this run's own row): a run that started in between is alive
-        runs, self._runs_at_begin = self._runs_at_begin, None
+    def settle(self, runs: list[dict[str, Any]] | None = None) -> None:
+        """Settle the dead runs of the day and note the tables' versions this run starts from. ``runs``:
+        the day's ``tag_runs`` rows :meth:`begin` read (a run that started since is alive); None reads them."""
         self.notes += [r.message for r in settle_dead_runs(self.spark, self.conf, self.dt, self.run_id, self.settings,
                                                            runs=runs)]
         self.begin_versions = {name: table_version(self.spark, self.conf, name) for name in ORDER}
@@ -311,9 +311,9 @@ def run_day(
     ``after_publish`` runs once the day is published (its failure fails the run, the day stays
     published). Returns the finished :class:`DayRun` (``record`` holds the ``tag_runs`` fields)."""
     day = DayRun(spark, conf, job, dt, run_id, record)
-    day.begin()
+    runs = day.begin()
     try:
-        day.settle()
+        day.settle(runs)
         output = compute(day)
         day.notes = [*output.notes, *day.notes]
         staged = day.stage(output)
