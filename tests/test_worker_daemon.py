@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +16,23 @@ def test_preload_imports_what_is_installed_and_skips_the_rest():
     done = worker_daemon.preload(("json", "vtag_no_such_module_x", "vtag.models.schema"))
     assert done == ["json", "vtag.models.schema"]
     assert "vtag.models.schema" in sys.modules
+
+
+def test_preload_survives_a_failing_import_and_keeps_stdout_for_the_port(tmp_path):
+    """The daemon's stdout carries its port to the JVM: what the preloaded modules print, from Python
+    or from C, goes to stderr; a module raising on import is skipped, not fatal."""
+    (tmp_path / "noisy_mod.py").write_text(
+        "import os, sys\nprint('from python')\nsys.stdout.flush()\nos.write(1, b'from C\\n')\n", encoding="utf-8")
+    (tmp_path / "broken_mod.py").write_text("raise OSError('libcuda.so: cannot open shared object file')\n",
+                                            encoding="utf-8")
+    code = ("from vtag.jobs.spark.worker_daemon import preload; "
+            "import sys; done = preload(('broken_mod', 'noisy_mod')); print('port', done)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "port ['noisy_mod']\n"
+    assert "from python" in out.stderr and "from C" in out.stderr
+    assert "not preloading broken_mod: OSError" in out.stderr
 
 
 def test_the_job_confs_select_the_daemon():

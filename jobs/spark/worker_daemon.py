@@ -17,7 +17,10 @@ install) is skipped; the daemon then runs ``pyspark.daemon.manager`` unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
 
 #: imported by the daemon before it forks: what a tag task's worker imports (vtag.jobs.pipeline.inference
 #: loads vtag.models.predictor, whose image branch imports timm)
@@ -25,7 +28,11 @@ PRELOAD = ("torch", "timm", "vtag.models.predictor", "vtag.models.factory", "vta
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
-    """Import ``modules``, skipping any that is not installed; returns the ones imported.
+    """Import ``modules``, skipping any that fails to import; returns the ones imported.
+
+    A failure is never fatal here: a worker that needs the module meets the same error itself, as it
+    would under Spark's own daemon, and tasks that do not need it run. Whatever the imports print goes
+    to stderr, because the daemon's stdout carries its port to the JVM.
 
     Parameters
     ----------
@@ -33,13 +40,29 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
         Module names, imported in order.
     """
     done = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            continue
-        done.append(name)
+    with _stdout_to_stderr():
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as err:  # noqa: BLE001 - an optional speed-up must not stop the daemon
+                print(f"vtag worker daemon: not preloading {name}: {type(err).__name__}: {err}", file=sys.stderr)
+                continue
+            done.append(name)
     return done
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """File descriptor 1 points at stderr inside the block (Python prints and C writes alike)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 if __name__ == "__main__":
