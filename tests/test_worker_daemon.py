@@ -44,6 +44,7 @@ def test_the_job_confs_select_the_daemon():
 
 
 @pytest.mark.spark
+@pytest.mark.slow  # ~13 s when it starts the session's daemon (torch + timm imports)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_fork_from_the_daemon_with_torch_loaded(spark):
     """The shared session (conf/jobs/local.yaml) forks its workers from our daemon, and that daemon
