@@ -204,8 +204,8 @@ class TfidfWide(nn.Module):
 
 
 SVM_C_GRID = (0.1, 0.25, 0.5, 1.0, 2.0)
-#: Weights of the SVM margins (about +-1) in the mixed logits. Up to 64: on Bilibili's time-split
-#: validation rows every run chose 12, the top of the former grid, with the metric still rising.
+#: Weights of the SVM margins (about +-1) in the mixed logits. Up to 64: on the validation rows of
+#: both Bilibili bench splits every run chose 12, the top of the former grid, with the metric rising.
 MIX_SCALE_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
 
 
