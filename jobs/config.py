@@ -85,8 +85,8 @@ class JobConf:
                                                       "rows to re-infer")
     catalog_database: str | None = _key(None, "metastore database of the tables (null: vtag)")
     catalog_register: bool = _key(False, "each run (re-)registers the tables in the metastore")
-    storage_options: dict = _key({}, "object-store options (key, secret, endpoint, ...) of vtag query's "
-                                 "DuckDB/deltalake reads")
+    storage_options: dict = _key({}, "object-store options (key, secret, endpoint, ...) of the delta-rs reads: vtag query, "
+                                 "the publish's log reads (Spark uses its own Hadoop settings)")
     vacuum_listing_parallelism: int | None = _key(None, "vtag maintain: parallelism of VACUUM's file listing "
                                                   "(null: Delta's default)")
     delta_jars_dir: str | None = _key(None, "a directory of Delta jars (offline clusters; else the venv's or Maven)")

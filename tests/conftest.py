@@ -72,9 +72,20 @@ def spark_warehouse():
     shutil.rmtree(path, ignore_errors=True)
 
 
-#: Spark settings of the tests' sessions: Delta's log replay in one task (the tests' tables have a
-#: few files each; Delta's default is 50 tasks, conf/jobs/local.yaml says 4)
-TEST_SPARK_CONF = {"spark.databricks.delta.snapshotPartitions": "1"}
+#: Spark settings of the tests' sessions:
+#:
+#: - Delta's log replay in one task (the tests' tables have a few files each; Delta's default is 50
+#:   tasks, conf/jobs/local.yaml says 4);
+#: - no generated code: on rows in the hundreds, compiling each query's projections (Janino, then the
+#:   JIT) costs more than it saves. A profile of the fault tests (Java Flight Recorder) had 27 % of the
+#:   JVM's samples in code generation; without it they ran in 192 s instead of 233 s, the JVM's CPU
+#:   183 s instead of 245 s. Interpreted evaluation is what Spark falls back to for any expression
+#:   without code generation, so the tests still exercise the same plans.
+TEST_SPARK_CONF = {
+    "spark.databricks.delta.snapshotPartitions": "1",
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
 
 
 @pytest.fixture(scope="session")

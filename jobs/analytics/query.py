@@ -90,12 +90,6 @@ def add_common_args(p: argparse.ArgumentParser, statements: bool = False) -> Non
 
 
 # ------------------------------------------------------------------------------------ reading
-def _delta_uri(path: str) -> str:
-    if path.startswith("s3a://"):
-        return "s3://" + path[len("s3a://"):]
-    return path.removeprefix("file:")
-
-
 def _counting_filesystem(root: str, opened: list[str]):
     """A local filesystem rooted at ``root`` that appends every opened file to ``opened``."""
     import pyarrow.fs as pafs
@@ -150,23 +144,24 @@ def open_warehouse(conf: dict[str, Any], files_read: list[str] | None = None):
     from deltalake.exceptions import DeltaError
 
     from vtag.jobs.warehouse.catalog import dump_root
+    from vtag.jobs.warehouse.log_reads import delta_uri, storage_options
     from vtag.jobs.warehouse.tables import table_path
 
     db = short_database(conf)
-    storage = {str(k): str(v) for k, v in (conf.get("storage_options") or {}).items()}
+    storage = storage_options(conf)
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f'CREATE SCHEMA "{db}"')
         found = []
         for name in TABLE_NAMES:
-            uri = _delta_uri(table_path(conf, name))
-            if not DeltaTable.is_deltatable(uri, storage_options=storage or None):
+            uri = delta_uri(table_path(conf, name))
+            if not DeltaTable.is_deltatable(uri, storage_options=storage):
                 continue
             local = "://" not in uri
             fs = _counting_filesystem(uri, files_read) if files_read is not None and local else None
             try:
-                table = DeltaTable(uri, storage_options=storage or None)
+                table = DeltaTable(uri, storage_options=storage)
                 dataset = table.to_pyarrow_dataset(filesystem=fs) if fs is not None else table.to_pyarrow_dataset()
             except DeltaError as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -65,7 +65,7 @@ from vtag.jobs.pipeline.publish_state import (
     Commit,
     Staged,
     commits_since,
-    day_rows,
+    day_count,
     own_commit,
     restore_day,
     runs_of_day,
@@ -239,7 +239,7 @@ class DayRun:
             self.pre = {name: table_version(self.spark, self.conf, name) for name in ORDER}
             # an empty day over an empty day is no change (and Delta would not commit it)
             tables = [n for n in ORDER if n in staged.frames and (
-                staged.counts[n] or day_rows(self.spark, self.conf, n, self.dt, self.pre[n]).limit(1).count())]
+                staged.counts[n] or day_count(self.spark, self.conf, n, self.dt, self.pre[n]))]
             intent = {"run_id": self.run_id, "job": self.job, "dt": self.dt, "pre": self.pre,
                       "tables": tables, "staged": staged.dirs,
                       "counts": staged.counts, "rows_tagged": staged.rows_tagged,

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from vtag.jobs.warehouse import log_reads
 from vtag.jobs.warehouse.tables import TABLES, replace_day, table_path, with_retries
 
 #: the commit order of a day's tables: the quarantine first, ``video_tags`` (what most readers read) last
@@ -33,9 +34,15 @@ class AuditError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------- Delta history
+# Reads of a table's log and of a day's row count go through delta-rs (milliseconds, where a Spark
+# query takes up to a second or two) and fall back to Spark when delta-rs cannot read the table
+# (vtag.jobs.warehouse.log_reads).
 def table_version(spark: SparkSession, conf: dict[str, Any], name: str) -> int:
     from delta.tables import DeltaTable
 
+    fast = log_reads.latest_version(conf, name)
+    if fast is not None:
+        return fast
     return int(DeltaTable.forPath(spark, table_path(conf, name)).history(1).first().version)
 
 
@@ -50,15 +57,25 @@ def commits_since(spark: SparkSession, conf: dict[str, Any], name: str, version:
     """The commits of table ``name`` after ``version``, oldest first, with their ``userMetadata``."""
     from delta.tables import DeltaTable
 
-    hist = DeltaTable.forPath(spark, table_path(conf, name)).history()
+    found = log_reads.commits_after(conf, name, version)
+    if found is None:
+        hist = DeltaTable.forPath(spark, table_path(conf, name)).history()
+        found = [log_reads.LogCommit(int(h.version), str(h.operation), h.userMetadata)
+                 for h in hist.where(F.col("version") > version).select("version", "operation", "userMetadata").collect()]
     out = []
-    for h in hist.where(F.col("version") > version).select("version", "operation", "userMetadata").collect():
+    for c in found:
         try:
-            meta = json.loads(h.userMetadata) if h.userMetadata else {}
+            meta = json.loads(c.user_metadata) if c.user_metadata else {}
         except ValueError:
             meta = {}
-        out.append(Commit(int(h.version), str(h.operation), meta if isinstance(meta, dict) else {}))
+        out.append(Commit(c.version, c.operation, meta if isinstance(meta, dict) else {}))
     return sorted(out, key=lambda c: c.version)
+
+
+def day_count(spark: SparkSession, conf: dict[str, Any], name: str, dt: str, version: int | None = None) -> int:
+    """Rows of day ``dt`` in table ``name`` (at ``version``)."""
+    fast = log_reads.day_count(conf, name, dt, version)
+    return fast if fast is not None else day_rows(spark, conf, name, dt, version).count()
 
 
 def day_rows(spark: SparkSession, conf: dict[str, Any], name: str, dt: str, version: int | None = None) -> DataFrame:
@@ -94,9 +111,20 @@ def conform_fields(name: str):
 
 # ----------------------------------------------------------------------------------- tag_runs
 def runs_of_day(spark: SparkSession, conf: dict[str, Any], dt: str) -> list[dict[str, Any]]:
+    """The ``tag_runs`` rows of day ``dt`` as dicts (timestamps timezone-aware, UTC)."""
+    fast = log_reads.day_records(conf, "tag_runs", dt)
+    if fast is not None:
+        return fast
     path = table_path(conf, "tag_runs")
     rows = spark.read.format("delta").load(path).where(F.col("dt") == F.lit(dt).cast("date")).collect()
-    return [r.asDict() for r in rows]
+    return [{k: _utc(v) for k, v in r.asDict().items()} for r in rows]
+
+
+def _utc(value: Any) -> Any:
+    """Spark collects a timestamp as a naive datetime in the process's local time: make it aware, UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.astimezone(timezone.utc)
+    return value
 
 
 def _quiet_update_warning(spark: SparkSession) -> None:
@@ -163,13 +191,17 @@ def own_commit(spark: SparkSession, conf: dict[str, Any], name: str, after: int,
 def verify_published(spark: SparkSession, conf: dict[str, Any], dt: str, staged: Staged, committed: dict[str, int]):
     """The committed versions hold the staged counts (read back by time travel)."""
     from vtag.jobs.pipeline.validate import quarantined_rows
+    from vtag.jobs.warehouse.reasons import FILE_REASONS
 
     for name, version in committed.items():
-        rows = day_rows(spark, conf, name, dt, version)
         if name == "video_tags_quarantine":
-            r = rows.agg(F.count(F.lit(1)).alias("n"), F.sum(quarantined_rows()).alias("w")).first()
-            got, want = (int(r.n), int(r.w or 0)), (staged.counts[name], staged.rows_quarantined)
+            got = log_reads.quarantine_weight(conf, dt, version, tuple(FILE_REASONS))
+            if got is None:
+                r = day_rows(spark, conf, name, dt, version).agg(
+                    F.count(F.lit(1)).alias("n"), F.sum(quarantined_rows()).alias("w")).first()
+                got = (int(r.n), int(r.w or 0))
+            want = (staged.counts[name], staged.rows_quarantined)
         else:
-            got, want = rows.count(), staged.counts[name]
+            got, want = day_count(spark, conf, name, dt, version), staged.counts[name]
         if got != want:
             raise AuditError(f"{dt}: {name} v{version} holds {got} rows of the day, the run staged {want}")

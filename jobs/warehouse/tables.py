@@ -113,8 +113,12 @@ def ensure_table(spark: SparkSession, conf: dict[str, Any], name: str) -> str:
     not exist; return the path."""
     from delta.tables import DeltaTable
 
+    from vtag.jobs.warehouse.log_reads import is_table
+
     tdef = TABLES[name]
     path = table_path(conf, name)
+    if is_table(conf, name):  # the common case, without a Spark query
+        return path
 
     def create() -> None:
         if DeltaTable.isDeltaTable(spark, path):

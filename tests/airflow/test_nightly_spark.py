@@ -22,8 +22,10 @@ pytestmark = [pytest.mark.airflow, pytest.mark.spark, pytest.mark.slow]
 DAY = "2024-05-07"  # a Tuesday: the weekly OPTIMIZE is skipped
 LOGICAL = datetime(2024, 5, 8, tzinfo=timezone.utc)  # a manual run at D+1 00:00 covers [D, D+1)
 TAXONOMY = REPO / "tests" / "data" / "tiny-taxonomy.yaml"
+# small data: no generated code, Delta's log replay in one task (as tests/conftest.py TEST_SPARK_CONF)
 SMALL_SPARK = ["spark.sql.shuffle.partitions=2", "spark.default.parallelism=2", "spark.driver.memory=1g",
-               "tag_partitions=1"]
+               "spark.sql.codegen.wholeStage=false", "spark.sql.codegen.factoryMode=NO_CODEGEN",
+               "spark.databricks.delta.snapshotPartitions=1", "tag_partitions=1"]
 TINY_MODEL = """
 name: tiny-airflow-test
 modalities: [text, context]
@@ -68,7 +70,7 @@ def world(tmp_path_factory):
     _vtag("generate", "--taxonomy", str(TAXONOMY), "--start", "2024-05-06", "--days", "2", "--rows-per-day", "40",
           "--labeled", "--bad-rate", "0.1", "--seed", "3", "--out", str(dumps),
           "--set", "cover.width=48", "--set", "cover.height=36",
-          "--conf", "master=local[2]", "--conf", f"warehouse={root / 'gen-wh'}", *[a for kv in SMALL_SPARK[:3] for a in ("--conf", kv)])
+          "--conf", "master=local[2]", "--conf", f"warehouse={root / 'gen-wh'}", *[a for kv in SMALL_SPARK[:-1] for a in ("--conf", kv)])
     cfg = root / "tiny-model.yaml"
     cfg.write_text(TINY_MODEL, encoding="utf-8")
     _vtag("train", "--config", str(cfg), "--data", str(dumps), "--out", str(bundle), "--taxonomy", str(TAXONOMY),
