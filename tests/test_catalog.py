@@ -45,6 +45,7 @@ def test_view_sql_knows_its_views():
 
 
 @pytest.mark.spark
+@pytest.mark.slow  # 5-7 s: keeps `pytest -m "not slow"` under 2 minutes
 def test_register_tables_names_comments_views(spark, analysts_warehouse):
     wh = analysts_warehouse
     names = register_tables(spark, wh.conf)

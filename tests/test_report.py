@@ -58,6 +58,7 @@ def test_collect_defaults_and_errors(spark, analysts_warehouse):
 
 
 @pytest.mark.spark
+@pytest.mark.slow  # ~4.5 s: keeps `pytest -m "not slow"` under 2 minutes
 def test_spark_engine_gives_the_same_numbers(spark, analysts_warehouse):
     from vtag.jobs.analytics.sql import prepare
 
