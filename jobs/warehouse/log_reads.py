@@ -111,7 +111,10 @@ def _day_dataset(conf: dict[str, Any], name: str, dt: str, version: int | None):
     if table is None:
         return None, None
     if "dt" in table.metadata().partition_columns:  # only the day's files
-        dataset = table.to_pyarrow_dataset(file_pruning_predicate=[("dt", "=", dt)])
+        try:
+            dataset = table.to_pyarrow_dataset(file_pruning_predicate=[("dt", "=", dt)])
+        except TypeError:  # deltalake before file_pruning_predicate (setup.cfg allows >= 1.1)
+            dataset = table.to_pyarrow_dataset(partitions=[("dt", "=", dt)])
     else:
         dataset = table.to_pyarrow_dataset()
     return dataset, ds.field("dt") == pc.scalar(date.fromisoformat(dt))
