@@ -79,11 +79,10 @@ def test_delta_rs_reads_match_the_spark_reads(spark, warehouse, monkeypatch):
 def test_the_quarantine_weight_counts_file_entries_by_their_footer(spark, warehouse, monkeypatch):
     from vtag.jobs.pipeline.publish_state import AuditError, Staged, verify_published
     from vtag.jobs.warehouse import log_reads
-    from vtag.jobs.warehouse.reasons import FILE_REASONS
 
     # one row + 7 + 0 (a footer without a row count counts 0)
-    assert log_reads.quarantine_weight(warehouse, DAY, None, FILE_REASONS) == (3, 8)
-    assert log_reads.quarantine_weight(warehouse, DAY, 1, FILE_REASONS) == (1, 1)
+    assert log_reads.quarantine_weight(warehouse, DAY) == (3, 8)
+    assert log_reads.quarantine_weight(warehouse, DAY, 1) == (1, 1)
     good = Staged({}, {}, {"video_tags_quarantine": 3}, 0, 8)
     bad = Staged({}, {}, {"video_tags_quarantine": 3}, 0, 9)
     for path in ("delta-rs", "spark"):

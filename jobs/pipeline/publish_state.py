@@ -191,11 +191,10 @@ def own_commit(spark: SparkSession, conf: dict[str, Any], name: str, after: int,
 def verify_published(spark: SparkSession, conf: dict[str, Any], dt: str, staged: Staged, committed: dict[str, int]):
     """The committed versions hold the staged counts (read back by time travel)."""
     from vtag.jobs.pipeline.validate import quarantined_rows
-    from vtag.jobs.warehouse.reasons import FILE_REASONS
 
     for name, version in committed.items():
         if name == "video_tags_quarantine":
-            got = log_reads.quarantine_weight(conf, dt, version, tuple(FILE_REASONS))
+            got = log_reads.quarantine_weight(conf, dt, version)
             if got is None:
                 r = day_rows(spark, conf, name, dt, version).agg(
                     F.count(F.lit(1)).alias("n"), F.sum(quarantined_rows()).alias("w")).first()

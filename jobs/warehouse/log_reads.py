@@ -20,6 +20,7 @@ from datetime import date
 from typing import Any
 
 from vtag.jobs.spark.session import warehouse_path as table_path
+from vtag.jobs.warehouse.reasons import FILE_REASONS
 
 #: tables whose delta-rs read failed once: reported once per process
 _reported: set[str] = set()
@@ -126,38 +127,35 @@ def day_count(conf: dict[str, Any], name: str, dt: str, version: int | None = No
     return None if dataset is None else int(dataset.count_rows(filter=where))
 
 
-def day_records(conf: dict[str, Any], name: str, dt: str, version: int | None = None,
-                columns: list[str] | None = None) -> list[dict[str, Any]] | None:
+def day_records(conf: dict[str, Any], name: str, dt: str) -> list[dict[str, Any]] | None:
     """The rows of day ``dt`` in table ``name`` as dicts (timestamps timezone-aware, UTC); None:
     delta-rs cannot read it. For small days (``tag_runs``): every row is read into memory."""
-    dataset, where = _day_dataset(conf, name, dt, version)
+    dataset, where = _day_dataset(conf, name, dt, None)
     if dataset is None:
         return None
-    return dataset.to_table(columns=columns, filter=where).to_pylist()
+    return dataset.to_table(filter=where).to_pylist()
 
 
-def quarantine_weight(conf: dict[str, Any], dt: str, version: int | None = None,
-                      file_reasons: tuple[str, ...] = ()) -> tuple[int, int] | None:
+def quarantine_weight(conf: dict[str, Any], dt: str, version: int | None = None) -> tuple[int, int] | None:
     """``(entries, dump rows they stand for)`` of day ``dt`` in ``video_tags_quarantine``, as
     :func:`vtag.jobs.pipeline.validate.quarantined_rows` counts them: 1 per row entry, the footer's row
-    count (``raw``'s ``rows``, 0 when absent) per file entry (``reason`` in ``file_reasons``).
-    None: delta-rs cannot read the table."""
+    count (``raw``'s ``rows``, 0 when absent) per file entry (``reason`` in
+    :data:`vtag.jobs.warehouse.reasons.FILE_REASONS`). None: delta-rs cannot read the table."""
     import pyarrow.dataset as ds
 
     dataset, where = _day_dataset(conf, "video_tags_quarantine", dt, version)
     if dataset is None:
         return None
     n = int(dataset.count_rows(filter=where))
-    if not file_reasons or n == 0:
-        return n, n
-    files = dataset.to_table(columns=["raw"], filter=where & ds.field("reason").isin(list(file_reasons)))
+    files = dataset.to_table(columns=["raw"], filter=where & ds.field("reason").isin(list(FILE_REASONS)))
     raws = files.column("raw").to_pylist()
     return n, n - len(raws) + sum(_footer_rows(r) for r in raws)
 
 
 def _footer_rows(raw: str | None) -> int:
-    """``raw``'s ``rows`` as a whole number, 0 when absent or not one (Spark's ``get_json_object`` +
-    cast to long gives null there, counted as 0)."""
+    """``raw``'s ``rows`` as a whole number; 0 when absent or null, as Spark's ``get_json_object`` gives
+    null there. The job writes ``rows`` as a number or not at all; anything else also counts 0 here
+    (Spark's ANSI cast would raise)."""
     try:
         value = json.loads(raw).get("rows") if raw else None
     except (ValueError, AttributeError):
