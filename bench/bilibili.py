@@ -28,6 +28,13 @@ Peer settings are not tuned to any file: LR's ``C`` is picked from ``(1, 4, 16)`
 uploader-grouped validation split of the training side, the fastText-style model stops early on the
 same kind of split; everything else is fixed here.
 
+vtag with the uploader-profile input gives two rows per system. ``vtag``: the test side scored day by
+day the way the nightly job meets it (:mod:`vtag.models.replay`, ``vtag evaluate --replay``): each
+test day sees the bundle's profiles plus the model's own confident tags (score >=
+``--replay-min-score``) of the test days before it — what ``vtag profiles refresh`` gives the next
+night — and never a test label. ``vtag[static]``: every test row with the bundle's training-time
+profiles alone (plain ``vtag evaluate``). The peers are static models: they have no nightly loop.
+
 Metrics on the test side, from each system's primary predicted node (its path = the predicted set):
 level-1 accuracy, leaf accuracy, hierarchical F1 (micro, :func:`vtag.hierarchy.metrics.hierarchical_prf`).
 Each system runs with ``--seeds`` training seeds (deterministic peers — the two LR ones — once: std 0).
@@ -173,6 +180,11 @@ def time_split(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame,
     tr, te = temporal_split(frame, test_fraction)
     return frame.iloc[tr].reset_index(drop=True), frame.iloc[te].reset_index(drop=True)
 
+
+#: ``profiles.min_score`` of the shipped job confs (conf/jobs/*.yaml): the replayed vtag rows use it
+REPLAY_MIN_SCORE = 0.5
+#: the name suffix of a vtag row scored with the bundle's training-time profiles alone (no replay)
+STATIC_SUFFIX = "[static]"
 
 #: how the peers' inner validation split is made: "time" (latest 10 % of the training side) or
 #: "uploader" (grouped); set from --split, the same kind of split vtag validates on
@@ -518,36 +530,52 @@ def vtag_config(model_config: Path, head: str) -> dict:
 
 def train_and_predict(cfg: dict, taxonomy, train: pd.DataFrame, test: pd.DataFrame, seed: int, *,
                       device: str = "cpu", epochs: int | None = None, max_minutes: float | None = None,
-                      label: str = "bench-bilibili"):
-    """vtag's production path on one split: :func:`vtag.models.training.train` (its own uploader-grouped
-    validation split) -> bundle -> :class:`vtag.models.predictor.Predictor` on ``test``.
-    Returns ``(primary leaf node index [n_test] int64, the TrainResult)``."""
+                      label: str = "bench-bilibili", replay_min_score: float | None = None):
+    """vtag's production path on one split: :func:`vtag.models.training.train` (its own validation
+    split) -> bundle -> :class:`vtag.models.predictor.Predictor` on ``test``.
+
+    Returns ``(primary node index [n_test] int64, the TrainResult, replayed [n_test] int64 or None)``:
+    the first with the bundle's profiles alone (``vtag evaluate``), the last — with ``replay_min_score``
+    and a bundle with the profile input — the test days replayed as the nightly job meets them
+    (``vtag evaluate --replay``: each day sees the confident tags of the days before)."""
     from vtag.models.predictor import Predictor
+    from vtag.models.replay import replay_scores
     from vtag.models.training import train as train_model
 
     with tempfile.TemporaryDirectory(prefix="vtag-bili-") as tmp:
         res = train_model(cfg, taxonomy, train, Path(tmp) / "bundle", seed=seed, device=device, epochs=epochs,
                           progress=False, max_minutes=max_minutes, label=label)
         pred = Predictor.load(res.bundle_dir, device=device, expected_taxonomy_version=taxonomy)
-        decoded, _ = pred.predict_scores(test)
-    return np.asarray(decoded.leaf, dtype=np.int64), res
+        unlabeled = test.drop(columns=["labels"])
+        decoded, _ = pred.predict_scores(unlabeled)
+        replayed = None
+        if replay_min_score is not None and getattr(pred.featurizer, "profile", None) is not None:
+            replayed = np.asarray(replay_scores(pred, unlabeled, replay_min_score)[0].leaf, dtype=np.int64)
+    return np.asarray(decoded.leaf, dtype=np.int64), res, replayed
 
 
 def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: int | None = None,
-             device: str = "cpu") -> Callable:
+             device: str = "cpu", replay_min_score: float | None = REPLAY_MIN_SCORE) -> Callable:
     """``head`` "": the shipped config file as it is (``vtag``); else ``model_config`` without images
-    and with that head (``vtag_<head>``)."""
-    def run(taxonomy, train, test, inputs, seed, log) -> np.ndarray:
+    and with that head (``vtag_<head>``). A bundle with the uploader-profile input gives two rows:
+    the system's (the test days replayed as the nightly job meets them, ``vtag evaluate --replay``)
+    and ``<system>[static]`` (every test row with the bundle's training-time profiles alone)."""
+    def run(taxonomy, train, test, inputs, seed, log) -> np.ndarray | dict[str, np.ndarray]:
         from vtag.models.training import load_model_config
 
         cfg = load_model_config(model_config) if not head else vtag_config(model_config, head)
-        leaf, res = train_and_predict(cfg, taxonomy, train, test, seed, device=device,
-                                      epochs=epochs, max_minutes=max_minutes, label=f"bench-bilibili-{head or 'vtag'}")
+        leaf, res, replayed = train_and_predict(cfg, taxonomy, train, test, seed, device=device, epochs=epochs,
+                                                max_minutes=max_minutes, label=f"bench-bilibili-{head or 'vtag'}",
+                                                replay_min_score=replay_min_score)
         log(f"    epochs {res.epochs_run} (best {res.best_epoch}, {res.stopped}), valid "
             + " ".join(f"{k}={res.metrics.get(k, float('nan')):.4f}" for k in ("leaf_acc", "level1_acc", "hf1"))
             + (f" tfidf mix scale {res.metrics['tfidf_mix']['scale']} (validation early-stop metric per scale: "
-               f"{res.metrics['tfidf_mix']['validation']})" if "tfidf_mix" in res.metrics else ""))
-        return leaf
+               f"{res.metrics['tfidf_mix']['validation']})" if "tfidf_mix" in res.metrics else "")
+            + (f" profile evidence scale {res.metrics['profile_evidence']['scale']} (replayed validation: "
+               f"{res.metrics['profile_evidence']['validation']})" if "profile_evidence" in res.metrics else ""))
+        if replayed is None:
+            return leaf
+        return {"": replayed, STATIC_SUFFIX: leaf}
 
     return run
 
@@ -579,6 +607,12 @@ def _arg_parser() -> argparse.ArgumentParser:
                     help="runs (system × seed) in this many processes at once (each with --threads threads); "
                          "1 = one after the other in this process")
     ap.add_argument("--threads", type=int, default=int(_THREADS))
+    ap.add_argument("--replay-min-score", type=float, default=REPLAY_MIN_SCORE,
+                    help="vtag rows: the test days replayed as the nightly job meets them, a tag counting towards "
+                         "its uploader's profile from the next day on when its score is at least this "
+                         f"(default {REPLAY_MIN_SCORE}, the shipped job conf's profiles.min_score); the "
+                         "'<system>[static]' rows use the bundle's profiles alone")
+    ap.add_argument("--no-replay", action="store_true", help="vtag rows with the bundle's profiles alone")
     ap.add_argument("--json-out", help="also write all figures (per seed too) here")
     ap.add_argument("--md-out", help="also write a Markdown report here (rewritten after every run)")
     ap.add_argument("--note", help="a line added to the Markdown report (e.g. what ran this command)")
@@ -626,31 +660,37 @@ def _init_worker(taxonomy_path: str, train: pd.DataFrame, test: pd.DataFrame, in
 
 
 def _make_runner(system: str, opts: dict) -> Callable:
+    replay = opts.get("replay_min_score")
     if system == "vtag":
         return run_vtag("", Path(opts["shipped_config"]), opts["vtag_max_minutes"], opts["vtag_epochs"],
-                        device=opts["device"])
+                        device=opts["device"], replay_min_score=replay)
     if system.startswith("vtag_"):
         return run_vtag(system[len("vtag_"):], Path(opts["model_config"]), opts["vtag_max_minutes"],
-                        opts["vtag_epochs"], device=opts["device"])
+                        opts["vtag_epochs"], device=opts["device"], replay_min_score=replay)
     return {"tfidf_lr": run_tfidf_lr, "hiclass_lcppn_lr": run_hiclass, "fasttext_ngrams": run_fasttext,
             "svm_tfidf": run_svm(False), "svm_tfidf_ctx": run_svm(True),
             "svm_chars": run_svm(False, chars=True), "svm_chars_ctx": run_svm(True, chars=True)}[system]
 
 
-def _run_task(system: str, seed: int, prefix: str = "") -> dict:
-    """One training run of ``system`` with ``seed`` on the split in :data:`_CTX`: its test metrics."""
+def _run_task(system: str, seed: int, prefix: str = "") -> dict[str, dict]:
+    """One training run of ``system`` with ``seed`` on the split in :data:`_CTX`: ``{row name: test
+    metrics}`` (vtag with profiles gives two rows: replayed and ``[static]``)."""
     def log(m):
         print("\n".join(prefix + line for line in str(m).splitlines()), flush=True)
 
     c = _CTX
     t = time.monotonic()
-    pred = _make_runner(system, c["opts"])(c["taxonomy"], c["train"], c["test"], c["inputs"], seed, log)
-    m = score(c["taxonomy"], c["true_idx"], pred, c["returning"])
-    m["seconds"] = round(time.monotonic() - t, 1)
-    split = "".join(f" {k[9:]} {m[k]:.4f}" for k in ("leaf_acc_returning", "leaf_acc_new") if k in m)
-    log(f"  {system} seed {seed}: leaf {m['leaf_acc']:.4f} level1 {m['level1_acc']:.4f} hF1 {m['hf1']:.4f}"
-        f"{split} ({m['seconds']:.0f}s)")
-    return m
+    out = _make_runner(system, c["opts"])(c["taxonomy"], c["train"], c["test"], c["inputs"], seed, log)
+    seconds = round(time.monotonic() - t, 1)
+    rows = {}
+    for suffix, pred in (out.items() if isinstance(out, dict) else [("", out)]):
+        m = score(c["taxonomy"], c["true_idx"], pred, c["returning"])
+        m["seconds"] = seconds
+        split = "".join(f" {k[9:]} {m[k]:.4f}" for k in ("leaf_acc_returning", "leaf_acc_new") if k in m)
+        log(f"  {system}{suffix} seed {seed}: leaf {m['leaf_acc']:.4f} level1 {m['level1_acc']:.4f} "
+            f"hF1 {m['hf1']:.4f}{split} ({seconds:.0f}s)")
+        rows[system + suffix] = m
+    return rows
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -690,7 +730,9 @@ def format_markdown(results: dict[str, dict], *, command: str, device: str, spli
              f"- Written: {now}" + (f"; {wall_s:.0f} s wall so far" if wall_s is not None else ""),
              f"- Split: {split_desc}: train {n_train} rows, test {n_test} rows",
              f"- Seeds: {seeds} per system (the LR peers are deterministic: one run, std 0); mean ± std over runs. "
-             "Metrics on the test side from each system's primary predicted node.", ""]
+             "Metrics on the test side from each system's primary predicted node. A vtag row is the test days "
+             "replayed as the nightly job meets them (each day sees the model's confident tags of the days before; "
+             "`vtag evaluate --replay`); `[static]`: the bundle's training-time profiles alone.", ""]
     if pending:
         lines += [f"- **Not finished** (runs missing): {', '.join(pending)}", ""]
     if failed:
@@ -753,7 +795,8 @@ def main(argv: list[str] | None = None, *, reader: Callable | None = None,
     device = device_description(args.device)
     opts = {"model_config": args.model_config, "shipped_config": args.shipped_config, "split": args.split,
             "vtag_max_minutes": args.vtag_max_minutes,
-            "vtag_epochs": args.vtag_epochs, "device": args.device, "threads": args.threads}
+            "vtag_epochs": args.vtag_epochs, "device": args.device, "threads": args.threads,
+            "replay_min_score": None if args.no_replay else args.replay_min_score}
     tasks = [(s, seed) for s in systems for seed in range(1 if s in DETERMINISTIC else args.seeds)]
     runs: dict[str, list[dict]] = {s: [] for s in systems}
     failed: dict[str, str] = {}
@@ -765,8 +808,8 @@ def main(argv: list[str] | None = None, *, reader: Callable | None = None,
         results = {s: aggregate(sorted(r, key=lambda x: x["seed"])) for s, r in runs.items() if r}
         if args.md_out:
             want = {s: sum(1 for x in tasks if x[0] == s) for s in systems}
-            pending = [f"{s} ({len(runs[s])}/{want[s]} runs)" for s in systems
-                       if len(runs[s]) < want[s] and s not in failed]
+            pending = [f"{s} ({len(runs.get(s, []))}/{want[s]} runs)" for s in systems
+                       if len(runs.get(s, [])) < want[s] and s not in failed]
             Path(args.md_out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.md_out).write_text(format_markdown(
                 results, command=command, device=device, split_desc=split_desc, seeds=args.seeds,
@@ -779,7 +822,8 @@ def main(argv: list[str] | None = None, *, reader: Callable | None = None,
             failed[system] = f"{type(err).__name__}: {err}"
             log(f"  {system} seed {seed} FAILED: {failed[system]}")
         else:
-            runs[system].append({**m, "seed": seed})
+            for name, metrics in m.items():
+                runs.setdefault(name, []).append({**metrics, "seed": seed})
         report()
 
     if args.workers <= 1:

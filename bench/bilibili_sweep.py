@@ -65,8 +65,8 @@ def run_variant(name: str, overrides: dict, seed: int) -> dict:
     t = time.monotonic()
     cfg = deep_merge(B.vtag_config(Path(opts["model_config"]), opts["head"]), overrides)
     resolve_config(cfg)  # a typo in a model section fails here
-    leaf, res = B.train_and_predict(cfg, c["taxonomy"], c["train"], c["test"], seed, device=opts["device"],
-                                    max_minutes=opts["max_minutes"], label=f"sweep-{name}")
+    leaf, res, _ = B.train_and_predict(cfg, c["taxonomy"], c["train"], c["test"], seed, device=opts["device"],
+                                       max_minutes=opts["max_minutes"], label=f"sweep-{name}")
     m = B.score(c["taxonomy"], c["true_idx"], leaf)
     return {"variant": name, "seed": seed, "epochs": res.epochs_run, "best_epoch": res.best_epoch,
             "stopped": res.stopped, "valid_leaf_acc": round(float(res.metrics["leaf_acc"]), 4),

@@ -112,8 +112,23 @@ def _plain(d: Mapping[str, Any]) -> dict:
     return out
 
 
-def _predict(predictor, frame, stage: Stage):
-    """``predictor.predict_scores(frame)``, reporting the rows done after each micro-batch."""
+def _predict(predictor, frame, stage: Stage, replay: float | None = None):
+    """``predictor.predict_scores(frame)``, reporting the rows done after each micro-batch; with
+    ``replay`` (a ``min_score``) day by day through :func:`vtag.models.replay.replay_scores`."""
+    if replay is not None:
+        from vtag.models.replay import replay_scores
+
+        text = f"replaying {len(frame):,} rows day by day"
+        stage(text, None)
+        done = 0
+
+        def on_day(day: str, rows: int) -> None:
+            nonlocal done
+            done += rows
+            stage(text, done)
+
+        decoded, cover, _ = replay_scores(predictor, frame, replay, on_day)
+        return decoded, cover
     if len(frame) == 0:
         return predictor.predict_scores(frame)
     text = f"predicting {len(frame):,} rows"
@@ -127,7 +142,7 @@ def _predict(predictor, frame, stage: Stage):
     return predictor.decoder.decode(np.concatenate(probs)), np.concatenate(covers)
 
 
-def evaluate_frame(predictor, frame, stage: Stage | None = None) -> dict:
+def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float | None = None) -> dict:
     """Metrics overall and per level-1 subtree: ``{"overall": {...}, "subtrees": {id: {...}}, ...}``.
 
     Parameters
@@ -139,13 +154,17 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None) -> dict:
     stage : callable, optional
         Progress callback ``stage(text, rows)``: called per stage, and again with the same text as
         prediction's micro-batches finish (rows done).
+    replay : float, optional
+        Score the rows day by day as the nightly job does, each day with the uploader profiles of
+        the bundle plus the confident predictions (primary score ``>= replay``) of the days before
+        (:mod:`vtag.models.replay`); None: every row with the bundle's profiles alone.
     """
     from vtag.hierarchy.metrics import evaluate, evaluate_by_subtree
 
     stage = stage or _no_stage
     tax = predictor.taxonomy
     t0 = time.monotonic()
-    decoded, cover = _predict(predictor, frame, stage)
+    decoded, cover = _predict(predictor, frame, stage, replay)
     seconds = time.monotonic() - t0
     stage("scoring", len(frame))
     truth, leaf = true_labels(tax, frame)
@@ -159,6 +178,7 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None) -> dict:
         "subtrees": subtrees,
         "rows": int(len(frame)),
         "rows_without_cover": int((~cover).sum()),
+        "replay_min_score": replay,
         "predict_seconds": round(seconds, 2),
     }
 
@@ -238,6 +258,13 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--taxonomy", help="refuse unless the bundle was trained on this taxonomy file's version")
+    p.add_argument("--replay", action="store_true",
+                   help="score the rows day by day (dt, else upload date) as the nightly job meets them: each "
+                        "day sees the uploader profiles of the bundle plus the model's confident tags of the "
+                        "days before (vtag.models.replay); default: every row with the bundle's profiles")
+    p.add_argument("--min-score", type=float, default=0.5,
+                   help="with --replay: a tag counts towards its uploader's profile when its score is at "
+                        "least this (the job conf's profiles.min_score; default 0.5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--out", help="also save the JSON report to this file (default: nothing is written)")
     return p
@@ -277,7 +304,8 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     if seen["warning"]:
         banner = "!" * 100
         print(f"{banner}\nvtag evaluate: WARNING: {seen['warning']}\n{banner}", file=sys.stderr)
-    report = evaluate_frame(predictor, frame, stage)
+    replay = float(args.min_score) if getattr(args, "replay", False) else None
+    report = evaluate_frame(predictor, frame, stage, replay)
     report = {
         "bundle": str(args.bundle),
         "data": str(args.data),

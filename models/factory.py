@@ -48,7 +48,7 @@ class VtagModel(nn.Module):
 
     def __init__(self, config: dict, encoders: dict[str, nn.Module], fusion: nn.Module, head: nn.Module,
                  image_gate: nn.Module | None, modality_heads: dict[str, nn.Module] | None,
-                 tfidf_wide: nn.Module | None = None):
+                 tfidf_wide: nn.Module | None = None, profile_evidence: nn.Module | None = None):
         super().__init__()
         self.config = config
         self.modalities = tuple(config["modalities"])
@@ -61,6 +61,7 @@ class VtagModel(nn.Module):
         self.wide_modalities = wide_modalities(config)
         self.wide_profile = wide_profile(config)
         self.tfidf_wide = tfidf_wide
+        self.profile_evidence = profile_evidence
         self.profile_dropout = float(config["context"]["profile"].get("dropout") or 0.0) if profile_enabled(config) else 0.0
 
     @property
@@ -85,6 +86,10 @@ class VtagModel(nn.Module):
         fused = self.fusion(feats)
         extra = (self.tfidf_wide(batch["bow_ids"], batch.get("uploader"), batch.get("uploader_key"))
                  if self.tfidf_wide is not None else None)
+        if self.profile_evidence is not None:
+            evidence = self.profile_evidence(batch.get("profile"))
+            if evidence is not None:
+                extra = evidence if extra is None else extra + evidence
         if self.wide_modalities:
             wide = [feats[m] for m in self.wide_modalities] + ([batch["profile"]] if self.wide_profile else [])
             out = dict(self.head(fused["h"], torch.cat(wide, dim=1), extra_logits=extra))
@@ -194,10 +199,16 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
                           df=getattr(featurizer, "ngram_df", None), n_docs=int(getattr(featurizer, "n_docs", 0)),
                           fitted=mode == "svm", mix=mode == "mix",
                           **_uploader_columns(cfg, featurizer))
+    evidence = None
+    if profile_dim and cfg["context"]["profile"]["evidence_mix"]:
+        from vtag.models.profile_mix import ProfileEvidence
+
+        flat = cfg["head"]["name"] == "flat"
+        evidence = ProfileEvidence(spec.n_nodes, spec.leaves if flat else np.arange(spec.n_nodes))
     modality_heads = None
     if cfg["fusion"]["name"] == "centralnet" and float(cfg["loss"]["modality"]) > 0:
         modality_heads = {m: nn.Linear(int(fusion.out_dim), spec.n_nodes) for m in mods}
-    return VtagModel(cfg, encoders, fusion, head, gate, modality_heads, tfidf_wide=tfidf)
+    return VtagModel(cfg, encoders, fusion, head, gate, modality_heads, tfidf_wide=tfidf, profile_evidence=evidence)
 
 
 @torch.no_grad()

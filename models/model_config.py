@@ -49,7 +49,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "dropout": 0.1,
         "id_dropout": 0.8,
         # uploader profiles (models/profiles.py): the uploader's earlier categories as an input
-        "profile": {"enabled": False, "alpha": 1.0, "train_mode": "auto", "dropout": 0.2},
+        "profile": {"enabled": False, "alpha": 1.0, "train_mode": "auto", "dropout": 0.2,
+                    "evidence_mix": False, "replay_min_score": 0.5},
     },
     "fusion": {"name": "lmf", "dim": 128, "rank": 4, "layers": 2, "dropout": 0.5},
     "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.5, "beta": 0.5, "max_constraint": False,

@@ -29,7 +29,8 @@ def test_bilibili_bench_on_a_slice(tmp_path, capsys):
                         "--systems", "vtag_flat,tfidf_lr,fasttext_ngrams,svm_tfidf_ctx"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(out) == {"vtag_flat", "tfidf_lr", "fasttext_ngrams", "svm_tfidf_ctx"}
+    # cpu-small has the profile input: the test days replayed (vtag_flat) and the bundle's profiles alone
+    assert set(out) == {"vtag_flat", "vtag_flat[static]", "tfidf_lr", "fasttext_ngrams", "svm_tfidf_ctx"}
     for r in out.values():
         assert {"leaf_acc", "leaf_acc_std", "level1_acc", "level1_acc_std", "hf1", "hf1_std"} <= set(r)
         assert set(r) - {"leaf_acc", "leaf_acc_std", "level1_acc", "level1_acc_std", "hf1", "hf1_std"} <= {

@@ -43,7 +43,7 @@ def test_realdata_bench_on_a_labeled_dump(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 rows dropped" in out and "split in time" in out
     res = json.loads(out.strip().splitlines()[-1])
-    assert set(res) == {"vtag", "svm_tfidf", "svm_tfidf_ctx"}
+    assert set(res) == {"vtag", "vtag[static]", "svm_tfidf", "svm_tfidf_ctx"}  # replayed and static
     assert all(0.0 <= r["leaf_acc"] <= 1.0 for r in res.values())
     assert "labeled dump (bench/realdata.py)" in (tmp_path / "r.md").read_text()
 

@@ -1,6 +1,7 @@
 """Steps around the loop that read the validation rows once: the coverless-data warning before
 training, the frozen TF-IDF SVM fitted before it (``head.tfidf_wide: svm|mix``), and after it the
-SVM's weight in the mix and ``decode.stop_threshold: auto``."""
+SVM's weight in the mix, the weight of the uploader profile's evidence (validation days replayed)
+and ``decode.stop_threshold: auto``."""
 
 from __future__ import annotations
 
@@ -111,6 +112,37 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
         out["text_scale"] = info["text_scale"]
         out["text_validation"] = {str(k): v for k, v in info["text_scores"].items()}
     return out
+
+
+def mix_profile_evidence(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last,
+                         metric_name) -> dict:
+    """``context.profile.evidence_mix``: the weight of the profile's Naive-Bayes evidence in the
+    logits, chosen by the early-stopping metric on the validation rows replayed day by day as the
+    nightly job meets them (:func:`vtag.models.profile_mix.choose_evidence_scale`,
+    :func:`vtag.models.replay.replay`: the training side's profiles plus the model's own confident
+    tags of earlier validation days, with ``context.profile.replay_min_score``)."""
+    from vtag.models.evaluate import score_decoded
+    from vtag.models.predictor import decoder_for, infer_proba
+    from vtag.models.profile_mix import choose_evidence_scale
+    from vtag.models.replay import replay
+
+    decoder = decoder_for(taxonomy, config)
+    min_score = float(config["context"]["profile"]["replay_min_score"])
+    batch = int(settings["eval_batch_size"])
+    model.eval()
+
+    def score_day(part):
+        return infer_proba(model, featurizer, part, batch_size=batch, device=dev, amp=settings["amp"],
+                           channels_last=channels_last)
+
+    def score() -> float:
+        prob, _, _ = replay(val_df, featurizer.profiles, score_day, decoder, taxonomy, min_score)
+        return float(score_decoded(taxonomy, val_df, decoder.decode(prob))[metric_name])
+
+    info = choose_evidence_scale(model.profile_evidence, score)
+    log.info("profile evidence: scale %s on replayed validation days (%s: %s)", info["scale"], metric_name,
+             {k: round(v, 4) for k, v in info["scores"].items()})
+    return {"scale": info["scale"], "validation": {str(k): v for k, v in info["scores"].items()}}
 
 
 def auto_stop_threshold(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last) -> float | None:

@@ -37,6 +37,7 @@ from vtag.models.training.loop import EpochRunner, Validation
 from vtag.models.training.post import (
     auto_stop_threshold,
     fit_svm_wide,
+    mix_profile_evidence,
     mix_svm,
     refit_svm_wide,
     warn_if_coverless,
@@ -244,6 +245,9 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
     if wide is not None and wide.mix and len(data.val):
         metrics["tfidf_mix"] = mix_svm(raw_model, data.featurizer, taxonomy, data.val, config, device, settings,
                                        channels_last, metric_name)
+    if getattr(raw_model, "profile_evidence", None) is not None and len(data.val):
+        metrics["profile_evidence"] = mix_profile_evidence(raw_model, data.featurizer, taxonomy, data.val, config,
+                                                           device, settings, channels_last, metric_name)
     if str((config.get("decode") or {}).get("stop_threshold")) == "auto":
         thr = auto_stop_threshold(raw_model, data.featurizer, taxonomy, data.val, config, device, settings,
                                   channels_last)

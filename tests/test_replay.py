@@ -1,0 +1,141 @@
+"""vtag.models.replay: the labeled rows scored day by day, the way the nightly job meets them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.builders import tiny_config, tiny_frame, tiny_taxonomy, tmp_root
+from vtag.models.profiles import LEAF_COL, N_COL, ProfileTable
+from vtag.models.replay import UNDATED, replay, replay_days
+
+
+def _rows(days: list[str | None], uploaders: list[str | None]) -> pd.DataFrame:
+    ts = [None if d is None else pd.Timestamp(f"{d} 12:00", tz="UTC") for d in days]
+    return pd.DataFrame({
+        "video_id": [f"v{i}" for i in range(len(days))],
+        "title": ["t"] * len(days),
+        "uploader_id": pd.Series(uploaders, dtype=object),
+        "upload_ts": pd.Series(ts, dtype="datetime64[ns, UTC]"),
+    })
+
+
+class _Scorer:
+    """A stand-in model: every row's primary node is ``node`` with score ``score`` (per video id),
+    and each call records the profiles it was handed, by video id."""
+
+    def __init__(self, tax, node: dict[str, str], score: dict[str, float]):
+        self.tax, self.node, self.score, self.seen = tax, node, score, {}
+
+    def __call__(self, part: pd.DataFrame):
+        prob = np.zeros((len(part), self.tax.n_nodes), np.float32)
+        for k, (vid, n, c) in enumerate(zip(part["video_id"], part[N_COL], part[LEAF_COL])):
+            self.seen[vid] = (float(n), dict(c))
+            leaf = self.tax.index[self.node[vid]]
+            for j in self.tax.path(self.node[vid]):
+                prob[k, self.tax.index[j]] = self.score[vid]
+            prob[k, leaf] = self.score[vid]
+        return prob, np.zeros(len(part), bool)
+
+
+def _decoder(tax):
+    from vtag.models.predictor import decoder_for
+
+    return decoder_for(tax, {"decode": {"thresholds": 0.5}})
+
+
+def test_days_come_from_dt_else_the_upload_date_and_undated_rows_come_last():
+    rows = _rows(["2024-05-02", None, "2024-05-01"], ["a", "b", "c"])
+    assert replay_days(rows).tolist() == ["2024-05-02", UNDATED, "2024-05-01"]
+    with_dt = rows.assign(dt=["2024-06-01", "2024-06-02", None])
+    assert replay_days(with_dt).tolist() == ["2024-06-01", "2024-06-02", UNDATED]
+    assert sorted(["2024-12-31", UNDATED]) == ["2024-12-31", UNDATED]
+
+
+def test_a_day_sees_the_confident_tags_of_earlier_days_only():
+    tax = tiny_taxonomy()
+    rows = _rows(["2024-05-01", "2024-05-01", "2024-05-02", "2024-05-03", "2024-05-03", None],
+                 ["new", "new", "new", "new", "other", "new"])
+    node = {f"v{i}": "food_bake" for i in range(6)}
+    node["v1"] = "game_theme_rpg"
+    score = {f"v{i}": 0.9 for i in range(6)}
+    score["v2"] = 0.3  # below min_score: scored, but never counted
+    scorer = _Scorer(tax, node, score)
+    prob, cover, info = replay(rows, None, scorer, _decoder(tax), tax, min_score=0.5)
+    # day 1: nothing before it, not even the other row of the same day
+    assert scorer.seen["v0"] == (0.0, {}) and scorer.seen["v1"] == (0.0, {})
+    # day 2: both tags of day 1
+    assert scorer.seen["v2"] == (2.0, {"food_bake": 1.0, "game_theme_rpg": 1.0})
+    # day 3: the unsure tag of day 2 is not counted; another uploader starts empty
+    assert scorer.seen["v3"] == (2.0, {"food_bake": 1.0, "game_theme_rpg": 1.0})
+    assert scorer.seen["v4"] == (0.0, {})
+    # undated rows come after every dated day
+    assert scorer.seen["v5"] == (3.0, {"food_bake": 2.0, "game_theme_rpg": 1.0})
+    assert prob.shape == (6, tax.n_nodes) and cover.shape == (6,)
+    assert prob[1, tax.index["game_theme_rpg"]] == pytest.approx(0.9)  # the frame's row order
+    assert info == {"days": 4, "rows_with_tag_history": 3, "tags_counted": 5, "min_score": 0.5}
+
+
+def test_the_history_starts_from_the_table_and_a_video_counts_once():
+    tax = tiny_taxonomy()
+    table = ProfileTable(tax.version, {"known": (3.0, {"film_live": 3.0})})
+    rows = _rows(["2024-05-01", "2024-05-02", "2024-05-03"], ["known", "known", "known"])
+    rows.loc[1, "video_id"] = "v0"  # the same video again on a later day (a re-upload in the dump)
+    scorer = _Scorer(tax, {"v0": "food_bake", "v2": "food_bake"}, {"v0": 0.9, "v2": 0.9})
+    replay(rows, table, scorer, _decoder(tax), tax)
+    assert scorer.seen["v2"] == (4.0, {"film_live": 3.0, "food_bake": 1.0})
+    assert table.profiles["known"] == (3.0, {"film_live": 3.0})  # the table itself is not changed
+
+
+def test_min_score_outside_zero_one_is_refused():
+    tax = tiny_taxonomy()
+    with pytest.raises(ValueError, match="min_score"):
+        replay(_rows(["2024-05-01"], ["a"]), None, _Scorer(tax, {"v0": "food_bake"}, {"v0": 0.9}),
+               _decoder(tax), tax, min_score=1.5)
+
+
+def test_evaluate_replay_on_a_bundle_with_the_evidence_mix(capsys):
+    """A bundle trained with ``context.profile.evidence_mix`` records the chosen weight, and
+    ``vtag evaluate --replay`` scores the rows day by day (labels dropped before scoring)."""
+    from vtag.models.data import write_dump
+    from vtag.models.evaluate import _arg_parser, main
+    from vtag.models.predictor import Predictor
+    from vtag.models.replay import replay_scores
+    from vtag.models.training import train
+
+    tax, frame = tiny_taxonomy(), tiny_frame()
+    cfg = tiny_config(epochs=1)
+    cfg["modalities"] = ["text", "context"]
+    cfg["context"]["profile"] = {"enabled": True, "evidence_mix": True}
+    cfg["head"]["wide"] = True
+    root = tmp_root()
+    res = train(cfg, tax, frame, root / "bundle", seed=0, progress=False)
+    info = res.metrics["profile_evidence"]
+    assert info["scale"] in (float(k) for k in info["validation"])
+    pred = Predictor.load(root / "bundle", device="cpu")
+    test = tiny_frame(24, seed=5)
+    decoded, _, stats = replay_scores(pred, test.drop(columns=["labels"]))
+    assert len(decoded) == len(test) and stats["days"] == len(set(test["upload_ts"].dt.date))
+    days = sorted({str(d) for d in test["upload_ts"].dt.date})
+    for d in days:
+        part = test[test["upload_ts"].dt.date.astype(str) == d]
+        write_dump(part, root / "dump", d)
+    rc = main(_arg_parser().parse_args(["--bundle", str(root / "bundle"), "--data", str(root / "dump"),
+                                        "--replay", "--min-score", "0.2", "--json"]))
+    assert rc == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["replay_min_score"] == 0.2 and report["rows"] == len(test)
+    assert set(report["overall"]) >= {"leaf_acc", "hf1"}
+
+
+def test_replay_needs_a_bundle_with_profiles():
+    from tests.builders import tiny_bundle
+    from vtag.models.predictor import Predictor
+    from vtag.models.replay import replay_scores
+
+    out, tax, frame, _ = tiny_bundle()
+    with pytest.raises(ValueError, match="uploader-profile input"):
+        replay_scores(Predictor.load(out, device="cpu"), frame)
