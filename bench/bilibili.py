@@ -33,7 +33,7 @@ day the way the nightly job meets it (:mod:`vtag.models.replay`, ``vtag evaluate
 test day sees the bundle's profiles plus the model's own confident tags (score >=
 ``--replay-min-score``) of the test days before it — what ``vtag profiles refresh`` gives the next
 night — and never a test label. ``vtag[static]``: every test row with the bundle's training-time
-profiles alone (plain ``vtag evaluate``). The peers are static models: they have no nightly loop.
+profiles alone (``vtag evaluate --no-replay``). The peers are static models: they have no nightly loop.
 
 Metrics on the test side, from each system's primary predicted node (its path = the predicted set):
 level-1 accuracy, leaf accuracy, hierarchical F1 (micro, :func:`vtag.hierarchy.metrics.hierarchical_prf`).

@@ -11,6 +11,13 @@ Before scoring, the evaluated rows' ``video_id`` are looked up in the bundle's r
 and validation rows (:mod:`vtag.models.provenance`): an overlap is printed as a loud warning on stderr and
 recorded in the JSON (``overlap``), since metrics on the model's own data overstate it.
 
+Rows are scored as the nightly job meets them when the bundle reads uploader profiles
+(``--replay``, the default there; :mod:`vtag.models.replay`): day by day (``dt``, else the upload
+date), each day with the bundle's profiles plus the model's own tags of the days before it (score
+``>= --min-score``), which is what ``vtag profiles refresh`` hands the next night; never a label.
+``--no-replay`` scores every row with the bundle's training-time profiles alone (the figure of a
+model whose profiles are never refreshed). The report's ``replay_min_score`` says which (null: no replay).
+
 Progress (#19 item 4): :func:`main` and :func:`evaluate_frame` take an optional ``stage(text, rows)``
 callback (models/ never imports jobs/); ``vtag evaluate`` runs through :mod:`vtag.jobs.cli.evaluate`, which
 passes :func:`vtag.jobs.progress.stage` in — a live line on a terminal, one stderr line per stage otherwise.
@@ -238,6 +245,10 @@ def render(report: Mapping[str, Any]) -> None:
     console.print(t)
     for k, text in legend(keys).items():
         console.print(f"  {k}: {text}", highlight=False)
+    if report.get("replay_min_score") is not None:
+        console.print(f"  scored day by day as the nightly job meets the rows: each day with the uploader profiles "
+                      f"of the bundle plus the model's tags (score >= {report['replay_min_score']}) of the days "
+                      "before (--no-replay: the bundle's profiles alone)", highlight=False)
     if report.get("subtrees"):
         cols = [k for k in ("n", "leaf_acc", "level2_acc", "hf1", "auprc", "violations") if k in ov]
         s = Table(title="per level-1 subtree (rows whose true primary path starts there)")
@@ -258,12 +269,13 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--taxonomy", help="refuse unless the bundle was trained on this taxonomy file's version")
-    p.add_argument("--replay", action="store_true",
+    p.add_argument("--replay", action=argparse.BooleanOptionalAction, default=None,
                    help="score the rows day by day (dt, else upload date) as the nightly job meets them: each "
                         "day sees the uploader profiles of the bundle plus the model's confident tags of the "
-                        "days before (vtag.models.replay); default: every row with the bundle's profiles")
+                        "days before (vtag.models.replay). Default: on when the bundle has the uploader-profile "
+                        "input; --no-replay: every row with the bundle's training-time profiles alone")
     p.add_argument("--min-score", type=float, default=0.5,
-                   help="with --replay: a tag counts towards its uploader's profile when its score is at "
+                   help="with replay: a tag counts towards its uploader's profile when its score is at "
                         "least this (the job conf's profiles.min_score; default 0.5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--out", help="also save the JSON report to this file (default: nothing is written)")
@@ -304,7 +316,10 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     if seen["warning"]:
         banner = "!" * 100
         print(f"{banner}\nvtag evaluate: WARNING: {seen['warning']}\n{banner}", file=sys.stderr)
-    replay = float(args.min_score) if getattr(args, "replay", False) else None
+    replay_on = getattr(args, "replay", None)
+    if replay_on is None:  # the default: as the nightly job meets the rows, where the bundle reads profiles
+        replay_on = getattr(predictor.featurizer, "profile", None) is not None
+    replay = float(args.min_score) if replay_on else None
     report = evaluate_frame(predictor, frame, stage, replay)
     report = {
         "bundle": str(args.bundle),

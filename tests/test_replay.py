@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -121,14 +125,19 @@ def test_evaluate_replay_on_a_bundle_with_the_evidence_mix(capsys):
     for d in days:
         part = test[test["upload_ts"].dt.date.astype(str) == d]
         write_dump(part, root / "dump", d)
-    rc = main(_arg_parser().parse_args(["--bundle", str(root / "bundle"), "--data", str(root / "dump"),
-                                        "--replay", "--min-score", "0.2", "--json"]))
-    assert rc == 0
     import json
 
-    report = json.loads(capsys.readouterr().out)
+    def evaluate(*flags: str) -> dict:
+        rc = main(_arg_parser().parse_args(["--bundle", str(root / "bundle"), "--data", str(root / "dump"),
+                                            "--json", *flags]))
+        assert rc == 0
+        return json.loads(capsys.readouterr().out)
+
+    report = evaluate("--replay", "--min-score", "0.2")
     assert report["replay_min_score"] == 0.2 and report["rows"] == len(test)
     assert set(report["overall"]) >= {"leaf_acc", "hf1"}
+    assert evaluate()["replay_min_score"] == 0.5  # the default for a bundle with profiles
+    assert evaluate("--no-replay")["replay_min_score"] is None
 
 
 def test_replay_needs_a_bundle_with_profiles():
@@ -139,3 +148,46 @@ def test_replay_needs_a_bundle_with_profiles():
     out, tax, frame, _ = tiny_bundle()
     with pytest.raises(ValueError, match="uploader-profile input"):
         replay_scores(Predictor.load(out, device="cpu"), frame)
+
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VTAG_SHARED_DATA", REPO.parent / "shared" / "data"))
+VIDEOS = SHARED / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not VIDEOS.is_file(), reason="shared Bilibili data not present")
+def test_replay_on_real_titles_changes_only_the_rows_with_a_tag_history(tmp_path):
+    """Real Bilibili titles, split by uploader (every test uploader new): a replayed row whose
+    uploader has no earlier tagged video scores exactly as plain evaluation scores it; the rows that
+    have one (the later videos of the test uploaders) get their history, and scores move."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import bilibili
+
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.data import grouped_split
+    from vtag.models.predictor import Predictor
+    from vtag.models.replay import replay_scores
+    from vtag.models.training import load_model_config, train
+
+    tax = Taxonomy.load(REPO / "conf" / "taxonomy" / "bilibili-v1.yaml")
+    with open(VIDEOS, encoding="utf-8") as fh:
+        lines = [next(fh) for _ in range(1500)]
+    (tmp_path / "v.jsonl").write_text("".join(lines), encoding="utf-8")
+    frame, _ = bilibili.read_videos(tmp_path / "v.jsonl", tax)
+    tr, te = grouped_split(frame, 0.3, 0)
+    train_df, test = frame.iloc[tr].reset_index(drop=True), frame.iloc[te].reset_index(drop=True)
+    cfg = load_model_config(REPO / "conf" / "model" / "text-context.yaml")
+    res = train(cfg, tax, train_df, tmp_path / "bundle", seed=0, epochs=1, progress=False)
+    assert "profile_evidence" in res.metrics
+    pred = Predictor.load(tmp_path / "bundle", device="cpu")
+    rows = test.drop(columns=["labels"])
+    static, _ = pred.predict_scores(rows)
+
+    days = replay_days(rows)
+    first_day = rows.assign(day=days).groupby("uploader_id")["day"].transform("min").to_numpy()
+    replayed, _, info = replay_scores(pred, rows, min_score=0.0)  # min 0: every earlier video counts
+    seen_before = days > first_day  # its uploader had a (tagged) video on an earlier day
+    assert info["rows_with_tag_history"] == int(seen_before.sum()) > 20
+    np.testing.assert_allclose(replayed.consistent[~seen_before], static.consistent[~seen_before], atol=1e-5)
+    assert not np.allclose(replayed.consistent[seen_before], static.consistent[seen_before], atol=1e-3)
