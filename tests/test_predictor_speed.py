@@ -306,5 +306,6 @@ def test_predict_iter_streams_frames_in_order(predictor, bundle):
     joined = pd.concat(got, ignore_index=True)
     assert joined["video_id"].tolist() == whole["video_id"].tolist()
     assert joined["leaf_id"].tolist() == whole["leaf_id"].tolist()
-    np.testing.assert_array_equal(joined["score"], whole["score"])
+    # the same rows in micro-batches of another shape: BLAS may round the last bit differently
+    np.testing.assert_allclose(joined["score"], whole["score"], rtol=1e-5, atol=1e-7)
     assert list(outs[1].columns) == list(whole.columns)
