@@ -120,8 +120,9 @@ def _plain(d: Mapping[str, Any]) -> dict:
 
 
 def _predict(predictor, frame, stage: Stage, replay: float | None = None):
-    """``predictor.predict_scores(frame)``, reporting the rows done after each micro-batch; with
-    ``replay`` (a ``min_score``) day by day through :func:`vtag.models.replay.replay_scores`."""
+    """``(decoded, cover_present, replay info or None)``: ``predictor.predict_scores(frame)``,
+    reporting the rows done after each micro-batch; with ``replay`` (a ``min_score``) day by day
+    through :func:`vtag.models.replay.replay_scores`."""
     if replay is not None:
         from vtag.models.replay import replay_scores
 
@@ -134,10 +135,9 @@ def _predict(predictor, frame, stage: Stage, replay: float | None = None):
             done += rows
             stage(text, done)
 
-        decoded, cover, _ = replay_scores(predictor, frame, replay, on_day)
-        return decoded, cover
+        return replay_scores(predictor, frame, replay, on_day)
     if len(frame) == 0:
-        return predictor.predict_scores(frame)
+        return (*predictor.predict_scores(frame), None)
     text = f"predicting {len(frame):,} rows"
     stage(text, None)
     probs, covers, done = [], [], 0
@@ -146,7 +146,7 @@ def _predict(predictor, frame, stage: Stage, replay: float | None = None):
         covers.append(cover)
         done += len(chunk)
         stage(text, done)
-    return predictor.decoder.decode(np.concatenate(probs)), np.concatenate(covers)
+    return predictor.decoder.decode(np.concatenate(probs)), np.concatenate(covers), None
 
 
 def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float | None = None) -> dict:
@@ -171,7 +171,7 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
     stage = stage or _no_stage
     tax = predictor.taxonomy
     t0 = time.monotonic()
-    decoded, cover = _predict(predictor, frame, stage, replay)
+    decoded, cover, replay_info = _predict(predictor, frame, stage, replay)
     seconds = time.monotonic() - t0
     stage("scoring", len(frame))
     truth, leaf = true_labels(tax, frame)
@@ -186,6 +186,8 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
         "rows": int(len(frame)),
         "rows_without_cover": int((~cover).sum()),
         "replay_min_score": replay,
+        # days replayed, rows whose uploader had a tagged video on an earlier day, tags counted
+        "replay": replay_info,
         "predict_seconds": round(seconds, 2),
     }
 
@@ -246,9 +248,12 @@ def render(report: Mapping[str, Any]) -> None:
     for k, text in legend(keys).items():
         console.print(f"  {k}: {text}", highlight=False)
     if report.get("replay_min_score") is not None:
+        info = report.get("replay") or {}
         console.print(f"  scored day by day as the nightly job meets the rows: each day with the uploader profiles "
                       f"of the bundle plus the model's tags (score >= {report['replay_min_score']}) of the days "
-                      "before (--no-replay: the bundle's profiles alone)", highlight=False)
+                      f"before ({info.get('days', 0)} days; {info.get('rows_with_tag_history', 0):,} rows had a "
+                      "tagged earlier video of their uploader; --no-replay: the bundle's profiles alone)",
+                      highlight=False)
     if report.get("subtrees"):
         cols = [k for k in ("n", "leaf_acc", "level2_acc", "hf1", "auprc", "violations") if k in ov]
         s = Table(title="per level-1 subtree (rows whose true primary path starts there)")

@@ -135,9 +135,13 @@ def test_evaluate_replay_on_a_bundle_with_the_evidence_mix(capsys):
 
     report = evaluate("--replay", "--min-score", "0.2")
     assert report["replay_min_score"] == 0.2 and report["rows"] == len(test)
+    assert report["replay"]["days"] == len(days) and report["replay"]["min_score"] == 0.2
     assert set(report["overall"]) >= {"leaf_acc", "hf1"}
     assert evaluate()["replay_min_score"] == 0.5  # the default for a bundle with profiles
-    assert evaluate("--no-replay")["replay_min_score"] is None
+    assert main(_arg_parser().parse_args(["--bundle", str(root / "bundle"), "--data", str(root / "dump")])) == 0
+    assert "scored day by day as the nightly job meets the rows" in capsys.readouterr().out
+    static = evaluate("--no-replay")
+    assert static["replay_min_score"] is None and static["replay"] is None
 
 
 def test_replay_needs_a_bundle_with_profiles():
