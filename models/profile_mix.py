@@ -70,10 +70,7 @@ def choose_evidence_scale(module: ProfileEvidence, score: Callable[[], float],
     -------
     dict with ``scale`` (the chosen one) and ``scores`` (``{scale: metric}``).
     """
-    scores = {}
-    for s in sorted(grid):
-        module.scale.fill_(float(s))
-        scores[float(s)] = float(score())
-    best = max(scores, key=lambda s: (scores[s], -s))
-    module.scale.fill_(best)
+    from vtag.models.sparse_wide import search_grid
+
+    best, scores = search_grid([module.scale], score, grid)
     return {"scale": best, "scores": scores}

@@ -235,23 +235,40 @@ def choose_mix_scale(module: TfidfWide, score, grid: tuple[float, ...] = MIX_SCA
     if not module.mix:
         raise ValueError("choose_mix_scale needs a TfidfWide built with mix=True")
     scales = [module.scale] + ([module.text_scale] if module.text_table is not None else [])
-
-    def search(params) -> tuple[float, dict]:
-        scores = {}
-        for s in sorted(grid):
-            for p in params:
-                p.fill_(float(s))
-            scores[float(s)] = float(score())
-        best = max(scores, key=lambda s: (scores[s], -s))
-        for p in params:
-            p.fill_(best)
-        return best, scores
-
-    best, scores = search(scales)
+    best, scores = search_grid(scales, score, grid)
     out = {"scale": best, "scores": scores}
     if len(scales) > 1:
-        out["text_scale"], out["text_scores"] = search(scales[1:])
+        out["text_scale"], out["text_scores"] = search_grid(scales[1:], score, grid)
     return out
+
+
+@torch.no_grad()
+def search_grid(params, score, grid: tuple[float, ...]) -> tuple[float, dict[float, float]]:
+    """Fill every tensor of ``params`` with each grid value in turn, score the model, and leave them
+    at the best one (ties keep the smaller value).
+
+    Parameters
+    ----------
+    params : sequence of Tensor
+        Scalar parameters or buffers set together.
+    score : callable
+        ``score() -> float``, higher is better, with ``params`` as set.
+    grid : tuple of float
+        Candidate values.
+
+    Returns
+    -------
+    (best value, ``{value: score}``)
+    """
+    scores = {}
+    for s in sorted(grid):
+        for p in params:
+            p.fill_(float(s))
+        scores[float(s)] = float(score())
+    best = max(scores, key=lambda s: (scores[s], -s))
+    for p in params:
+        p.fill_(best)
+    return best, scores
 
 
 @torch.no_grad()
