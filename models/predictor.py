@@ -338,11 +338,8 @@ class Predictor:
         """
         from vtag.hierarchy.decode import DecodedBatch
 
-        probs, covers = [], []
-        for _, p, c in self.iter_scores(frame):
-            probs.append(p)
-            covers.append(c)
-        if not probs:
+        prob, cover = self.predict_proba(frame)
+        if not len(prob):
             n = self.taxonomy.n_nodes
             return (
                 DecodedBatch(
@@ -355,7 +352,23 @@ class Predictor:
                 ),
                 np.zeros(0, bool),
             )
-        return self.decoder.decode(np.concatenate(probs)), np.concatenate(covers)
+        return self.decoder.decode(prob), cover
+
+    def predict_proba(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """``(prob [B, n_nodes] float32, cover_present [B] bool)`` for ``frame``, before decoding.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            Dump rows.
+        """
+        probs, covers = [], []
+        for _, p, c in self.iter_scores(frame):
+            probs.append(p)
+            covers.append(c)
+        if not probs:
+            return np.zeros((0, self.taxonomy.n_nodes), np.float32), np.zeros(0, bool)
+        return np.concatenate(probs), np.concatenate(covers)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Tag ``frame`` (DUMP_SCHEMA columns; ``cover`` as bytes) -> PREDICTION_SCHEMA columns, same row order.

@@ -88,17 +88,7 @@ def replay_scores(predictor, frame: pd.DataFrame, min_score: float = 0.5,
     if getattr(predictor.featurizer, "profile", None) is None:
         raise ValueError("--replay needs a bundle trained with the uploader-profile input "
                          "(context.profile.enabled); this bundle has none")
-
-    def score_day(part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        probs, covers = [], []
-        for _, prob, cover in predictor.iter_scores(part):
-            probs.append(prob)
-            covers.append(cover)
-        if not probs:
-            return np.zeros((0, predictor.taxonomy.n_nodes), np.float32), np.zeros(0, bool)
-        return np.concatenate(probs), np.concatenate(covers)
-
-    probs, covers, info = replay(frame, predictor.featurizer.profiles, score_day, predictor.decoder,
+    probs, covers, info = replay(frame, predictor.featurizer.profiles, predictor.predict_proba, predictor.decoder,
                                  predictor.taxonomy, min_score, on_day)
     return predictor.decoder.decode(probs), covers, info
 
