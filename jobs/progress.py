@@ -109,3 +109,16 @@ def stage(text: str, rows: int | None = None) -> None:
     """
     if _ACTIVE:
         _ACTIVE[-1].stage(text, rows)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one stderr line: the first line of its message (for a Spark error its condition,
+    message, SQLSTATE and position; the plan and the JVM stack trace stay out), else its type's name.
+
+    Parameters
+    ----------
+    exc
+        The exception raised (pyspark, delta-rs, ...).
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -34,6 +34,7 @@ from typing import Any
 import pyarrow as pa
 
 from vtag.jobs.config import add_job_conf_args
+from vtag.jobs.progress import one_line
 from vtag.jobs.warehouse.catalog import (
     DUMP_TABLE,
     TABLE_NAMES,
@@ -164,8 +165,7 @@ def open_warehouse(conf: dict[str, Any], files_read: list[str] | None = None):
                 table = DeltaTable(uri, storage_options=storage)
                 dataset = table.to_pyarrow_dataset(filesystem=fs) if fs is not None else table.to_pyarrow_dataset()
             except DeltaError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise QueryError(f"cannot read Delta table {name} at {uri}: {first}") from exc
+                raise QueryError(f"cannot read Delta table {name} at {uri}: {one_line(exc)}") from exc
             con.register(f"_delta_{name}", dataset)
             con.execute(f'CREATE VIEW "{db}".{name} AS SELECT * FROM _delta_{name}')
             found.append(name)

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from vtag.jobs.analytics.query import add_common_args, emit
 from vtag.jobs.config import conf_from_args
+from vtag.jobs.progress import one_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -46,19 +47,6 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="Spark's logs on the terminal (default: <warehouse>/../.logs/spark.log)")
     return p
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of a Spark error (its condition, message, SQLSTATE and position; the plan and the
-    JVM stack trace stay out).
-
-    Parameters
-    ----------
-    exc
-        The exception pyspark raised.
-    """
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _log_trace(conf: dict[str, Any], exc: BaseException) -> str | None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from vtag.jobs.progress import one_line
 from vtag.jobs.spark.session import warehouse_path as table_path
 from vtag.jobs.warehouse.reasons import FILE_REASONS
 
@@ -60,8 +61,7 @@ def open_table(conf: dict[str, Any], name: str, version: int | None = None):
     except Exception as exc:  # noqa: BLE001 - any failure means "read through Spark instead"
         if name not in _reported:
             _reported.add(name)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            print(f"vtag: note: delta-rs cannot read table {name} ({type(exc).__name__}: {first[:200]}); "
+            print(f"vtag: note: delta-rs cannot read table {name} ({type(exc).__name__}: {one_line(exc)[:200]}); "
                   "reading it through Spark", file=sys.stderr)
         return None
 
