@@ -311,19 +311,26 @@ class _Head(nn.Module):
 class FlatHead(_Head):
     """Softmax over the leaves (baseline). ``x [B, D]`` -> ``leaf_logits [B, L]``, ``prob [B, N]``.
 
-    ``hidden > 0`` adds one ReLU layer before the classifier.
+    ``hidden > 0`` adds one ReLU layer before the classifier. ``temperature`` other than 1 (a number,
+    or ``"auto"``: 1 until :mod:`vtag.models.calibration` sets it after training) adds a
+    ``temperature`` buffer that divides the logits (``leaf_logits`` are the divided ones).
     """
 
     def __init__(self, spec: HierarchySpec, in_dim: int, hidden: int = 0, dropout: float = 0.0,
-                 loss_weights: dict | None = None, max_constraint: bool = False, wide_dim: int = 0, **_: object):
+                 loss_weights: dict | None = None, max_constraint: bool = False, wide_dim: int = 0,
+                 temperature: float | str = 1.0, **_: object):
         super().__init__(spec, loss_weights, max_constraint=False)  # already consistent
         self.body = _mlp(in_dim, hidden, dropout) if hidden else nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden or in_dim, int(spec.leaves.size))
         self._init_wide(wide_dim, int(spec.leaves.size))
+        start = (1.0 if temperature == "auto" else float(temperature)) if temperature_buffer(temperature) else None
+        self.register_buffer("temperature", torch.tensor(start) if start is not None else None)
 
     def forward(self, x: torch.Tensor, wide: torch.Tensor | None = None,
                 extra_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         logits = self.classifier(self.body(x)) + self._wide_logits(wide, extra_logits)
+        if self.temperature is not None:
+            logits = logits / self.temperature
         with torch.autocast(device_type=x.device.type, enabled=False):  # sums of probabilities in fp32
             leaf_p = torch.softmax(logits.float(), dim=1)
             prob = (leaf_p @ self.structure.leaf_to_node).clamp(0.0, 1.0)
@@ -410,7 +417,18 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "dhmcn_v3": _dhmcn(dense=True, cascade=True),
 }
 
-_HEAD_KEYS = ("hidden", "local_hidden", "dropout", "beta", "max_constraint")
+_HEAD_KEYS = ("hidden", "local_hidden", "dropout", "beta", "max_constraint", "temperature")
+
+
+def temperature_buffer(value) -> bool:
+    """Whether ``head.temperature`` gives the head a ``temperature`` buffer: ``"auto"`` or a number
+    other than 1 (1, the default, keeps the state dict of models built before the key). Raises
+    ValueError on anything else."""
+    if value == "auto":
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"head.temperature must be 'auto' or a number > 0, got {value!r}")
+    return float(value) != 1.0
 
 
 def create_head(cfg: dict, spec: HierarchySpec, in_dim: int, loss_weights: dict | None = None,
@@ -422,6 +440,8 @@ def create_head(cfg: dict, spec: HierarchySpec, in_dim: int, loss_weights: dict 
     if name not in HEADS:
         raise ValueError(f"head.name must be one of {sorted(HEADS)}, got {name!r}")
     kwargs = {k: cfg[k] for k in _HEAD_KEYS if cfg.get(k) is not None}
+    if name != "flat" and temperature_buffer(kwargs.pop("temperature", 1.0)):
+        raise ValueError(f"head.temperature needs head.name: flat (one softmax over the leaves), got {name!r}")
     if wide_dim:
         kwargs["wide_dim"] = int(wide_dim)
     return HEADS[name](spec, in_dim, loss_weights=loss_weights, **kwargs)

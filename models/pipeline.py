@@ -157,7 +157,8 @@ class HostBatcher:
 
 def iter_proba(model, frame: pd.DataFrame | Iterable, host: Callable[[pd.DataFrame], Mapping], *, batch_size: int = 256,
                device=None, amp: Any = None, channels_last: bool | None = None, prefetch: int = 2,
-               executor: cf.Executor | None = None) -> Iterator[tuple[pd.DataFrame, np.ndarray, np.ndarray]]:
+               executor: cf.Executor | None = None, output: str = "prob"
+               ) -> Iterator[tuple[pd.DataFrame, np.ndarray, np.ndarray]]:
     """Yield ``(chunk, prob [b, N] float32, cover_present [b] bool)`` per micro-batch, in row order.
 
     Parameters
@@ -182,6 +183,8 @@ def iter_proba(model, frame: pd.DataFrame | Iterable, host: Callable[[pd.DataFra
         Host batches prepared ahead (0: none, all inline).
     executor : concurrent.futures.ThreadPoolExecutor, optional
         The single prefetch worker to reuse.
+    output : str
+        The model output yielded in place of ``prob`` (``"leaf_logits"``: a flat head's ``[b, L]``).
     """
     import torch
 
@@ -207,7 +210,7 @@ def iter_proba(model, frame: pd.DataFrame | Iterable, host: Callable[[pd.DataFra
             dev = to_device(batch, device, channels_last=channels_last, non_blocking=True)
             ctx = torch.autocast(device_type="cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
             with ctx:
-                prob = model(dev)["prob"].float()
+                prob = model(dev)[output].float()
             if cuda:  # copy back asynchronously; finish batch k-1 while the GPU runs batch k
                 out = torch.empty(prob.shape, dtype=prob.dtype, pin_memory=True)
                 out.copy_(prob, non_blocking=True)

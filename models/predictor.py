@@ -84,6 +84,7 @@ def infer_proba(
     amp: Any = None,
     channels_last: bool = False,
     prefetch: int = 2,
+    output: str = "prob",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-node probabilities for ``frame``: ``(prob [B, n_nodes] float32, cover_present [B] bool)``.
 
@@ -105,6 +106,8 @@ def infer_proba(
         NHWC images (the model's weights should match).
     prefetch : int
         Host batches prepared ahead of the model (0: inline).
+    output : str
+        The model output returned in place of ``prob`` (``"leaf_logits"``: a flat head's ``[B, L]``).
     """
     import torch
 
@@ -115,7 +118,8 @@ def infer_proba(
     probs, covers = [], []
     try:
         for _, p, c in iter_proba(model, frame, host, batch_size=batch_size, device=device, amp=amp,
-                                  channels_last=True if channels_last else None, prefetch=prefetch):
+                                  channels_last=True if channels_last else None, prefetch=prefetch,
+                                  output=output):
             probs.append(p)
             covers.append(c)
     finally:

@@ -1,7 +1,7 @@
 """Steps around the loop that read the validation rows once: the coverless-data warning before
 training, the frozen TF-IDF SVM fitted before it (``head.tfidf_wide: svm|mix``), and after it the
-SVM's weight in the mix, the weight of the uploader profile's evidence (validation days replayed)
-and ``decode.stop_threshold: auto``."""
+SVM's weight in the mix, the flat head's temperature, the weight of the uploader profile's evidence
+(validation days replayed) and ``decode.stop_threshold: auto``."""
 
 from __future__ import annotations
 
@@ -93,21 +93,39 @@ def refit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> 
 
 def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last, metric_name) -> dict:
     """``head.tfidf_wide: mix``: the SVM margins' weight in the trained model's logits, chosen on
-    the validation rows by the early-stopping metric (:func:`vtag.models.sparse_wide.choose_mix_scale`)."""
+    the validation rows (:func:`vtag.models.sparse_wide.choose_mix_scale`) by
+    ``head.tfidf_wide_mix_rule``: ``nll``, the lowest log-loss with each weight at its own best
+    temperature (:mod:`vtag.models.calibration`; the recorded scores are minus the log-loss), or
+    ``metric``, the early-stopping metric."""
+    from vtag.models.calibration import fit_temperature, label_leaf_mask
+    from vtag.models.predictor import infer_proba
     from vtag.models.sparse_wide import choose_mix_scale
     from vtag.models.training.loop import validate
 
+    rule = str(config["head"].get("tfidf_wide_mix_rule", "nll"))
+    if rule not in ("nll", "metric"):
+        raise ValueError(f"head.tfidf_wide_mix_rule must be nll or metric, got {rule!r}")
+    mask = label_leaf_mask(taxonomy, val_df) if rule == "nll" else None
+    if mask is not None and not mask.any():
+        rule, mask = "metric", None  # no validation row with a known label: nothing to take a log-loss of
+
     def score() -> float:
+        if rule == "nll":
+            logits, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]),
+                                    device=dev, amp=settings["amp"], channels_last=channels_last,
+                                    output="leaf_logits")
+            return -fit_temperature(logits, mask)[1]
         return float(validate(model, featurizer, taxonomy, val_df, config, device=dev,
                               batch_size=int(settings["eval_batch_size"]), amp=settings["amp"],
                               channels_last=channels_last)[metric_name])
 
+    what = "minus validation log-loss" if rule == "nll" else metric_name
     info = choose_mix_scale(model.tfidf_wide, score)
-    log.info("tfidf_wide mix: scale %s on validation (%s: %s)", info["scale"], metric_name,
+    log.info("tfidf_wide mix: scale %s on validation (%s: %s)", info["scale"], what,
              {k: round(v, 4) for k, v in info["scores"].items()})
-    out = {"scale": info["scale"], "validation": {str(k): v for k, v in info["scores"].items()}}
+    out = {"scale": info["scale"], "rule": rule, "validation": {str(k): v for k, v in info["scores"].items()}}
     if "text_scale" in info:  # head.tfidf_wide_new_uploader_svm
-        log.info("tfidf_wide mix: new uploaders' text-only SVM scale %s (%s: %s)", info["text_scale"], metric_name,
+        log.info("tfidf_wide mix: new uploaders' text-only SVM scale %s (%s: %s)", info["text_scale"], what,
                  {k: round(v, 4) for k, v in info["text_scores"].items()})
         out["text_scale"] = info["text_scale"]
         out["text_validation"] = {str(k): v for k, v in info["text_scores"].items()}
@@ -143,6 +161,27 @@ def mix_profile_evidence(model, featurizer, taxonomy, val_df, config, dev, setti
     log.info("profile evidence: scale %s on replayed validation days (%s: %s)", info["scale"], metric_name,
              {k: round(v, 4) for k, v in info["scores"].items()})
     return {"scale": info["scale"], "validation": {str(k): v for k, v in info["scores"].items()}}
+
+
+def calibrate_temperature(model, featurizer, taxonomy, val_df, dev, settings, channels_last) -> dict | None:
+    """``head.temperature: auto``: the flat head's temperature with the lowest log-loss of the
+    validation rows' labels (:func:`vtag.models.calibration.fit_temperature`), set on the model.
+    Returns ``{"temperature", "nll", "nll_at_1"}``, or None without a labeled validation row."""
+    from vtag.models.calibration import fit_temperature, label_leaf_mask, mean_nll, set_temperature
+    from vtag.models.predictor import infer_proba
+
+    mask = label_leaf_mask(taxonomy, val_df)
+    if not mask.any():
+        return None
+    set_temperature(model, 1.0)
+    model.eval()
+    logits, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]), device=dev,
+                            amp=settings["amp"], channels_last=channels_last, output="leaf_logits")
+    temperature, nll = fit_temperature(logits, mask)
+    set_temperature(model, temperature)
+    out = {"temperature": temperature, "nll": nll, "nll_at_1": mean_nll(logits, mask)}
+    log.info("head.temperature auto -> %.4g (validation log-loss %.4f, %.4f at 1)", temperature, nll, out["nll_at_1"])
+    return out
 
 
 def auto_stop_threshold(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last) -> float | None:

@@ -36,6 +36,7 @@ from vtag.models.training.features import FeatureSource, concat_frames
 from vtag.models.training.loop import EpochRunner, Validation
 from vtag.models.training.post import (
     auto_stop_threshold,
+    calibrate_temperature,
     fit_svm_wide,
     mix_profile_evidence,
     mix_svm,
@@ -227,6 +228,7 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
     from safetensors.torch import load_file
 
     from vtag.models.bundle import save_bundle
+    from vtag.models.calibration import has_temperature
     from vtag.models.factory import profile_enabled
     from vtag.models.profiles import ProfileTable
     from vtag.models.provenance import data_ids
@@ -245,9 +247,16 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
     if wide is not None and wide.mix and len(data.val):
         metrics["tfidf_mix"] = mix_svm(raw_model, data.featurizer, taxonomy, data.val, config, device, settings,
                                        channels_last, metric_name)
+    calibrate = has_temperature(raw_model) and str(config["head"].get("temperature")) == "auto" and len(data.val)
+    if calibrate:  # before the evidence's replay: its min_score reads the scores
+        metrics["temperature"] = calibrate_temperature(raw_model, data.featurizer, taxonomy, data.val, device,
+                                                       settings, channels_last)
     if getattr(raw_model, "profile_evidence", None) is not None and len(data.val):
         metrics["profile_evidence"] = mix_profile_evidence(raw_model, data.featurizer, taxonomy, data.val, config,
                                                            device, settings, channels_last, metric_name)
+        if calibrate:  # the evidence sharpens the scores: fitted again with it in place
+            metrics["temperature"] = calibrate_temperature(raw_model, data.featurizer, taxonomy, data.val, device,
+                                                           settings, channels_last)
     if str((config.get("decode") or {}).get("stop_threshold")) == "auto":
         thr = auto_stop_threshold(raw_model, data.featurizer, taxonomy, data.val, config, device, settings,
                                   channels_last)
