@@ -161,6 +161,7 @@ def build_model(config, taxonomy, data: RunData, settings: Mapping[str, Any], de
     ``world`` > 1, else ``raw_model``."""
     import torch
 
+    from vtag.models.calibration import has_temperature, set_temperature
     from vtag.models.factory import create_model
     from vtag.models.predictor import autocast_dtype
 
@@ -171,6 +172,8 @@ def build_model(config, taxonomy, data: RunData, settings: Mapping[str, Any], de
         if unexpected:
             raise ValueError(f"init_weights has keys the model lacks: {list(unexpected)[:5]}")
         log.info("warm start: %d tensors loaded, %d kept from init", len(init_weights), len(missing))
+        if str(config["head"].get("temperature")) == "auto" and has_temperature(raw):
+            set_temperature(raw, 1.0)  # a calibrated start trains at 1 too; chosen again after training
     wide = getattr(raw, "tfidf_wide", None)
     if wide is not None and wide.fitted and fresh and init_weights is None:
         fit_svm_wide(raw, data.featurizer, taxonomy, data.train, data.val, int(settings["seed"]))
