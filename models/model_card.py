@@ -32,6 +32,10 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _g(v: Any) -> str:
+    return f"{float(v):.4g}"
+
+
 def _brief(v: Any) -> str:
     if isinstance(v, Mapping):
         return ", ".join(f"{k}={_brief(x)}" for k, x in v.items() if not isinstance(x, Mapping))
@@ -127,6 +131,35 @@ def front_matter(config: Mapping[str, Any], taxonomy, val: Mapping[str, Any]) ->
     return "---\n" + yaml.safe_dump(meta, allow_unicode=True, sort_keys=False) + "---"
 
 
+def choices_made(metrics: Mapping[str, Any]) -> list[str]:
+    """The "Chosen on the validation rows" section's lines (none when nothing was chosen): the SVM's
+    mix weights, the head's temperature, the profile evidence's weight and the stop threshold.
+
+    Parameters
+    ----------
+    metrics
+        ``metrics.json``'s content (its ``tfidf_mix``, ``temperature``, ``profile_evidence``,
+        ``stop_threshold``, as the training run records them).
+    """
+    out = []
+    mix = metrics.get("tfidf_mix")
+    if mix:
+        text = f", new uploaders' text-only SVM {_g(mix['text_scale'])}" if "text_scale" in mix else ""
+        rule = {"nll": "lowest validation log-loss", "metric": "best early-stopping metric"}.get(mix.get("rule"),
+                                                                                                 "best early-stopping metric")
+        out.append(f"- TF-IDF SVM's weight in the logits: {_g(mix['scale'])}{text} ({rule})")
+    cal = metrics.get("temperature")
+    if cal:
+        out.append(f"- head temperature: {_g(cal['temperature'])} (validation log-loss {_g(cal['nll'])}, "
+                   f"{_g(cal['nll_at_1'])} at 1): scores are calibrated on the validation rows")
+    ev = metrics.get("profile_evidence")
+    if ev:
+        out.append(f"- uploader profile's evidence weight: {_g(ev['scale'])} (validation days replayed)")
+    if metrics.get("stop_threshold") is not None:
+        out.append(f"- decode stop threshold: {_g(metrics['stop_threshold'])}")
+    return ["", "## Chosen on the validation rows", ""] + out if out else []
+
+
 def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) -> str:
     """The ``MODEL_CARD.md`` text (generated from the config, taxonomy and metrics).
 
@@ -209,6 +242,7 @@ def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) 
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(val[k])} |" for k in keys]
     else:
         lines.append("(none)")
+    lines += choices_made(metrics)
     lines += ["", "## Metric definitions", ""]
     lines += [f"- **{k}**: {text}" for k, text in METRIC_DEFINITIONS.items()]
     lines += [
