@@ -280,8 +280,9 @@ def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: i
                                                 replay_min_score=replay_min_score)
         log(f"    epochs {res.epochs_run} (best {res.best_epoch}, {res.stopped}), valid "
             + " ".join(f"{k}={res.metrics.get(k, float('nan')):.4f}" for k in ("leaf_acc", "level1_acc", "hf1"))
-            + (f" tfidf mix scale {res.metrics['tfidf_mix']['scale']} (validation early-stop metric per scale: "
-               f"{res.metrics['tfidf_mix']['validation']})" if "tfidf_mix" in res.metrics else "")
+            + (f" tfidf mix scale {res.metrics['tfidf_mix']['scale']} (rule {res.metrics['tfidf_mix'].get('rule')}, "
+               f"validation score per scale: {res.metrics['tfidf_mix']['validation']})"
+               if "tfidf_mix" in res.metrics else "")
             + (f" profile evidence scale {res.metrics['profile_evidence']['scale']} (replayed validation: "
                f"{res.metrics['profile_evidence']['validation']})" if "profile_evidence" in res.metrics else ""))
         if replayed is None:
