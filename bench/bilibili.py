@@ -66,7 +66,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -74,6 +73,7 @@ from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from bilibili_report import aggregate, format_markdown, format_table  # noqa: E402,F401  (re-exported)
 from peers import (  # noqa: E402,F401  (the peers; SparseFeatures & co. re-exported for the tests)
     INNER_SPLIT,
     PeerInputs,
@@ -403,69 +403,6 @@ def _run_task(system: str, seed: int, prefix: str = "") -> dict[str, dict]:
             f"hF1 {m['hf1']:.4f}{split} ({seconds:.0f}s)")
         rows[system + suffix] = m
     return rows
-
-
-def aggregate(runs: list[dict]) -> dict:
-    agg = {}
-    for k in ("leaf_acc", "level1_acc", "hf1", "leaf_acc_returning", "leaf_acc_new"):
-        if not all(k in r for r in runs):
-            continue
-        vals = [r[k] for r in runs]
-        agg[k] = float(np.mean(vals))
-        agg[k + "_std"] = float(statistics.stdev(vals)) if len(vals) > 1 else 0.0
-    return {**agg, "runs": runs}
-
-
-def format_table(results: dict[str, dict]) -> str:
-    lines = ["| system | level-1 acc | leaf acc | hF1 | leaf acc, returning uploaders | leaf acc, new uploaders "
-             "| runs | s/run |", "|---|---|---|---|---|---|---|---|"]
-
-    def cell(r, k):
-        return f"{r[k]:.4f} ± {r[k + '_std']:.4f}" if k in r else "–"
-
-    for s, r in results.items():
-        lines.append(f"| {s} | {cell(r, 'level1_acc')} | {cell(r, 'leaf_acc')} | {cell(r, 'hf1')} | "
-                     f"{cell(r, 'leaf_acc_returning')} | {cell(r, 'leaf_acc_new')} | {len(r['runs'])} | "
-                     f"{statistics.mean(x['seconds'] for x in r['runs']):.0f} |")
-    return "\n".join(lines)
-
-
-def format_markdown(results: dict[str, dict], *, command: str, device: str, split_desc: str, seeds: int,
-                    n_train: int, n_test: int, wall_s: float | None = None, pending: list[str] | None = None,
-                    failed: dict[str, str] | None = None, note: str | None = None,
-                    title: str = "vtag vs peers on Bilibili video titles (bench/bilibili.py)") -> str:
-    import datetime
-
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"# {title}", "",
-             f"- Command: `{command}`", f"- Device: {device}"] + ([f"- {note}"] if note else []) + [
-             f"- Written: {now}" + (f"; {wall_s:.0f} s wall so far" if wall_s is not None else ""),
-             f"- Split: {split_desc}: train {n_train} rows, test {n_test} rows",
-             f"- Seeds: {seeds} per system (the LR peers are deterministic: one run, std 0); mean ± std over runs. "
-             "Metrics on the test side from each system's primary predicted node. A vtag row is the test days "
-             "replayed as the nightly job meets them (each day sees the model's confident tags of the days before; "
-             "`vtag evaluate --replay`); `[static]`: the bundle's training-time profiles alone.", ""]
-    if pending:
-        lines += [f"- **Not finished** (runs missing): {', '.join(pending)}", ""]
-    if failed:
-        lines += ["- **Failed**: " + "; ".join(f"{k}: {v}" for k, v in failed.items()), ""]
-    lines += [format_table(results), ""]
-    vt = {k: v for k, v in results.items() if k.startswith("vtag")}
-    peers = {k: v for k, v in results.items() if not k.startswith("vtag")}
-    if vt and peers:
-        for metric in ("leaf_acc", "hf1"):
-            bv = max(vt, key=lambda k: vt[k][metric])
-            bp = max(peers, key=lambda k: peers[k][metric])
-            d = vt[bv][metric] - peers[bp][metric]
-            lines.append(f"- {metric}: best vtag `{bv}` {vt[bv][metric]:.4f} vs best peer `{bp}` "
-                         f"{peers[bp][metric]:.4f} ({d:+.4f}: {'vtag ahead' if d > 0 else 'peer ahead or tied'})")
-        lines.append("")
-    lines += ["## Runs", "", "| system | seed | leaf acc | level-1 acc | hF1 | s |", "|---|---|---|---|---|---|"]
-    for s, r in results.items():
-        for k, x in enumerate(r["runs"]):
-            lines.append(f"| {s} | {x.get('seed', k)} | {x['leaf_acc']:.4f} | {x['level1_acc']:.4f} | {x['hf1']:.4f} "
-                         f"| {x['seconds']:.0f} |")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None, *, reader: Callable | None = None,
