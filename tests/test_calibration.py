@@ -100,3 +100,22 @@ def test_training_calibrates_the_mixed_model_and_the_bundle_keeps_the_temperatur
     if abs(cal["temperature"] - 1.0) > 1e-3:
         pred.model.head.temperature.fill_(1.0)
         assert not np.allclose(infer_proba(pred.model, pred.featurizer, rows, device="cpu")[0], reloaded, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_warm_start_from_a_calibrated_model_trains_at_temperature_1():
+    """Without validation rows nothing is chosen after training, so the temperature the run ends
+    with is the one it trained at: 1, not the start's 5."""
+    from vtag.models.training import train
+
+    cfg = tiny_config(epochs=1, val_fraction=0.0)
+    cfg["modalities"] = ["text", "context"]
+    cfg["head"] = {"name": "flat", "hidden": 32, "temperature": "auto"}
+    frame = tiny_frame(n=64, seed=3)
+    first = train(cfg, tiny_taxonomy(), frame, tmp_root() / "first", progress=False, label="first")
+    start = {k: v.clone() for k, v in first.model.state_dict().items()}
+    start["head.temperature"] = torch.tensor(5.0)
+    again = train(cfg, tiny_taxonomy(), frame, tmp_root() / "again", progress=False, label="again",
+                  init_weights=start)
+    assert again.val_rows == 0 and "temperature" not in again.metrics
+    assert float(again.model.head.temperature) == 1.0
