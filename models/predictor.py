@@ -340,23 +340,8 @@ class Predictor:
         frame : pandas.DataFrame
             Dump rows.
         """
-        from vtag.hierarchy.decode import DecodedBatch
-
         prob, cover = self.predict_proba(frame)
-        if not len(prob):
-            n = self.taxonomy.n_nodes
-            return (
-                DecodedBatch(
-                    taxonomy=self.taxonomy,
-                    consistent=np.zeros((0, n), np.float32),
-                    leaf=np.zeros(0, np.int64),
-                    leaf_score=np.zeros(0, np.float32),
-                    path_logscore=np.zeros(0, np.float32),
-                    labels=np.zeros((0, n), bool),
-                ),
-                np.zeros(0, bool),
-            )
-        return self.decoder.decode(prob), cover
+        return self.decoder.decode(prob), cover  # no rows: a [0, N] batch decodes to an empty DecodedBatch
 
     def predict_proba(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """``(prob [B, n_nodes] float32, cover_present [B] bool)`` for ``frame``, before decoding.

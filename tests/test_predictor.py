@@ -93,6 +93,10 @@ def test_micro_batching_does_not_change_results(predictor):
 def test_empty_frame_and_missing_optional_columns(predictor):
     _, _, frame, _ = tiny_bundle()
     empty = predictor.predict(frame.iloc[:0])
+    decoded, cover = predictor.predict_scores(frame.iloc[:0])
+    n = predictor.taxonomy.n_nodes
+    assert decoded.labels.shape == (0, n) and decoded.consistent.shape == (0, n) and decoded.leaf.shape == (0,)
+    assert decoded.leaf.dtype == np.int64 and cover.shape == (0,) and cover.dtype == bool
     assert list(empty.columns) == PREDICTION_SCHEMA.names and len(empty) == 0
     assert to_arrow(empty).schema.equals(PREDICTION_SCHEMA)
     slim = frame[["video_id", "title", "cover", "uploader_id", "upload_ts"]].iloc[:3]
