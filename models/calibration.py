@@ -109,5 +109,11 @@ def set_temperature(model, value: float) -> None:
     model.head.temperature.fill_(float(value))
 
 
+def auto_temperature(config) -> bool:
+    """Whether the model config asks for a temperature chosen after training (``head.temperature:
+    auto``; the factory then gives the flat head its buffer, and refuses other heads)."""
+    return str(config["head"].get("temperature")) == "auto"
+
+
 def has_temperature(model) -> bool:
     return getattr(getattr(model, "head", None), "temperature", None) is not None

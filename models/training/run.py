@@ -161,7 +161,7 @@ def build_model(config, taxonomy, data: RunData, settings: Mapping[str, Any], de
     ``world`` > 1, else ``raw_model``."""
     import torch
 
-    from vtag.models.calibration import has_temperature, set_temperature
+    from vtag.models.calibration import auto_temperature, set_temperature
     from vtag.models.factory import create_model
     from vtag.models.predictor import autocast_dtype
 
@@ -172,7 +172,7 @@ def build_model(config, taxonomy, data: RunData, settings: Mapping[str, Any], de
         if unexpected:
             raise ValueError(f"init_weights has keys the model lacks: {list(unexpected)[:5]}")
         log.info("warm start: %d tensors loaded, %d kept from init", len(init_weights), len(missing))
-        if str(config["head"].get("temperature")) == "auto" and has_temperature(raw):
+        if auto_temperature(config):
             set_temperature(raw, 1.0)  # a calibrated start trains at 1 too; chosen again after training
     wide = getattr(raw, "tfidf_wide", None)
     if wide is not None and wide.fitted and fresh and init_weights is None:
@@ -231,7 +231,7 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
     from safetensors.torch import load_file
 
     from vtag.models.bundle import save_bundle
-    from vtag.models.calibration import has_temperature
+    from vtag.models.calibration import auto_temperature
     from vtag.models.factory import profile_enabled
     from vtag.models.profiles import ProfileTable
     from vtag.models.provenance import data_ids
@@ -250,7 +250,7 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
     if wide is not None and wide.mix and len(data.val):
         metrics["tfidf_mix"] = mix_svm(raw_model, data.featurizer, taxonomy, data.val, config, device, settings,
                                        channels_last, metric_name)
-    calibrate = has_temperature(raw_model) and str(config["head"].get("temperature")) == "auto" and len(data.val)
+    calibrate = auto_temperature(config) and len(data.val)
     if calibrate:  # before the evidence's replay: its min_score reads the scores
         metrics["temperature"] = calibrate_temperature(raw_model, data.featurizer, taxonomy, data.val, device,
                                                        settings, channels_last)
