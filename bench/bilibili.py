@@ -30,8 +30,8 @@ same kind of split; everything else is fixed here.
 
 vtag with the uploader-profile input gives two rows per system. ``vtag``: the test side scored day by
 day the way the nightly job meets it (:mod:`vtag.models.replay`, ``vtag evaluate --replay``): each
-test day sees the bundle's profiles plus the model's own confident tags (score >=
-``--replay-min-score``) of the test days before it — what ``vtag profiles refresh`` gives the next
+test day sees the bundle's profiles plus the model's own tags (score >= ``--replay-min-score``,
+each counted by its score as the shipped job conf's ``profiles.count`` does) of the test days before it — what ``vtag profiles refresh`` gives the next
 night — and never a test label. ``vtag[static]``: every test row with the bundle's training-time
 profiles alone (``vtag evaluate --no-replay``). The peers are static models: they have no nightly loop.
 
@@ -191,8 +191,10 @@ def time_split(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame,
     return frame.iloc[tr].reset_index(drop=True), frame.iloc[te].reset_index(drop=True)
 
 
-#: ``profiles.min_score`` of the shipped job confs (conf/jobs/*.yaml): the replayed vtag rows use it
-REPLAY_MIN_SCORE = 0.5
+#: ``profiles.min_score`` and ``profiles.count`` of the shipped job confs (conf/jobs/*.yaml): the
+#: replayed vtag rows use them
+REPLAY_MIN_SCORE = 0.0
+REPLAY_COUNT = "score"
 #: the name suffix of a vtag row scored with the bundle's training-time profiles alone (no replay)
 STATIC_SUFFIX = "[static]"
 
@@ -261,7 +263,8 @@ def train_and_predict(cfg: dict, taxonomy, train: pd.DataFrame, test: pd.DataFra
         decoded, _ = pred.predict_scores(unlabeled)
         replayed = None
         if replay_min_score is not None and getattr(pred.featurizer, "profile", None) is not None:
-            replayed = np.asarray(replay_scores(pred, unlabeled, replay_min_score)[0].leaf, dtype=np.int64)
+            replayed = np.asarray(replay_scores(pred, unlabeled, replay_min_score, REPLAY_COUNT)[0].leaf,
+                                  dtype=np.int64)
     return np.asarray(decoded.leaf, dtype=np.int64), res, replayed
 
 

@@ -76,6 +76,7 @@ class JobConf:
     profiles: dict = _key({}, "uploader_profiles, the relational signal (jobs/pipeline/profiles.py)", section={
         "enabled": "join the profiles of the days before D into D's model input, refresh them after D",
         "min_score": "only video_tags rows with score >= this count towards a profile",
+        "count": "score: a counted tag adds its score (an expected count) | one: it adds 1",
         "labels_root": "a labeled dump root (dt=*/ with labels) whose rows count too (source = labels)",
     })
     retag_remap_rows_per_s: float | None = _key(None, "vtag retag plan's cost model: rows remapped per second "

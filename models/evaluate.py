@@ -14,7 +14,8 @@ recorded in the JSON (``overlap``), since metrics on the model's own data overst
 Rows are scored as the nightly job meets them when the bundle reads uploader profiles
 (``--replay``, the default there; :mod:`vtag.models.replay`): day by day (``dt``, else the upload
 date), each day with the bundle's profiles plus the model's own tags of the days before it (score
-``>= --min-score``), which is what ``vtag profiles refresh`` hands the next night; never a label.
+``>= --min-score``, each counted by its score, or as 1 with ``--count one``), which is what ``vtag
+profiles refresh`` hands the next night; never a label.
 ``--no-replay`` scores every row with the bundle's training-time profiles alone (the figure of a
 model whose profiles are never refreshed). The report's ``replay_min_score`` says which (null: no replay).
 
@@ -119,10 +120,10 @@ def _plain(d: Mapping[str, Any]) -> dict:
     return out
 
 
-def _predict(predictor, frame, stage: Stage, replay: float | None = None):
+def _predict(predictor, frame, stage: Stage, replay: float | None = None, replay_count: str = "score"):
     """``(decoded, cover_present, replay info or None)``: ``predictor.predict_scores(frame)``,
     reporting the rows done after each micro-batch; with ``replay`` (a ``min_score``) day by day
-    through :func:`vtag.models.replay.replay_scores`."""
+    through :func:`vtag.models.replay.replay_scores`, tags counted by ``replay_count``."""
     if replay is not None:
         from vtag.models.replay import replay_scores
 
@@ -135,7 +136,7 @@ def _predict(predictor, frame, stage: Stage, replay: float | None = None):
             done += rows
             stage(text, done)
 
-        return replay_scores(predictor, frame, replay, on_day)
+        return replay_scores(predictor, frame, replay, replay_count, on_day)
     if len(frame) == 0:
         return (*predictor.predict_scores(frame), None)
     text = f"predicting {len(frame):,} rows"
@@ -149,7 +150,8 @@ def _predict(predictor, frame, stage: Stage, replay: float | None = None):
     return predictor.decoder.decode(np.concatenate(probs)), np.concatenate(covers), None
 
 
-def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float | None = None) -> dict:
+def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float | None = None,
+                   replay_count: str = "score") -> dict:
     """Metrics overall and per level-1 subtree: ``{"overall": {...}, "subtrees": {id: {...}}, ...}``.
 
     Parameters
@@ -163,15 +165,17 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
         prediction's micro-batches finish (rows done).
     replay : float, optional
         Score the rows day by day as the nightly job does, each day with the uploader profiles of
-        the bundle plus the confident predictions (primary score ``>= replay``) of the days before
+        the bundle plus the predictions (primary score ``>= replay``) of the days before
         (:mod:`vtag.models.replay`); None: every row with the bundle's profiles alone.
+    replay_count : {"score", "one"}
+        With ``replay``: a counted prediction adds its score (an expected count) or 1.
     """
     from vtag.hierarchy.metrics import evaluate, evaluate_by_subtree
 
     stage = stage or _no_stage
     tax = predictor.taxonomy
     t0 = time.monotonic()
-    decoded, cover, replay_info = _predict(predictor, frame, stage, replay)
+    decoded, cover, replay_info = _predict(predictor, frame, stage, replay, replay_count)
     seconds = time.monotonic() - t0
     stage("scoring", len(frame))
     truth, leaf = true_labels(tax, frame)
@@ -186,6 +190,7 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
         "rows": int(len(frame)),
         "rows_without_cover": int((~cover).sum()),
         "replay_min_score": replay,
+        "replay_count": replay_count if replay is not None else None,
         # days replayed, rows whose uploader had a tagged video on an earlier day, tags counted
         "replay": replay_info,
         "predict_seconds": round(seconds, 2),
@@ -250,7 +255,8 @@ def render(report: Mapping[str, Any]) -> None:
     if report.get("replay_min_score") is not None:
         info = report.get("replay") or {}
         console.print(f"  scored day by day as the nightly job meets the rows: each day with the uploader profiles "
-                      f"of the bundle plus the model's tags (score >= {report['replay_min_score']}) of the days "
+                      f"of the bundle plus the model's tags (score >= {report['replay_min_score']}, each counted "
+                      f"{'by its score' if report.get('replay_count') == 'score' else 'as 1'}) of the days "
                       f"before ({info.get('days', 0)} days; {info.get('rows_with_tag_history', 0):,} rows had a "
                       "tagged earlier video of their uploader; --no-replay: the bundle's profiles alone)",
                       highlight=False)
@@ -279,9 +285,12 @@ def _arg_parser() -> argparse.ArgumentParser:
                         "day sees the uploader profiles of the bundle plus the model's confident tags of the "
                         "days before (vtag.models.replay). Default: on when the bundle has the uploader-profile "
                         "input; --no-replay: every row with the bundle's training-time profiles alone")
-    p.add_argument("--min-score", type=float, default=0.5,
+    p.add_argument("--min-score", type=float, default=0.0,
                    help="with replay: a tag counts towards its uploader's profile when its score is at "
-                        "least this (the job conf's profiles.min_score; default 0.5)")
+                        "least this (the job conf's profiles.min_score; default 0)")
+    p.add_argument("--count", choices=("score", "one"), default="score",
+                   help="with replay: a counted tag adds its score (an expected count; default) or 1 to its "
+                        "uploader's profile (the job conf's profiles.count)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--out", help="also save the JSON report to this file (default: nothing is written)")
     return p
@@ -325,7 +334,7 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     if replay_on is None:  # the default: as the nightly job meets the rows, where the bundle reads profiles
         replay_on = getattr(predictor.featurizer, "profile", None) is not None
     replay = float(args.min_score) if replay_on else None
-    report = evaluate_frame(predictor, frame, stage, replay)
+    report = evaluate_frame(predictor, frame, stage, replay, getattr(args, "count", "score"))
     report = {
         "bundle": str(args.bundle),
         "data": str(args.data),

@@ -60,7 +60,7 @@ def test_every_declared_key_has_a_type_a_doc_and_a_line_in_each_conf_file():
     for f in fields(JobConf):
         assert f.type and f.metadata["doc"], f.name
     assert set(SECTIONS["publish"]) == {f.name for f in fields(PublishSettings)}
-    assert set(SECTIONS["profiles"]) == {"enabled", "min_score", "labels_root"}
+    assert set(SECTIONS["profiles"]) == {"enabled", "min_score", "labels_root", "count"}
     for name in ("local.yaml", "cluster.yaml"):
         raw = yaml.safe_load((REPO / "conf" / "jobs" / name).read_text(encoding="utf-8"))
         assert set(raw) == {f.name for f in fields(JobConf)}, name

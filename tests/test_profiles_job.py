@@ -60,7 +60,8 @@ def night(spark, tiny_bundle, tiny_taxonomy_path, tmp_path_factory):
     from vtag.jobs.config import load_job_conf
 
     root = tmp_path_factory.mktemp("profiles-night")
-    # min_score 0: every tag counts, so the counts are known; the threshold is tested in test_profiles_refresh
+    # min_score 0 (the shipped default): every tag counts, by its score (profiles.count: score); the
+    # threshold and count: one are tested in test_profiles_refresh
     conf = load_job_conf(overrides={"warehouse": str(root / "wh"), "taxonomy": str(tiny_taxonomy_path),
                                     "tag_partitions": "2", "profiles.min_score": "0"})
     day1, bad = dump_rows("p", 8)
@@ -98,19 +99,21 @@ def test_refresh_after_day_one_counts_its_confident_tags(spark, night):
             .where((F.col("dt") == F.lit(D1).cast("date")) & (F.col("score") >= min_score)))
     dump = spark.read.parquet(str(night.root / "dump" / f"dt={D1}")).select("video_id", "uploader_id")
     joined = tags.join(dump, "video_id")
-    want_leaf, want_l1 = {}, {}
-    for r in joined.groupBy("uploader_id", "leaf_id").count().collect():
-        want_leaf.setdefault(r.uploader_id, {})[r.leaf_id] = float(r["count"])
-    for r in joined.groupBy("uploader_id", F.col("path")[0].alias("l1")).count().collect():
-        want_l1.setdefault(r.uploader_id, {})[r.l1] = float(r["count"])
+    want_leaf, want_l1 = {}, {}  # each tag counts by its score (an expected count)
+    for r in joined.groupBy("uploader_id", "leaf_id").agg(F.sum("score").alias("c")).collect():
+        want_leaf.setdefault(r.uploader_id, {})[r.leaf_id] = r.c
+    for r in joined.groupBy("uploader_id", F.col("path")[0].alias("l1")).agg(F.sum("score").alias("c")).collect():
+        want_l1.setdefault(r.uploader_id, {})[r.l1] = r.c
 
     assert set(night.p1) == set(want_leaf) == {"u0", "u1", "u2", "u3"}
     version = bundle_taxonomy_version(str(night.bundle))
     for u, row in night.p1.items():
-        assert row["leaf_counts"] == want_leaf[u] and row["level1_counts"] == want_l1[u]
-        assert row["n_videos"] == sum(want_leaf[u].values())
+        assert row["leaf_counts"] == pytest.approx(want_leaf[u], abs=1e-6)
+        assert row["level1_counts"] == pytest.approx(want_l1[u], abs=1e-6)
+        assert row["n_videos"] == pytest.approx(sum(want_leaf[u].values()), abs=1e-5)
         assert (row["updated_dt"], row["source"], row["taxonomy_version"]) == (date.fromisoformat(D1), "tags", version)
-    assert sum(r["n_videos"] for r in night.p1.values()) == night.res1.rows_tagged == len(night.day1)
+    assert joined.count() == night.res1.rows_tagged == len(night.day1)
+    assert 0 < sum(r["n_videos"] for r in night.p1.values()) <= len(night.day1)
     assert "refreshed through 2026-11-20: 4 uploaders" in night.res1.profiles
 
 
@@ -135,7 +138,12 @@ def test_day_two_input_carries_the_profiles_of_day_one_only(spark, night):
                 p["n_videos"], p["leaf_counts"], p["level1_counts"])
     # after day 2: both days counted
     assert set(night.p2) == {"u0", "u1", "u2", "u3", "new"}
-    assert night.p2["new"]["n_videos"] == 2 and night.p2["u0"]["n_videos"] == night.p1["u0"]["n_videos"] + 2
+    day2_score = {}  # uploader -> the scores of its day-2 tags (each tag counts by its score)
+    for r in night.day2:
+        day2_score[r["uploader_id"]] = day2_score.get(r["uploader_id"], 0.0) + night.tags2[r["video_id"]]["score"]
+    assert sum(1 for r in night.day2 if r["uploader_id"] == "new") == 2
+    assert night.p2["new"]["n_videos"] == pytest.approx(day2_score["new"], abs=1e-5)
+    assert night.p2["u0"]["n_videos"] == pytest.approx(night.p1["u0"]["n_videos"] + day2_score["u0"], abs=1e-5)
     assert {r["updated_dt"] for r in night.p2.values()} == {date.fromisoformat(D2)}
     runs = _runs(spark, night.conf)
     assert [r.status for r in runs] == ["succeeded", "succeeded"]

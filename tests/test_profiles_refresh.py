@@ -37,7 +37,7 @@ LABELS = [
     ("l5", "u3", ["game_theme_rpg"]),
 ]
 LABELS_JSONL = [("j1", "u6", ["film_live"])]
-#: through D2 with min_score 0.5: uploader -> (n_videos, leaf counts, level-1 counts, source)
+#: through D2 with min_score 0.5 and count one: uploader -> (n_videos, leaf counts, level-1 counts, source)
 WANT_D2 = {
     "u1": (2.0, {"game_theme_moba": 1.0, "game_theme_rpg": 1.0}, {"game": 2.0}, "tags"),
     "u2": (2.0, {"film_anim": 1.0, "food_home": 1.0}, {"film": 1.0, "food": 1.0}, "labels"),
@@ -57,8 +57,10 @@ def world(spark, tmp_path_factory, tiny_taxonomy):
     from vtag.models.schema import LABELED_SCHEMA, VIDEO_TAGS_SCHEMA
 
     tmp_path = tmp_path_factory.mktemp("profiles-world")
+    # a threshold, and each video counted as 1: counts easy to check (the default, by score, is tested below)
     conf = load_job_conf(overrides={"warehouse": str(tmp_path / "wh"), "dump_root": str(tmp_path / "dump"),
-                                    "profiles.labels_root": str(tmp_path / "labeled")})
+                                    "profiles.labels_root": str(tmp_path / "labeled"),
+                                    "profiles.min_score": "0.5", "profiles.count": "one"})
     ensure_table(spark, conf, "video_tags")
     # every day's rows in one commit (a refresh reads rows, not the table's history)
     rows = [{"video_id": v, "dt": date.fromisoformat(d), "leaf_id": leaf, "path": tiny_taxonomy.path(leaf),
@@ -117,6 +119,31 @@ def test_refresh_counts_confident_tags_of_the_version_and_labels_in_one_commit(s
 
 @pytest.mark.spark
 @pytest.mark.slow
+def test_count_score_adds_each_tag_by_its_score_and_labels_as_one(spark, world, tiny_taxonomy):
+    """``profiles.count: score`` (the default): a tag adds its score to its node, its level-1 node and
+    ``n_videos`` (an expected count); a label adds 1; the threshold still applies; the table is
+    recomputed for a day joined with other settings than the table's."""
+    from vtag.jobs.pipeline.profiles import profiles_for_day, refresh_profiles
+
+    conf = {**world, "profiles": {**world["profiles"], "count": "score"}}
+    refresh_profiles(spark, conf, D2, taxonomy=tiny_taxonomy)
+    got = _table(spark, conf)
+    # u1: v1 (its D2 tag, 0.9) and v5 (0.6); v2 (0.3) is under min_score 0.5
+    assert got["u1"][0] == pytest.approx(1.5) and got["u1"][3] == "tags"
+    assert got["u1"][1] == pytest.approx({"game_theme_moba": 0.6, "game_theme_rpg": 0.9})
+    assert got["u1"][2] == pytest.approx({"game": 1.5})
+    # u3: its tag v4 (0.7) and its label l5 (1); u2: labels only (v6's label wins over its 0.95 tag)
+    assert got["u3"][0] == pytest.approx(1.7)
+    assert got["u3"][1] == pytest.approx({"game_ip_wzry": 0.7, "game_theme_rpg": 1.0})
+    assert got["u2"][:4] == WANT_D2["u2"]
+    # refreshed with count: score, joined by a conf with count: one: computed with the join's settings
+    j = profiles_for_day(spark, world, D3, tiny_taxonomy, world["dump_root"])
+    assert j.how == "computed"
+    assert {r.uploader_id: r.profile_n_videos for r in j.frame.collect()}["u1"] == 2.0
+
+
+@pytest.mark.spark
+@pytest.mark.slow
 def test_the_join_sees_only_days_before_the_tagged_day(spark, world, tiny_taxonomy):
     from vtag.jobs.pipeline.profiles import profiles_for_day, refresh_profiles
 
@@ -166,8 +193,9 @@ def test_vtag_profiles_refresh_command(spark, world, tiny_taxonomy_path, capsys,
                f"profiles.labels_root={world['profiles']['labels_root']}", "--json"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0 and out["dt"] == D3 and out["uploaders"] == 5
-    got = _table(spark, world)
-    assert got["u1"][1] == {"game_theme_moba": 1.0, "game_theme_rpg": 1.0, "food_home": 1.0}
+    got = _table(spark, world)  # the shipped settings: every tag, by its score
+    assert got["u1"][1] == pytest.approx({"game_theme_moba": 0.6, "game_theme_rpg": 0.9, "food_home": 1.29})
+    assert got["u1"][0] == pytest.approx(2.79)
     assert main(["profiles", "refresh", "--date", "2026-02-30", "--warehouse", world["warehouse"]]) == 1
     assert "failed" in capsys.readouterr().err
 
@@ -176,10 +204,15 @@ def test_profile_settings_defaults_overrides_and_errors():
     from vtag.jobs.config import ConfigError, load_job_conf
     from vtag.jobs.pipeline.profiles import ProfileSettings, profile_settings
 
-    assert profile_settings({}) == ProfileSettings(True, 0.5, None)
-    assert profile_settings(load_job_conf()) == ProfileSettings(True, 0.5, None)  # conf/jobs/local.yaml
-    conf = load_job_conf(overrides=["profiles.enabled=false", "profiles.min_score=0.7", "profiles.labels_root=/x"])
-    assert profile_settings(conf) == ProfileSettings(False, 0.7, "/x")
+    assert profile_settings({}) == ProfileSettings(True, 0.0, None, "score")
+    assert profile_settings(load_job_conf()) == ProfileSettings(True, 0.0, None, "score")  # conf/jobs/local.yaml
+    conf = load_job_conf(overrides=["profiles.enabled=false", "profiles.min_score=0.7", "profiles.labels_root=/x",
+                                    "profiles.count=one"])
+    assert profile_settings(conf) == ProfileSettings(False, 0.7, "/x", "one")
+    with pytest.raises(ConfigError, match="profiles.count score or one"):
+        profile_settings({"profiles": {"count": "votes"}})
+    with pytest.raises(ConfigError, match="within"):
+        profile_settings({"profiles": {"min_score": 1.5}})
     with pytest.raises(ConfigError, match="profiles.min_scor"):
         profile_settings(load_job_conf(overrides=["profiles.min_scor=0.7"]))
     with pytest.raises(ConfigError, match="true or false"):

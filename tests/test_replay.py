@@ -66,7 +66,7 @@ def test_a_day_sees_the_confident_tags_of_earlier_days_only():
     score = {f"v{i}": 0.9 for i in range(6)}
     score["v2"] = 0.3  # below min_score: scored, but never counted
     scorer = _Scorer(tax, node, score)
-    prob, cover, info = replay(rows, None, scorer, _decoder(tax), tax, min_score=0.5)
+    prob, cover, info = replay(rows, None, scorer, _decoder(tax), tax, min_score=0.5, count="one")
     # day 1: nothing before it, not even the other row of the same day
     assert scorer.seen["v0"] == (0.0, {}) and scorer.seen["v1"] == (0.0, {})
     # day 2: both tags of day 1
@@ -78,7 +78,28 @@ def test_a_day_sees_the_confident_tags_of_earlier_days_only():
     assert scorer.seen["v5"] == (3.0, {"food_bake": 2.0, "game_theme_rpg": 1.0})
     assert prob.shape == (6, tax.n_nodes) and cover.shape == (6,)
     assert prob[1, tax.index["game_theme_rpg"]] == pytest.approx(0.9)  # the frame's row order
-    assert info == {"days": 4, "rows_with_tag_history": 3, "tags_counted": 5, "min_score": 0.5}
+    assert info == {"days": 4, "rows_with_tag_history": 3, "tags_counted": 5, "videos_counted": 5.0,
+                    "min_score": 0.5, "count": "one"}
+
+
+def test_by_default_a_tag_counts_by_its_score():
+    """``count="score"``: a tag adds its score to its node and to ``n_videos`` (an expected count),
+    so an unsure tag still counts, but weighs little."""
+    tax = tiny_taxonomy()
+    rows = _rows(["2024-05-01", "2024-05-01", "2024-05-02", "2024-05-03"], ["up", "up", "up", "up"])
+    node = {"v0": "food_bake", "v1": "game_theme_rpg", "v2": "food_bake", "v3": "food_bake"}
+    scorer = _Scorer(tax, node, {"v0": 0.9, "v1": 0.25, "v2": 0.5, "v3": 0.9})
+    _, _, info = replay(rows, None, scorer, _decoder(tax), tax)
+    assert scorer.seen["v2"][0] == pytest.approx(1.15)
+    assert scorer.seen["v2"][1] == pytest.approx({"food_bake": 0.9, "game_theme_rpg": 0.25})
+    assert scorer.seen["v3"][0] == pytest.approx(1.65)
+    assert scorer.seen["v3"][1] == pytest.approx({"food_bake": 1.4, "game_theme_rpg": 0.25})
+    assert info["tags_counted"] == 4 and info["videos_counted"] == pytest.approx(2.55)
+    assert info["min_score"] == 0.0 and info["count"] == "score"
+    # the floor still applies: with min_score 0.3 the 0.25 tag is not counted
+    scorer = _Scorer(tax, node, {"v0": 0.9, "v1": 0.25, "v2": 0.5, "v3": 0.9})
+    replay(rows, None, scorer, _decoder(tax), tax, min_score=0.3)
+    assert scorer.seen["v2"][0] == pytest.approx(0.9) and scorer.seen["v2"][1] == pytest.approx({"food_bake": 0.9})
 
 
 def test_the_history_starts_from_the_table_and_a_video_counts_once():
@@ -87,16 +108,19 @@ def test_the_history_starts_from_the_table_and_a_video_counts_once():
     rows = _rows(["2024-05-01", "2024-05-02", "2024-05-03"], ["known", "known", "known"])
     rows.loc[1, "video_id"] = "v0"  # the same video again on a later day (a re-upload in the dump)
     scorer = _Scorer(tax, {"v0": "food_bake", "v2": "food_bake"}, {"v0": 0.9, "v2": 0.9})
-    replay(rows, table, scorer, _decoder(tax), tax)
+    replay(rows, table, scorer, _decoder(tax), tax, count="one")
     assert scorer.seen["v2"] == (4.0, {"film_live": 3.0, "food_bake": 1.0})
     assert table.profiles["known"] == (3.0, {"film_live": 3.0})  # the table itself is not changed
 
 
-def test_min_score_outside_zero_one_is_refused():
+def test_min_score_outside_zero_one_and_an_unknown_count_are_refused():
     tax = tiny_taxonomy()
     with pytest.raises(ValueError, match="min_score"):
         replay(_rows(["2024-05-01"], ["a"]), None, _Scorer(tax, {"v0": "food_bake"}, {"v0": 0.9}),
                _decoder(tax), tax, min_score=1.5)
+    with pytest.raises(ValueError, match="count"):
+        replay(_rows(["2024-05-01"], ["a"]), None, _Scorer(tax, {"v0": "food_bake"}, {"v0": 0.9}),
+               _decoder(tax), tax, count="votes")
 
 
 def test_evaluate_replay_on_a_bundle_with_the_evidence_mix(capsys):
@@ -137,11 +161,14 @@ def test_evaluate_replay_on_a_bundle_with_the_evidence_mix(capsys):
     assert report["replay_min_score"] == 0.2 and report["rows"] == len(test)
     assert report["replay"]["days"] == len(days) and report["replay"]["min_score"] == 0.2
     assert set(report["overall"]) >= {"leaf_acc", "hf1"}
-    assert evaluate()["replay_min_score"] == 0.5  # the default for a bundle with profiles
+    assert report["replay_count"] == "score" and report["replay"]["count"] == "score"
+    default = evaluate()  # the default for a bundle with profiles: the shipped job conf's settings
+    assert default["replay_min_score"] == 0.0 and default["replay_count"] == "score"
+    assert evaluate("--count", "one")["replay"]["count"] == "one"
     assert main(_arg_parser().parse_args(["--bundle", str(root / "bundle"), "--data", str(root / "dump")])) == 0
     assert "scored day by day as the nightly job meets the rows" in capsys.readouterr().out
     static = evaluate("--no-replay")
-    assert static["replay_min_score"] is None and static["replay"] is None
+    assert static["replay_min_score"] is None and static["replay"] is None and static["replay_count"] is None
 
 
 def test_replay_needs_a_bundle_with_profiles():

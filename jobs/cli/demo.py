@@ -4,8 +4,8 @@
 2. train the cpu-small model briefly (a bundle in ``./bundles/demo``);
 3. tag the three days into the local Delta warehouse (``./warehouse``); ``uploader_profiles`` count
    the labeled training set too (``profiles.labels_root``, unless the job conf names another), so the
-   uploaders of the labeled data have profiles (``source = labels``) even when a briefly trained
-   model scores few rows above ``profiles.min_score``;
+   uploaders of the labeled data have profiles (``source = labels``) beside the tags of a briefly
+   trained model, whose low scores weigh little (``profiles.count: score``);
 4. print a summary: rows per day, top tags per level, quarantine reasons, and how to query.
 
 ``dump_root`` is set to the demo's ``dumps/`` (the ``video_uploads`` view reads them).

@@ -1,16 +1,17 @@
 """The rows ``uploader_profiles`` counts, and the counting (:mod:`vtag.jobs.pipeline.profiles` writes and joins them).
 
-Each source gives ``video_id, dt, uploader_id, node, level1, source`` rows:
+Each source gives ``video_id, dt, uploader_id, node, level1, source, weight`` rows:
 
 * :func:`tagged_videos`: ``video_tags`` rows of one taxonomy version with ``dt <= D`` and a primary
-  ``score >= profiles.min_score`` (``node`` = ``leaf_id``, ``level1`` = ``path[0]``). ``video_tags`` has
-  no uploader column, so a row gets the ``uploader_id`` of its video in that day's dump
+  ``score >= profiles.min_score`` (``node`` = ``leaf_id``, ``level1`` = ``path[0]``), each weighing
+  its ``score`` (``profiles.count: score``, an expected count) or 1 (``profiles.count: one``).
+  ``video_tags`` has no uploader column, so a row gets the ``uploader_id`` of its video in that day's dump
   (:func:`dump_uploaders`: of a repeated id the latest upload, ties to the larger uploader id).
 * :func:`labeled_videos`: every ``dt=`` day of a labeled dump (Parquet or JSON Lines), ``labels[0]`` as
-  the primary node; an id the taxonomy does not know is skipped.
+  the primary node, weight 1; an id the taxonomy does not know is skipped.
 
 :func:`aggregate` counts each video once (its label wins over its tags, the latest day over earlier
-ones) into the table's columns, maps sorted by key so that equal inputs give equal rows.
+ones) by its weight into the table's columns, maps sorted by key so that equal inputs give equal rows.
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+#: sums of scores are rounded to this many decimals, so that a rerun gives equal rows whatever order
+#: Spark adds them in
+_DIGITS = 6
+
 
 def _videos_schema():
-    """The columns every source gives: ``video_id, dt, uploader_id, node, level1, source``."""
+    """The columns every source gives: ``video_id, dt, uploader_id, node, level1, source, weight``."""
     from pyspark.sql import types as T
 
     return T.StructType([T.StructField(n, T.DateType() if n == "dt" else T.StringType())
-                         for n in ("video_id", "dt", "uploader_id", "node", "level1", "source")])
+                         for n in ("video_id", "dt", "uploader_id", "node", "level1", "source")]
+                        + [T.StructField("weight", T.DoubleType())])
 
 
 def _union(spark, frames: list):
@@ -72,8 +78,8 @@ def dump_uploaders(spark, dump_root: str, days: list[str]) -> tuple[Any, list[st
 
 
 def tagged_videos(spark, conf: dict[str, Any], through: str, version: str, min_score: float,
-                  dump_root: str) -> tuple[Any, list[str]]:
-    """The confident ``video_tags`` rows through day ``through`` with their uploader.
+                  dump_root: str, count: str = "score") -> tuple[Any, list[str]]:
+    """The ``video_tags`` rows through day ``through`` scored at least ``min_score``, with their uploader.
 
     Parameters
     ----------
@@ -88,10 +94,12 @@ def tagged_videos(spark, conf: dict[str, Any], through: str, version: str, min_s
         Only rows with ``score >= min_score`` count.
     dump_root : str
         Where the uploader of each tagged video is looked up.
+    count : {"score", "one"}
+        A row's ``weight``: its ``score`` or 1.
 
     Returns
     -------
-    (DataFrame of ``video_id, dt, uploader_id, node, level1, source``, days whose dump is gone)
+    (DataFrame of ``video_id, dt, uploader_id, node, level1, source, weight``, days whose dump is gone)
     """
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
@@ -104,7 +112,8 @@ def tagged_videos(spark, conf: dict[str, Any], through: str, version: str, min_s
     tags = (spark.read.format("delta").load(path)
             .where((F.col("dt") <= F.lit(through).cast("date")) & (F.col("taxonomy_version") == version)
                    & (F.col("score") >= F.lit(float(min_score))) & F.col("leaf_id").isNotNull())
-            .select("video_id", "dt", F.col("leaf_id").alias("node"), F.col("path")[0].alias("level1")))
+            .select("video_id", "dt", F.col("leaf_id").alias("node"), F.col("path")[0].alias("level1"),
+                    (F.col("score").cast("double") if count == "score" else F.lit(1.0)).alias("weight")))
     days = sorted(r.d for r in tags.select(F.date_format("dt", "yyyy-MM-dd").alias("d")).distinct().collect())
     ups, missing = dump_uploaders(spark, dump_root, days)
     joined = tags.join(ups, ["video_id", "dt"]).withColumn("source", F.lit("tags"))
@@ -138,7 +147,8 @@ def _read_labeled_day(spark, path: str):
 
 
 def labeled_videos(spark, labels_root: str, taxonomy) -> Any:
-    """Every day of the labeled dump ``labels_root`` as ``video_id, dt, uploader_id, node, level1, source``.
+    """Every day of the labeled dump ``labels_root`` as ``video_id, dt, uploader_id, node, level1, source,
+    weight`` (1).
 
     Parameters
     ----------
@@ -161,17 +171,19 @@ def labeled_videos(spark, labels_root: str, taxonomy) -> Any:
     if not frames:
         return _union(spark, [])
     rows = functools.reduce(lambda a, b: a.unionByName(b), frames)
-    out = rows.where(F.col("video_id").isNotNull()).join(F.broadcast(level1), "node").withColumn("source", F.lit("labels"))
+    out = (rows.where(F.col("video_id").isNotNull()).join(F.broadcast(level1), "node")
+           .withColumn("source", F.lit("labels")).withColumn("weight", F.lit(1.0)))
     return out.select(*_videos_schema().names)
 
 
 def aggregate(videos, version: str, updated_dt: str):
-    """Per-uploader counts of ``videos`` in the ``uploader_profiles`` columns (maps sorted by key).
+    """Per-uploader sums of the ``weight`` of ``videos`` (each video once) in the ``uploader_profiles``
+    columns (maps sorted by key).
 
     Parameters
     ----------
     videos : DataFrame
-        ``video_id, dt, uploader_id, node, level1, source`` (possibly repeating a video).
+        ``video_id, dt, uploader_id, node, level1, source, weight`` (possibly repeating a video).
     version : str
         The rows' ``taxonomy_version``.
     updated_dt : str
@@ -186,12 +198,12 @@ def aggregate(videos, version: str, updated_dt: str):
             .withColumn("_rank", F.row_number().over(w)).where(F.col("_rank") == 1))
 
     def counts(key: str, name: str):
-        per = once.groupBy("uploader_id", key).agg(F.count("*").cast("double").alias("c"))
+        per = once.groupBy("uploader_id", key).agg(F.round(F.sum("weight"), _DIGITS).cast("double").alias("c"))
         entries = F.array_sort(F.collect_list(F.struct(F.col(key).alias("k"), F.col("c"))))
         return per.groupBy("uploader_id").agg(F.map_from_entries(entries).alias(name))
 
     totals = once.groupBy("uploader_id").agg(
-        F.count("*").cast("double").alias("n_videos"), F.max((F.col("source") == "tags").cast("int")).alias("_tags"))
+        F.round(F.sum("weight"), _DIGITS).cast("double").alias("n_videos"), F.max((F.col("source") == "tags").cast("int")).alias("_tags"))
     return (totals.join(counts("level1", "level1_counts"), "uploader_id").join(counts("node", "leaf_counts"), "uploader_id")
             .select("uploader_id", F.lit(version).alias("taxonomy_version"), "n_videos", "level1_counts", "leaf_counts",
                     F.lit(updated_dt).cast("date").alias("updated_dt"),

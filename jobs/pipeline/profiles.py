@@ -3,10 +3,11 @@
 A profile counts the categories of an uploader's earlier videos, per ``(uploader_id,
 taxonomy_version)`` (the version the bundle was trained on): ``leaf_counts`` by each video's primary
 node, ``level1_counts`` by that node's level-1 ancestor, ``n_videos`` their total. The videos
-(:mod:`vtag.jobs.pipeline.profile_sources`) are the confident ``video_tags`` rows of that version up to day D
-(``score >= profiles.min_score``; the uploader looked up in the day's dump, since ``video_tags`` has no
+(:mod:`vtag.jobs.pipeline.profile_sources`) are the ``video_tags`` rows of that version up to day D
+(``score >= profiles.min_score``, each counted by its score with ``profiles.count: score``, the
+default: an expected count, so an unsure tag weighs little; 1 with ``count: one``; the uploader looked up in the day's dump, since ``video_tags`` has no
 uploader column: the dumps are kept anyway, ``vtag retag`` re-infers from them, and a tagged day whose
-dump is gone is not counted and reported) and every day of the labeled dump ``profiles.labels_root``.
+dump is gone is not counted and reported) and every day of the labeled dump ``profiles.labels_root`` (1 each).
 A video counts once. A profile's ``source`` is ``tags`` when any of its videos came from
 ``video_tags``, else ``labels``.
 
@@ -72,11 +73,14 @@ class ProfileSettings:
         Only ``video_tags`` rows with ``score >= min_score`` are counted.
     labels_root : str or None
         A labeled dump root whose rows (all days) are counted too.
+    count : {"score", "one"}
+        A counted ``video_tags`` row adds its score (an expected count) or 1.
     """
 
     enabled: bool = True
-    min_score: float = 0.5
+    min_score: float = 0.0
     labels_root: str | None = None
+    count: str = "score"
 
 
 @dataclass
@@ -106,7 +110,7 @@ class ProfileRefresh:
 
     def describe(self) -> str:
         text = (f"refreshed through {self.dt}: {self.uploaders} uploaders ({self.labels_only} from labels only), "
-                f"{self.videos:.0f} videos")
+                f"{self.videos:.1f} videos counted")
         if self.days_without_dump:
             text += f"; tags of {len(self.days_without_dump)} day(s) not counted, dump gone: {self.days_without_dump[:5]}"
         return text
@@ -143,18 +147,22 @@ def profile_settings(conf: dict[str, Any]) -> ProfileSettings:
     section = conf.get("profiles") or {}
     if not isinstance(section, dict):
         raise ConfigError(f"profiles: expected a mapping, got {section!r}")
-    unknown = sorted(set(section) - {"enabled", "min_score", "labels_root"})
+    unknown = sorted(set(section) - {"enabled", "min_score", "labels_root", "count"})
     if unknown:
         raise ConfigError(f"unknown job conf key(s) {['profiles.' + k for k in unknown]}: "
-                          "profiles takes enabled, min_score, labels_root")
+                          "profiles takes enabled, min_score, labels_root, count")
     try:
         enabled = _flag("enabled", section.get("enabled", True))
-        min_score = float(section.get("min_score", 0.5))
+        min_score = float(section.get("min_score", 0.0))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    count = str(section.get("count", "score")).strip().lower()
+    if not 0.0 <= min_score <= 1.0 or count not in ("score", "one"):
+        raise ConfigError(f"profiles.min_score must be within [0, 1] and profiles.count score or one, got "
+                          f"{section.get('min_score')!r} and {section.get('count')!r}")
     root = section.get("labels_root")
     root = None if root is None or str(root).strip().lower() in ("", "null", "none") else str(root)
-    return ProfileSettings(enabled, min_score, root)
+    return ProfileSettings(enabled, min_score, root, count)
 
 
 def bundle_taxonomy(bundle: str):
@@ -188,7 +196,8 @@ def compute_profiles(spark, conf: dict[str, Any], through: str, taxonomy, dump_r
     (DataFrame in the ``uploader_profiles`` columns, tagged days whose dump is gone)
     """
     settings = profile_settings(conf)
-    videos, missing = tagged_videos(spark, conf, through, taxonomy.version, settings.min_score, dump_root)
+    videos, missing = tagged_videos(spark, conf, through, taxonomy.version, settings.min_score, dump_root,
+                                    settings.count)
     if settings.labels_root:
         videos = videos.unionByName(labeled_videos(spark, settings.labels_root, taxonomy))
     return aggregate(videos, taxonomy.version, through), missing
@@ -210,7 +219,7 @@ def _signature(conf: dict[str, Any], through: str, version: str, dump_root: str)
     """
     s = profile_settings(conf)
     return {"job": "profiles", "through": through, "taxonomy_version": version, "min_score": s.min_score,
-            "labels_root": s.labels_root, "dump_root": str(dump_root)}
+            "count": s.count, "labels_root": s.labels_root, "dump_root": str(dump_root)}
 
 
 def refresh_profiles(spark, conf: dict[str, Any], dt: str, *, taxonomy=None, dump_root: str | None = None,

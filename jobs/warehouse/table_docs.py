@@ -71,10 +71,10 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
     "uploader_profiles": {
         "uploader_id": "the uploader (dump column uploader_id)",
         "taxonomy_version": "content hash of the taxonomy the node ids belong to (the bundle's)",
-        "n_videos": "the uploader's videos counted: confident tags (score >= profiles.min_score) up to updated_dt, "
-        "and labeled videos",
-        "level1_counts": "level-1 node id -> videos whose primary node lies under it",
-        "leaf_counts": "primary node id (video_tags.leaf_id, or labels[0]) -> videos",
+        "n_videos": "the uploader's videos counted: tags (score >= profiles.min_score) up to updated_dt, each "
+        "by its score (profiles.count: score, an expected count) or as 1, and labeled videos (1 each)",
+        "level1_counts": "level-1 node id -> videos (as n_videos counts them) whose primary node lies under it",
+        "leaf_counts": "primary node id (video_tags.leaf_id, or labels[0]) -> videos (as n_videos counts them)",
         "updated_dt": "the last video_tags day counted (the refresh's day)",
         "source": "tags when any counted video came from video_tags, else labels",
     },

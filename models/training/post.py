@@ -137,8 +137,8 @@ def mix_profile_evidence(model, featurizer, taxonomy, val_df, config, dev, setti
     """``context.profile.evidence_mix``: the weight of the profile's Naive-Bayes evidence in the
     logits, chosen by the early-stopping metric on the validation rows replayed day by day as the
     nightly job meets them (:func:`vtag.models.profile_mix.choose_evidence_scale`,
-    :func:`vtag.models.replay.replay`: the training side's profiles plus the model's own confident
-    tags of earlier validation days, with ``context.profile.replay_min_score``)."""
+    :func:`vtag.models.replay.replay`: the training side's profiles plus the model's own tags of
+    earlier validation days, counted with ``context.profile.replay_min_score`` and ``replay_count``)."""
     from vtag.models.evaluate import score_decoded
     from vtag.models.predictor import decoder_for, infer_proba
     from vtag.models.profile_mix import choose_evidence_scale
@@ -146,6 +146,7 @@ def mix_profile_evidence(model, featurizer, taxonomy, val_df, config, dev, setti
 
     decoder = decoder_for(taxonomy, config)
     min_score = float(config["context"]["profile"]["replay_min_score"])
+    count = str(config["context"]["profile"]["replay_count"])
     batch = int(settings["eval_batch_size"])
     model.eval()
 
@@ -154,7 +155,7 @@ def mix_profile_evidence(model, featurizer, taxonomy, val_df, config, dev, setti
                            channels_last=channels_last)
 
     def score() -> float:
-        prob, _, _ = replay(val_df, featurizer.profiles, score_day, decoder, taxonomy, min_score)
+        prob, _, _ = replay(val_df, featurizer.profiles, score_day, decoder, taxonomy, min_score, count=count)
         return float(score_decoded(taxonomy, val_df, decoder.decode(prob))[metric_name])
 
     info = choose_evidence_scale(model.profile_evidence, score)
