@@ -250,7 +250,7 @@ def train_and_predict(cfg: dict, taxonomy, train: pd.DataFrame, test: pd.DataFra
     Returns ``(primary node index [n_test] int64, the TrainResult, replayed [n_test] int64 or None)``:
     the first with the bundle's profiles alone (``vtag evaluate``), the last — with ``replay_min_score``
     and a bundle with the profile input — the test days replayed as the nightly job meets them
-    (``vtag evaluate --replay``: each day sees the confident tags of the days before)."""
+    (``vtag evaluate --replay``: each day sees the tags of the days before, by their scores)."""
     from vtag.models.predictor import Predictor
     from vtag.models.replay import replay_scores
     from vtag.models.training import train as train_model

@@ -2,8 +2,9 @@
 SVM's mix weight (``head.tfidf_wide_mix_rule: nll``).
 
 A flat head scores ``softmax(leaf_logits / T)``. Mixed with a linear SVM at weight 12–64 its
-logits are far apart and nearly every primary score is ~1, so a score threshold (``profiles.min_score``,
-``decode.thresholds``) filters nothing. ``T`` is chosen after training by the mean negative
+logits are far apart and nearly every primary score is ~1, so a score threshold (``decode.thresholds``)
+filters nothing and the profile refresh's expected counts (``profiles.count: score``) count every tag
+as a whole video. ``T`` is chosen after training by the mean negative
 log-likelihood of the validation rows' labels (a proper scoring rule), so that a score of 0.7 means
 about 70 % right. The leaves keep their order; the primary path (the best product of node scores
 along a path, :mod:`vtag.hierarchy.decode`) can change where a parent's mass decides between close

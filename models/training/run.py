@@ -251,7 +251,7 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
         metrics["tfidf_mix"] = mix_svm(raw_model, data.featurizer, taxonomy, data.val, config, device, settings,
                                        channels_last, metric_name)
     calibrate = auto_temperature(config) and len(data.val)
-    if calibrate:  # before the evidence's replay: its min_score reads the scores
+    if calibrate:  # before the evidence's replay: it counts each tag by its score
         metrics["temperature"] = calibrate_temperature(raw_model, data.featurizer, taxonomy, data.val, device,
                                                        settings, channels_last)
     if getattr(raw_model, "profile_evidence", None) is not None and len(data.val):
