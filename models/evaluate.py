@@ -282,7 +282,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--taxonomy", help="refuse unless the bundle was trained on this taxonomy file's version")
     p.add_argument("--replay", action=argparse.BooleanOptionalAction, default=None,
                    help="score the rows day by day (dt, else upload date) as the nightly job meets them: each "
-                        "day sees the uploader profiles of the bundle plus the model's confident tags of the "
+                        "day sees the uploader profiles of the bundle plus the model's tags of the "
                         "days before (vtag.models.replay). Default: on when the bundle has the uploader-profile "
                         "input; --no-replay: every row with the bundle's training-time profiles alone")
     p.add_argument("--min-score", type=float, default=0.0,

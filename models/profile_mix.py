@@ -5,15 +5,15 @@ smoothed share of that node to the node's prior: ``log((count + alpha q) / (n_vi
 log q``, 0 for an empty profile. The deep part reads it, but with the fitted SVM mixed in at a large
 weight (``head.tfidf_wide: mix``) the deep logits move the decision little, and the text-only SVM
 that scores a new uploader's rows knows nothing of the uploader. Yet a new uploader's history is
-exactly what the nightly job builds day after day from the model's own confident tags.
+exactly what the nightly job builds day after day from the model's own tags.
 
 :class:`ProfileEvidence` adds ``scale * log-ratio`` at the head's outputs (leaves for ``flat``,
 every node for the DHMCN heads) to the logits, as a Naive-Bayes update of the model's odds. The
 scale is not learned by back-propagation (it is 0 while the model trains) but chosen after training
 by :func:`choose_evidence_scale`, on the validation rows **replayed day by day as the nightly job
 meets them** (:func:`vtag.models.replay.replay`): each validation day sees the training side's
-profiles plus the model's confident tags of the validation days before it, never a validation label.
-So the weight fits the profiles production will hand the model (partly its own predictions), not
+profiles plus the model's tags of the validation days before it (each by its score), never a
+validation label. So the weight fits the profiles production will hand the model (partly its own predictions), not
 label profiles, which are cleaner and would ask for a larger weight. The scale is a buffer: it
 travels in the bundle's weights.
 """

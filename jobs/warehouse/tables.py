@@ -55,8 +55,8 @@ TABLES: dict[str, TableDef] = {
         "uploader_profiles",
         UPLOADER_PROFILES_SCHEMA,
         (),
-        "vtag: per uploader and taxonomy version, the category counts of the uploader's earlier confidently "
-        "tagged or labeled videos (the relational model input), rewritten after each tag run",
+        "vtag: per uploader and taxonomy version, the category counts of the uploader's earlier tagged "
+        "(each tag weighted by its score) or labeled videos (the relational model input), rewritten after each tag run",
     ),
 }
 
