@@ -154,8 +154,7 @@ def choices_made(metrics: Mapping[str, Any]) -> list[str]:
                    f"{_g(cal['nll_at_1'])} at 1): scores are calibrated on the validation rows")
     ev = metrics.get("profile_evidence")
     if ev:
-        rule = {"nll": "lowest log-loss", "metric": "best metric"}.get(ev.get("rule"), "best metric")
-        out.append(f"- uploader profile's evidence weight: {_g(ev['scale'])} (validation days replayed, {rule})")
+        out.append(f"- uploader profile's evidence weight: {_g(ev['scale'])} (validation days replayed)")
     if metrics.get("stop_threshold") is not None:
         out.append(f"- decode stop threshold: {_g(metrics['stop_threshold'])}")
     return ["", "## Chosen on the validation rows", ""] + out if out else []

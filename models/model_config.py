@@ -50,8 +50,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "id_dropout": 0.8,
         # uploader profiles (models/profiles.py): the uploader's earlier categories as an input
         "profile": {"enabled": False, "alpha": 1.0, "train_mode": "auto", "dropout": 0.2,
-                    "evidence_mix": False, "evidence_rule": "nll", "replay_min_score": 0.0,
-                    "replay_count": "score"},
+                    "evidence_mix": False, "replay_min_score": 0.0, "replay_count": "score"},
     },
     "fusion": {"name": "lmf", "dim": 128, "rank": 4, "layers": 2, "dropout": 0.5},
     "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.5, "beta": 0.5, "max_constraint": False,
@@ -113,9 +112,6 @@ def resolve_config(config: dict | None) -> dict:
         raise ValueError(f"model config: text.bow.buckets must be in 1..{limit} (min_count {min_count}), "
                          f"got {out['text']['bow']['buckets']!r}")
     profile = out["context"]["profile"]
-    if profile["evidence_rule"] not in ("nll", "metric"):
-        raise ValueError(f"model config: context.profile.evidence_rule must be nll or metric, "
-                         f"got {profile['evidence_rule']!r}")
     if profile["replay_count"] not in ("score", "one") or not 0.0 <= float(profile["replay_min_score"]) <= 1.0:
         raise ValueError("model config: context.profile.replay_count must be score or one and replay_min_score "
                          f"within [0, 1], got {profile['replay_count']!r} and {profile['replay_min_score']!r}")

@@ -216,8 +216,6 @@ def test_resolve_config():
         resolve_config({"modalities": ["audio"]})
     with pytest.raises(ValueError, match="leaf_smoothing"):
         resolve_config({"loss": {"leaf_smoothing": 1.0}})
-    with pytest.raises(ValueError, match="evidence_rule"):
-        resolve_config({"context": {"profile": {"evidence_rule": "best"}}})
     with pytest.raises(ValueError, match="replay_count"):
         resolve_config({"context": {"profile": {"replay_count": "votes"}}})
     with pytest.raises(ValueError, match="replay_min_score"):

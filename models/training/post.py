@@ -9,8 +9,6 @@ import logging
 import time
 from typing import Any, Mapping
 
-import numpy as np
-
 log = logging.getLogger(__name__)
 
 
@@ -137,14 +135,10 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
 def mix_profile_evidence(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last,
                          metric_name) -> dict:
     """``context.profile.evidence_mix``: the weight of the profile's Naive-Bayes evidence in the
-    logits, chosen on the validation rows replayed day by day as the nightly job meets them
-    (:func:`vtag.models.profile_mix.choose_evidence_scale`, :func:`vtag.models.replay.replay`: the
-    training side's profiles plus the model's own tags of earlier validation days, counted with
-    ``context.profile.replay_min_score`` and ``replay_count``), by ``context.profile.evidence_rule``:
-    ``nll``, the lowest log-loss of the replayed leaf scores, each weight at its own best temperature
-    (a flat head's; other heads, whose leaf scores are no distribution, use the metric), or
-    ``metric``, the early-stopping metric."""
-    from vtag.models.calibration import fit_temperature, label_leaf_mask
+    logits, chosen by the early-stopping metric on the validation rows replayed day by day as the
+    nightly job meets them (:func:`vtag.models.profile_mix.choose_evidence_scale`,
+    :func:`vtag.models.replay.replay`: the training side's profiles plus the model's own tags of
+    earlier validation days, counted with ``context.profile.replay_min_score`` and ``replay_count``)."""
     from vtag.models.evaluate import score_decoded
     from vtag.models.predictor import decoder_for, infer_proba
     from vtag.models.profile_mix import choose_evidence_scale
@@ -160,23 +154,14 @@ def mix_profile_evidence(model, featurizer, taxonomy, val_df, config, dev, setti
         return infer_proba(model, featurizer, part, batch_size=batch, device=dev, amp=settings["amp"],
                            channels_last=channels_last)
 
-    rule = str(config["context"]["profile"].get("evidence_rule", "nll"))
-    mask = label_leaf_mask(taxonomy, val_df) if rule == "nll" and config["head"]["name"] == "flat" else None
-    if mask is None or not mask.any():
-        rule, mask = "metric", None
-    leaves = np.asarray(taxonomy.leaf_indices)
-
     def score() -> float:
         prob, _, _ = replay(val_df, featurizer.profiles, score_day, decoder, taxonomy, min_score, count=count)
-        if rule == "nll":  # log of a flat head's leaf scores: its logits up to a per-row constant
-            return -fit_temperature(np.log(np.maximum(prob[:, leaves], 1e-30)), mask)[1]
         return float(score_decoded(taxonomy, val_df, decoder.decode(prob))[metric_name])
 
-    what = "minus log-loss" if rule == "nll" else metric_name
     info = choose_evidence_scale(model.profile_evidence, score)
-    log.info("profile evidence: scale %s on replayed validation days (%s: %s)", info["scale"], what,
+    log.info("profile evidence: scale %s on replayed validation days (%s: %s)", info["scale"], metric_name,
              {k: round(v, 4) for k, v in info["scores"].items()})
-    return {"scale": info["scale"], "rule": rule, "validation": {str(k): v for k, v in info["scores"].items()}}
+    return {"scale": info["scale"], "validation": {str(k): v for k, v in info["scores"].items()}}
 
 
 def calibrate_temperature(model, featurizer, taxonomy, val_df, dev, settings, channels_last) -> dict | None:
