@@ -272,6 +272,8 @@ def render(report: Mapping[str, Any]) -> None:
 
 
 def _arg_parser() -> argparse.ArgumentParser:
+    from vtag.models.replay import COUNT_MODES
+
     p = argparse.ArgumentParser(description="Evaluate a model bundle on a labeled dump (hierarchy/ metrics).")
     p.add_argument("--bundle", required=True, help="model bundle directory")
     p.add_argument("--data", required=True, help="labeled dump root(s), comma-separated")
@@ -288,7 +290,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, default=0.0,
                    help="with replay: a tag counts towards its uploader's profile when its score is at "
                         "least this (the job conf's profiles.min_score; default 0)")
-    p.add_argument("--count", choices=("score", "one"), default="score",
+    p.add_argument("--count", choices=COUNT_MODES, default=COUNT_MODES[0],
                    help="with replay: a counted tag adds its score (an expected count; default) or 1 to its "
                         "uploader's profile (the job conf's profiles.count)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")

@@ -111,10 +111,13 @@ def resolve_config(config: dict | None) -> dict:
     if not 1 <= int(out["text"]["bow"]["buckets"]) <= limit:
         raise ValueError(f"model config: text.bow.buckets must be in 1..{limit} (min_count {min_count}), "
                          f"got {out['text']['bow']['buckets']!r}")
+    from vtag.models.replay import check_count_settings  # pandas: not at this module's import
+
     profile = out["context"]["profile"]
-    if profile["replay_count"] not in ("score", "one") or not 0.0 <= float(profile["replay_min_score"]) <= 1.0:
-        raise ValueError("model config: context.profile.replay_count must be score or one and replay_min_score "
-                         f"within [0, 1], got {profile['replay_count']!r} and {profile['replay_min_score']!r}")
+    try:
+        check_count_settings(float(profile["replay_min_score"]), profile["replay_count"])
+    except ValueError as exc:
+        raise ValueError(f"model config: context.profile.replay_min_score / replay_count: {exc}") from None
     smoothing = float(out["loss"]["leaf_smoothing"])
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"model config: loss.leaf_smoothing must be in [0, 1), got {smoothing}")

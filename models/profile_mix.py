@@ -13,8 +13,8 @@ scale is not learned by back-propagation (it is 0 while the model trains) but ch
 by :func:`choose_evidence_scale`, on the validation rows **replayed day by day as the nightly job
 meets them** (:func:`vtag.models.replay.replay`): each validation day sees the training side's
 profiles plus the model's tags of the validation days before it (each by its score), never a
-validation label. So the weight fits the profiles production will hand the model (partly its own predictions), not
-label profiles, which are cleaner and would ask for a larger weight. The scale is a buffer: it
+validation label. So the weight fits the profiles production will hand the model (partly its own
+predictions), not label profiles, which are cleaner and would ask for a larger weight. The scale is a buffer: it
 travels in the bundle's weights.
 """
 

@@ -5,9 +5,10 @@ taxonomy_version)`` (the version the bundle was trained on): ``leaf_counts`` by 
 node, ``level1_counts`` by that node's level-1 ancestor, ``n_videos`` their total. The videos
 (:mod:`vtag.jobs.pipeline.profile_sources`) are the ``video_tags`` rows of that version up to day D
 (``score >= profiles.min_score``, each counted by its score with ``profiles.count: score``, the
-default: an expected count, so an unsure tag weighs little; 1 with ``count: one``; the uploader looked up in the day's dump, since ``video_tags`` has no
-uploader column: the dumps are kept anyway, ``vtag retag`` re-infers from them, and a tagged day whose
-dump is gone is not counted and reported) and every day of the labeled dump ``profiles.labels_root`` (1 each).
+default: an expected count, so an unsure tag weighs little; 1 with ``count: one``; the uploader
+looked up in the day's dump, since ``video_tags`` has no uploader column: the dumps are kept anyway,
+``vtag retag`` re-infers from them, and a tagged day whose dump is gone is not counted and reported)
+and every day of the labeled dump ``profiles.labels_root`` (1 each).
 A video counts once. A profile's ``source`` is ``tags`` when any of its videos came from
 ``video_tags``, else ``labels``.
 
@@ -156,10 +157,13 @@ def profile_settings(conf: dict[str, Any]) -> ProfileSettings:
         min_score = float(section.get("min_score", 0.0))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    from vtag.models.replay import check_count_settings  # the replay counts as the refresh does
+
     count = str(section.get("count", "score")).strip().lower()
-    if not 0.0 <= min_score <= 1.0 or count not in ("score", "one"):
-        raise ConfigError(f"profiles.min_score must be within [0, 1] and profiles.count score or one, got "
-                          f"{section.get('min_score')!r} and {section.get('count')!r}")
+    try:
+        check_count_settings(min_score, count)
+    except ValueError as exc:
+        raise ConfigError(f"profiles.min_score must be within [0, 1] and profiles.count score or one: {exc}") from None
     root = section.get("labels_root")
     root = None if root is None or str(root).strip().lower() in ("", "null", "none") else str(root)
     return ProfileSettings(enabled, min_score, root, count)
