@@ -273,7 +273,8 @@ def search_grid(params, score, grid: tuple[float, ...]) -> tuple[float, dict[flo
 
 @torch.no_grad()
 def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, y_val: np.ndarray | None = None,
-                   grid: tuple[float, ...] = SVM_C_GRID, seed: int = 0, text_c: float | None = None) -> dict:
+                   grid: tuple[float, ...] = SVM_C_GRID, seed: int = 0, text_c: float | None = None,
+                   output_class: np.ndarray | None = None) -> dict:
     """Fit ``module``'s table and bias as a one-vs-rest linear SVM and freeze them (with
     ``new_uploader_svm`` also the text-only SVM, on the TF-IDF columns of the same rows).
 
@@ -284,8 +285,8 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
     x_train, x_val : scipy sparse ``[n, rows (+ uploader rows)]``
         :meth:`TfidfWide.features` of the training / validation rows.
     y_train, y_val : ndarray
-        ``[n]`` int output index of each row (-1: not a class of this model, e.g. a partial label;
-        left out).
+        ``[n]`` int class of each row: its output index, or with ``output_class`` any class id
+        (-1: no class; left out).
     grid : tuple of float
         ``C`` candidates; the one with the best validation accuracy is kept (the first without
         validation rows).
@@ -294,6 +295,10 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
     text_c : float, optional
         The text-only SVM's C; None chooses it from ``grid`` on the validation rows whose uploader
         has no training row (all validation rows when fewer than :data:`MIN_NEW_VAL_ROWS`).
+    output_class : ndarray, optional
+        ``[n_out]`` int: the class whose margin each output takes (-1: none; such outputs get a bias
+        below every class). None: output ``k`` is class ``k``. Several outputs may share a class:
+        labels that stop at an internal node are one class, whose margin every leaf below it takes.
 
     Returns
     -------
@@ -311,10 +316,11 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
     best_c, best, (coef, intercept) = _fit_svc(x_train[tr], y_train[tr], classes, grid,
                                                None if va is None else x_val[va],
                                                None if va is None else y_val[va], seed)
-    _set_table(module.table, classes, coef[:, :n_text])
+    cols = _class_columns(module.bias.shape[0], classes, output_class)
+    _set_table(module.table, cols, coef[:, :n_text])
     if module.uploader_table is not None:
-        _set_table(module.uploader_table, classes, coef[:, n_text:])
-    module.bias.copy_(torch.from_numpy(_full_bias(module.bias.shape[0], classes, intercept)))
+        _set_table(module.uploader_table, cols, coef[:, n_text:])
+    module.bias.copy_(torch.from_numpy(_full_bias(module.bias.shape[0], cols, intercept)))
     info = {"C": best_c, "val_acc": best, "classes": int(classes.size)}
     if module.text_table is None:
         return info
@@ -331,8 +337,8 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
     text_grid = grid if text_c is None else (float(text_c),)
     info["text_C"], info["text_val_acc"], (coef, intercept) = _fit_svc(
         x_train[tr][:, :n_text], y_train[tr], classes, text_grid, xv, yv, seed)
-    _set_table(module.text_table, classes, coef)
-    module.text_bias.copy_(torch.from_numpy(_full_bias(module.text_bias.shape[0], classes, intercept)))
+    _set_table(module.text_table, cols, coef)
+    module.text_bias.copy_(torch.from_numpy(_full_bias(module.text_bias.shape[0], cols, intercept)))
     return info
 
 
@@ -360,17 +366,30 @@ def _fit_svc(x, y, classes, grid, x_val, y_val, seed):
     return best_c, best, (coef, intercept)
 
 
-def _set_table(table: nn.EmbeddingBag, classes: np.ndarray, coef: np.ndarray) -> None:
-    """Copy ``coef [classes, rows]`` into ``table.weight [rows, n_out]`` at the columns ``classes``;
-    outputs without rows and the pad row 0 get zeros."""
+def _class_columns(n_out: int, classes: np.ndarray, output_class: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(outputs, rank)``: the outputs that take a fitted class's margin, and that class's rank in
+    ``classes`` (the sorted class ids the SVM was fitted on)."""
+    if output_class is None:
+        return classes.astype(np.int64), np.arange(classes.size)
+    output_class = np.asarray(output_class, dtype=np.int64).reshape(-1)
+    if output_class.size != n_out:
+        raise ValueError(f"output_class has {output_class.size} entries for {n_out} outputs")
+    rank = np.searchsorted(classes, output_class).clip(0, classes.size - 1)
+    hit = classes[rank] == output_class
+    return np.flatnonzero(hit), rank[hit]
+
+
+def _set_table(table: nn.EmbeddingBag, cols: tuple[np.ndarray, np.ndarray], coef: np.ndarray) -> None:
+    """Copy ``coef [classes, rows]`` into ``table.weight [rows, n_out]``: output ``cols[0][k]`` gets
+    class ``cols[1][k]``'s weights; outputs without a class and the pad row 0 get zeros."""
     weight = np.zeros(tuple(table.weight.shape), dtype=np.float32)
-    weight[:, classes] = coef.T
+    weight[:, cols[0]] = coef.T[:, cols[1]]
     weight[0] = 0.0
     table.weight.copy_(torch.from_numpy(weight))
 
 
-def _full_bias(n_out: int, classes: np.ndarray, intercept: np.ndarray) -> np.ndarray:
-    """``[n_out]`` biases: the fitted intercepts, and below every one for outputs without rows."""
+def _full_bias(n_out: int, cols: tuple[np.ndarray, np.ndarray], intercept: np.ndarray) -> np.ndarray:
+    """``[n_out]`` biases: the fitted intercepts, and below every one for outputs without a class."""
     bias = np.full(n_out, float(intercept.min()) - 1.0, dtype=np.float32)
-    bias[classes] = intercept
+    bias[cols[0]] = intercept[cols[1]]
     return bias

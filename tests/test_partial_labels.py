@@ -118,3 +118,45 @@ def test_training_on_labels_at_depths_1_2_3_runs_and_records_the_stop_threshold(
     thr = pred.config["decode"]["stop_threshold"]
     assert thr is None or 0 < thr < 1
     assert len(pred.predict(frame.drop(columns=["labels"]))) == len(frame)
+
+
+def test_svm_classes_are_the_label_nodes_and_a_leaf_takes_its_deepest_class():
+    from vtag.models.training.post import svm_output_classes
+
+    tax = tiny_taxonomy()
+    nodes = np.array([tax.index[n] for n in ("game", "game_ip_marvel", "food_bake", "game")] + [-1])
+    out = svm_output_classes(tax, nodes)
+    leaves = [tax.nodes[j].id for j in tax.leaf_indices]
+    want = {"game_ip_spiderman": "game_ip_marvel", "game_ip_ironman": "game_ip_marvel", "food_bake": "food_bake",
+            "game_theme_rpg": "game", "game_theme_moba": "game", "game_ip_wzry": "game"}
+    got = {leaf: (tax.nodes[c].id if c >= 0 else None) for leaf, c in zip(leaves, out)}
+    assert got == {leaf: want.get(leaf) for leaf in leaves}  # film_* and food_home: below no class
+
+
+def test_the_tfidf_svm_learns_labels_that_stop_at_internal_nodes():
+    """Every label cut to level 1: the SVM has a class per level-1 node (none were left out), and
+    every leaf below one takes that class's margin."""
+    from vtag.models.data import toy_labeled_frame
+    from vtag.models.factory import create_model
+    from vtag.models.training.post import fit_svm_wide
+
+    tax = tiny_taxonomy()
+    frame = toy_labeled_frame(tax, n=90, seed=2)
+    frame["labels"] = [[tax.path(x[0])[0]] for x in frame["labels"]]
+    cfg = tiny_config(epochs=1)
+    cfg["modalities"] = ["text"]
+    cfg["text"]["bow"].update({"min_count": 1})
+    cfg["head"] = {"name": "flat", "hidden": 32, "tfidf_wide": "mix"}
+    from vtag.models.model_config import resolve_config
+
+    cfg = resolve_config(cfg)
+    feat = Featurizer.fit(tax, cfg, frame)
+    model = create_model(cfg, tax, feat)
+    info = fit_svm_wide(model, feat, tax, frame.iloc[:70], frame.iloc[70:], seed=0)
+    assert info["classes"] == len({x[0] for x in frame["labels"].iloc[:70]}) >= 2
+    weight = model.tfidf_wide.table.weight.detach().numpy()
+    leaves = [tax.nodes[j].id for j in tax.leaf_indices]
+    for root in ("game", "film", "food"):
+        cols = [k for k, leaf in enumerate(leaves) if tax.path(leaf)[0] == root]
+        assert np.abs(weight[:, cols]).sum() > 0
+        np.testing.assert_array_equal(weight[:, cols], weight[:, cols[:1]].repeat(len(cols), axis=1))

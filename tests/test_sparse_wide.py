@@ -275,3 +275,26 @@ def test_training_refits_the_svm_on_validation_rows_too_and_the_bundle_keeps_exa
     refit_svm_wide(res.model, res.featurizer, tiny_taxonomy(), tr, frame.drop(tr.index).head(8), seed=0)
     assert not torch.equal(wide.table.weight, before)  # fewer rows, another fit
     assert not torch.equal(wide.text_table.weight, text_before)
+
+
+def test_outputs_sharing_a_class_take_its_margin_and_outputs_without_one_stay_below():
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(4)
+    n_keys = 25
+    ids, rows = _docs(rng, 90, n_keys, 8)
+    y = np.array([10 + 5 * (min(r) % 3) for r in rows])  # class ids 10, 15, 20 (node indices, say)
+    df = np.array([sum(k in r for r in rows) for k in range(1, n_keys + 1)])
+    module = TfidfWide(n_keys, 6, max_params=10**6, df=df, n_docs=len(rows), fitted=True)
+    x = module.features(ids)
+    output_class = np.array([10, 10, 15, -1, 20, 20])
+    info = fit_linear_svm(module, x, y, grid=(0.5,), output_class=output_class)
+    assert info["classes"] == 3
+    svc = LinearSVC(C=0.5, random_state=0).fit(x, y)
+    ref = svc.decision_function(x)  # columns: classes 10, 15, 20
+    with torch.no_grad():
+        margins = (module(ids) / module.scale).numpy()
+    np.testing.assert_allclose(margins[:, [0, 1, 2, 4, 5]], ref[:, [0, 0, 1, 2, 2]], atol=1e-4)
+    np.testing.assert_allclose(margins[:, 3], svc.intercept_.min() - 1.0, atol=1e-5)  # no class: a bias below all
+    with pytest.raises(ValueError, match="output_class"):
+        fit_linear_svm(module, x, y, grid=(0.5,), output_class=output_class[:4])

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +40,59 @@ def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int, c: fl
     the new uploaders' text-only SVM's C likewise, or ``text_c``), frozen before the deep part trains
     (:func:`vtag.models.sparse_wide.fit_linear_svm`). The chosen Cs are kept as
     ``model.tfidf_wide.svm_c`` / ``svm_text_c`` for :func:`refit_svm_wide`; returns the fit's info."""
-    import numpy as np
     import scipy.sparse as sp
 
     from vtag.models.sparse_wide import fit_linear_svm
 
     module = model.tfidf_wide
-    leaf_pos = {int(j): k for k, j in enumerate(taxonomy.leaf_indices)}
 
     def xy(frame):
         if len(frame) == 0:
             return None, None
         feats = (featurizer.transform(frame.iloc[i:i + 2048]) for i in range(0, len(frame), 2048))
         parts = [module.features(f["bow_ids"], f.get("uploader"), f.get("uploader_key")) for f in feats]
-        y = np.array([leaf_pos.get(int(j), -1) for j in featurizer.primary_leaf(frame).numpy()])
-        return sp.vstack(parts).tocsr(), y
+        return sp.vstack(parts).tocsr(), featurizer.primary_leaf(frame).numpy()
 
     t0 = time.monotonic()
     x_tr, y_tr = xy(train_df)
     x_va, y_va = xy(val_df)
+    output_class = svm_output_classes(taxonomy, y_tr)
     if c is not None:
-        info = fit_linear_svm(module, x_tr, y_tr, grid=(float(c),), seed=seed, text_c=text_c)
+        info = fit_linear_svm(module, x_tr, y_tr, grid=(float(c),), seed=seed, text_c=text_c,
+                              output_class=output_class)
     else:
-        info = fit_linear_svm(module, x_tr, y_tr, x_va, y_va, seed=seed)
+        info = fit_linear_svm(module, x_tr, y_tr, x_va, y_va, seed=seed, output_class=output_class)
     module.svm_c, module.svm_text_c = info["C"], info.get("text_C")
     log.info("tfidf_wide svm: C=%s validation acc %s (new uploaders' text-only SVM: C=%s, acc %s), %d classes, "
              "%d rows, %.1fs", info["C"], info["val_acc"], info.get("text_C"), info.get("text_val_acc"),
              info["classes"], len(train_df), time.monotonic() - t0)
     return info
+
+
+def svm_output_classes(taxonomy, label_nodes) -> np.ndarray:
+    """``[L]`` int64 (``taxonomy.leaf_indices`` order): the class of the TF-IDF SVM whose margin each
+    leaf output takes. The SVM's classes are the label nodes of the training rows (node indices),
+    leaves or not: a label that stops at an internal node ("this node, children unknown") is a class
+    of its own, as the linear peers have it, not a row left out. A leaf takes the margin of the
+    deepest class at or above it (-1: none, the leaf is below every class).
+
+    Parameters
+    ----------
+    taxonomy : Taxonomy
+    label_nodes : ndarray
+        ``[n]`` int node index of each training row's primary label (-1: none).
+    """
+    import numpy as np
+
+    classes = set(int(j) for j in np.unique(np.asarray(label_nodes)) if j >= 0)
+    parent = taxonomy.parent_index
+    out = np.full(len(taxonomy.leaf_indices), -1, dtype=np.int64)
+    for k, node in enumerate(taxonomy.leaf_indices):
+        node = int(node)
+        while node >= 0 and node not in classes:
+            node = int(parent[node])
+        out[k] = node
+    return out
 
 
 def refit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> dict | None:
