@@ -1,5 +1,5 @@
 """The flat head's temperature (``head.temperature: auto``) and the log-loss that chooses it and the
-SVM's mix weight (``head.tfidf_wide_mix_rule: nll``).
+SVM's mix weight (``head.tfidf_wide_mix_rule: nll`` / ``nll_within_se``).
 
 A flat head scores ``softmax(leaf_logits / T)``. Mixed with a linear SVM at weight 12–64 its
 logits are far apart and nearly every primary score is ~1, so a score threshold (``decode.thresholds``)
@@ -12,7 +12,9 @@ leaves.
 
 The same log-loss, each candidate at its own best temperature, chooses the SVM's weight in the mix:
 accuracy on ~1,400 validation rows moves by single rows between weights and its argmax follows the
-noise, while the log-loss reads every row's whole score vector.
+noise, while the log-loss reads every row's whole score vector. ``nll_within_se`` (the shipped rule)
+first rules out the weights whose accuracy is clearly (one paired standard error) below the best:
+on noisy labels the log-loss prefers soft scores to right ones (:func:`lowest_nll_within_se`).
 
 A label at an internal node counts as the mass of the leaves below it (``-log sum p(leaf)``).
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+#: ``head.tfidf_wide_mix_rule`` values (``vtag.models.training.post.mix_svm``); the first is the default
+MIX_RULES = ("nll_within_se", "nll", "metric")
 #: the bounds of the inverse temperature ``beta = 1 / T`` searched
 BETA_RANGE = (1e-3, 1e2)
 
@@ -99,6 +103,49 @@ def fit_temperature(leaf_logits: np.ndarray, mask: np.ndarray) -> tuple[float, f
         if res.fun < best:
             best_g, best = float(res.x), float(res.fun)
     return float(np.exp(-best_g)), float(best)
+
+
+def top_leaf_correct(leaf_logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``[R]`` bool over the rows with a label: the highest-scoring leaf is at or below the label
+    (the top leaf's accuracy; any temperature gives the same).
+
+    Parameters
+    ----------
+    leaf_logits, mask : ndarray
+        ``[B, L]``, as :func:`mean_nll` takes them.
+    """
+    rows = mask.any(axis=1)
+    top = np.argmax(np.asarray(leaf_logits)[rows], axis=1)
+    return mask[rows][np.arange(int(rows.sum())), top]
+
+
+def lowest_nll_within_se(results: dict) -> float:
+    """``head.tfidf_wide_mix_rule: nll_within_se``: the candidate with the lowest log-loss among
+    those whose accuracy is within one paired standard error of the best accuracy (ties: the smaller).
+
+    The log-loss reads every row's whole score vector, so its curve is smooth where accuracy moves by
+    single rows; but on noisy labels it prefers soft scores to right ones (TNEWS titles: weight 2,
+    where accuracy rises to 64). Candidates that are clearly less accurate are ruled out first: the
+    standard error of the accuracy difference of two candidates on the same rows is
+    ``sqrt(rows where exactly one is right) / rows`` (McNemar's).
+
+    Parameters
+    ----------
+    results : dict
+        ``{candidate: (mean NLL, correct [R] bool)}``, ``correct`` on the same rows for all.
+    """
+    if not results:
+        raise ValueError("lowest_nll_within_se needs at least one candidate")
+    acc = {k: float(np.mean(c)) if len(c) else 0.0 for k, (_, c) in results.items()}
+    best = max(results, key=lambda k: (acc[k], -results[k][0], -k))
+    ref = np.asarray(results[best][1], dtype=bool)
+
+    def tied(k) -> bool:
+        c = np.asarray(results[k][1], dtype=bool)
+        se = np.sqrt(np.count_nonzero(c != ref)) / max(1, ref.size)
+        return acc[best] - acc[k] <= se
+
+    return min((k for k in results if tied(k)), key=lambda k: (results[k][0], k))
 
 
 def set_temperature(model, value: float) -> None:

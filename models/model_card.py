@@ -145,8 +145,9 @@ def choices_made(metrics: Mapping[str, Any]) -> list[str]:
     mix = metrics.get("tfidf_mix")
     if mix:
         text = f", new uploaders' text-only SVM {_g(mix['text_scale'])}" if "text_scale" in mix else ""
-        rule = {"nll": "lowest validation log-loss", "metric": "best early-stopping metric"}.get(mix.get("rule"),
-                                                                                                 "best early-stopping metric")
+        rule = {"nll": "lowest validation log-loss",
+                "nll_within_se": "lowest validation log-loss among the weights not clearly less accurate",
+                }.get(mix.get("rule"), "best early-stopping metric")
         out.append(f"- TF-IDF SVM's weight in the logits: {_g(mix['scale'])}{text} ({rule})")
     cal = metrics.get("temperature")
     if cal:

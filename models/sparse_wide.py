@@ -210,7 +210,7 @@ MIX_SCALE_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0,
 
 
 @torch.no_grad()
-def choose_mix_scale(module: TfidfWide, score, grid: tuple[float, ...] = MIX_SCALE_GRID) -> dict:
+def choose_mix_scale(module: TfidfWide, score, grid: tuple[float, ...] = MIX_SCALE_GRID, pick=None) -> dict:
     """``head.tfidf_wide: mix``: set the weight of the fitted SVM's margins in the trained model's
     logits to the grid value that scores best on validation rows (0 = the deep model alone). With
     ``new_uploader_svm``, the text-only SVM's weight (``text_scale``, the rows of new uploaders) is
@@ -222,28 +222,31 @@ def choose_mix_scale(module: TfidfWide, score, grid: tuple[float, ...] = MIX_SCA
     module : TfidfWide
         Built with ``mix=True`` and fitted (:func:`fit_linear_svm`).
     score : callable
-        ``score() -> float``: the validation metric of the model as it stands (higher is better);
-        called once per grid value with ``module.scale`` (and ``text_scale``) set to it.
+        ``score()``: the validation metric of the model as it stands (a float, higher is better, or
+        anything ``pick`` reads); called once per grid value with ``module.scale`` (and
+        ``text_scale``) set to it.
     grid : tuple of float
         Candidate scales; ties keep the smaller one.
+    pick : callable, optional
+        ``pick({scale: score()}) -> scale``; None: the highest score.
 
     Returns
     -------
-    dict with ``scale`` (the chosen one) and ``scores`` (``{scale: metric}``); with
+    dict with ``scale`` (the chosen one) and ``scores`` (``{scale: score()}``); with
     ``new_uploader_svm`` also ``text_scale`` and ``text_scores``.
     """
     if not module.mix:
         raise ValueError("choose_mix_scale needs a TfidfWide built with mix=True")
     scales = [module.scale] + ([module.text_scale] if module.text_table is not None else [])
-    best, scores = search_grid(scales, score, grid)
+    best, scores = search_grid(scales, score, grid, pick)
     out = {"scale": best, "scores": scores}
     if len(scales) > 1:
-        out["text_scale"], out["text_scores"] = search_grid(scales[1:], score, grid)
+        out["text_scale"], out["text_scores"] = search_grid(scales[1:], score, grid, pick)
     return out
 
 
 @torch.no_grad()
-def search_grid(params, score, grid: tuple[float, ...]) -> tuple[float, dict[float, float]]:
+def search_grid(params, score, grid: tuple[float, ...], pick=None) -> tuple[float, dict]:
     """Fill every tensor of ``params`` with each grid value in turn, score the model, and leave them
     at the best one (ties keep the smaller value).
 
@@ -252,9 +255,11 @@ def search_grid(params, score, grid: tuple[float, ...]) -> tuple[float, dict[flo
     params : sequence of Tensor
         Scalar parameters or buffers set together.
     score : callable
-        ``score() -> float``, higher is better, with ``params`` as set.
+        ``score()`` with ``params`` as set: a float, higher is better, or anything ``pick`` reads.
     grid : tuple of float
         Candidate values.
+    pick : callable, optional
+        ``pick({value: score()}) -> value``; None: the highest score (ties keep the smaller value).
 
     Returns
     -------
@@ -264,8 +269,8 @@ def search_grid(params, score, grid: tuple[float, ...]) -> tuple[float, dict[flo
     for s in sorted(grid):
         for p in params:
             p.fill_(float(s))
-        scores[float(s)] = float(score())
-    best = max(scores, key=lambda s: (scores[s], -s))
+        scores[float(s)] = score() if pick is not None else float(score())
+    best = pick(scores) if pick is not None else max(scores, key=lambda s: (scores[s], -s))
     for p in params:
         p.fill_(best)
     return best, scores

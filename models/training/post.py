@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -123,40 +122,58 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
     """``head.tfidf_wide: mix``: the SVM margins' weight in the trained model's logits, chosen on
     the validation rows (:func:`vtag.models.sparse_wide.choose_mix_scale`) by
     ``head.tfidf_wide_mix_rule``: ``nll``, the lowest log-loss with each weight at its own best
-    temperature (:mod:`vtag.models.calibration`; the recorded scores are minus the log-loss), or
-    ``metric``, the early-stopping metric."""
-    from vtag.models.calibration import fit_temperature, label_leaf_mask
+    temperature (:mod:`vtag.models.calibration`); ``nll_within_se``, the same among the weights whose
+    top-leaf accuracy is within one paired standard error of the best
+    (:func:`vtag.models.calibration.lowest_nll_within_se`); or ``metric``, the early-stopping metric.
+    The recorded ``validation`` scores are minus the log-loss for the first two (with
+    ``validation_acc``, the top-leaf accuracy per weight), else the metric."""
+    from vtag.models.calibration import (
+        MIX_RULES,
+        fit_temperature,
+        label_leaf_mask,
+        lowest_nll_within_se,
+        top_leaf_correct,
+    )
     from vtag.models.predictor import infer_proba
     from vtag.models.sparse_wide import choose_mix_scale
     from vtag.models.training.loop import validate
 
-    rule = str(config["head"].get("tfidf_wide_mix_rule", "nll"))
-    if rule not in ("nll", "metric"):
-        raise ValueError(f"head.tfidf_wide_mix_rule must be nll or metric, got {rule!r}")
-    mask = label_leaf_mask(taxonomy, val_df) if rule == "nll" else None
+    rule = str(config["head"].get("tfidf_wide_mix_rule", MIX_RULES[0]))
+    if rule not in MIX_RULES:
+        raise ValueError(f"head.tfidf_wide_mix_rule must be one of {', '.join(MIX_RULES)}, got {rule!r}")
+    mask = label_leaf_mask(taxonomy, val_df) if rule != "metric" else None
     if mask is not None and not mask.any():
         rule, mask = "metric", None  # no validation row with a known label: nothing to take a log-loss of
 
-    def score() -> float:
-        if rule == "nll":
-            logits, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]),
-                                    device=dev, amp=settings["amp"], channels_last=channels_last,
-                                    output="leaf_logits")
-            return -fit_temperature(logits, mask)[1]
-        return float(validate(model, featurizer, taxonomy, val_df, config, device=dev,
-                              batch_size=int(settings["eval_batch_size"]), amp=settings["amp"],
-                              channels_last=channels_last)[metric_name])
+    def score():
+        if rule == "metric":
+            return float(validate(model, featurizer, taxonomy, val_df, config, device=dev,
+                                  batch_size=int(settings["eval_batch_size"]), amp=settings["amp"],
+                                  channels_last=channels_last)[metric_name])
+        logits, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]),
+                                device=dev, amp=settings["amp"], channels_last=channels_last, output="leaf_logits")
+        return fit_temperature(logits, mask)[1], top_leaf_correct(logits, mask)
 
-    what = "minus validation log-loss" if rule == "nll" else metric_name
-    info = choose_mix_scale(model.tfidf_wide, score)
-    log.info("tfidf_wide mix: scale %s on validation (%s: %s)", info["scale"], what,
-             {k: round(v, 4) for k, v in info["scores"].items()})
-    out = {"scale": info["scale"], "rule": rule, "validation": {str(k): v for k, v in info["scores"].items()}}
-    if "text_scale" in info:  # head.tfidf_wide_new_uploader_svm
-        log.info("tfidf_wide mix: new uploaders' text-only SVM scale %s (%s: %s)", info["text_scale"], what,
-                 {k: round(v, 4) for k, v in info["text_scores"].items()})
-        out["text_scale"] = info["text_scale"]
-        out["text_validation"] = {str(k): v for k, v in info["text_scores"].items()}
+    def pick(results):
+        if rule == "nll":
+            return min(results, key=lambda k: (results[k][0], k))
+        return lowest_nll_within_se(results)
+
+    info = choose_mix_scale(model.tfidf_wide, score, pick=None if rule == "metric" else pick)
+    out = {"scale": info["scale"], "rule": rule}
+    for key in ("", "text_"):
+        if f"{key}scale" not in info:  # text_: head.tfidf_wide_new_uploader_svm
+            continue
+        scores = info[f"{key}scores"]
+        out[f"{key}scale"] = info[f"{key}scale"]
+        if rule == "metric":
+            out[f"{key}validation"] = {str(k): v for k, v in scores.items()}
+        else:
+            out[f"{key}validation"] = {str(k): -v[0] for k, v in scores.items()}
+            out[f"{key}validation_acc"] = {str(k): float(np.mean(v[1])) for k, v in scores.items()}
+        log.info("tfidf_wide mix (%s): %sscale %s on validation (%s: %s)", rule, key, info[f"{key}scale"],
+                 metric_name if rule == "metric" else "minus log-loss",
+                 {k: round(v, 4) for k, v in out[f"{key}validation"].items()})
     return out
 
 
