@@ -1,0 +1,136 @@
+"""The public Chinese title sets of ``$VTAG_SHARED_DATA/zh_titles`` as labeled dumps with a taxonomy
+file, the input ``bench/realdata.py`` (and ``vtag train`` / ``vtag evaluate``) takes: other data than
+Bilibili's, to check that nothing is tuned to one file.
+
+Sets (``--set``):
+
+- ``tnews``: TNEWS (CLUE; Toutiao news titles, dev + test, 12,928 rows), the keywords as the
+  description. Labels are the 14 ``news_*`` roots of the **4-level Toutiao tree**
+  (``taxonomy/toutiao_multilevel/all_cat.txt``, 1,094 nodes): every label stops at level 1 of a
+  deeper tree, the partial-label case (a platform whose videos are labeled to level 1 or 2 only).
+  ``news_stock`` (62 rows) is not a node of that tree; its rows are written with it and dropped
+  (counted) by the reader.
+- ``thucnews``: THUCNews titles (dev + test, 20,000 rows), 10 flat classes.
+- ``nlpcc``: NLPCC 2017 headlines (36,000 rows, jieba tokens joined back), 18 flat classes.
+
+No set has uploaders or upload times: ``bench/realdata.py --split uploader`` is then a random 80/20
+split (each row its own group).
+
+Usage::
+
+    python bench/public_titles.py --set tnews --out /tmp/tnews
+    python bench/realdata.py --data /tmp/tnews/dump --taxonomy /tmp/tnews/taxonomy.yaml --split uploader
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED_DATA = Path(os.environ.get("VTAG_SHARED_DATA", REPO.parent / "shared" / "data"))
+SETS = ("tnews", "thucnews", "nlpcc")
+#: the partition every row is written to (the sets carry no dates)
+DAY = "2020-01-01"
+
+
+def toutiao_taxonomy(all_cat: Path) -> dict:
+    """``all_cat.txt`` (one ``/``-separated path a line) -> a taxonomy mapping (``docs/taxonomy-format.md``):
+    node ids are the paths with ``.`` for ``/``; the 24 implied intermediate nodes are added."""
+    paths = [p.strip() for p in all_cat.read_text(encoding="utf-8").splitlines() if p.strip()]
+    nodes = set()
+    for p in paths:
+        parts = p.split("/")
+        nodes.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    children: dict[str | None, list[str]] = {}
+    for p in sorted(nodes):
+        children.setdefault(p.rsplit("/", 1)[0] if "/" in p else None, []).append(p)
+
+    def node(p: str) -> dict:
+        out = {"id": p.replace("/", "."), "name": p.rsplit("/", 1)[-1]}
+        if p in children:
+            out["children"] = [node(c) for c in children[p]]
+        return out
+
+    return {"label": "toutiao-v1", "description": "Toutiao multi-level content categories (all_cat.txt)",
+            "nodes": [node(p) for p in children[None]]}
+
+
+def flat_taxonomy(label: str, classes: list[str]) -> dict:
+    return {"label": f"{label}-v1", "description": f"{label} classes (flat)",
+            "nodes": [{"id": c, "name": c} for c in classes]}
+
+
+def read_set(name: str, shared: Path = SHARED_DATA) -> tuple[list[tuple[str, str, str | None, str]], dict]:
+    """``([(row id, title, description or None, label id)], taxonomy mapping)`` of one set; a row's
+    id is its file's name and line index (``dev0``, ``test17``)."""
+    base = shared / "zh_titles"
+    rows: list[tuple[str, str, str | None, str]] = []
+    if name == "tnews":
+        for f in ("dev", "test"):
+            with open(base / "tnews_clue" / f"{f}.json", encoding="utf-8") as fh:
+                for i, line in enumerate(fh):
+                    d = json.loads(line)
+                    rows.append((f"{f}{i}", d["sentence"], d.get("keywords") or None, d["label_desc"]))
+        return rows, toutiao_taxonomy(shared / "taxonomy" / "toutiao_multilevel" / "all_cat.txt")
+    if name == "thucnews":
+        classes = (base / "thucnews_titles" / "class.txt").read_text(encoding="utf-8").split()
+        for f in ("dev", "test"):
+            with open(base / "thucnews_titles" / f"{f}.txt", encoding="utf-8") as fh:
+                for i, line in enumerate(fh):
+                    title, k = line.rstrip("\n").rsplit("\t", 1)
+                    rows.append((f"{f}{i}", title, None, classes[int(k)]))
+        return rows, flat_taxonomy(name, classes)
+    if name == "nlpcc":
+        with open(base / "nlpcc2017_headlines" / "test_full.word.tsv", encoding="utf-8") as fh:
+            for i, line in enumerate(fh):
+                label, words = line.rstrip("\n").split("\t", 1)
+                rows.append((f"test{i}", "".join(words.split(" ")), None, label))
+        return rows, flat_taxonomy(name, sorted({r[3] for r in rows}))
+    raise ValueError(f"unknown set {name!r}; one of {', '.join(SETS)}")
+
+
+def write_set(name: str, out: Path, shared: Path = SHARED_DATA, limit: int | None = None) -> tuple[Path, Path, int]:
+    """Write ``<out>/dump/dt=<DAY>/part-0.parquet`` (``LABELED_SCHEMA``; ``limit``: the first rows
+    only) and ``<out>/taxonomy.yaml``; returns ``(dump root, taxonomy file, rows)``."""
+    import pandas as pd
+    import yaml
+
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.data import write_dump
+
+    rows, tax = read_set(name, shared)
+    rows = rows[:limit] if limit else rows
+    out.mkdir(parents=True, exist_ok=True)
+    tax_path = out / "taxonomy.yaml"
+    tax_path.write_text(yaml.safe_dump(tax, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    Taxonomy.load(tax_path)  # validates
+    frame = pd.DataFrame({
+        "video_id": [r[0] for r in rows],
+        "title": [r[1] for r in rows],
+        "description": pd.Series([r[2] for r in rows], dtype=object),
+        "uploader_id": pd.Series([None] * len(rows), dtype=object),
+        "upload_ts": pd.Series([pd.NaT] * len(rows), dtype="datetime64[us, UTC]"),
+        "labels": [[r[3]] for r in rows],
+    })
+    write_dump(frame, out / "dump", DAY)
+    return out / "dump", tax_path, len(frame)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--set", required=True, choices=SETS)
+    ap.add_argument("--out", required=True, type=Path, help="folder for dump/ and taxonomy.yaml")
+    ap.add_argument("--shared", type=Path, default=SHARED_DATA, help="the shared data folder (zh_titles, taxonomy)")
+    args = ap.parse_args(argv)
+    dump, tax, n = write_set(args.set, args.out, args.shared)
+    print(f"{args.set}: {n} rows -> {dump}; taxonomy {tax}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
