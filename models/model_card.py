@@ -146,7 +146,7 @@ def choices_made(metrics: Mapping[str, Any]) -> list[str]:
     if mix:
         text = f", new uploaders' text-only SVM {_g(mix['text_scale'])}" if "text_scale" in mix else ""
         rule = {"nll": "lowest validation log-loss",
-                "nll_within_se": "lowest validation log-loss among the weights not clearly less accurate",
+                "largest_within_se": "the largest weight not clearly less accurate on validation than the best",
                 }.get(mix.get("rule"), "best early-stopping metric")
         out.append(f"- TF-IDF SVM's weight in the logits: {_g(mix['scale'])}{text} ({rule})")
     cal = metrics.get("temperature")

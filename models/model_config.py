@@ -56,7 +56,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.5, "beta": 0.5, "max_constraint": False,
              "wide": False, "tfidf_wide": False, "tfidf_wide_max_params": 32_000_000,
              "tfidf_wide_uploader": False, "tfidf_wide_refit": True,
-             "tfidf_wide_new_uploader_svm": False, "tfidf_wide_mix_rule": "nll_within_se", "temperature": 1.0},
+             "tfidf_wide_new_uploader_svm": False, "tfidf_wide_mix_rule": "largest_within_se", "temperature": 1.0},
     "loss": {"global": 1.0, "local": 1.0, "fused": 1.0, "violation": 0.1, "leaf": 1.0, "leaf_smoothing": 0.0,
              "modality": 0.3},
     "train": {},

@@ -11,7 +11,7 @@ from tests.builders import tiny_config, tiny_frame, tiny_taxonomy, tmp_root
 from vtag.models.calibration import (
     fit_temperature,
     label_leaf_mask,
-    lowest_nll_within_se,
+    largest_within_se,
     mean_nll,
     top_leaf_correct,
 )
@@ -93,9 +93,8 @@ def test_training_calibrates_the_mixed_model_and_the_bundle_keeps_the_temperatur
     frame = tiny_frame(n=96, seed=3)
     res = train(cfg, tiny_taxonomy(), frame, out, progress=False, label="calibrated")
     mix, cal = res.metrics["tfidf_mix"], res.metrics["temperature"]
-    assert mix["rule"] == "nll_within_se" and all(v <= 0 for v in mix["validation"].values())  # minus a log-loss
-    assert set(mix["validation_acc"]) == set(mix["validation"])
-    assert all(0 <= v <= 1 for v in mix["validation_acc"].values())
+    assert mix["rule"] == "largest_within_se" and all(0 <= v <= 1 for v in mix["validation"].values())  # accuracy
+    assert mix["scale"] in {float(k) for k in mix["validation"]}
     assert cal["nll"] <= cal["nll_at_1"] + 1e-9
     pred = Predictor.load(out, device="cpu")
     assert float(pred.model.head.temperature) == pytest.approx(cal["temperature"])
@@ -136,7 +135,7 @@ def test_top_leaf_correct_is_the_argmax_under_the_label_for_labeled_rows_only():
     np.testing.assert_array_equal(top_leaf_correct(logits / 7.0, mask), [True, False])  # any temperature
 
 
-def test_within_se_rules_out_clearly_less_accurate_weights_then_takes_the_lowest_log_loss():
+def test_the_largest_weight_not_clearly_less_accurate_than_the_best_is_chosen():
     n = 400
     right = np.ones(n, dtype=bool)
 
@@ -145,22 +144,19 @@ def test_within_se_rules_out_clearly_less_accurate_weights_then_takes_the_lowest
         c[start:start + k] = False
         return c
 
-    # noisy labels: the log-loss prefers weight 2, which is 40 rows (10 points) less accurate than 64;
-    # the paired standard error is sqrt(40) / 400 = 1.6 points, so 2 is ruled out
-    results = {0.0: (1.40, wrong(60)), 2.0: (1.30, wrong(40)), 16.0: (1.35, wrong(3, 100)), 64.0: (1.45, wrong(2))}
-    assert min(results, key=lambda k: results[k][0]) == 2.0
-    assert lowest_nll_within_se(results) == 16.0  # 1 row behind the best, 5 discordant: within sqrt(5) / 400
-    # accuracy within a few rows, the errors on different rows: the log-loss decides, as the plain
-    # nll rule does (16 is 2 rows behind 4 with 12 rows discordant: se sqrt(12) / 400)
-    flat = {4.0: (0.90, wrong(10)), 16.0: (0.80, wrong(12, 5)), 64.0: (0.85, wrong(11, 20))}
-    assert lowest_nll_within_se(flat) == 16.0
-    # the same errors plus 3 more (nested): 3 rows apart with 3 discordant is more than sqrt(3) rows
-    assert lowest_nll_within_se({4.0: (0.9, wrong(10)), 16.0: (0.8, wrong(13))}) == 4.0
-    # ties in log-loss keep the smaller weight; one candidate is its own answer
-    assert lowest_nll_within_se({8.0: (1.0, wrong(1)), 4.0: (1.0, wrong(1))}) == 4.0
-    assert lowest_nll_within_se({3.0: (2.0, wrong(9))}) == 3.0
+    # 64 is 3 rows behind 16 with 5 rows discordant (se sqrt(5) = 2.2 rows): clearly less accurate
+    results = {0.0: wrong(60), 2.0: wrong(40), 16.0: wrong(2), 64.0: wrong(5, 1)}
+    assert largest_within_se(results) == 16.0
+    # 1 row behind with 5 discordant: within one standard error, so the larger weight
+    results[64.0] = wrong(3, 100)
+    assert largest_within_se(results) == 64.0
+    # nested errors: 2 rows apart with 2 discordant is more than sqrt(2) rows
+    assert largest_within_se({4.0: wrong(10), 16.0: wrong(12)}) == 4.0
+    # equal accuracy keeps the larger weight; one candidate is its own answer
+    assert largest_within_se({8.0: wrong(1), 4.0: wrong(1)}) == 8.0
+    assert largest_within_se({3.0: wrong(9)}) == 3.0
     with pytest.raises(ValueError):
-        lowest_nll_within_se({})
+        largest_within_se({})
 
 
 def test_an_unknown_mix_rule_is_refused_when_the_config_resolves():
@@ -168,4 +164,4 @@ def test_an_unknown_mix_rule_is_refused_when_the_config_resolves():
 
     with pytest.raises(ValueError, match="tfidf_wide_mix_rule"):
         resolve_config({"head": {"tfidf_wide_mix_rule": "accuracy"}})
-    assert resolve_config({})["head"]["tfidf_wide_mix_rule"] == "nll_within_se"
+    assert resolve_config({})["head"]["tfidf_wide_mix_rule"] == "largest_within_se"

@@ -121,17 +121,16 @@ def refit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> 
 def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last, metric_name) -> dict:
     """``head.tfidf_wide: mix``: the SVM margins' weight in the trained model's logits, chosen on
     the validation rows (:func:`vtag.models.sparse_wide.choose_mix_scale`) by
-    ``head.tfidf_wide_mix_rule``: ``nll``, the lowest log-loss with each weight at its own best
-    temperature (:mod:`vtag.models.calibration`); ``nll_within_se``, the same among the weights whose
-    top-leaf accuracy is within one paired standard error of the best
-    (:func:`vtag.models.calibration.lowest_nll_within_se`); or ``metric``, the early-stopping metric.
-    The recorded ``validation`` scores are minus the log-loss for the first two (with
-    ``validation_acc``, the top-leaf accuracy per weight), else the metric."""
+    ``head.tfidf_wide_mix_rule``: ``largest_within_se``, the largest weight whose top-leaf accuracy
+    is within one paired standard error of the best (:func:`vtag.models.calibration.largest_within_se`);
+    ``nll``, the lowest log-loss with each weight at its own best temperature
+    (:mod:`vtag.models.calibration`); or ``metric``, the early-stopping metric. The recorded
+    ``validation`` scores are the top-leaf accuracy, minus the log-loss, or the metric per weight."""
     from vtag.models.calibration import (
         MIX_RULES,
         fit_temperature,
         label_leaf_mask,
-        lowest_nll_within_se,
+        largest_within_se,
         top_leaf_correct,
     )
     from vtag.models.predictor import infer_proba
@@ -143,7 +142,7 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
         raise ValueError(f"head.tfidf_wide_mix_rule must be one of {', '.join(MIX_RULES)}, got {rule!r}")
     mask = label_leaf_mask(taxonomy, val_df) if rule != "metric" else None
     if mask is not None and not mask.any():
-        rule, mask = "metric", None  # no validation row with a known label: nothing to take a log-loss of
+        rule, mask = "metric", None  # no validation row with a known label: nothing to score the leaves on
 
     def score():
         if rule == "metric":
@@ -152,27 +151,18 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
                                   channels_last=channels_last)[metric_name])
         logits, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]),
                                 device=dev, amp=settings["amp"], channels_last=channels_last, output="leaf_logits")
-        return fit_temperature(logits, mask)[1], top_leaf_correct(logits, mask)
+        return -fit_temperature(logits, mask)[1] if rule == "nll" else top_leaf_correct(logits, mask)
 
-    def pick(results):
-        if rule == "nll":
-            return min(results, key=lambda k: (results[k][0], k))
-        return lowest_nll_within_se(results)
-
-    info = choose_mix_scale(model.tfidf_wide, score, pick=None if rule == "metric" else pick)
+    pick = largest_within_se if rule == "largest_within_se" else None  # else the highest score
+    info = choose_mix_scale(model.tfidf_wide, score, pick=pick)
+    what = {"largest_within_se": "top-leaf accuracy", "nll": "minus log-loss"}.get(rule, metric_name)
     out = {"scale": info["scale"], "rule": rule}
     for key in ("", "text_"):
         if f"{key}scale" not in info:  # text_: head.tfidf_wide_new_uploader_svm
             continue
-        scores = info[f"{key}scores"]
         out[f"{key}scale"] = info[f"{key}scale"]
-        if rule == "metric":
-            out[f"{key}validation"] = {str(k): v for k, v in scores.items()}
-        else:
-            out[f"{key}validation"] = {str(k): -v[0] for k, v in scores.items()}
-            out[f"{key}validation_acc"] = {str(k): float(np.mean(v[1])) for k, v in scores.items()}
-        log.info("tfidf_wide mix (%s): %sscale %s on validation (%s: %s)", rule, key, info[f"{key}scale"],
-                 metric_name if rule == "metric" else "minus log-loss",
+        out[f"{key}validation"] = {str(k): float(np.mean(v)) for k, v in info[f"{key}scores"].items()}
+        log.info("tfidf_wide mix (%s): %sscale %s on validation (%s: %s)", rule, key, info[f"{key}scale"], what,
                  {k: round(v, 4) for k, v in out[f"{key}validation"].items()})
     return out
 
