@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-#: ``head.tfidf_wide_mix_rule`` values (``vtag.models.training.post.mix_svm``); the first is the default
-MIX_RULES = ("largest_within_se", "nll", "metric")
 #: the bounds of the inverse temperature ``beta = 1 / T`` searched
 BETA_RANGE = (1e-3, 1e2)
 

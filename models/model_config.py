@@ -9,6 +9,9 @@ from typing import Any
 
 MODALITIES = ("text", "image", "context")
 
+#: ``head.tfidf_wide_mix_rule`` values (``vtag.models.training.post.mix_svm``); the first is the default
+MIX_RULES = ("largest_within_se", "nll", "metric")
+
 DEFAULT_CONFIG: dict[str, Any] = {
     "name": "default",
     "modalities": ["text", "image", "context"],
@@ -118,8 +121,6 @@ def resolve_config(config: dict | None) -> dict:
         check_count_settings(float(profile["replay_min_score"]), profile["replay_count"])
     except ValueError as exc:
         raise ValueError(f"model config: context.profile.replay_min_score / replay_count: {exc}") from None
-    from vtag.models.calibration import MIX_RULES
-
     if out["head"]["tfidf_wide_mix_rule"] not in MIX_RULES:
         raise ValueError(f"model config: head.tfidf_wide_mix_rule must be one of {', '.join(MIX_RULES)}, "
                          f"got {out['head']['tfidf_wide_mix_rule']!r}")

@@ -126,13 +126,8 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
     ``nll``, the lowest log-loss with each weight at its own best temperature
     (:mod:`vtag.models.calibration`); or ``metric``, the early-stopping metric. The recorded
     ``validation`` scores are the top-leaf accuracy, minus the log-loss, or the metric per weight."""
-    from vtag.models.calibration import (
-        MIX_RULES,
-        fit_temperature,
-        label_leaf_mask,
-        largest_within_se,
-        top_leaf_correct,
-    )
+    from vtag.models.calibration import fit_temperature, label_leaf_mask, largest_within_se, top_leaf_correct
+    from vtag.models.model_config import MIX_RULES
     from vtag.models.predictor import infer_proba
     from vtag.models.sparse_wide import choose_mix_scale
     from vtag.models.training.loop import validate
