@@ -81,8 +81,6 @@ def svm_output_classes(taxonomy, label_nodes) -> np.ndarray:
     label_nodes : ndarray
         ``[n]`` int node index of each training row's primary label (-1: none).
     """
-    import numpy as np
-
     classes = set(int(j) for j in np.unique(np.asarray(label_nodes)) if j >= 0)
     parent = taxonomy.parent_index
     out = np.full(len(taxonomy.leaf_indices), -1, dtype=np.int64)
@@ -127,14 +125,11 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
     (:mod:`vtag.models.calibration`); or ``metric``, the early-stopping metric. The recorded
     ``validation`` scores are the top-leaf accuracy, minus the log-loss, or the metric per weight."""
     from vtag.models.calibration import fit_temperature, label_leaf_mask, largest_within_se, top_leaf_correct
-    from vtag.models.model_config import MIX_RULES
     from vtag.models.predictor import infer_proba
     from vtag.models.sparse_wide import choose_mix_scale
     from vtag.models.training.loop import validate
 
-    rule = str(config["head"].get("tfidf_wide_mix_rule", MIX_RULES[0]))
-    if rule not in MIX_RULES:
-        raise ValueError(f"head.tfidf_wide_mix_rule must be one of {', '.join(MIX_RULES)}, got {rule!r}")
+    rule = str(config["head"]["tfidf_wide_mix_rule"])  # checked by resolve_config
     mask = label_leaf_mask(taxonomy, val_df) if rule != "metric" else None
     if mask is not None and not mask.any():
         rule, mask = "metric", None  # no validation row with a known label: nothing to score the leaves on
