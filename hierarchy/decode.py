@@ -13,6 +13,10 @@ Policy, in three steps:
    the lower node index (shallower level first, then id). The path's label set is
    ``closure_matrix[leaf]``: the path plus what it requires plus their ancestors; the taxonomy
    validator guarantees that this set never holds two members of one ``exclusive`` group.
+   ``primary="top_leaf"`` takes instead the path of the leaf with the highest consistent score
+   (ties: lower node index). For a softmax over the leaves with labels that stop at internal
+   nodes, whose within-label split of the mass is untrained, the path product weighs that split
+   and the top leaf does not (docs/model.md, "Partial labels").
 3. **Extra labels**: a node whose consistent score reaches the threshold of its level
    (``thresholds``: one float for all levels, or ``{level: float}`` with missing levels at 0.5) is
    a candidate. Candidates are tried greedily in descending score (ties: lower node index first);
@@ -40,6 +44,8 @@ import numpy as np
 
 from vtag.hierarchy.taxonomy import SparseRows, Taxonomy
 
+#: primary-node rules of :class:`Decoder` (``decode.primary``); the first is the default
+PRIMARY_RULES = ("path", "top_leaf")
 #: log(0) guard: consistent scores are clipped to this before the log.
 _TINY = np.float32(1e-30)
 #: up to this many nodes the plan keeps the closure as a dense ``[N, N]`` bool matrix (64 MiB at
@@ -246,6 +252,9 @@ class Decoder:
     leaf prediction non-mandatory — the primary node is the deepest node of the best path whose
     consistent score reaches it (a level-1 node at least), so a row whose children are all unsure
     stops at an internal node (for labels that stop at internal nodes; see docs/model.md).
+    ``primary``: ``"path"`` (default) ends the primary path at the leaf of the best path product;
+    ``"top_leaf"`` at the leaf with the highest consistent score (see the module docstring). The
+    stop threshold then walks either one up.
     """
 
     def __init__(
@@ -254,8 +263,12 @@ class Decoder:
         thresholds: float | Mapping[int, float] = 0.5,
         max_candidates: int = 32,
         stop_threshold: float | None = None,
+        primary: str = "path",
     ):
         self.taxonomy = taxonomy
+        if primary not in PRIMARY_RULES:
+            raise ValueError(f"primary must be one of {', '.join(PRIMARY_RULES)}, got {primary!r}")
+        self.primary = primary
         if stop_threshold is not None:
             if isinstance(stop_threshold, bool) or not isinstance(stop_threshold, Real) \
                     or not 0.0 <= float(stop_threshold) <= 1.0:
@@ -275,7 +288,7 @@ class Decoder:
     def __repr__(self) -> str:
         return (f"Decoder(taxonomy={self.taxonomy.label or self.taxonomy.version!r}, "
                 f"thresholds={self.thresholds.tolist()}, max_candidates={self.max_candidates}, "
-                f"stop_threshold={self.stop_threshold})")
+                f"stop_threshold={self.stop_threshold}, primary={self.primary!r})")
 
     def decode(self, scores: np.ndarray) -> DecodedBatch:
         """``scores [B, N]`` in [0, 1] (taxonomy order) -> :class:`DecodedBatch`. Raises
@@ -315,8 +328,9 @@ class Decoder:
         )
 
     def _primary(self, work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Best path of consistent ``work [b, N]`` by cumulative log score, summed level by level
-        down the tree -> (leaf [b] work position, log score [b] float32)."""
+        """Primary leaf of consistent ``work [b, N]``: the best path by cumulative log score, summed
+        level by level down the tree (``primary="top_leaf"``: the leaf with the highest score)
+        -> (leaf [b] work position, the path's log score [b] float32)."""
         plan = self._plan
         cum = np.maximum(work, _TINY)
         np.log(cum, out=cum)
@@ -325,18 +339,19 @@ class Decoder:
         rows = np.arange(cum.shape[0])
         best_pos = np.zeros(cum.shape[0], dtype=np.int64)
         best_val = np.full(cum.shape[0], -np.inf, dtype=np.float32)
+        key = cum if self.primary == "path" else work
         # Leaves sit in taxonomy order inside each level's suffix; going from shallow to deep with a
         # strict ">" keeps ties at the lowest taxonomy index.
         for sl in plan.leaf_slices:
             if sl.start == sl.stop:
                 continue
-            block = cum[:, sl]
+            block = key[:, sl]
             arg = block.argmax(axis=1)
             val = block[rows, arg]
             better = val > best_val
             best_pos[better] = arg[better] + sl.start
             best_val[better] = val[better]
-        return best_pos, best_val
+        return best_pos, cum[rows, best_pos]
 
     def _stop(self, work: np.ndarray, leaf_w: np.ndarray) -> np.ndarray:
         """Walk each row's primary node up its path while its consistent score is below

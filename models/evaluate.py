@@ -76,10 +76,13 @@ def score_decoded(taxonomy, frame, decoded) -> dict:
 STOP_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def choose_stop_threshold(taxonomy, frame, prob: np.ndarray, config: Mapping[str, Any]) -> float | None:
-    """``decode.stop_threshold`` with the best leaf accuracy (exact primary node) on labeled
-    ``frame`` given the model's ``prob [B, N]`` on it: None (always a leaf) unless some primary
-    label of ``frame`` is an internal node and a threshold of :data:`STOP_GRID` does strictly better.
+def choose_decode(taxonomy, frame, prob: np.ndarray, config: Mapping[str, Any]) -> dict:
+    """``decode.stop_threshold`` and ``decode.primary`` where the config leaves them ``auto``: the pair
+    with the best leaf accuracy (exact primary node) on labeled ``frame`` given the model's
+    ``prob [B, N]`` on it. Thresholds come from ``None`` and :data:`STOP_GRID`, rules from
+    :data:`vtag.hierarchy.decode.PRIMARY_RULES`; the first of each (always a leaf, the path
+    product) is kept unless some primary label of ``frame`` is an internal node and another pair
+    does strictly better. A key the config sets to a value is kept as it is.
 
     Parameters
     ----------
@@ -90,21 +93,31 @@ def choose_stop_threshold(taxonomy, frame, prob: np.ndarray, config: Mapping[str
         ``[B, N]`` node probabilities of the model on ``frame``.
     config : mapping
         The model config (its other ``decode`` settings are kept).
+
+    Returns
+    -------
+    dict
+        ``{"stop_threshold": float | None, "primary": str}``.
     """
+    from vtag.hierarchy.decode import PRIMARY_RULES
     from vtag.models.predictor import decoder_for
 
+    dec = dict(config.get("decode") or {})
+    stop, primary = dec.get("stop_threshold"), dec.get("primary") or PRIMARY_RULES[0]
+    thresholds = (None, *STOP_GRID) if stop == "auto" else (stop,)
+    rules = PRIMARY_RULES if primary == "auto" else (primary,)
+    best_key = (rules[0], thresholds[0])
     _, leaf = true_labels(taxonomy, frame)
     known = leaf >= 0
-    if not known.any() or taxonomy.is_leaf[leaf[known]].all():
-        return None
-    base = {**dict(config), "decode": {**dict(config.get("decode") or {}), "stop_threshold": None}}
-    best_thr, best = None, float(np.mean(decoder_for(taxonomy, base).decode(prob).leaf[known] == leaf[known]))
-    for thr in STOP_GRID:
-        cfg = {**base, "decode": {**base["decode"], "stop_threshold": thr}}
-        acc = float(np.mean(decoder_for(taxonomy, cfg).decode(prob).leaf[known] == leaf[known]))
-        if acc > best:
-            best_thr, best = thr, acc
-    return best_thr
+    if known.any() and not taxonomy.is_leaf[leaf[known]].all() and len(thresholds) * len(rules) > 1:
+        best = -1.0
+        for rule in rules:
+            for thr in thresholds:
+                cfg = {**dict(config), "decode": {**dec, "stop_threshold": thr, "primary": rule}}
+                acc = float(np.mean(decoder_for(taxonomy, cfg).decode(prob).leaf[known] == leaf[known]))
+                if acc > best:
+                    best_key, best = (rule, thr), acc
+    return {"stop_threshold": best_key[1], "primary": best_key[0]}
 
 
 def _plain(d: Mapping[str, Any]) -> dict:

@@ -124,6 +124,12 @@ def resolve_config(config: dict | None) -> dict:
     if out["head"]["tfidf_wide_mix_rule"] not in MIX_RULES:
         raise ValueError(f"model config: head.tfidf_wide_mix_rule must be one of {', '.join(MIX_RULES)}, "
                          f"got {out['head']['tfidf_wide_mix_rule']!r}")
+    from vtag.hierarchy.decode import PRIMARY_RULES
+
+    primary = (out.get("decode") or {}).get("primary", "path")
+    if primary != "auto" and primary not in PRIMARY_RULES:
+        raise ValueError(f"model config: decode.primary must be auto or one of {', '.join(PRIMARY_RULES)}, "
+                         f"got {primary!r}")
     smoothing = float(out["loss"]["leaf_smoothing"])
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"model config: loss.leaf_smoothing must be in [0, 1), got {smoothing}")

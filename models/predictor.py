@@ -131,7 +131,8 @@ def infer_proba(
 
 def decoder_for(taxonomy, config: Mapping[str, Any]):
     """A :class:`vtag.hierarchy.decode.Decoder` with the config's ``decode.thresholds`` (default 0.5),
-    ``decode.max_candidates`` and ``decode.stop_threshold`` (None/absent: always a leaf)."""
+    ``decode.max_candidates``, ``decode.stop_threshold`` (None/absent: always a leaf) and
+    ``decode.primary`` (absent or ``auto`` not yet resolved by training: ``path``)."""
     from vtag.hierarchy.decode import Decoder
 
     dec = dict(config.get("decode") or {})
@@ -146,6 +147,9 @@ def decoder_for(taxonomy, config: Mapping[str, Any]):
     stop = dec.get("stop_threshold")
     if stop is not None and stop != "auto":  # "auto": chosen on validation by training (models/train.py)
         kwargs["stop_threshold"] = float(stop)
+    primary = dec.get("primary")
+    if primary is not None and primary != "auto":
+        kwargs["primary"] = str(primary)
     return Decoder(taxonomy, thr, **kwargs)
 
 

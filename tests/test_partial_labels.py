@@ -11,7 +11,7 @@ import torch
 from tests.builders import tiny_config, tiny_taxonomy, tmp_root
 from vtag.hierarchy.decode import Decoder
 from vtag.models.dhmcn import HierarchySpec, create_head, hierarchical_loss
-from vtag.models.evaluate import choose_stop_threshold
+from vtag.models.evaluate import choose_decode
 from vtag.models.featurize import Featurizer
 
 # depth 1, 2 and 3 labels in the tiny taxonomy (levels 1..4)
@@ -92,11 +92,61 @@ def test_stop_threshold_is_chosen_on_validation_only_when_labels_stop_early():
     prob = np.zeros((2, tax.n_nodes), np.float32)
     for node, s in {"game": 0.9, "game_ip": 0.8, "game_ip_wzry": 0.3, "game_ip_marvel": 0.25}.items():
         prob[:, tax.index[node]] = s
+    auto = {"decode": {"stop_threshold": "auto", "primary": "auto"}}
     full = pd.DataFrame({"labels": [["game_ip_wzry"], ["game_ip_wzry"]]})
-    assert choose_stop_threshold(tax, full, prob, {}) is None
+    assert choose_decode(tax, full, prob, auto) == {"stop_threshold": None, "primary": "path"}
     partial = pd.DataFrame({"labels": [["game_ip"], ["game_ip"]]})
-    thr = choose_stop_threshold(tax, partial, prob, {})
-    assert thr is not None and 0.3 < thr <= 0.8
+    chosen = choose_decode(tax, partial, prob, auto)
+    assert chosen["primary"] == "path"  # both rules reach game_ip: the first is kept
+    assert chosen["stop_threshold"] is not None and 0.3 < chosen["stop_threshold"] <= 0.8
+    fixed = choose_decode(tax, partial, prob, {"decode": {"stop_threshold": 0.5, "primary": "top_leaf"}})
+    assert fixed == {"stop_threshold": 0.5, "primary": "top_leaf"}
+
+
+def _split_mass_scores(tax):
+    """Leaf-softmax masses of one row: ``game`` 0.55 split over ``game_theme``'s two leaves (0.30,
+    0.25), ``film`` 0.45 with the single best leaf (``film_live`` 0.35): the path product
+    (0.55 · 0.55 · 0.30 against 0.45 · 0.40 · 0.35) and the top leaf disagree."""
+    leaves = [tax.ids[j] for j in tax.leaf_indices]
+    p = dict.fromkeys(leaves, 0.0)
+    p.update(game_theme_rpg=0.30, game_theme_moba=0.25, film_live=0.35, film_anim=0.05, film_ip_spiderman=0.05)
+    leaf_p = np.array([[p[x] for x in leaves]])
+    eye = np.zeros((len(leaves), tax.n_nodes), bool)
+    eye[np.arange(len(leaves)), tax.leaf_indices] = True
+    return (leaf_p @ tax.close_ancestors(eye)).astype(np.float32)
+
+
+def test_top_leaf_primary_follows_the_best_leaf_not_the_path_product():
+    tax = tiny_taxonomy()
+    scores = _split_mass_scores(tax)
+    path = Decoder(tax).decode(scores)
+    top = Decoder(tax, primary="top_leaf").decode(scores)
+    assert tax.ids[top.leaf[0]] == "film_live"
+    assert tax.ids[path.leaf[0]] == "game_theme_rpg"
+    # the top leaf's path log score is the sum of its consistent scores' logs
+    want = sum(np.log(scores[0, tax.index[a]]) for a in tax.path("film_live"))
+    assert top.path_logscore[0] == pytest.approx(want, rel=1e-5)
+    # the stop threshold walks the top leaf up as it walks the path's leaf
+    assert tax.ids[Decoder(tax, primary="top_leaf", stop_threshold=0.42).decode(scores).leaf[0]] == "film"
+    assert tax.ids[Decoder(tax, stop_threshold=0.42).decode(scores).leaf[0]] == "game_theme"
+    with pytest.raises(ValueError, match="primary"):
+        Decoder(tax, primary="mass")
+
+
+def test_primary_rule_is_chosen_on_validation_when_it_does_better():
+    tax = tiny_taxonomy()
+    scores = np.repeat(_split_mass_scores(tax), 4, axis=0)
+    film = pd.DataFrame({"labels": [["film"]] * 4})
+    chosen = choose_decode(tax, film, scores, {"decode": {"stop_threshold": "auto", "primary": "auto"}})
+    assert chosen["primary"] == "top_leaf" and chosen["stop_threshold"] > 0.45
+    assert choose_decode(tax, film, scores, {"decode": {"stop_threshold": "auto"}})["primary"] == "path"
+
+
+def test_config_refuses_an_unknown_primary_rule():
+    from vtag.models.model_config import resolve_config
+
+    with pytest.raises(ValueError, match="decode.primary"):
+        resolve_config({**tiny_config(), "decode": {"primary": "mass"}})
 
 
 def test_training_on_labels_at_depths_1_2_3_runs_and_records_the_stop_threshold():
@@ -110,12 +160,15 @@ def test_training_on_labels_at_depths_1_2_3_runs_and_records_the_stop_threshold(
                        for i, x in enumerate(frame["labels"])]
     cfg = tiny_config(epochs=2, val_fraction=0.3)
     cfg["decode"]["stop_threshold"] = "auto"
+    cfg["decode"]["primary"] = "auto"
     res = train(cfg, tax, frame, tmp_root() / "b", seed=0, progress=False)
-    assert "stop_threshold" in res.metrics
+    assert "stop_threshold" in res.metrics and res.metrics["decode_primary"] in ("path", "top_leaf")
     from vtag.models.predictor import Predictor
 
     pred = Predictor.load(res.bundle_dir, device="cpu")
     thr = pred.config["decode"]["stop_threshold"]
+    assert pred.config["decode"]["primary"] == res.metrics["decode_primary"]
+    assert pred.decoder.primary == res.metrics["decode_primary"]
     assert thr is None or 0 < thr < 1
     assert len(pred.predict(frame.drop(columns=["labels"]))) == len(frame)
 

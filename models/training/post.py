@@ -1,7 +1,7 @@
 """Steps around the loop that read the validation rows once: the coverless-data warning before
 training, the frozen TF-IDF SVM fitted before it (``head.tfidf_wide: svm|mix``), and after it the
 SVM's weight in the mix, the flat head's temperature, the weight of the uploader profile's evidence
-(validation days replayed) and ``decode.stop_threshold: auto``."""
+(validation days replayed) and ``decode.stop_threshold`` / ``decode.primary: auto``."""
 
 from __future__ import annotations
 
@@ -210,17 +210,18 @@ def calibrate_temperature(model, featurizer, taxonomy, val_df, dev, settings, ch
     return out
 
 
-def auto_stop_threshold(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last) -> float | None:
-    """``decode.stop_threshold: auto`` resolved on the validation rows (see
-    :func:`vtag.models.evaluate.choose_stop_threshold`); None without validation rows."""
-    from vtag.models.evaluate import choose_stop_threshold
+def auto_decode(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last) -> dict:
+    """``decode.stop_threshold: auto`` / ``decode.primary: auto`` resolved on the validation rows (see
+    :func:`vtag.models.evaluate.choose_decode`): ``{"stop_threshold", "primary"}``; without
+    validation rows, always a leaf by the path product."""
+    from vtag.models.evaluate import choose_decode
     from vtag.models.predictor import infer_proba
 
     if len(val_df) == 0:
-        return None
+        return {"stop_threshold": None, "primary": "path"}
     model.eval()
     prob, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]), device=dev,
                           amp=settings["amp"], channels_last=channels_last)
-    thr = choose_stop_threshold(taxonomy, val_df, prob, config)
-    log.info("decode.stop_threshold auto -> %s (validation)", thr)
-    return thr
+    out = choose_decode(taxonomy, val_df, prob, config)
+    log.info("decode auto -> stop_threshold %s, primary %s (validation)", out["stop_threshold"], out["primary"])
+    return out

@@ -12,8 +12,8 @@ this package:
 3. **Loop** (:mod:`vtag.models.training.loop`): epochs of optimizer steps, validation after each,
    early stopping, the best weights kept; a checkpoint after every epoch and when the time budget
    stops the run (:mod:`vtag.models.training.checkpoint`); ``resume=True`` continues from it.
-4. **Bundle** (:func:`finish`): the best weights, the SVM's mix weight and ``decode.stop_threshold:
-   auto`` chosen on the validation rows, written as a model bundle (:mod:`vtag.models.bundle`).
+4. **Bundle** (:func:`finish`): the best weights, the SVM's mix weight and ``decode.stop_threshold`` /
+   ``decode.primary: auto`` chosen on the validation rows, written as a model bundle (:mod:`vtag.models.bundle`).
 
 Under DDP each rank takes an equal shard of every epoch's shuffle; rank 0 validates, checkpoints
 and writes the bundle; stop decisions are broadcast to all ranks.
@@ -35,7 +35,7 @@ from vtag.models.training.ema import WeightAverage
 from vtag.models.training.features import FeatureSource, concat_frames
 from vtag.models.training.loop import EpochRunner, Validation
 from vtag.models.training.post import (
-    auto_stop_threshold,
+    auto_decode,
     calibrate_temperature,
     fit_svm_wide,
     mix_profile_evidence,
@@ -260,11 +260,12 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
         if calibrate:  # the evidence sharpens the scores: fitted again with it in place
             metrics["temperature"] = calibrate_temperature(raw_model, data.featurizer, taxonomy, data.val, device,
                                                            settings, channels_last)
-    if str((config.get("decode") or {}).get("stop_threshold")) == "auto":
-        thr = auto_stop_threshold(raw_model, data.featurizer, taxonomy, data.val, config, device, settings,
-                                  channels_last)
-        config["decode"] = {**config["decode"], "stop_threshold": thr}
-        metrics["stop_threshold"] = thr
+    decode = dict(config.get("decode") or {})
+    if "auto" in (str(decode.get("stop_threshold")), str(decode.get("primary"))):
+        chosen = auto_decode(raw_model, data.featurizer, taxonomy, data.val, config, device, settings, channels_last)
+        config["decode"] = {**decode, **chosen}
+        metrics["stop_threshold"] = chosen["stop_threshold"]
+        metrics["decode_primary"] = chosen["primary"]
     if wide is not None and wide.mix and bool(config["head"]["tfidf_wide_refit"]):
         info = refit_svm_wide(raw_model, data.featurizer, taxonomy, data.train, data.val, int(settings["seed"]))
         if info is not None:
