@@ -287,7 +287,9 @@ def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: i
                f"validation score per scale: {res.metrics['tfidf_mix']['validation']})"
                if "tfidf_mix" in res.metrics else "")
             + (f" profile evidence scale {res.metrics['profile_evidence']['scale']} (replayed validation: "
-               f"{res.metrics['profile_evidence']['validation']})" if "profile_evidence" in res.metrics else ""))
+               f"{res.metrics['profile_evidence']['validation']})" if "profile_evidence" in res.metrics else "")
+            + (f" decode stop threshold {res.metrics['stop_threshold']}, primary {res.metrics.get('decode_primary')}"
+               if "stop_threshold" in res.metrics else ""))
         if replayed is None:
             return leaf
         return {"": replayed, STATIC_SUFFIX: leaf}

@@ -70,6 +70,7 @@ def format_markdown(results: dict[str, dict], *, command: str, device: str, spli
             bv = max(vt, key=lambda k: vt[k][metric])
             bp = max(peers, key=lambda k: peers[k][metric])
             d = vt[bv][metric] - peers[bp][metric]
+            d = 0.0 if abs(d) < 1e-9 else d  # a mean of equal run scores can differ in the last bit
             lines.append(f"- {metric}: best vtag `{bv}` {vt[bv][metric]:.4f} vs best peer `{bp}` "
                          f"{peers[bp][metric]:.4f} ({d:+.4f}: {'vtag ahead' if d > 0 else 'peer ahead or tied'})")
         lines.append("")
