@@ -12,14 +12,20 @@ Sets (``--set``):
   (counted) by the reader.
 - ``thucnews``: THUCNews titles (dev + test, 20,000 rows), 10 flat classes.
 - ``nlpcc``: NLPCC 2017 headlines (36,000 rows, jieba tokens joined back), 18 flat classes.
+- ``bilibili_coarse``: the shared Bilibili file (``bench/bilibili.py``'s reader, uploaders and
+  times kept) with the labels of every third level-1 category of ``conf/taxonomy/bilibili-v1.yaml``
+  (in taxonomy order, the first included) cut to that category: whole branches labeled coarsely,
+  as on a platform whose taxonomy is finer than its labels. The time split works on it.
 
-No set has uploaders or upload times: ``bench/realdata.py --split uploader`` is then a random 80/20
-split (each row its own group).
+The first three have no uploaders or upload times: ``bench/realdata.py --split uploader`` is then a
+random 80/20 split (each row its own group).
 
 Usage::
 
     python bench/public_titles.py --set tnews --out /tmp/tnews
     python bench/realdata.py --data /tmp/tnews/dump --taxonomy /tmp/tnews/taxonomy.yaml --split uploader
+    python bench/public_titles.py --set bilibili_coarse --out /tmp/bcut
+    python bench/realdata.py --data /tmp/bcut/dump --taxonomy /tmp/bcut/taxonomy.yaml --split time
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED_DATA = Path(os.environ.get("VTAG_SHARED_DATA", REPO.parent / "shared" / "data"))
-SETS = ("tnews", "thucnews", "nlpcc")
+SETS = ("tnews", "thucnews", "nlpcc", "bilibili_coarse")
+#: ``bilibili_coarse``: the labels of every this-many-th level-1 category are cut to it
+COARSE_EVERY = 3
 #: the partition every row is written to (the sets carry no dates)
 DAY = "2020-01-01"
 
@@ -91,7 +99,25 @@ def read_set(name: str, shared: Path = SHARED_DATA) -> tuple[list[tuple[str, str
                 label, words = line.rstrip("\n").split("\t", 1)
                 rows.append((f"test{i}", "".join(words.split(" ")), None, label))
         return rows, flat_taxonomy(name, sorted({r[3] for r in rows}))
+    if name == "bilibili_coarse":
+        raise ValueError("bilibili_coarse has uploaders and times, not title rows: coarse_bilibili() reads it")
     raise ValueError(f"unknown set {name!r}; one of {', '.join(SETS)}")
+
+
+def coarse_bilibili(shared: Path = SHARED_DATA, every: int = COARSE_EVERY):
+    """``(frame, taxonomy file)``: the shared Bilibili videos (``bench/bilibili.py``'s reader) with
+    the labels of every ``every``-th level-1 category (taxonomy order, the first included) cut to
+    that category."""
+    import bilibili
+
+    from vtag.hierarchy.taxonomy import Taxonomy
+
+    tax_path = bilibili.DEFAULT_TAXONOMY
+    tax = Taxonomy.load(tax_path)
+    frame, _ = bilibili.read_videos(shared / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl", tax)
+    coarse = set([n.id for n in tax.nodes if n.level == 1][::every])
+    frame["labels"] = [[tax.path(x[0])[0]] if tax.path(x[0])[0] in coarse else list(x) for x in frame["labels"]]
+    return frame, tax_path
 
 
 def write_set(name: str, out: Path, shared: Path = SHARED_DATA, limit: int | None = None) -> tuple[Path, Path, int]:
@@ -103,9 +129,16 @@ def write_set(name: str, out: Path, shared: Path = SHARED_DATA, limit: int | Non
     from vtag.hierarchy.taxonomy import Taxonomy
     from vtag.models.data import write_dump
 
+    out.mkdir(parents=True, exist_ok=True)
+    if name == "bilibili_coarse":
+        frame, source = coarse_bilibili(shared)
+        frame = frame.iloc[:limit] if limit else frame
+        tax_path = out / "taxonomy.yaml"
+        tax_path.write_bytes(Path(source).read_bytes())
+        write_dump(frame, out / "dump", DAY)
+        return out / "dump", tax_path, len(frame)
     rows, tax = read_set(name, shared)
     rows = rows[:limit] if limit else rows
-    out.mkdir(parents=True, exist_ok=True)
     tax_path = out / "taxonomy.yaml"
     tax_path.write_text(yaml.safe_dump(tax, allow_unicode=True, sort_keys=False), encoding="utf-8")
     Taxonomy.load(tax_path)  # validates

@@ -58,3 +58,24 @@ def test_an_unknown_set_is_refused():
 
     with pytest.raises(ValueError, match="unknown set"):
         public_titles.read_set("imdb")
+
+
+@pytest.mark.skipif(not (TITLES / "bilibili_popular_2023" / "videos.jsonl").is_file(),
+                    reason="shared Bilibili data not present")
+def test_bilibili_coarse_cuts_every_third_level_1_branch_and_keeps_uploaders_and_times(tmp_path):
+    import public_titles
+    import realdata
+
+    from vtag.hierarchy.taxonomy import Taxonomy
+
+    dump, tax_path, n = public_titles.write_set("bilibili_coarse", tmp_path, limit=2000)
+    tax = Taxonomy.load(tax_path)
+    frame, dropped = realdata.read_labeled_dump(dump, tax)
+    assert dropped == 0 and len(frame) == n == 2000
+    level1 = [x.id for x in tax.nodes if x.level == 1]
+    coarse = set(level1[::public_titles.COARSE_EVERY])
+    roots = frame["labels"].map(lambda x: tax.path(x[0])[0])
+    depth = frame["labels"].map(lambda x: len(tax.path(x[0])))
+    assert (depth[roots.isin(coarse)] == 1).all() and (depth[~roots.isin(coarse)] > 1).all()
+    assert roots.isin(coarse).any() and (~roots.isin(coarse)).any()
+    assert frame["uploader_id"].notna().all() and frame["upload_ts"].notna().all()
