@@ -16,7 +16,10 @@ Policy, in three steps:
    ``primary="top_leaf"`` takes instead the path of the leaf with the highest consistent score
    (ties: lower node index). For a softmax over the leaves with labels that stop at internal
    nodes, whose within-label split of the mass is untrained, the path product weighs that split
-   and the top leaf does not (docs/model.md, "Partial labels").
+   and the top leaf does not (docs/model.md, "Partial labels"). ``label_nodes`` (the nodes the
+   training labels name, when some are internal) then walks the primary leaf up to the deepest of
+   them on its path, so a branch labeled only coarsely ends at its coarse label and a branch
+   labeled to its leaves at a leaf, as a classifier over the label nodes would.
 3. **Extra labels**: a node whose consistent score reaches the threshold of its level
    (``thresholds``: one float for all levels, or ``{level: float}`` with missing levels at 0.5) is
    a candidate. Candidates are tried greedily in descending score (ties: lower node index first);
@@ -255,6 +258,9 @@ class Decoder:
     ``primary``: ``"path"`` (default) ends the primary path at the leaf of the best path product;
     ``"top_leaf"`` at the leaf with the highest consistent score (see the module docstring). The
     stop threshold then walks either one up.
+    ``label_nodes``: None (default: any node), or the node indices the primary node may be (the
+    training labels' nodes): the primary leaf is walked up to the deepest of them on its path (kept
+    when none is), and the stop threshold walks from one of them to the next above.
     """
 
     def __init__(
@@ -264,11 +270,24 @@ class Decoder:
         max_candidates: int = 32,
         stop_threshold: float | None = None,
         primary: str = "path",
+        label_nodes=None,
     ):
         self.taxonomy = taxonomy
         if primary not in PRIMARY_RULES:
             raise ValueError(f"primary must be one of {', '.join(PRIMARY_RULES)}, got {primary!r}")
         self.primary = primary
+        self._plan = _plan(taxonomy)
+        self.label_nodes = None if label_nodes is None else np.unique(np.asarray(label_nodes, dtype=np.int64))
+        # [N] work order: the node the stop threshold walks up to (the parent, or with label_nodes
+        # the nearest strict ancestor among them), -1 at the top
+        self._up = self._plan.w_parent
+        self._allowed = None
+        if self.label_nodes is not None:
+            if self.label_nodes.size == 0 or self.label_nodes[0] < 0 or self.label_nodes[-1] >= taxonomy.n_nodes:
+                raise ValueError(f"label_nodes must be node indices in 0..{taxonomy.n_nodes - 1}, at least one")
+            self._allowed = np.zeros(taxonomy.n_nodes, dtype=bool)
+            self._allowed[self._plan.pos[self.label_nodes]] = True
+            self._up = self._nearest_allowed_above()
         if stop_threshold is not None:
             if isinstance(stop_threshold, bool) or not isinstance(stop_threshold, Real) \
                     or not 0.0 <= float(stop_threshold) <= 1.0:
@@ -281,14 +300,25 @@ class Decoder:
                 or max_candidates < 0:
             raise ValueError(f"max_candidates must be a non-negative int, got {max_candidates!r}")
         self.max_candidates = int(max_candidates)
-        self._plan = _plan(taxonomy)
         # [N] float32 in work order: the threshold of each node's level
         self._work_threshold = self.thresholds[taxonomy.levels[self._plan.perm] - 1].astype(np.float32)
 
     def __repr__(self) -> str:
         return (f"Decoder(taxonomy={self.taxonomy.label or self.taxonomy.version!r}, "
                 f"thresholds={self.thresholds.tolist()}, max_candidates={self.max_candidates}, "
-                f"stop_threshold={self.stop_threshold}, primary={self.primary!r})")
+                f"stop_threshold={self.stop_threshold}, primary={self.primary!r}, "
+                f"label_nodes={None if self.label_nodes is None else self.label_nodes.size})")
+
+    def _nearest_allowed_above(self) -> np.ndarray:
+        """``[N]`` work order: each node's nearest strict ancestor in ``label_nodes``, -1 if none
+        (parents sit at lower work positions: one pass in work order)."""
+        parent = self._plan.w_parent
+        up = np.full(parent.size, -1, dtype=np.int64)
+        for w in range(parent.size):
+            p = parent[w]
+            if p >= 0:
+                up[w] = p if self._allowed[p] else up[p]
+        return up
 
     def decode(self, scores: np.ndarray) -> DecodedBatch:
         """``scores [B, N]`` in [0, 1] (taxonomy order) -> :class:`DecodedBatch`. Raises
@@ -311,6 +341,8 @@ class Decoder:
                 )
             plan.consistent_inplace(block)
             leaf_w[lo:hi], logscore[lo:hi] = self._primary(block)
+        if self._allowed is not None:
+            leaf_w = self._to_label_node(leaf_w)
         if self.stop_threshold is not None:
             leaf_w = self._stop(work, leaf_w)
         labels = plan.closure[leaf_w]  # [B, N] bool, work order
@@ -353,10 +385,17 @@ class Decoder:
             best_val[better] = val[better]
         return best_pos, cum[rows, best_pos]
 
+    def _to_label_node(self, leaf_w: np.ndarray) -> np.ndarray:
+        """Each primary leaf (work position) walked up to the deepest ``label_nodes`` member on its
+        path; kept where the path has none."""
+        up = np.where(self._allowed[leaf_w], leaf_w, self._up[leaf_w])
+        return np.where(up >= 0, up, leaf_w)
+
     def _stop(self, work: np.ndarray, leaf_w: np.ndarray) -> np.ndarray:
         """Walk each row's primary node up its path while its consistent score is below
-        ``stop_threshold`` (scores only grow upwards, so this is the deepest node that reaches it)."""
-        parent = self._plan.w_parent
+        ``stop_threshold`` (scores only grow upwards, so this is the deepest node that reaches it;
+        with ``label_nodes``, the deepest of them)."""
+        parent = self._up
         rows = np.arange(work.shape[0])
         cur = leaf_w.copy()
         thr = np.float32(self.stop_threshold)

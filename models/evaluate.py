@@ -76,6 +76,23 @@ def score_decoded(taxonomy, frame, decoded) -> dict:
 STOP_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+def primary_label_nodes(taxonomy, frame) -> list[str] | None:
+    """The node ids the rows' primary labels name, in taxonomy order, when some of them is an
+    internal node (labels that stop above the leaves); None when all are leaves (or none is known).
+
+    Parameters
+    ----------
+    taxonomy : Taxonomy
+    frame : DataFrame
+        Rows with a ``labels`` column (the first label is the primary one).
+    """
+    idx = taxonomy.index
+    nodes = sorted({idx[str(x[0])] for x in frame["labels"] if x is not None and len(x) and str(x[0]) in idx})
+    if not nodes or taxonomy.is_leaf[np.asarray(nodes)].all():
+        return None
+    return [taxonomy.ids[i] for i in nodes]
+
+
 def choose_decode(taxonomy, frame, prob: np.ndarray, config: Mapping[str, Any]) -> dict:
     """``decode.stop_threshold`` and ``decode.primary`` where the config leaves them ``auto``: the pair
     with the best leaf accuracy (exact primary node) on labeled ``frame`` given the model's

@@ -139,7 +139,7 @@ def choices_made(metrics: Mapping[str, Any]) -> list[str]:
     ----------
     metrics
         ``metrics.json``'s content (its ``tfidf_mix``, ``temperature``, ``profile_evidence``,
-        ``stop_threshold``, ``decode_primary``, as the training run records them).
+        ``stop_threshold``, ``decode_primary``, ``label_nodes``, as the training run records them).
     """
     out = []
     mix = metrics.get("tfidf_mix")
@@ -158,6 +158,9 @@ def choices_made(metrics: Mapping[str, Any]) -> list[str]:
         out.append(f"- uploader profile's evidence weight: {_g(ev['scale'])} (validation days replayed)")
     if metrics.get("stop_threshold") is not None:
         out.append(f"- decode stop threshold: {_g(metrics['stop_threshold'])}")
+    if metrics.get("label_nodes"):
+        out.append(f"- primary node: one of the {metrics['label_nodes']} nodes the training labels name "
+                   "(some labels stop above the leaves)")
     if metrics.get("decode_primary") == "top_leaf":
         out.append("- primary node: on the path of the top-scoring leaf (not the best path product)")
     return ["", "## Chosen on the validation rows", ""] + out if out else []

@@ -132,7 +132,8 @@ def infer_proba(
 def decoder_for(taxonomy, config: Mapping[str, Any]):
     """A :class:`vtag.hierarchy.decode.Decoder` with the config's ``decode.thresholds`` (default 0.5),
     ``decode.max_candidates``, ``decode.stop_threshold`` (None/absent: always a leaf) and
-    ``decode.primary`` (absent or ``auto`` not yet resolved by training: ``path``)."""
+    ``decode.primary`` (absent or ``auto`` not yet resolved by training: ``path``) and
+    ``decode.label_nodes`` (node ids the primary node may be; absent: any)."""
     from vtag.hierarchy.decode import Decoder
 
     dec = dict(config.get("decode") or {})
@@ -150,6 +151,11 @@ def decoder_for(taxonomy, config: Mapping[str, Any]):
     primary = dec.get("primary")
     if primary is not None and primary != "auto":
         kwargs["primary"] = str(primary)
+    if dec.get("label_nodes"):
+        unknown = [i for i in dec["label_nodes"] if str(i) not in taxonomy.index]
+        if unknown:
+            raise ValueError(f"decode.label_nodes: {len(unknown)} ids not in the taxonomy, e.g. {unknown[0]!r}")
+        kwargs["label_nodes"] = [taxonomy.index[str(i)] for i in dec["label_nodes"]]
     return Decoder(taxonomy, thr, **kwargs)
 
 

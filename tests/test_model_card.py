@@ -63,11 +63,12 @@ def test_a_real_data_pretrained_converged_model_has_no_warning(tmp_path, tiny_ta
 def test_the_card_lists_what_was_chosen_on_the_validation_rows(tiny_taxonomy):
     metrics = {"validation": VAL, "tfidf_mix": {"scale": 16.0, "text_scale": 8.0, "rule": "nll"},
                "temperature": {"temperature": 3.3, "nll": 1.57, "nll_at_1": 2.9},
-               "profile_evidence": {"scale": 3.0}, "stop_threshold": 0.4, "decode_primary": "top_leaf"}
+               "profile_evidence": {"scale": 3.0}, "stop_threshold": 0.4, "decode_primary": "top_leaf",
+               "label_nodes": 12}
     body = model_card(_config("/data/real"), tiny_taxonomy, metrics).split("---\n", 2)[2]
     section = body[body.index("## Chosen on the validation rows"):body.index("## Metric definitions")]
     for needle in ("SVM's weight in the logits: 16", "text-only SVM 8", "lowest validation log-loss",
                    "head temperature: 3.3", "evidence weight: 3", "stop threshold: 0.4",
-                   "path of the top-scoring leaf"):
+                   "path of the top-scoring leaf", "one of the 12 nodes the training labels name"):
         assert needle in section, needle
     assert "## Chosen on the validation rows" not in model_card(_config("/data/real"), tiny_taxonomy, {"validation": VAL})

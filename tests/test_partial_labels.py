@@ -169,6 +169,14 @@ def test_training_on_labels_at_depths_1_2_3_runs_and_records_the_stop_threshold(
     thr = pred.config["decode"]["stop_threshold"]
     assert pred.config["decode"]["primary"] == res.metrics["decode_primary"]
     assert pred.decoder.primary == res.metrics["decode_primary"]
+    from vtag.models.evaluate import primary_label_nodes
+
+    assert pred.config["decode"]["label_nodes"] == primary_label_nodes(tax, frame)
+    allowed = {tax.index[i] for i in pred.config["decode"]["label_nodes"]}
+    assert set(pred.decoder.label_nodes.tolist()) == allowed
+    decoded = pred.decoder.decode(pred.predict_proba(frame.drop(columns=["labels"]))[0])
+    assert set(decoded.leaf.tolist()) <= allowed | {j for j in decoded.leaf.tolist() if not any(
+        a in allowed for a in (tax.index[x] for x in tax.path(tax.ids[j])))}
     assert thr is None or 0 < thr < 1
     assert len(pred.predict(frame.drop(columns=["labels"]))) == len(frame)
 
@@ -213,3 +221,37 @@ def test_the_tfidf_svm_learns_labels_that_stop_at_internal_nodes():
         cols = [k for k, leaf in enumerate(leaves) if tax.path(leaf)[0] == root]
         assert np.abs(weight[:, cols]).sum() > 0
         np.testing.assert_array_equal(weight[:, cols], weight[:, cols[:1]].repeat(len(cols), axis=1))
+
+
+def test_label_nodes_end_a_coarsely_labeled_branch_at_its_label_and_others_at_a_leaf():
+    tax = tiny_taxonomy()
+    scores = np.zeros((2, tax.n_nodes), np.float32)
+    for node, s in {"food": 0.9, "food_bake": 0.85}.items():  # row 0: sure of a food leaf
+        scores[0, tax.index[node]] = s
+    for node, s in {"game": 0.9, "game_theme": 0.5, "game_theme_rpg": 0.3}.items():  # row 1: unsure game leaf
+        scores[1, tax.index[node]] = s
+    # food is only ever labeled "food"; game is labeled to its leaves
+    labels = [tax.index[n] for n in ("food", "game_theme_rpg", "game_theme_moba", "game_ip_wzry")]
+    dec = Decoder(tax, label_nodes=labels).decode(scores)
+    assert [tax.ids[j] for j in dec.leaf] == ["food", "game_theme_rpg"]
+    primary_only = Decoder(tax, label_nodes=labels, max_candidates=0).decode(scores)
+    assert primary_only.labels[0, tax.index["food"]] and not primary_only.labels[0, tax.index["food_bake"]]
+    # the stop threshold walks only between label nodes: game_theme is none, game neither: the leaf stays
+    assert [tax.ids[j] for j in Decoder(tax, label_nodes=labels, stop_threshold=0.6).decode(scores).leaf] == \
+        ["food", "game_theme_rpg"]
+    with_game = labels + [tax.index["game"]]
+    assert tax.ids[Decoder(tax, label_nodes=with_game, stop_threshold=0.6).decode(scores).leaf[1]] == "game"
+    # a leaf with no label node above it is kept
+    only_food = Decoder(tax, label_nodes=[tax.index["food"]]).decode(scores)
+    assert tax.ids[only_food.leaf[1]] == "game_theme_rpg"
+    with pytest.raises(ValueError, match="label_nodes"):
+        Decoder(tax, label_nodes=[tax.n_nodes])
+
+
+def test_primary_label_nodes_are_recorded_only_when_some_label_is_internal():
+    from vtag.models.evaluate import primary_label_nodes
+
+    tax = tiny_taxonomy()
+    assert primary_label_nodes(tax, pd.DataFrame({"labels": [["food_bake"], ["game_ip_wzry"]]})) is None
+    nodes = primary_label_nodes(tax, pd.DataFrame({"labels": [["food_bake", "game"], ["game"], ["nope"], []]}))
+    assert nodes == ["game", "food_bake"]  # taxonomy order; extra labels and unknown ids ignored

@@ -232,6 +232,7 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
 
     from vtag.models.bundle import save_bundle
     from vtag.models.calibration import auto_temperature
+    from vtag.models.evaluate import primary_label_nodes
     from vtag.models.factory import profile_enabled
     from vtag.models.profiles import ProfileTable
     from vtag.models.provenance import data_ids
@@ -262,6 +263,11 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
                                                            settings, channels_last)
     decode = dict(config.get("decode") or {})
     if "auto" in (str(decode.get("stop_threshold")), str(decode.get("primary"))):
+        nodes = primary_label_nodes(taxonomy, data.frame)  # labels that stop above the leaves
+        if nodes is not None:
+            decode["label_nodes"] = nodes
+            config["decode"] = decode
+            metrics["label_nodes"] = len(nodes)
         chosen = auto_decode(raw_model, data.featurizer, taxonomy, data.val, config, device, settings, channels_last)
         config["decode"] = {**decode, **chosen}
         metrics["stop_threshold"] = chosen["stop_threshold"]
