@@ -131,8 +131,11 @@ class TfidfWide(nn.Module):
     def weights(self, bow_ids: torch.Tensor) -> torch.Tensor:
         """``[B, M]`` float32 per-position weights; an n-gram's positions sum to its TF-IDF value."""
         valid = bow_ids > 0
-        same = (bow_ids.unsqueeze(2) == bow_ids.unsqueeze(1)) & valid.unsqueeze(1)  # [B, M, M]
-        count = same.sum(dim=2).clamp_min(1).float()
+        # each position's n-gram count in its row: its run's length in the row's sorted ids,
+        # O(M log M) per row (a [B, M, M] comparison is too large for long character windows)
+        ranked = torch.sort(bow_ids, dim=1).values
+        count = (torch.searchsorted(ranked, bow_ids, right=True)
+                 - torch.searchsorted(ranked, bow_ids, right=False)).clamp_min(1).float()
         w = (1.0 + torch.log(count)) * self.idf[bow_ids] * valid
         norm = torch.sqrt((w * w / count).sum(dim=1, keepdim=True)).clamp_min(1e-6)
         return w / count / norm

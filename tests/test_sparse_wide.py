@@ -19,12 +19,16 @@ def _docs(rng, n_rows, n_keys, max_len):
     return ids, rows
 
 
-def test_tfidf_features_match_scikit_learn_sublinear_smooth_idf_l2():
+@pytest.mark.parametrize("n_keys,max_len,shuffle", [(30, 12, False), (400, 1000, True)])
+def test_tfidf_features_match_scikit_learn_sublinear_smooth_idf_l2(n_keys, max_len, shuffle):
+    """Short rows, and rows as long as a 300-character window gives, with the pads between the word
+    and the character n-grams (shuffled positions)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     rng = np.random.default_rng(0)
-    n_keys = 30
-    ids, rows = _docs(rng, 40, n_keys, 12)
+    ids, rows = _docs(rng, 40, n_keys, max_len)
+    if shuffle:
+        ids = ids[:, torch.as_tensor(rng.permutation(max_len))]
     df = np.array([sum(k in r for r in rows) for k in range(1, n_keys + 1)])
     module = TfidfWide(n_keys, 3, max_params=10**6, df=df, n_docs=len(rows))
     ours = module.features(ids).toarray()[:, 1:]  # column 0 is the pad row
