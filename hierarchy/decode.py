@@ -311,13 +311,11 @@ class Decoder:
 
     def _nearest_allowed_above(self) -> np.ndarray:
         """``[N]`` work order: each node's nearest strict ancestor in ``label_nodes``, -1 if none
-        (parents sit at lower work positions: one pass in work order)."""
-        parent = self._plan.w_parent
-        up = np.full(parent.size, -1, dtype=np.int64)
-        for w in range(parent.size):
-            p = parent[w]
-            if p >= 0:
-                up[w] = p if self._allowed[p] else up[p]
+        (level by level down the plan's level slices: a parent's entry is set before its children's)."""
+        plan = self._plan
+        up = np.full(plan.n, -1, dtype=np.int64)
+        for sl, par in zip(plan.level_slices[1:], plan.parent_of_level):
+            up[sl] = np.where(self._allowed[par], par, up[par])
         return up
 
     def decode(self, scores: np.ndarray) -> DecodedBatch:

@@ -251,11 +251,12 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
     if wide is not None and wide.mix and len(data.val):
         metrics["tfidf_mix"] = mix_svm(raw_model, data.featurizer, taxonomy, data.val, config, device, settings,
                                        channels_last, metric_name)
-    decode_auto = "auto" in (str((config.get("decode") or {}).get("stop_threshold")),
-                             str((config.get("decode") or {}).get("primary")))
+    decode = dict(config.get("decode") or {})
+    decode_auto = "auto" in (str(decode.get("stop_threshold")), str(decode.get("primary")))
     nodes = primary_label_nodes(taxonomy, data.frame) if decode_auto else None
     if nodes is not None:  # labels that stop above the leaves; before the evidence's replay decodes
-        config["decode"] = {**config["decode"], "label_nodes": nodes}
+        decode["label_nodes"] = nodes
+        config["decode"] = decode
         metrics["label_nodes"] = len(nodes)
     calibrate = auto_temperature(config) and len(data.val)
     if calibrate:  # before the evidence's replay: it counts each tag by its score
@@ -267,7 +268,6 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
         if calibrate:  # the evidence sharpens the scores: fitted again with it in place
             metrics["temperature"] = calibrate_temperature(raw_model, data.featurizer, taxonomy, data.val, device,
                                                            settings, channels_last)
-    decode = dict(config.get("decode") or {})
     if decode_auto:
         chosen = auto_decode(raw_model, data.featurizer, taxonomy, data.val, config, device, settings, channels_last)
         config["decode"] = {**decode, **chosen}
