@@ -1,6 +1,6 @@
 """The suite's shared fixtures: one local[2] SparkSession for the whole run, the tiny taxonomies and
 bundles, the analysts' warehouse and the `vtag demo` warehouse. The data they hold is built by
-``tests/builders.py`` (plain functions, importable by any test)."""
+``tests/builders.py`` and ``tests/warehouse_builders.py`` (plain functions, importable by any test)."""
 
 from __future__ import annotations
 
@@ -137,18 +137,18 @@ def tiny_bundle_v2(tmp_path_factory, retag_v2_path):
 
 @pytest.fixture(scope="session")
 def analysts_warehouse(spark, tmp_path_factory):
-    """The analysts' warehouse (``tests.builders.build_warehouse``), built once per session and only
+    """The analysts' warehouse (``tests.warehouse_builders.build_warehouse``), built once per session and only
     read by the tests that take it (catalog, sql, query, report, reads-never-write)."""
-    from tests.builders import build_warehouse
+    from tests.warehouse_builders import build_warehouse
 
     return build_warehouse(spark, tmp_path_factory.mktemp("vtag-analysts"))
 
 
 @pytest.fixture(scope="session")
 def make_demo(spark, tmp_path_factory):
-    """The warehouse of `vtag demo` (small settings, ``tests.builders.SMALL_DEMO_ARGS``), built once per
+    """The warehouse of `vtag demo` (small settings, ``tests.warehouse_builders.SMALL_DEMO_ARGS``), built once per
     session."""
-    from tests.builders import build_make_demo
+    from tests.warehouse_builders import build_make_demo
 
     demo = build_make_demo(spark, tmp_path_factory.mktemp("vtag-make-demo"))
     print(f"\nvtag demo ({' '.join(demo.days)}) built in {demo.seconds:.0f}s")

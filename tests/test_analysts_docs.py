@@ -1,6 +1,6 @@
 """docs/analysts.md: its schema section matches models/schema.py; every SQL example runs with rows on
 the warehouse that `vtag demo` builds (the code of `make demo`, jobs/cli/demo.py ``run_demo``, with
-small settings: tests/builders.py ``SMALL_DEMO_ARGS``; the session fixture ``make_demo``, built once, on the
+small settings: tests/warehouse_builders.py ``SMALL_DEMO_ARGS``; the session fixture ``make_demo``, built once, on the
 shared SparkSession), and the DuckDB-marked ones give `vtag query` the same answers as `vtag sql`."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import demo_shape
 from tests.test_analysts_query import assert_same
+from tests.warehouse_builders import demo_shape
 from vtag.jobs.warehouse.catalog import SCHEMA_BEGIN, SCHEMA_END, schema_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "analysts.md"

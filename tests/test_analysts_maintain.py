@@ -45,7 +45,8 @@ def test_optimize_zorder_and_forced_vacuum(spark, tmp_path):
     import random
     from datetime import datetime, timezone
 
-    from tests.builders import load_taxonomies, spark_frame, tag_row
+    from tests.builders import load_taxonomies
+    from tests.warehouse_builders import spark_frame, tag_row
     from vtag.jobs.config import load_job_conf
     from vtag.jobs.warehouse.tables import ensure_table, replace_day
     from vtag.models.schema import VIDEO_TAGS_SCHEMA
