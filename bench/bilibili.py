@@ -74,6 +74,7 @@ from typing import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from bilibili_report import aggregate, format_markdown, format_table  # noqa: E402,F401  (re-exported)
+from hardware import cpu_description, gpu_name, torch_versions  # noqa: E402  (bench/hardware.py)
 from peers import (  # noqa: E402,F401  (the peers; SparseFeatures & co. re-exported for the tests)
     INNER_SPLIT,
     PeerInputs,
@@ -338,22 +339,10 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 def device_description(device: str) -> str:
     """One line naming the hardware: the GPU (vtag on CUDA) and the CPU (peers, or everything)."""
-    import platform
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    cpu = f"CPU {cpu}, {os.cpu_count()} cores"
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        d = torch.device(device)
-        gpu = torch.cuda.get_device_name(d.index if d.index is not None else torch.cuda.current_device())
-        return f"vtag on {gpu}, peers on {cpu} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    return f"{cpu} (torch {torch.__version__})"
+    gpu = gpu_name(device)
+    if gpu:
+        return f"vtag on {gpu}, peers on {cpu_description()} ({torch_versions(True)})"
+    return f"{cpu_description()} ({torch_versions(False)})"
 
 
 #: per-process state of a run (set by :func:`_init_worker`; in the parent too with ``--workers 1``)

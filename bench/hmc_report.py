@@ -4,7 +4,8 @@ summary line and the device line."""
 from __future__ import annotations
 
 import json
-import os
+
+from hardware import cpu_description, gpu_name, torch_versions  # bench/hardware.py
 
 
 def format_table(result: dict, heads: list[str]) -> str:
@@ -24,24 +25,8 @@ def format_table(result: dict, heads: list[str]) -> str:
 
 def device_description(device: str) -> str:
     """One line naming the hardware the heads ran on (GPU name, or the CPU model and core count)."""
-    import platform
-
-    import torch
-
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        dev = torch.device(device)
-        idx = dev.index if dev.index is not None else torch.cuda.current_device()
-        return f"{torch.cuda.get_device_name(idx)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"CPU {model}, {os.cpu_count()} cores (torch {torch.__version__})"
+    gpu = gpu_name(device)
+    return f"{gpu} ({torch_versions(True)})" if gpu else f"{cpu_description()} ({torch_versions(False)})"
 
 
 def summary(res: dict, heads: list[str]) -> dict:
