@@ -174,28 +174,61 @@ def _as_list(v) -> list[str]:
 
 
 # ---------------------------------------------------------------------- labels
+def label_summary(frame: pd.DataFrame, taxonomy, top: int = 10) -> dict:
+    """How the ``labels`` column meets ``taxonomy``: what :func:`check_labels` drops, for reports.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Rows with a ``labels`` column (``labels[0]`` is the primary label).
+    taxonomy : Taxonomy
+    top : int
+        How many of the unknown primary labels to name.
+
+    Returns
+    -------
+    dict
+        ``rows_without_label`` (null or empty ``labels``), ``rows_unknown_label`` (a primary label
+        that is no node of the taxonomy), ``unknown_labels`` (the ``top`` most frequent of those,
+        ``{label: rows}``, most frequent first) and ``unknown_extra_tags`` (other listed labels that
+        are no node).
+    """
+    import collections
+
+    known = taxonomy.by_id
+    empty, extra = 0, 0
+    unknown: collections.Counter = collections.Counter()
+    for labels in frame["labels"]:
+        labels = _as_list(labels)
+        if not labels:
+            empty += 1
+            continue
+        if labels[0] not in known:
+            unknown[labels[0]] += 1
+        extra += sum(1 for x in labels[1:] if x not in known)
+    return {"rows_without_label": empty, "rows_unknown_label": int(sum(unknown.values())),
+            "unknown_labels": dict(unknown.most_common(top)), "unknown_extra_tags": extra}
+
+
 def check_labels(frame: pd.DataFrame, taxonomy) -> pd.DataFrame:
     """Keep rows whose primary label (``labels[0]``) is a taxonomy node; drop unknown extra tags.
 
-    Returns a new frame (index reset). Logs how many rows/tags were dropped.
+    Returns a new frame (index reset). Logs how many rows/tags were dropped, and the most frequent
+    unknown primary labels (:func:`label_summary`).
     """
     known = taxonomy.by_id
-    keep, cleaned, dropped_tags = [], [], 0
-    for labels in frame["labels"]:
-        labels = _as_list(labels)
-        ok = bool(labels) and labels[0] in known
-        keep.append(ok)
-        good = [x for x in labels if x in known]
-        dropped_tags += len(labels) - len(good) - (0 if ok else int(bool(labels)))
-        cleaned.append(good)
-    keep = np.asarray(keep, dtype=bool)
+    keep = np.array([bool(x) and x[0] in known for x in map(_as_list, frame["labels"])], dtype=bool)
     out = frame.loc[keep].copy()
-    out["labels"] = [c for c, k in zip(cleaned, keep) if k]
-    if (~keep).any() or dropped_tags:
+    out["labels"] = [[x for x in _as_list(v) if x in known] for v in out["labels"]]
+    if not keep.all() or any(len(a) != len(_as_list(b)) for a, b in zip(out["labels"], frame.loc[keep, "labels"])):
+        summary = label_summary(frame, taxonomy)
         log.warning(
-            "labels: dropped %d rows without a known primary label and %d unknown extra tags",
-            int((~keep).sum()),
-            dropped_tags,
+            "labels: dropped %d rows without a label, %d rows whose primary label is not in taxonomy %s "
+            "(most frequent: %s) and %d unknown extra tags",
+            summary["rows_without_label"], summary["rows_unknown_label"],
+            getattr(taxonomy, "label", "") or getattr(taxonomy, "version", ""),
+            ", ".join(f"{k!r} {v}" for k, v in summary["unknown_labels"].items()) or "-",
+            summary["unknown_extra_tags"],
         )
     return out.reset_index(drop=True)
 

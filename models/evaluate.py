@@ -189,7 +189,10 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
     predictor : Predictor
         The loaded bundle.
     frame : DataFrame
-        Labeled dump rows.
+        Labeled dump rows. Every row is predicted (and, with ``replay``, counts towards later days'
+        profiles, as the nightly job tags it); rows whose primary label is missing or not in the
+        taxonomy are not scored, and are counted in the report's ``labels``
+        (:func:`vtag.models.data.label_summary`).
     stage : callable, optional
         Progress callback ``stage(text, rows)``: called per stage, and again with the same text as
         prediction's micro-batches finish (rows done).
@@ -201,23 +204,32 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
         With ``replay``: a counted prediction adds its score (an expected count) or 1.
     """
     from vtag.hierarchy.metrics import evaluate, evaluate_by_subtree
+    from vtag.models.data import label_summary
 
     stage = stage or _no_stage
     tax = predictor.taxonomy
     t0 = time.monotonic()
     decoded, cover, replay_info = _predict(predictor, frame, stage, replay, replay_count)
     seconds = time.monotonic() - t0
-    stage("scoring", len(frame))
     truth, leaf = true_labels(tax, frame)
-    overall = _plain(evaluate(tax, truth, leaf, decoded.labels, decoded.leaf, decoded.consistent))
+    scored = leaf >= 0
+    if not scored.any():
+        raise ValueError(f"none of the {len(frame)} rows has a primary label in taxonomy "
+                         f"{tax.label or tax.version}: {label_summary(frame, tax)}")
+    stage("scoring", int(scored.sum()))
+    truth, leaf = truth[scored], leaf[scored]
+    pred_labels, pred_leaf, consistent = decoded.labels[scored], decoded.leaf[scored], decoded.consistent[scored]
+    overall = _plain(evaluate(tax, truth, leaf, pred_labels, pred_leaf, consistent))
     subtrees = {}
-    by_top = evaluate_by_subtree(tax, truth, leaf, decoded.labels, decoded.leaf, decoded.consistent)
+    by_top = evaluate_by_subtree(tax, truth, leaf, pred_labels, pred_leaf, consistent)
     for top, m in by_top.items():
         subtrees[top] = {**_plain(m), "name": tax.node(top).name}
     return {
         "overall": overall,
         "subtrees": subtrees,
         "rows": int(len(frame)),
+        # rows predicted (and replayed, as the nightly job tags them) but not scored: no known label
+        "labels": label_summary(frame, tax),
         "rows_without_cover": int((~cover).sum()),
         "replay_min_score": replay,
         "replay_count": replay_count if replay is not None else None,
@@ -290,6 +302,14 @@ def render(report: Mapping[str, Any]) -> None:
                       f"before ({info.get('days', 0)} days; {info.get('rows_with_tag_history', 0):,} rows had a "
                       "tagged earlier video of their uploader; --no-replay: the bundle's profiles alone)",
                       highlight=False)
+    lab = report.get("labels") or {}
+    unscored = int(lab.get("rows_without_label", 0)) + int(lab.get("rows_unknown_label", 0))
+    if unscored:
+        names = ", ".join(f"{k!r} {v}" for k, v in (lab.get("unknown_labels") or {}).items())
+        console.print(f"  {unscored:,} of {report.get('rows', 0):,} rows were tagged (and replayed) but not scored: "
+                      f"{lab.get('rows_without_label', 0):,} without a label, {lab.get('rows_unknown_label', 0):,} "
+                      f"whose primary label is not in the bundle's taxonomy" + (f" (most frequent: {names})" if names
+                                                                              else ""), highlight=False)
     if report.get("subtrees"):
         cols = [k for k in ("n", "leaf_acc", "level2_acc", "hf1", "auprc", "violations") if k in ov]
         s = Table(title="per level-1 subtree (rows whose true primary path starts there)")
@@ -340,7 +360,7 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     """
     import torch
 
-    from vtag.models.data import check_labels, read_dumps
+    from vtag.models.data import label_summary, read_dumps
     from vtag.models.predictor import Predictor
     from vtag.models.provenance import overlap
 
@@ -356,7 +376,13 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     predictor = Predictor.load(args.bundle, device=args.device, expected_taxonomy_version=expected)
     dates = [d.strip() for d in args.dates.split(",")] if args.dates else None
     stage(f"reading {args.data}", None)
-    frame = check_labels(read_dumps(args.data, dates=dates, limit=args.limit), predictor.taxonomy)
+    frame = read_dumps(args.data, dates=dates, limit=args.limit)
+    if "labels" not in frame:
+        raise SystemExit(f"vtag evaluate: {args.data} has no labels column (a labeled dump is needed)")
+    labels = label_summary(frame, predictor.taxonomy)
+    if labels["rows_without_label"] + labels["rows_unknown_label"] == len(frame):
+        raise SystemExit(f"vtag evaluate: none of the {len(frame)} rows of {args.data} has a primary label in the "
+                         f"bundle's taxonomy ({predictor.taxonomy_version}): {labels}")
     stage("checking for the bundle's training rows", len(frame))
     seen = overlap(args.bundle, frame["video_id"] if "video_id" in frame else [])
     if seen["warning"]:

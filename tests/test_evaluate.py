@@ -92,3 +92,35 @@ def test_evaluate_warns_on_its_own_training_rows_not_on_held_out_ones(capsys, tm
     text = capsys.readouterr().out
     assert rc == 0 and "hf1: hierarchical F1" in text and "violations: share of rows" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["held", "own"]
+
+
+def test_evaluate_tags_every_row_and_scores_the_labeled_ones(capsys):
+    """Rows whose label is missing or not in the bundle's taxonomy (a later year's new categories)
+    are tagged but not scored, and the report says how many and which labels; a dump with no
+    scorable row is refused with that count."""
+    import pytest
+
+    from vtag.jobs.cli import main as vtag
+
+    out, tax, frame, _ = tiny_bundle()
+    root = tmp_root()
+    odd = frame.copy()
+    odd["labels"] = [["9001"] if i % 5 == 0 else (None if i % 7 == 0 else lab)
+                     for i, lab in enumerate(frame["labels"])]
+    n_unknown = sum(1 for i in range(len(odd)) if i % 5 == 0)
+    n_missing = sum(1 for i in range(len(odd)) if i % 5 != 0 and i % 7 == 0)
+    write_dump(odd, root / "odd", "2024-05-03")
+    assert vtag(["evaluate", "--bundle", str(out), "--data", str(root / "odd"), "--json", "--threads", "1"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["rows"] == len(frame)
+    assert rep["overall"]["n"] == len(frame) - n_unknown - n_missing
+    assert rep["labels"] == {"rows_without_label": n_missing, "rows_unknown_label": n_unknown,
+                             "unknown_labels": {"9001": n_unknown}, "unknown_extra_tags": 0}
+    assert vtag(["evaluate", "--bundle", str(out), "--data", str(root / "odd"), "--threads", "1"]) == 0
+    assert f"{n_unknown + n_missing} of {len(frame)} rows were tagged (and replayed) but not scored" in \
+        capsys.readouterr().out.replace("\n", " ")
+    none = frame.copy()
+    none["labels"] = [["9001"]] * len(frame)
+    write_dump(none, root / "none", "2024-05-03")
+    with pytest.raises(SystemExit, match="none of the .* rows .* has a primary label in the bundle's taxonomy"):
+        vtag(["evaluate", "--bundle", str(out), "--data", str(root / "none"), "--threads", "1"])

@@ -1,0 +1,44 @@
+"""vtag.models.data's label checks: what training and ``vtag evaluate`` drop or leave unscored, counted."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from tests.builders import tiny_taxonomy
+from vtag.models.data import check_labels, label_summary
+
+
+def _frame(labels: list) -> pd.DataFrame:
+    return pd.DataFrame({"video_id": [f"v{i}" for i in range(len(labels))], "labels": labels})
+
+
+def test_label_summary_counts_missing_unknown_and_extra_labels():
+    tax = tiny_taxonomy()
+    leaf = tax.ids[int(tax.leaf_indices[0])]
+    frame = _frame([[leaf], None, [], ["9001"], ["9001", leaf], ["9002"], [leaf, "nope", "nope2"]])
+    assert label_summary(frame, tax) == {"rows_without_label": 2, "rows_unknown_label": 3,
+                                         "unknown_labels": {"9001": 2, "9002": 1}, "unknown_extra_tags": 2}
+    assert label_summary(frame, tax, top=1)["unknown_labels"] == {"9001": 2}
+
+
+def test_check_labels_keeps_known_primaries_and_names_the_unknown_ones(caplog):
+    tax = tiny_taxonomy()
+    leaf = tax.ids[int(tax.leaf_indices[0])]
+    frame = _frame([[leaf, "nope"], ["9001"], None, [leaf]])
+    with caplog.at_level(logging.WARNING, logger="vtag.models.data"):
+        out = check_labels(frame, tax)
+    assert out["video_id"].tolist() == ["v0", "v3"]
+    assert out["labels"].tolist() == [[leaf], [leaf]]
+    msg = caplog.text
+    assert "dropped 1 rows without a label, 1 rows whose primary label is not in taxonomy" in msg
+    assert "'9001' 1" in msg and "1 unknown extra tags" in msg
+
+
+def test_check_labels_is_quiet_on_clean_labels(caplog):
+    tax = tiny_taxonomy()
+    leaf = tax.ids[int(tax.leaf_indices[0])]
+    with caplog.at_level(logging.WARNING, logger="vtag.models.data"):
+        out = check_labels(_frame([[leaf], [leaf]]), tax)
+    assert len(out) == 2 and not caplog.text
