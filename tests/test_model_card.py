@@ -72,3 +72,12 @@ def test_the_card_lists_what_was_chosen_on_the_validation_rows(tiny_taxonomy):
                    "path of the top-scoring leaf", "one of the 12 nodes the training labels name"):
         assert needle in section, needle
     assert "## Chosen on the validation rows" not in model_card(_config("/data/real"), tiny_taxonomy, {"validation": VAL})
+
+
+def test_the_card_counts_rows_dropped_for_their_labels(tiny_taxonomy):
+    config = _config("/data/real")
+    assert "rows dropped" not in model_card(config, tiny_taxonomy, {"validation": VAL})
+    config["bundle"]["train"].update(rows_dropped=7, unknown_labels={"9001": 5, "9002": 1})
+    body = model_card(config, tiny_taxonomy, {"validation": VAL})
+    assert ("- rows dropped (no label, or a primary label outside the taxonomy): 7; most frequent unknown "
+            "labels: `9001` 5, `9002` 1") in body

@@ -159,7 +159,9 @@ def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
     root = tmp_root()
     frame = tiny_frame()
     write_dump(frame.iloc[:30], root / "d1", "2024-05-01")
-    write_dump(frame.iloc[30:], root / "d2", "2024-05-02", fmt="jsonl")
+    later = frame.iloc[30:].copy()
+    later["labels"] = [["9001"] if i < 2 else lab for i, lab in enumerate(later["labels"])]  # not in the taxonomy
+    write_dump(later, root / "d2", "2024-05-02", fmt="jsonl")
     assert len(read_dumps(f"{root / 'd1'},{root / 'd2'}")) == len(frame)
     cfg = root / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config()), encoding="utf-8")
@@ -171,6 +173,8 @@ def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
     assert len(p.predict(frame.iloc[:3])) == 3
     card = (root / "b" / "MODEL_CARD.md").read_text()
     assert "2024-05-01 .. 2024-05-02" in card and "seed: 7" in card
+    assert "rows dropped (no label, or a primary label outside the taxonomy): 2; most frequent unknown labels: " \
+        "`9001` 2" in card
 
 
 @pytest.mark.parametrize("warmup", [True, False])

@@ -92,6 +92,8 @@ class RunData:
     featurizer: Any
     targets: Any
     source: FeatureSource
+    #: :func:`vtag.models.data.label_summary` of the rows given (train and validation): what was dropped
+    labels: dict = field(default_factory=dict)
 
 
 def prepare_data(config, taxonomy, settings: Mapping[str, Any], train_frames, val_frames, featurizer, *,
@@ -116,12 +118,15 @@ def prepare_data(config, taxonomy, settings: Mapping[str, Any], train_frames, va
     import torch
 
     from vtag.models.bundle import ngram_keys_in_file, read_vocab, write_vocab
-    from vtag.models.data import check_labels, validation_split
+    from vtag.models.data import check_labels, label_summary, validation_split
     from vtag.models.factory import profile_enabled
     from vtag.models.featurize import Featurizer
     from vtag.models.profiles import ProfileTable, leakage_free_profiles, with_profiles
 
-    frame = check_labels(concat_frames(train_frames), taxonomy)
+    given = concat_frames(train_frames)
+    labels = label_summary(given if val_frames is None else concat_frames([given, concat_frames(val_frames)]),
+                           taxonomy)
+    frame = check_labels(given, taxonomy)
     warn_if_coverless(frame, config)
     if val_frames is not None:
         train_df, val_df = frame, check_labels(concat_frames(val_frames), taxonomy)
@@ -150,7 +155,7 @@ def prepare_data(config, taxonomy, settings: Mapping[str, Any], train_frames, va
     targets = featurizer.targets(train_df).to(torch.int8)
     source = FeatureSource(featurizer, train_df, cache=settings["cache_features"],
                            limit_mb=settings["cache_limit_mb"], train=bool(settings["augment"]))
-    return RunData(frame, train_df, val_df, featurizer, targets, source)
+    return RunData(frame, train_df, val_df, featurizer, targets, source, labels)
 
 
 def build_model(config, taxonomy, data: RunData, settings: Mapping[str, Any], device, *, world: int,
@@ -290,6 +295,9 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
         "train_rows": result.train_rows,
         "val_rows": result.val_rows,
         "uploaders": int(frame["uploader_id"].nunique()),
+        # rows given but not trained on: no label, or a primary label outside the taxonomy
+        "rows_dropped": data.labels.get("rows_without_label", 0) + data.labels.get("rows_unknown_label", 0),
+        "unknown_labels": data.labels.get("unknown_labels", {}),
         "epochs": len(history),
         "best_epoch": result.best_epoch,
         "steps": result.steps,
