@@ -37,7 +37,7 @@ import pandas as pd  # noqa: E402
 def read_labeled_dump(path: str | Path, taxonomy) -> tuple[pd.DataFrame, int]:
     """A labeled dump root (or comma-separated roots) -> ``(frame, rows dropped)``: rows whose
     ``labels[0]`` is a taxonomy node are kept (extra unknown tags are dropped from the list)."""
-    from vtag.models.data import DumpError, read_dumps
+    from vtag.models.data import DumpError, check_labels, read_dumps
 
     try:
         frame = read_dumps(str(path))
@@ -45,10 +45,7 @@ def read_labeled_dump(path: str | Path, taxonomy) -> tuple[pd.DataFrame, int]:
         raise ValueError(f"{path}: cannot read a labeled dump: {e}") from e
     if "labels" not in frame.columns:
         raise ValueError(f"{path}: no 'labels' column (a labeled dump has labels: array<string>)")
-    known = taxonomy.by_id
-    keep = [bool(len(x)) and str(x[0]) in known if x is not None else False for x in frame["labels"]]
-    out = frame.loc[keep].reset_index(drop=True)
-    out["labels"] = [[str(v) for v in x if str(v) in known] for x in out["labels"]]
+    out = check_labels(frame, taxonomy)  # logs the counts and the most frequent unknown labels
     if "cover" not in out.columns:
         out["cover"] = None
     return out, int(len(frame) - len(out))
