@@ -73,7 +73,7 @@ from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from bilibili_report import aggregate, format_markdown, format_table  # noqa: E402,F401  (re-exported)
+from bilibili_report import aggregate, format_markdown, format_table, score  # noqa: E402,F401  (re-exported)
 from hardware import cpu_description, gpu_name, torch_versions  # noqa: E402  (bench/hardware.py)
 from peers import (  # noqa: E402,F401  (the peers; SparseFeatures & co. re-exported for the tests)
     INNER_SPLIT,
@@ -198,35 +198,6 @@ REPLAY_MIN_SCORE = 0.0
 REPLAY_COUNT = "score"
 #: the name suffix of a vtag row scored with the bundle's training-time profiles alone (no replay)
 STATIC_SUFFIX = "[static]"
-
-# ---------------------------------------------------------------------------------------- metrics
-def score(taxonomy, true_idx: np.ndarray, pred_idx: np.ndarray, returning: np.ndarray | None = None
-          ) -> dict[str, float]:
-    """``leaf_acc``, ``level1_acc``, ``hf1`` of predicted primary nodes ``[B]`` (taxonomy indices; the
-    primary node may be internal: exact node match, as HiClass scores labels of any depth); with
-    ``returning [B]`` bool (uploader seen in training) also ``leaf_acc_returning`` / ``leaf_acc_new``."""
-    out = _score(taxonomy, true_idx, pred_idx)
-    if returning is not None:
-        for name, mask in (("returning", returning), ("new", ~returning)):
-            if mask.any():
-                out[f"leaf_acc_{name}"] = float(np.mean(true_idx[mask] == pred_idx[mask]))
-    return out
-
-
-def _score(taxonomy, true_idx: np.ndarray, pred_idx: np.ndarray) -> dict[str, float]:
-    from vtag.hierarchy.metrics import hierarchical_prf, level_accuracy
-
-    n = taxonomy.n_nodes
-    t = np.zeros((len(true_idx), n), dtype=bool)
-    p = np.zeros_like(t)
-    t[np.arange(len(t)), true_idx] = True
-    p[np.arange(len(p)), pred_idx] = True
-    return {
-        "leaf_acc": float(np.mean(true_idx == pred_idx)),
-        "level1_acc": level_accuracy(taxonomy, true_idx, pred_idx)[1],
-        "hf1": hierarchical_prf(taxonomy.close_ancestors(t), taxonomy.close_ancestors(p)).f1,
-    }
-
 
 # ---------------------------------------------------------------------------------------- vtag
 def vtag_config(model_config: Path, head: str) -> dict:

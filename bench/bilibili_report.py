@@ -1,11 +1,39 @@
-"""The report of bench/bilibili.py (and bench/realdata.py through it): per-system means and standard
-deviations over seeds, the console table and the Markdown file."""
+"""The scores and the report of bench/bilibili.py (and bench/realdata.py through it): one run's metrics,
+per-system means and standard deviations over seeds, the console table and the Markdown file."""
 
 from __future__ import annotations
 
 import statistics
 
 import numpy as np
+
+
+def score(taxonomy, true_idx: np.ndarray, pred_idx: np.ndarray, returning: np.ndarray | None = None
+          ) -> dict[str, float]:
+    """``leaf_acc``, ``level1_acc``, ``hf1`` of predicted primary nodes ``[B]`` (taxonomy indices; the
+    primary node may be internal: exact node match, as HiClass scores labels of any depth); with
+    ``returning [B]`` bool (uploader seen in training) also ``leaf_acc_returning`` / ``leaf_acc_new``."""
+    out = _score(taxonomy, true_idx, pred_idx)
+    if returning is not None:
+        for name, mask in (("returning", returning), ("new", ~returning)):
+            if mask.any():
+                out[f"leaf_acc_{name}"] = float(np.mean(true_idx[mask] == pred_idx[mask]))
+    return out
+
+
+def _score(taxonomy, true_idx: np.ndarray, pred_idx: np.ndarray) -> dict[str, float]:
+    from vtag.hierarchy.metrics import hierarchical_prf, level_accuracy
+
+    n = taxonomy.n_nodes
+    t = np.zeros((len(true_idx), n), dtype=bool)
+    p = np.zeros_like(t)
+    t[np.arange(len(t)), true_idx] = True
+    p[np.arange(len(p)), pred_idx] = True
+    return {
+        "leaf_acc": float(np.mean(true_idx == pred_idx)),
+        "level1_acc": level_accuracy(taxonomy, true_idx, pred_idx)[1],
+        "hf1": hierarchical_prf(taxonomy.close_ancestors(t), taxonomy.close_ancestors(p)).f1,
+    }
 
 
 def aggregate(runs: list[dict]) -> dict:

@@ -47,3 +47,24 @@ def test_a_tie_in_the_last_bit_is_reported_as_a_tie(report):
 def test_vtag_ahead_and_behind(report):
     assert "(+0.0100: vtag ahead)" in _markdown(report, _results(report, [0.61, 0.61], [0.60]))
     assert "(-0.0100: peer ahead or tied)" in _markdown(report, _results(report, [0.59, 0.59], [0.60]))
+
+
+def test_score_is_exact_node_accuracy_with_partial_hierarchical_credit(report):
+    import numpy as np
+
+    from vtag.hierarchy.taxonomy import Taxonomy
+
+    tax = Taxonomy.load(REPO / "conf" / "taxonomy" / "bilibili-v1.yaml")
+    top = next(n for n in tax.nodes if n.parent is None and tax.children(n.id))
+    kids = tax.children(top.id)
+    other = next(n for n in tax.nodes if n.parent is None and n.id != top.id)
+    i = tax.index
+    true = np.array([i[kids[0]], i[kids[0]], i[top.id], i[kids[1]]])
+    pred = np.array([i[kids[0]], i[kids[1]], i[top.id], i[other.id]])
+    m = report.score(tax, true, pred, returning=np.array([True, True, False, False]))
+    assert m["leaf_acc"] == pytest.approx(0.5)  # rows 0 and 2: the exact node, a leaf or an internal one
+    assert m["level1_acc"] == pytest.approx(0.75)
+    # nodes: true 2+2+1+2 = 7, predicted 2+2+1+1 = 6, shared 2+1+1+0 = 4
+    assert m["hf1"] == pytest.approx(2 * 4 / (7 + 6))
+    assert m["leaf_acc_returning"] == pytest.approx(0.5) and m["leaf_acc_new"] == pytest.approx(0.5)
+    assert "leaf_acc_new" not in report.score(tax, true, pred)
