@@ -109,6 +109,8 @@ def test_refresh_counts_confident_tags_of_the_version_and_labels_in_one_commit(s
     assert {u: v[:4] for u, v in got.items()} == WANT_D2
     assert {v[4:] for v in got.values()} == {(date.fromisoformat(D2), tiny_taxonomy.version)}
     assert (res.uploaders, res.labels_only, res.videos, res.days_without_dump) == (5, 3, 8.0, [D0])
+    assert res.labels_skipped == {"no_video_id": 0, "no_uploader": 1, "unknown_label": 1}  # l4, l3
+    assert "labeled rows not counted: 1 no uploader, 1 unknown label" in res.describe()
     commits = _history(spark, world)
     assert commits[-1].operation == "WRITE" and json.loads(commits[-1].userMetadata)["through"] == D2
 

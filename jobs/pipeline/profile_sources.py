@@ -8,7 +8,8 @@ Each source gives ``video_id, dt, uploader_id, node, level1, source, weight`` ro
   ``video_tags`` has no uploader column, so a row gets the ``uploader_id`` of its video in that day's dump
   (:func:`dump_uploaders`: of a repeated id the latest upload, ties to the larger uploader id).
 * :func:`labeled_videos`: every ``dt=`` day of a labeled dump (Parquet or JSON Lines), ``labels[0]`` as
-  the primary node, weight 1; an id the taxonomy does not know is skipped.
+  the primary node, weight 1; an id the taxonomy does not know is skipped (:func:`skipped_labeled_rows`
+  counts those rows, and the rows without a video id or an uploader).
 
 :func:`aggregate` counts each video once (its label wins over its tags, the latest day over earlier
 ones) by its weight into the table's columns, maps sorted by key so that equal inputs give equal rows.
@@ -146,6 +147,21 @@ def _read_labeled_day(spark, path: str):
                      F.element_at("labels", 1).cast("string").alias("node"))
 
 
+def _labeled_rows(spark, labels_root: str):
+    """``video_id, uploader_id, node, dt`` of every day of the labeled dump ``labels_root``; None
+    when it holds no ``dt=`` day. Raises FileNotFoundError when it does not exist."""
+    from pyspark.sql import functions as F
+
+    from vtag.jobs.pipeline.dumps import _fs_list, day_path
+
+    names = _fs_list(spark, str(labels_root))
+    if names is None:
+        raise FileNotFoundError(f"profiles.labels_root {labels_root} does not exist")
+    days = sorted(n.removeprefix("dt=") for n in names if n.startswith("dt="))
+    frames = [_read_labeled_day(spark, day_path(labels_root, d)).withColumn("dt", F.lit(d).cast("date")) for d in days]
+    return functools.reduce(lambda a, b: a.unionByName(b), frames) if frames else None
+
+
 def labeled_videos(spark, labels_root: str, taxonomy) -> Any:
     """Every day of the labeled dump ``labels_root`` as ``video_id, dt, uploader_id, node, level1, source,
     weight`` (1).
@@ -156,24 +172,42 @@ def labeled_videos(spark, labels_root: str, taxonomy) -> Any:
     labels_root : str
         Holds ``dt=YYYY-MM-DD/`` days of LABELED_SCHEMA rows (Parquet or JSON Lines).
     taxonomy : Taxonomy
-        Gives each primary node its level-1 ancestor; unknown ids are skipped.
+        Gives each primary node its level-1 ancestor; unknown ids are skipped (counted by
+        :func:`skipped_labeled_rows`).
     """
     from pyspark.sql import functions as F
 
-    from vtag.jobs.pipeline.dumps import _fs_list, day_path
-
-    names = _fs_list(spark, str(labels_root))
-    if names is None:
-        raise FileNotFoundError(f"profiles.labels_root {labels_root} does not exist")
-    days = sorted(n.removeprefix("dt=") for n in names if n.startswith("dt="))
-    level1 = spark.createDataFrame([(n.id, taxonomy.path(n.id)[0]) for n in taxonomy.nodes], "node string, level1 string")
-    frames = [_read_labeled_day(spark, day_path(labels_root, d)).withColumn("dt", F.lit(d).cast("date")) for d in days]
-    if not frames:
+    rows = _labeled_rows(spark, labels_root)
+    if rows is None:
         return _union(spark, [])
-    rows = functools.reduce(lambda a, b: a.unionByName(b), frames)
+    level1 = spark.createDataFrame([(n.id, taxonomy.path(n.id)[0]) for n in taxonomy.nodes], "node string, level1 string")
     out = (rows.where(F.col("video_id").isNotNull()).join(F.broadcast(level1), "node")
            .withColumn("source", F.lit("labels")).withColumn("weight", F.lit(1.0)))
     return out.select(*_videos_schema().names)
+
+
+def skipped_labeled_rows(spark, labels_root: str, taxonomy) -> dict[str, int]:
+    """How many rows of the labeled dump ``labels_root`` no profile counts, by reason (one Spark job):
+    ``no_video_id``, ``no_uploader`` (a profile is per uploader) and ``unknown_label`` (no primary
+    label, or one that is no node of ``taxonomy``); a row is counted under its first reason.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    labels_root : str
+    taxonomy : Taxonomy
+    """
+    from pyspark.sql import functions as F
+
+    rows = _labeled_rows(spark, labels_root)
+    if rows is None:
+        return {"no_video_id": 0, "no_uploader": 0, "unknown_label": 0}
+    no_vid = F.col("video_id").isNull()
+    no_up = ~no_vid & F.col("uploader_id").isNull()
+    unknown = ~no_vid & ~no_up & (F.col("node").isNull() | ~F.col("node").isin(list(taxonomy.by_id)))
+    got = rows.agg(*[F.sum(c.cast("int")).alias(n) for n, c in
+                     (("no_video_id", no_vid), ("no_uploader", no_up), ("unknown_label", unknown))]).first()
+    return {k: int(got[k] or 0) for k in ("no_video_id", "no_uploader", "unknown_label")}
 
 
 def aggregate(videos, version: str, updated_dt: str):

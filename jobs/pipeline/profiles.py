@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from vtag.jobs.config import add_job_conf_args
-from vtag.jobs.pipeline.profile_sources import aggregate, labeled_videos, tagged_videos
+from vtag.jobs.pipeline.profile_sources import aggregate, labeled_videos, skipped_labeled_rows, tagged_videos
 from vtag.models.schema import PROFILE_INPUT_FIELDS
 
 log = logging.getLogger(__name__)
@@ -108,12 +108,17 @@ class ProfileRefresh:
     videos: float
     seconds: float
     days_without_dump: list[str] = field(default_factory=list)
+    #: rows of ``profiles.labels_root`` not counted, by reason (:func:`skipped_labeled_rows`); {} without it
+    labels_skipped: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
         text = (f"refreshed through {self.dt}: {self.uploaders} uploaders ({self.labels_only} from labels only), "
                 f"{self.videos:.1f} videos counted")
         if self.days_without_dump:
             text += f"; tags of {len(self.days_without_dump)} day(s) not counted, dump gone: {self.days_without_dump[:5]}"
+        if any(self.labels_skipped.values()):
+            text += "; labeled rows not counted: " + ", ".join(
+                f"{n} {k.replace('_', ' ')}" for k, n in self.labels_skipped.items() if n)
         return text
 
 
@@ -258,11 +263,16 @@ def refresh_profiles(spark, conf: dict[str, Any], dt: str, *, taxonomy=None, dum
     stats = (spark.read.format("delta").load(path)
              .agg(F.count("*").alias("n"), F.sum((F.col("source") == "labels").cast("int")).alias("labels"),
                   F.sum("n_videos").alias("videos")).first())
+    labels_root = profile_settings(conf).labels_root
+    skipped = skipped_labeled_rows(spark, labels_root, taxonomy) if labels_root else {}
     result = ProfileRefresh(dt, taxonomy.version, int(stats.n), int(stats.labels or 0), float(stats.videos or 0.0),
-                            time.time() - t0, missing)
+                            time.time() - t0, missing, skipped)
     log.info("uploader_profiles %s (%.1fs)", result.describe(), result.seconds)
     if missing:
         log.warning("uploader_profiles: no dump under %s for tagged day(s) %s: their tags are not counted", dump_root, missing)
+    if skipped.get("unknown_label"):
+        log.warning("uploader_profiles: %d rows of %s have no primary label in taxonomy %s: not counted",
+                    skipped["unknown_label"], labels_root, taxonomy.version)
     return result
 
 
