@@ -210,6 +210,34 @@ def label_summary(frame: pd.DataFrame, taxonomy, top: int = 10) -> dict:
             "unknown_labels": dict(unknown.most_common(top)), "unknown_extra_tags": extra}
 
 
+def latest_per_video(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One row per ``video_id``: the row of the latest ``dt`` (ties, or no ``dt``: the last in frame
+    order), so that a video delivered on two days (a re-sent dump, a relabel) trains once, with its
+    latest label, and never sits on both sides of a validation split. Rows without a ``video_id``
+    are kept as they are.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Labeled rows with ``video_id`` (and usually ``dt``).
+
+    Returns
+    -------
+    (DataFrame, int)
+        The rows kept (frame order, index reset) and how many were dropped.
+    """
+    if "video_id" not in frame.columns or len(frame) == 0:
+        return frame.reset_index(drop=True), 0
+    ids = frame["video_id"]
+    has_id = ids.notna().to_numpy()
+    day = frame["dt"].astype("string").fillna("") if "dt" in frame.columns else pd.Series("", index=frame.index)
+    order = pd.DataFrame({"id": ids.to_numpy(), "day": day.to_numpy(), "pos": np.arange(len(frame))})[has_id]
+    last = order.sort_values(["day", "pos"], kind="stable").drop_duplicates("id", keep="last")["pos"].to_numpy()
+    keep = ~has_id
+    keep[last] = True
+    return frame.loc[keep].reset_index(drop=True), int((~keep).sum())
+
+
 def check_labels(frame: pd.DataFrame, taxonomy) -> pd.DataFrame:
     """Keep rows whose primary label (``labels[0]``) is a taxonomy node; drop unknown extra tags.
 

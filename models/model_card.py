@@ -234,6 +234,9 @@ def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) 
                   "seconds", "seed", "device", "stopped"):
             if k in tr:
                 lines.append(f"- {k.replace('_', ' ')}: {_brief(tr[k])}")
+        if tr.get("repeated_videos"):
+            lines.append(f"- rows dropped as earlier copies of a video (the latest row of each video_id is kept): "
+                         f"{tr['repeated_videos']}")
         if tr.get("rows_dropped"):
             top = ", ".join(f"`{k}` {v}" for k, v in (tr.get("unknown_labels") or {}).items())
             lines.append(f"- rows dropped (no label, or a primary label outside the taxonomy): {tr['rows_dropped']}"

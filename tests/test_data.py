@@ -42,3 +42,20 @@ def test_check_labels_is_quiet_on_clean_labels(caplog):
     with caplog.at_level(logging.WARNING, logger="vtag.models.data"):
         out = check_labels(_frame([[leaf], [leaf]]), tax)
     assert len(out) == 2 and not caplog.text
+
+
+def test_latest_per_video_keeps_each_videos_latest_row_in_frame_order():
+    from vtag.models.data import latest_per_video
+
+    frame = pd.DataFrame({
+        "video_id": ["a", "b", "a", None, "c", "b", None, "a"],
+        "dt": ["2024-05-02", "2024-05-01", "2024-05-03", "2024-05-01", "2024-05-01", "2024-05-01", None,
+               "2024-05-01"],
+        "labels": [["x1"], ["y1"], ["x2"], ["n1"], ["z"], ["y2"], ["n2"], ["x0"]],
+    })
+    out, dropped = latest_per_video(frame)
+    # a: 05-03 wins over 05-02 and the later-listed 05-01; b: a tie on 05-01 goes to the last listed
+    assert out["labels"].tolist() == [["x2"], ["n1"], ["z"], ["y2"], ["n2"]]
+    assert dropped == 3
+    same, none = latest_per_video(frame.drop(columns=["dt"]).iloc[[0, 1, 4]])
+    assert none == 0 and same["video_id"].tolist() == ["a", "b", "c"]

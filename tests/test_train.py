@@ -161,8 +161,9 @@ def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
     write_dump(frame.iloc[:30], root / "d1", "2024-05-01")
     later = frame.iloc[30:].copy()
     later["labels"] = [["9001"] if i < 2 else lab for i, lab in enumerate(later["labels"])]  # not in the taxonomy
+    later = pd.concat([later, frame.iloc[[0]]], ignore_index=True)  # video 0 again, a day later
     write_dump(later, root / "d2", "2024-05-02", fmt="jsonl")
-    assert len(read_dumps(f"{root / 'd1'},{root / 'd2'}")) == len(frame)
+    assert len(read_dumps(f"{root / 'd1'},{root / 'd2'}")) == len(frame) + 1
     cfg = root / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config()), encoding="utf-8")
     rc = vtag(["train", "--config", str(cfg), "--data", f"{root / 'd1'},{root / 'd2'}", "--out", str(root / "b"),
@@ -175,6 +176,9 @@ def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
     assert "2024-05-01 .. 2024-05-02" in card and "seed: 7" in card
     assert "rows dropped (no label, or a primary label outside the taxonomy): 2; most frequent unknown labels: " \
         "`9001` 2" in card
+    assert "rows dropped as earlier copies of a video (the latest row of each video_id is kept): 1" in card
+    info = yaml.safe_load((root / "b" / "config.yaml").read_text())["bundle"]["train"]
+    assert info["rows"] == len(frame) - 2 and info["repeated_videos"] == 1
 
 
 @pytest.mark.parametrize("warmup", [True, False])

@@ -118,14 +118,18 @@ def prepare_data(config, taxonomy, settings: Mapping[str, Any], train_frames, va
     import torch
 
     from vtag.models.bundle import ngram_keys_in_file, read_vocab, write_vocab
-    from vtag.models.data import check_labels, label_summary, validation_split
+    from vtag.models.data import check_labels, label_summary, latest_per_video, validation_split
     from vtag.models.factory import profile_enabled
     from vtag.models.featurize import Featurizer
     from vtag.models.profiles import ProfileTable, leakage_free_profiles, with_profiles
 
-    given = concat_frames(train_frames)
+    given, repeated = latest_per_video(concat_frames(train_frames))
+    if repeated:
+        log.warning("training data: %d rows repeat a video_id of a later (or the same) day: the latest row of "
+                    "each video is kept", repeated)
     labels = label_summary(given if val_frames is None else concat_frames([given, concat_frames(val_frames)]),
                            taxonomy)
+    labels["repeated_videos"] = repeated
     frame = check_labels(given, taxonomy)
     warn_if_coverless(frame, config)
     if val_frames is not None:
@@ -298,6 +302,7 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
         # rows given but not trained on: no label, or a primary label outside the taxonomy
         "rows_dropped": data.labels.get("rows_without_label", 0) + data.labels.get("rows_unknown_label", 0),
         "unknown_labels": data.labels.get("unknown_labels", {}),
+        "repeated_videos": data.labels.get("repeated_videos", 0),  # earlier rows of a video_id, not trained on
         "epochs": len(history),
         "best_epoch": result.best_epoch,
         "steps": result.steps,
