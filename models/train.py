@@ -30,7 +30,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="labeled dump root(s), comma-separated (dt=*/ Parquet or JSONL)")
     p.add_argument("--out", required=True, help="bundle directory to write (checkpoints go to OUT/checkpoint)")
     p.add_argument("--taxonomy", help="taxonomy file (default: config 'taxonomy' or conf/taxonomy/demo-v1.yaml)")
-    p.add_argument("--val-data", help="explicit validation dump root(s) (default: uploader-grouped split)")
+    p.add_argument("--val-data", help="explicit validation dump root(s) (default: split off the training data by train.val_split: the latest rows by upload_ts when they have one, else whole uploaders)")
     p.add_argument("--max-minutes", type=float, help="wall-clock budget; the bundle is still written")
     p.add_argument("--seed", type=int, help="random seed (default: train.seed or 0)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
