@@ -237,6 +237,9 @@ def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) 
         if tr.get("repeated_videos"):
             lines.append(f"- rows dropped as earlier copies of a video (the latest row of each video_id is kept): "
                          f"{tr['repeated_videos']}")
+        if tr.get("validation_videos_in_training"):
+            lines.append(f"- training rows dropped because their video is in the validation data: "
+                         f"{tr['validation_videos_in_training']}")
         if tr.get("rows_dropped"):
             top = ", ".join(f"`{k}` {v}" for k, v in (tr.get("unknown_labels") or {}).items())
             lines.append(f"- rows dropped (no label, or a primary label outside the taxonomy): {tr['rows_dropped']}"

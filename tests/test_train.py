@@ -318,3 +318,17 @@ def test_image_context_trains_with_covers_and_mixes_the_svm():
     assert "image" in pred.config["modalities"]
     scores, covers = pred.predict_scores(frame.drop(columns=["labels"]).iloc[:8])
     assert covers.all() and scores.leaf.shape == (8,)
+
+
+def test_videos_of_the_explicit_validation_data_never_train():
+    from vtag.models.training import train
+
+    tax, frame = tiny_taxonomy(), tiny_frame()
+    root = tmp_root()
+    val = frame.iloc[:10].copy()
+    res = train(tiny_config(), tax, frame, root / "b", val_frames=val, seed=0, epochs=1, progress=False)
+    assert res.val_rows == 10 and res.train_rows == len(frame) - 10
+    info = yaml.safe_load((root / "b" / "config.yaml").read_text())["bundle"]["train"]
+    assert info["validation_videos_in_training"] == 10
+    assert "training rows dropped because their video is in the validation data: 10" in \
+        (root / "b" / "MODEL_CARD.md").read_text()

@@ -127,13 +127,21 @@ def prepare_data(config, taxonomy, settings: Mapping[str, Any], train_frames, va
     if repeated:
         log.warning("training data: %d rows repeat a video_id of a later (or the same) day: the latest row of "
                     "each video is kept", repeated)
-    labels = label_summary(given if val_frames is None else concat_frames([given, concat_frames(val_frames)]),
-                           taxonomy)
+    val_given, in_both = None, 0
+    if val_frames is not None:  # explicit validation rows: a video in them never trains too
+        val_given, _ = latest_per_video(concat_frames(val_frames))
+        both = given["video_id"].notna() & given["video_id"].isin(set(val_given["video_id"].dropna()))
+        in_both = int(both.sum())
+        if in_both:
+            log.warning("training data: %d rows are videos of the validation data: not trained on", in_both)
+            given = given.loc[~both.to_numpy()].reset_index(drop=True)
+    labels = label_summary(given if val_given is None else concat_frames([given, val_given]), taxonomy)
     labels["repeated_videos"] = repeated
+    labels["validation_videos_in_training"] = in_both
     frame = check_labels(given, taxonomy)
     warn_if_coverless(frame, config)
-    if val_frames is not None:
-        train_df, val_df = frame, check_labels(concat_frames(val_frames), taxonomy)
+    if val_given is not None:
+        train_df, val_df = frame, check_labels(val_given, taxonomy)
     else:
         tr, va = validation_split(frame, float(settings["val_fraction"]), int(settings["seed"]),
                                   str(settings["val_split"]))
@@ -303,6 +311,8 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
         "rows_dropped": data.labels.get("rows_without_label", 0) + data.labels.get("rows_unknown_label", 0),
         "unknown_labels": data.labels.get("unknown_labels", {}),
         "repeated_videos": data.labels.get("repeated_videos", 0),  # earlier rows of a video_id, not trained on
+        # training rows whose video is in the explicit validation data (--val-data), not trained on
+        "validation_videos_in_training": data.labels.get("validation_videos_in_training", 0),
         "epochs": len(history),
         "best_epoch": result.best_epoch,
         "steps": result.steps,
