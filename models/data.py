@@ -248,8 +248,8 @@ def check_labels(frame: pd.DataFrame, taxonomy) -> pd.DataFrame:
     keep = np.array([bool(x) and x[0] in known for x in map(_as_list, frame["labels"])], dtype=bool)
     out = frame.loc[keep].copy()
     out["labels"] = [[x for x in _as_list(v) if x in known] for v in out["labels"]]
-    if not keep.all() or any(len(a) != len(_as_list(b)) for a, b in zip(out["labels"], frame.loc[keep, "labels"])):
-        summary = label_summary(frame, taxonomy)
+    summary = label_summary(frame, taxonomy)
+    if summary["rows_without_label"] or summary["rows_unknown_label"] or summary["unknown_extra_tags"]:
         log.warning(
             "labels: dropped %d rows without a label, %d rows whose primary label is not in taxonomy %s "
             "(most frequent: %s) and %d unknown extra tags",

@@ -92,7 +92,8 @@ class RunData:
     featurizer: Any
     targets: Any
     source: FeatureSource
-    #: :func:`vtag.models.data.label_summary` of the rows given (train and validation): what was dropped
+    #: what was not trained on: :func:`vtag.models.data.label_summary` of the rows given (train and
+    #: validation) plus ``repeated_videos`` and ``validation_videos_in_training``
     labels: dict = field(default_factory=dict)
 
 
