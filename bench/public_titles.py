@@ -12,6 +12,12 @@ Sets (``--set``):
   (counted) by the reader.
 - ``thucnews``: THUCNews titles (dev + test, 20,000 rows), 10 flat classes.
 - ``nlpcc``: NLPCC 2017 headlines (36,000 rows, jieba tokens joined back), 18 flat classes.
+- ``bilibili``: a Bilibili JSONL file (``--jsonl``, default the shared one; the format of
+  ``bench/bilibili.py``) with ``conf/taxonomy/bilibili-v1.yaml``, **one dt partition per upload
+  day** (the calendar day of ``pubdate`` in ``Asia/Shanghai``), as the nightly dumps deliver it:
+  ``vtag train --dates ..D`` on the earlier days and ``vtag evaluate --dates D+1..`` on the later
+  ones. Rows without an upload time go to the earliest day (the time split keeps them on the
+  training side); rows without a known ``tid`` are dropped and counted.
 - ``bilibili_coarse``: the shared Bilibili file (``bench/bilibili.py``'s reader, uploaders and
   times kept) with the labels of every third level-1 category of ``conf/taxonomy/bilibili-v1.yaml``
   (in taxonomy order, the first included) cut to that category: whole branches labeled coarsely,
@@ -24,6 +30,10 @@ Usage::
 
     python bench/public_titles.py --set tnews --out /tmp/tnews
     python bench/realdata.py --data /tmp/tnews/dump --taxonomy /tmp/tnews/taxonomy.yaml --split uploader
+    python bench/public_titles.py --set bilibili --out /tmp/bili   # prints the days and the 80/20 cut
+    vtag train --config conf/model/text-context.yaml --taxonomy conf/taxonomy/bilibili-v1.yaml \
+        --data /tmp/bili/dump --dates ..2023-10-13 --out /tmp/bili/bundle
+    vtag evaluate --bundle /tmp/bili/bundle --data /tmp/bili/dump --dates 2023-10-14..
     python bench/public_titles.py --set bilibili_coarse --out /tmp/bcut
     python bench/realdata.py --data /tmp/bcut/dump --taxonomy /tmp/bcut/taxonomy.yaml --split time
 """
@@ -39,11 +49,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED_DATA = Path(os.environ.get("VTAG_SHARED_DATA", REPO.parent / "shared" / "data"))
-SETS = ("tnews", "thucnews", "nlpcc", "bilibili_coarse")
+SETS = ("tnews", "thucnews", "nlpcc", "bilibili", "bilibili_coarse")
 #: ``bilibili_coarse``: the labels of every this-many-th level-1 category are cut to it
 COARSE_EVERY = 3
 #: the partition every row is written to (the sets carry no dates)
 DAY = "2020-01-01"
+#: ``bilibili``: the time zone whose calendar day of a row's upload time names its dt partition
+BILIBILI_TZ = "Asia/Shanghai"
+#: ``bilibili``: the share of rows, by day, that the printed cut leaves for evaluation
+TEST_FRACTION = 0.2
 
 
 def toutiao_taxonomy(all_cat: Path) -> dict:
@@ -99,8 +113,8 @@ def read_set(name: str, shared: Path = SHARED_DATA) -> tuple[list[tuple[str, str
                 label, words = line.rstrip("\n").split("\t", 1)
                 rows.append((f"test{i}", "".join(words.split(" ")), None, label))
         return rows, flat_taxonomy(name, sorted({r[3] for r in rows}))
-    if name == "bilibili_coarse":
-        raise ValueError("bilibili_coarse has uploaders and times, not title rows: coarse_bilibili() reads it")
+    if name in ("bilibili", "bilibili_coarse"):
+        raise ValueError(f"{name} has uploaders and times, not title rows: coarse_bilibili() reads it")
     raise ValueError(f"unknown set {name!r}; one of {', '.join(SETS)}")
 
 
@@ -120,9 +134,61 @@ def coarse_bilibili(shared: Path = SHARED_DATA, every: int = COARSE_EVERY):
     return frame, tax_path
 
 
-def write_set(name: str, out: Path, shared: Path = SHARED_DATA, limit: int | None = None) -> tuple[Path, Path, int]:
+def upload_days(upload_ts, tz: str = BILIBILI_TZ) -> list[str]:
+    """The dt partition (``YYYY-MM-DD``, the calendar day in ``tz``) of each upload time; rows
+    without one get the earliest day. Raises ValueError when no row has an upload time."""
+    import pandas as pd
+
+    ts = pd.to_datetime(pd.Series(upload_ts), utc=True)
+    if ts.isna().all():
+        raise ValueError("no row has an upload time (pubdate): the rows cannot be put on days")
+    days = ts.dt.tz_convert(tz).dt.strftime("%Y-%m-%d")
+    return days.fillna(days.dropna().min()).tolist()
+
+
+def day_cut(days: list[str], test_fraction: float = TEST_FRACTION) -> tuple[str, str, float]:
+    """``(last training day, first test day, test share)``: the day boundary whose later days hold
+    the share of rows nearest ``test_fraction`` (at least one day on each side). Raises ValueError
+    with fewer than two days."""
+    import collections
+
+    counts = sorted(collections.Counter(days).items())
+    if len(counts) < 2:
+        raise ValueError(f"{len(counts)} day(s): no day boundary to split on")
+    n, later, best = len(days), 0, None
+    for i in range(len(counts) - 1, 0, -1):
+        later += counts[i][1]
+        if best is None or abs(later / n - test_fraction) < abs(best[2] - test_fraction):
+            best = (counts[i - 1][0], counts[i][0], later / n)
+    return best
+
+
+def write_bilibili(jsonl: Path, out: Path, limit: int | None = None, tz: str = BILIBILI_TZ) -> tuple[Path, Path, int, int]:
+    """``jsonl`` (``bench/bilibili.py``'s format) -> ``<out>/dump/dt=<upload day>/part-0.parquet``,
+    one partition per day (:func:`upload_days`), and ``<out>/taxonomy.yaml`` (bilibili-v1);
+    returns ``(dump root, taxonomy file, rows written, rows dropped for an unknown tid)``."""
+    import bilibili
+
+    from vtag.hierarchy.taxonomy import Taxonomy
+    from vtag.models.data import write_dump
+
+    tax = Taxonomy.load(bilibili.DEFAULT_TAXONOMY)
+    frame, dropped = bilibili.read_videos(jsonl, tax)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = frame.iloc[:limit] if limit else frame
+    tax_path = out / "taxonomy.yaml"
+    tax_path.write_bytes(Path(bilibili.DEFAULT_TAXONOMY).read_bytes())
+    days = upload_days(frame["upload_ts"], tz)
+    for day, rows in frame.groupby(days, sort=True):
+        write_dump(rows, out / "dump", day)
+    return out / "dump", tax_path, len(frame), dropped
+
+
+def write_set(name: str, out: Path, shared: Path = SHARED_DATA, limit: int | None = None,
+              jsonl: Path | None = None) -> tuple[Path, Path, int]:
     """Write ``<out>/dump/dt=<DAY>/part-0.parquet`` (``LABELED_SCHEMA``; ``limit``: the first rows
-    only) and ``<out>/taxonomy.yaml``; returns ``(dump root, taxonomy file, rows)``."""
+    only; ``bilibili``: one partition per upload day, from ``jsonl`` or the shared file) and
+    ``<out>/taxonomy.yaml``; returns ``(dump root, taxonomy file, rows)``."""
     import pandas as pd
     import yaml
 
@@ -130,6 +196,10 @@ def write_set(name: str, out: Path, shared: Path = SHARED_DATA, limit: int | Non
     from vtag.models.data import write_dump
 
     out.mkdir(parents=True, exist_ok=True)
+    if name == "bilibili":
+        dump, tax_path, n, _ = write_bilibili(jsonl or shared / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl",
+                                              out, limit)
+        return dump, tax_path, n
     if name == "bilibili_coarse":
         frame, source = coarse_bilibili(shared)
         frame = frame.iloc[:limit] if limit else frame
@@ -159,10 +229,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", required=True, choices=SETS)
     ap.add_argument("--out", required=True, type=Path, help="folder for dump/ and taxonomy.yaml")
     ap.add_argument("--shared", type=Path, default=SHARED_DATA, help="the shared data folder (zh_titles, taxonomy)")
+    ap.add_argument("--jsonl", type=Path, help="--set bilibili: a Bilibili JSONL file (default: the shared one)")
+    ap.add_argument("--tz", default=BILIBILI_TZ, help=f"--set bilibili: the time zone of the days (default {BILIBILI_TZ})")
     args = ap.parse_args(argv)
-    dump, tax, n = write_set(args.set, args.out, args.shared)
-    print(f"{args.set}: {n} rows -> {dump}; taxonomy {tax}")
+    if (args.jsonl or args.tz != BILIBILI_TZ) and args.set != "bilibili":
+        ap.error("--jsonl and --tz go with --set bilibili")
+    if args.set != "bilibili":
+        dump, tax, n = write_set(args.set, args.out, args.shared)
+        print(f"{args.set}: {n} rows -> {dump}; taxonomy {tax}")
+        return 0
+    try:
+        dump, tax, n, dropped = write_bilibili(
+            args.jsonl or args.shared / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl", args.out, tz=args.tz)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"public_titles.py: {e}") from e
+    days = sorted(p.name[3:] for p in dump.glob("dt=*"))
+    print(f"bilibili: {n} rows ({dropped} dropped: no tid of the taxonomy) -> {dump}, {len(days)} days "
+          f"{days[0]} .. {days[-1]}; taxonomy {tax}")
+    try:
+        last, first, share = day_cut(_dump_days(dump))
+        print(f"the latest {share:.0%} of the rows by day: train with --dates ..{last}, evaluate with --dates {first}..")
+    except ValueError as e:
+        print(f"no day split: {e}")
     return 0
+
+
+def _dump_days(dump: Path) -> list[str]:
+    """The dt partition of every row of ``dump``."""
+    from vtag.models.data import read_dumps
+
+    return read_dumps(dump)["dt"].tolist()
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from vtag.models.dates import dates_filter, parse_dates
 from vtag.models.schema import DUMP_SCHEMA, LABELED_SCHEMA, REQUIRED_DUMP_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,10 @@ def _read_root(root: Path, dates: Iterable[str] | None) -> pa.Table:
             continue
         dset = ds.dataset(files, format=fmt, partitioning=part, partition_base_dir=str(root))
         filt = None
-        if dates is not None and "dt" in dset.schema.names:
-            filt = pc.field("dt").isin(list(dates))
+        if dates is not None:
+            if not any(p.is_dir() for p in root.glob("dt=*")):
+                raise DumpError(f"dump root {root} has no dt=YYYY-MM-DD partitions to select days from")
+            filt = dates_filter(dates)
         tables.append(_normalize(dset.to_table(filter=filt), root))
     return pa.concat_tables(tables, promote_options="permissive")
 
@@ -140,9 +142,12 @@ def read_dumps(
     """Read one or several dump roots into one pandas frame (rows in file order).
 
     Columns: the ``DUMP_SCHEMA`` columns, ``labels`` (lists of node ids, when ``labeled``) and
-    ``dt`` (the partition, a string). ``cover`` holds ``bytes`` or None.
-    Raises :class:`DumpError` on a missing root, no files, or missing required columns.
+    ``dt`` (the partition, a string). ``cover`` holds ``bytes`` or None. ``dates``: only the ``dt``
+    partitions these days and ranges select (:func:`parse_dates`; a ``--dates`` string is taken).
+    Raises :class:`DumpError` on a missing root, no files, missing required columns, or ``dates``
+    that select no row (or a root without ``dt=`` partitions); ValueError on a malformed ``dates``.
     """
+    dates = parse_dates(dates)
     paths = split_roots(roots)
     tables = []
     for root in paths:
@@ -159,12 +164,20 @@ def read_dumps(
         f = resolve_cover_uris(f, base=root)
         frames.append(f)
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if dates is not None and frame.empty:
+        raise DumpError(f"no rows in the dt partitions of {','.join(map(str, paths))} selected by --dates "
+                        f"{','.join(dates)}; days there: {_days_held(paths)}")
     if labeled:
         frame["labels"] = [_as_list(v) for v in frame["labels"]]
     if limit is not None:
         frame = frame.iloc[: int(limit)].reset_index(drop=True)
     log.info("read %d rows from %s", len(frame), ",".join(map(str, paths)))
     return frame
+
+
+def _days_held(paths: Sequence[Path]) -> str:
+    days = sorted({p.name[3:] for root in paths for p in root.glob("dt=*") if p.is_dir()})
+    return f"{days[0]} .. {days[-1]} ({len(days)} partitions)" if days else "none"
 
 
 def _as_list(v) -> list[str]:

@@ -44,6 +44,7 @@ def _worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads per rank (default: cores / world size)")
     p.add_argument("--label", default="")
     p.add_argument("--limit", type=int)
+    p.add_argument("--dates", help="only these dt partitions of --data (vtag.models.dates.parse_dates)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--backend", help="gloo or nccl (default: nccl with CUDA, else gloo)")
     return p
@@ -70,12 +71,13 @@ def worker_main(argv: list[str] | None = None) -> int:
         rank = dist.get_rank()
         config = load_model_config(args.config)
         taxonomy = Taxonomy.load(args.taxonomy or default_taxonomy_path(config))
-        frame = read_dumps(args.data, limit=args.limit)
+        frame = read_dumps(args.data, dates=args.dates, limit=args.limit)
         device = None if use_cuda else "cpu"
         result = train(
             config, taxonomy, frame, args.out, max_minutes=args.max_minutes, seed=args.seed, device=device,
             resume=args.resume, progress=args.progress and rank == 0, epochs=args.epochs,
-            label=args.label, data_desc={"data": args.data, "config": args.config, "processes": world},
+            label=args.label, data_desc={"data": args.data, "config": args.config, "processes": world,
+                                                **({"dates_selected": args.dates} if args.dates else {})},
         )
         if rank == 0:
             Path(args.out, "distributed-result.json").write_text(
@@ -115,11 +117,13 @@ def run_distributed(
     label: str = "",
     limit: int | None = None,
     progress: bool = False,
+    dates: str | None = None,
 ) -> dict:
     """Train with ``TorchDistributor(num_processes, local_mode, use_gpu)`` on the active Spark session.
 
     ``config``: a model config file, or a parsed config (written to ``<out>/distributed-config.yaml``).
-    ``data`` must be readable at the same path by every process (local mode: this machine).
+    ``data`` must be readable at the same path by every process (local mode: this machine);
+    ``dates``: only those dt partitions of it (``vtag train --dates``).
     Returns rank 0's :meth:`TrainResult.to_dict` (from ``<out>/distributed-result.json``).
     """
     import yaml
@@ -137,7 +141,7 @@ def run_distributed(
         result_file.unlink()
     args = ["--config", str(cfg_path), "--data", str(data), "--out", str(out)]
     for flag, value in (("--taxonomy", taxonomy), ("--max-minutes", max_minutes), ("--seed", seed),
-                        ("--epochs", epochs), ("--threads", threads), ("--limit", limit)):
+                        ("--epochs", epochs), ("--threads", threads), ("--limit", limit), ("--dates", dates)):
         if value is not None:
             args += [flag, str(Path(value).resolve()) if flag == "--taxonomy" else str(value)]
     if label:

@@ -327,7 +327,8 @@ def _arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Evaluate a model bundle on a labeled dump (hierarchy/ metrics).")
     p.add_argument("--bundle", required=True, help="model bundle directory")
     p.add_argument("--data", required=True, help="labeled dump root(s), comma-separated")
-    p.add_argument("--dates", help="only these dt partitions, comma-separated")
+    p.add_argument("--dates", help="only these dt partitions: days and ranges, comma-separated "
+                   "(2023-10-13.., ..2023-10-12, 2023-10-13..2023-10-27)")
     p.add_argument("--limit", type=int, help="only the first N rows")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
@@ -374,9 +375,11 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
 
         expected = Taxonomy.load(args.taxonomy).version
     predictor = Predictor.load(args.bundle, device=args.device, expected_taxonomy_version=expected)
-    dates = [d.strip() for d in args.dates.split(",")] if args.dates else None
     stage(f"reading {args.data}", None)
-    frame = read_dumps(args.data, dates=dates, limit=args.limit)
+    try:
+        frame = read_dumps(args.data, dates=args.dates, limit=args.limit)
+    except ValueError as e:  # DumpError included: a missing root, no rows on the days asked for
+        raise SystemExit(f"vtag evaluate: {e}") from e
     if "labels" not in frame:
         raise SystemExit(f"vtag evaluate: {args.data} has no labels column (a labeled dump is needed)")
     labels = label_summary(frame, predictor.taxonomy)
@@ -396,6 +399,7 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     report = {
         "bundle": str(args.bundle),
         "data": str(args.data),
+        "dates": args.dates,
         "model_version": predictor.model_version,
         "taxonomy_version": predictor.taxonomy_version,
         "overlap": seen,

@@ -230,7 +230,7 @@ def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) 
         "## Training data and budget",
     ]
     if tr:
-        for k in ("data", "dates", "rows", "train_rows", "val_rows", "uploaders", "epochs", "steps",
+        for k in ("data", "dates_selected", "dates", "rows", "train_rows", "val_rows", "uploaders", "epochs", "steps",
                   "seconds", "seed", "device", "stopped"):
             if k in tr:
                 lines.append(f"- {k.replace('_', ' ')}: {_brief(tr[k])}")

@@ -30,7 +30,11 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="labeled dump root(s), comma-separated (dt=*/ Parquet or JSONL)")
     p.add_argument("--out", required=True, help="bundle directory to write (checkpoints go to OUT/checkpoint)")
     p.add_argument("--taxonomy", help="taxonomy file (default: config 'taxonomy' or conf/taxonomy/demo-v1.yaml)")
+    p.add_argument("--dates", help="only these dt partitions of --data: days and ranges, comma-separated "
+                   "(2023-08-19..2023-10-12, ..2023-10-12, 2023-10-13..): train on the earlier days, "
+                   "evaluate on the later ones with vtag evaluate --dates")
     p.add_argument("--val-data", help="explicit validation dump root(s) (default: split off the training data by train.val_split: the latest rows by upload_ts when they have one, else whole uploaders)")
+    p.add_argument("--val-dates", help="only these dt partitions of --val-data (as --dates)")
     p.add_argument("--max-minutes", type=float, help="wall-clock budget; the bundle is still written")
     p.add_argument("--seed", type=int, help="random seed (default: train.seed or 0)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
@@ -55,6 +59,13 @@ def main(args: argparse.Namespace) -> int:
     from vtag.models.data import read_dumps
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.dates:
+        from vtag.models.dates import parse_dates
+
+        try:
+            parse_dates(args.dates)
+        except ValueError as e:
+            raise SystemExit(f"vtag train: {e}") from e
     if args.processes > 1:
         if args.val_data:
             raise SystemExit("--val-data is not supported with --processes")
@@ -64,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
             args.config, args.data, args.out, num_processes=args.processes, local_mode=not args.cluster,
             use_gpu=args.use_gpu, taxonomy=args.taxonomy, max_minutes=args.max_minutes, seed=args.seed,
             epochs=args.epochs, resume=args.resume, threads=args.threads, label=args.label or Path(args.config).stem,
-            limit=args.limit, progress=not args.no_progress,
+            limit=args.limit, progress=not args.no_progress, dates=args.dates,
         )
         print(json.dumps(res, ensure_ascii=False, indent=2, default=str) if args.json else
               f"bundle {res['bundle_dir']} model_version={res['model_version']} stopped={res['stopped']} "
@@ -74,12 +85,18 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(int(args.threads))
     config = load_model_config(args.config)
     taxonomy = Taxonomy.load(args.taxonomy or default_taxonomy_path(config))
-    frame = read_dumps(args.data, limit=args.limit)
-    val = read_dumps(args.val_data) if args.val_data else None
+    if args.val_dates and not args.val_data:
+        raise SystemExit("vtag train: --val-dates selects days of --val-data, which is not given")
+    try:
+        frame = read_dumps(args.data, dates=args.dates, limit=args.limit)
+        val = read_dumps(args.val_data, dates=args.val_dates) if args.val_data else None
+    except ValueError as e:  # DumpError included: a missing root, no rows on the days asked for
+        raise SystemExit(f"vtag train: {e}") from e
     result = train(
         config, taxonomy, frame, args.out, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
         resume=args.resume, progress=not args.no_progress, epochs=args.epochs, val_frames=val,
-        label=args.label or Path(args.config).stem, data_desc={"data": args.data, "config": str(args.config)},
+        label=args.label or Path(args.config).stem, data_desc={"data": args.data, "config": str(args.config),
+                   **({"dates_selected": args.dates} if args.dates else {})},
     )
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str))

@@ -79,3 +79,61 @@ def test_bilibili_coarse_cuts_every_third_level_1_branch_and_keeps_uploaders_and
     assert (depth[roots.isin(coarse)] == 1).all() and (depth[~roots.isin(coarse)] > 1).all()
     assert roots.isin(coarse).any() and (~roots.isin(coarse)).any()
     assert frame["uploader_id"].notna().all() and frame["upload_ts"].notna().all()
+
+
+def _bilibili_jsonl(path):
+    """Five videos: two Shanghai days (one upload at 17:00 UTC, already the next day there), one
+    without a pubdate and one with a tid outside bilibili-v1."""
+    import json
+
+    rows = [
+        {"bvid": "BV1", "title": "原神 新角色 实机", "tid": 172, "owner_mid": 1, "pubdate": 1692403200},  # 08-19 08:00 +8
+        {"bvid": "BV2", "title": "家常红烧肉", "tid": 76, "owner_mid": 2, "pubdate": 1692464400},  # 08-19 17:00Z = 08-20 +8
+        {"bvid": "BV3", "title": "猫咪日常", "tid": 218, "owner_mid": 3, "pubdate": 1692500000},
+        {"bvid": "BV4", "title": "没有上传时间", "tid": 138, "owner_mid": 4},
+        {"bvid": "BV5", "title": "未知分区", "tid": 99999, "owner_mid": 5, "pubdate": 1692500000},
+    ]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_bilibili_jsonl_becomes_one_partition_per_shanghai_upload_day(tmp_path, capsys):
+    import public_titles
+
+    from vtag.models.data import read_dumps
+
+    jsonl = _bilibili_jsonl(tmp_path / "v.jsonl")
+    dump, tax_path, n, dropped = public_titles.write_bilibili(jsonl, tmp_path / "out")
+    assert (n, dropped) == (4, 1) and tax_path.read_text(encoding="utf-8").startswith(
+        (public_titles.REPO / "conf/taxonomy/bilibili-v1.yaml").read_text(encoding="utf-8")[:40])
+    frame = read_dumps(dump)
+    by_day = frame.groupby("dt")["video_id"].apply(sorted).to_dict()
+    assert by_day == {"2023-08-19": ["BV1", "BV4"], "2023-08-20": ["BV2", "BV3"]}  # undated: the earliest day
+    assert sorted(p.name for p in (dump / "dt=2023-08-20").iterdir()) == ["_SUCCESS", "part-0.parquet"]
+    assert public_titles.main(["--set", "bilibili", "--jsonl", str(jsonl), "--out", str(tmp_path / "o2")]) == 0
+    out = capsys.readouterr().out
+    assert "4 rows (1 dropped: no tid of the taxonomy)" in out and "2 days 2023-08-19 .. 2023-08-20" in out
+    assert "train with --dates ..2023-08-19, evaluate with --dates 2023-08-20.." in out
+
+
+def test_day_cut_puts_the_share_nearest_the_test_fraction_on_the_later_days():
+    import public_titles
+
+    days = ["d1"] * 50 + ["d2"] * 30 + ["d3"] * 15 + ["d4"] * 5
+    assert public_titles.day_cut(days, 0.2) == ("d2", "d3", 0.2)
+    assert public_titles.day_cut(days, 0.01) == ("d3", "d4", 0.05)  # at least one day on each side
+    assert public_titles.day_cut(days, 0.9) == ("d1", "d2", 0.5)
+    with pytest.raises(ValueError, match="no day boundary"):
+        public_titles.day_cut(["d1"] * 3)
+    with pytest.raises(ValueError, match="no row has an upload time"):
+        public_titles.upload_days([None, None])
+
+
+def test_a_missing_jsonl_or_jsonl_with_another_set_is_refused(tmp_path, capsys):
+    import public_titles
+
+    with pytest.raises(SystemExit, match="public_titles.py: .*nope.jsonl"):
+        public_titles.main(["--set", "bilibili", "--jsonl", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as e:
+        public_titles.main(["--set", "tnews", "--jsonl", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and "--jsonl and --tz go with --set bilibili" in capsys.readouterr().err

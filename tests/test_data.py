@@ -59,3 +59,41 @@ def test_latest_per_video_keeps_each_videos_latest_row_in_frame_order():
     assert dropped == 3
     same, none = latest_per_video(frame.drop(columns=["dt"]).iloc[[0, 1, 4]])
     assert none == 0 and same["video_id"].tolist() == ["a", "b", "c"]
+
+
+# ---------------------------------------------------------------------- reading some days
+def _three_days(root):
+    from vtag.models.data import write_dump
+
+    for i, day in enumerate(("2024-05-01", "2024-05-02", "2024-05-03")):
+        write_dump(pd.DataFrame({"video_id": [f"v{i}a", f"v{i}b"], "title": ["甲", "乙"], "uploader_id": ["u1", "u2"],
+                                 "upload_ts": pd.to_datetime([f"{day} 08:00", f"{day} 09:00"], utc=True),
+                                 "labels": [["a"], ["b"]]}), root, day)
+
+
+def test_read_dumps_takes_days_and_ranges(tmp_path):
+    from vtag.models.data import read_dumps
+
+    _three_days(tmp_path / "d")
+    assert sorted(set(read_dumps(tmp_path / "d", dates="..2024-05-02")["dt"])) == ["2024-05-01", "2024-05-02"]
+    assert list(read_dumps(tmp_path / "d", dates="2024-05-03..")["video_id"]) == ["v2a", "v2b"]
+    assert len(read_dumps(tmp_path / "d", dates="2024-05-01,2024-05-03..2024-05-09")) == 4
+    assert len(read_dumps(tmp_path / "d")) == 6
+
+
+def test_read_dumps_refuses_days_that_select_nothing(tmp_path):
+    import pytest
+
+    from vtag.models.data import DumpError, read_dumps
+
+    _three_days(tmp_path / "d")
+    with pytest.raises(DumpError, match=r"selected by --dates 2024-06-01\.\.; days there: "
+                                        r"2024-05-01 \.\. 2024-05-03 \(3 partitions\)"):
+        read_dumps(tmp_path / "d", dates="2024-06-01..")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (tmp_path / "d" / "dt=2024-05-01" / "part-0.parquet").rename(flat / "part-0.parquet")
+    with pytest.raises(DumpError, match="has no dt=YYYY-MM-DD partitions"):
+        read_dumps(flat, dates="2024-05-01")
+    with pytest.raises(ValueError, match="is not a day"):
+        read_dumps(tmp_path / "d", dates="May 1st")

@@ -124,3 +124,22 @@ def test_evaluate_tags_every_row_and_scores_the_labeled_ones(capsys):
     write_dump(none, root / "none", "2024-05-03")
     with pytest.raises(SystemExit, match="none of the .* rows .* has a primary label in the bundle's taxonomy"):
         vtag(["evaluate", "--bundle", str(out), "--data", str(root / "none"), "--threads", "1"])
+
+
+def test_vtag_evaluate_scores_only_the_days_asked_for(capsys):
+    import pytest
+
+    from vtag.jobs.cli import main as vtag
+
+    out, tax, frame, _ = tiny_bundle()
+    root = tmp_root()
+    write_dump(frame.iloc[:7], root / "dump", "2024-05-03")
+    write_dump(frame.iloc[7:], root / "dump", "2024-05-04")
+    rc = vtag(["evaluate", "--bundle", str(out), "--data", str(root / "dump"), "--dates", "2024-05-04..",
+               "--json", "--threads", "1"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"] == report["overall"]["n"] == len(frame) - 7 and report["dates"] == "2024-05-04.."
+    with pytest.raises(SystemExit, match="vtag evaluate: no rows in the dt partitions .* selected by --dates "
+                                         "2024-05-05; days there: 2024-05-03 .. 2024-05-04"):
+        vtag(["evaluate", "--bundle", str(out), "--data", str(root / "dump"), "--dates", "2024-05-05"])

@@ -163,22 +163,42 @@ def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
     later["labels"] = [["9001"] if i < 2 else lab for i, lab in enumerate(later["labels"])]  # not in the taxonomy
     later = pd.concat([later, frame.iloc[[0]]], ignore_index=True)  # video 0 again, a day later
     write_dump(later, root / "d2", "2024-05-02", fmt="jsonl")
-    assert len(read_dumps(f"{root / 'd1'},{root / 'd2'}")) == len(frame) + 1
+    write_dump(frame.iloc[:5], root / "d2", "2024-05-03")  # a later day, left out by --dates
+    assert len(read_dumps(f"{root / 'd1'},{root / 'd2'}")) == len(frame) + 6
     cfg = root / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config()), encoding="utf-8")
     rc = vtag(["train", "--config", str(cfg), "--data", f"{root / 'd1'},{root / 'd2'}", "--out", str(root / "b"),
                "--taxonomy", str(tiny_taxonomy_path), "--epochs", "1", "--seed", "7", "--no-progress",
-               "--threads", "1"])
+               "--threads", "1", "--dates", "..2024-05-02"])
     assert rc == 0
     p = Predictor.load(root / "b", device="cpu", expected_taxonomy_version=tiny_taxonomy().version)
     assert len(p.predict(frame.iloc[:3])) == 3
     card = (root / "b" / "MODEL_CARD.md").read_text()
-    assert "2024-05-01 .. 2024-05-02" in card and "seed: 7" in card
+    assert "2024-05-01 .. 2024-05-02" in card and "seed: 7" in card and "- dates selected: ..2024-05-02" in card
     assert "rows dropped (no label, or a primary label outside the taxonomy): 2; most frequent unknown labels: " \
         "`9001` 2" in card
     assert "rows dropped as earlier copies of a video (the latest row of each video_id is kept): 1" in card
     info = yaml.safe_load((root / "b" / "config.yaml").read_text())["bundle"]["train"]
-    assert info["rows"] == len(frame) - 2 and info["repeated_videos"] == 1
+    assert info["rows"] == len(frame) - 2 and info["repeated_videos"] == 1 and info["dates_selected"] == "..2024-05-02"
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--dates", "2024-06-01.."], "no rows in the dt partitions .* selected by --dates 2024-06-01..; days there: "
+                                  "2024-05-01 .. 2024-05-01"),
+    (["--dates", "2024-05-32"], "is not a day|day is out of range"),
+    (["--val-dates", "2024-05-01"], "--val-dates selects days of --val-data, which is not given"),
+])
+def test_vtag_train_refuses_days_it_cannot_train_on(tiny_taxonomy_path, extra, message):
+    from vtag.jobs.cli import main as vtag
+
+    root = tmp_root()
+    write_dump(tiny_frame().iloc[:10], root / "d1", "2024-05-01")
+    cfg = root / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config()), encoding="utf-8")
+    with pytest.raises(SystemExit, match=message):
+        vtag(["train", "--config", str(cfg), "--data", str(root / "d1"), "--out", str(root / "b"),
+              "--taxonomy", str(tiny_taxonomy_path), "--no-progress", *extra])
+    assert not (root / "b").exists()
 
 
 @pytest.mark.parametrize("warmup", [True, False])
