@@ -104,9 +104,10 @@ SHIPPED_MODEL = REPO / "conf" / "model" / "text-context.yaml"
 
 
 # ---------------------------------------------------------------------------------------- data
-def read_videos(path: str | Path, taxonomy) -> tuple[pd.DataFrame, int]:
+def read_videos(path: str | Path, taxonomy, keep_unknown: bool = False) -> tuple[pd.DataFrame, int]:
     """JSONL -> a labeled frame in ``vtag.models.schema.LABELED_SCHEMA`` columns (``cover`` null,
-    ``labels = [str(tid)]``), and the number of rows dropped for a missing or unknown ``tid``.
+    ``labels = [str(tid)]``), and the number of rows dropped for a missing or unknown ``tid``
+    (``keep_unknown``: kept, ``labels`` ``[]`` or ``[tid]``, and counted all the same).
 
     Only ``title`` and ``tid`` are needed; ``desc``, ``owner_mid``, ``duration``, ``pubdate`` and the
     id (``bvid``, else ``aid``, else the line number) may be missing from a file or from a row.
@@ -144,9 +145,11 @@ def read_videos(path: str | Path, taxonomy) -> tuple[pd.DataFrame, int]:
         "source_program": obj([None] * len(raw)),
         "duration_s": duration.where(duration >= 0).round().astype("Int64"),
         "upload_ts": pd.to_datetime(pd.to_numeric(col("pubdate"), errors="coerce"), unit="s", utc=True),
-        "labels": obj([ident(t)] for t in raw["tid"]),
+        "labels": obj([ident(t)] if ident(t) is not None else [] for t in raw["tid"]),
     })
-    known = frame["labels"].map(lambda x: x[0] is not None and x[0] in taxonomy.by_id).to_numpy()
+    known = frame["labels"].map(lambda x: bool(x) and x[0] in taxonomy.by_id).to_numpy()
+    if keep_unknown:
+        return frame, int((~known).sum())
     return frame.loc[known].reset_index(drop=True), int((~known).sum())
 
 

@@ -17,7 +17,8 @@ Sets (``--set``):
   day** (the calendar day of ``pubdate`` in ``Asia/Shanghai``), as the nightly dumps deliver it:
   ``vtag train --dates ..D`` on the earlier days and ``vtag evaluate --dates D+1..`` on the later
   ones. Rows without an upload time go to the earliest day (the time split keeps them on the
-  training side); rows without a known ``tid`` are dropped and counted.
+  training side); rows without a known ``tid`` are kept (as a later year's new zones would come)
+  and counted: ``vtag train`` drops them, ``vtag evaluate`` tags them without scoring them.
 - ``bilibili_coarse``: the shared Bilibili file (``bench/bilibili.py``'s reader, uploaders and
   times kept) with the labels of every third level-1 category of ``conf/taxonomy/bilibili-v1.yaml``
   (in taxonomy order, the first included) cut to that category: whole branches labeled coarsely,
@@ -166,14 +167,16 @@ def day_cut(days: list[str], test_fraction: float = TEST_FRACTION) -> tuple[str,
 def write_bilibili(jsonl: Path, out: Path, limit: int | None = None, tz: str = BILIBILI_TZ) -> tuple[Path, Path, int, int]:
     """``jsonl`` (``bench/bilibili.py``'s format) -> ``<out>/dump/dt=<upload day>/part-0.parquet``,
     one partition per day (:func:`upload_days`), and ``<out>/taxonomy.yaml`` (bilibili-v1);
-    returns ``(dump root, taxonomy file, rows written, rows dropped for an unknown tid)``."""
+    returns ``(dump root, taxonomy file, rows written, rows whose tid is missing or not in the
+    taxonomy)``. Those rows are written too, as the nightly dumps would carry them: ``vtag train``
+    drops them and ``vtag evaluate`` tags them without scoring them, both counting them."""
     import bilibili
 
     from vtag.hierarchy.taxonomy import Taxonomy
     from vtag.models.data import write_dump
 
     tax = Taxonomy.load(bilibili.DEFAULT_TAXONOMY)
-    frame, dropped = bilibili.read_videos(jsonl, tax)
+    frame, unknown = bilibili.read_videos(jsonl, tax, keep_unknown=True)
     out.mkdir(parents=True, exist_ok=True)
     frame = frame.iloc[:limit] if limit else frame
     tax_path = out / "taxonomy.yaml"
@@ -181,7 +184,7 @@ def write_bilibili(jsonl: Path, out: Path, limit: int | None = None, tz: str = B
     days = upload_days(frame["upload_ts"], tz)
     for day, rows in frame.groupby(days, sort=True):
         write_dump(rows, out / "dump", day)
-    return out / "dump", tax_path, len(frame), dropped
+    return out / "dump", tax_path, len(frame), unknown
 
 
 def write_set(name: str, out: Path, shared: Path = SHARED_DATA, limit: int | None = None,
@@ -239,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.set}: {n} rows -> {dump}; taxonomy {tax}")
         return 0
     try:
-        dump, tax, n, dropped = write_bilibili(
+        dump, tax, n, unknown = write_bilibili(
             args.jsonl or args.shared / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl", args.out, tz=args.tz)
     except (ValueError, OSError) as e:
         raise SystemExit(f"public_titles.py: {e}") from e
     days = sorted(p.name[3:] for p in dump.glob("dt=*"))
-    print(f"bilibili: {n} rows ({dropped} dropped: no tid of the taxonomy) -> {dump}, {len(days)} days "
+    print(f"bilibili: {n} rows ({unknown} without a tid of the taxonomy: vtag train drops them, vtag evaluate "
+          f"tags them unscored) -> {dump}, {len(days)} days "
           f"{days[0]} .. {days[-1]}; taxonomy {tax}")
     try:
         last, first, share = day_cut(_dump_days(dump))

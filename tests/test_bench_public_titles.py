@@ -103,16 +103,17 @@ def test_bilibili_jsonl_becomes_one_partition_per_shanghai_upload_day(tmp_path, 
     from vtag.models.data import read_dumps
 
     jsonl = _bilibili_jsonl(tmp_path / "v.jsonl")
-    dump, tax_path, n, dropped = public_titles.write_bilibili(jsonl, tmp_path / "out")
-    assert (n, dropped) == (4, 1) and tax_path.read_text(encoding="utf-8").startswith(
+    dump, tax_path, n, unknown = public_titles.write_bilibili(jsonl, tmp_path / "out")
+    assert (n, unknown) == (5, 1) and tax_path.read_text(encoding="utf-8").startswith(
         (public_titles.REPO / "conf/taxonomy/bilibili-v1.yaml").read_text(encoding="utf-8")[:40])
     frame = read_dumps(dump)
     by_day = frame.groupby("dt")["video_id"].apply(sorted).to_dict()
-    assert by_day == {"2023-08-19": ["BV1", "BV4"], "2023-08-20": ["BV2", "BV3"]}  # undated: the earliest day
+    assert by_day == {"2023-08-19": ["BV1", "BV4"], "2023-08-20": ["BV2", "BV3", "BV5"]}  # undated: the earliest day
+    assert frame.set_index("video_id").loc["BV5", "labels"] == ["99999"]  # kept, for evaluate to tag unscored
     assert sorted(p.name for p in (dump / "dt=2023-08-20").iterdir()) == ["_SUCCESS", "part-0.parquet"]
     assert public_titles.main(["--set", "bilibili", "--jsonl", str(jsonl), "--out", str(tmp_path / "o2")]) == 0
     out = capsys.readouterr().out
-    assert "4 rows (1 dropped: no tid of the taxonomy)" in out and "2 days 2023-08-19 .. 2023-08-20" in out
+    assert "5 rows (1 without a tid of the taxonomy" in out and "2 days 2023-08-19 .. 2023-08-20" in out
     assert "train with --dates ..2023-08-19, evaluate with --dates 2023-08-20.." in out
 
 
