@@ -192,8 +192,7 @@ def create_model(config: dict, taxonomy, featurizer, pretrained: bool = True, sp
         mode = cfg["head"]["tfidf_wide"]
         if mode not in (True, "svm", "mix"):
             raise ValueError(f"head.tfidf_wide must be false, true, svm or mix, got {mode!r}")
-        if mode in ("svm", "mix") and cfg["head"]["name"] != "flat":
-            raise ValueError(f"head.tfidf_wide: {mode} needs head.name: flat (the SVM scores leaves)")
+        # flat: leaf logits (svm / mix: one multi-class SVM); DHMCN: node logits (one SVM per node)
         n_out = int(spec.leaves.size) if cfg["head"]["name"] == "flat" else spec.n_nodes
         tfidf = TfidfWide(int(np.asarray(keys).size), n_out, int(cfg["head"]["tfidf_wide_max_params"]),
                           df=getattr(featurizer, "ngram_df", None), n_docs=int(getattr(featurizer, "n_docs", 0)),

@@ -282,7 +282,8 @@ def search_grid(params, score, grid: tuple[float, ...], pick=None) -> tuple[floa
 @torch.no_grad()
 def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, y_val: np.ndarray | None = None,
                    grid: tuple[float, ...] = SVM_C_GRID, seed: int = 0, text_c: float | None = None,
-                   output_class: np.ndarray | None = None) -> dict:
+                   output_class: np.ndarray | None = None, node_targets: np.ndarray | None = None,
+                   leaf_outputs: np.ndarray | None = None) -> dict:
     """Fit ``module``'s table and bias as a one-vs-rest linear SVM and freeze them (with
     ``new_uploader_svm`` also the text-only SVM, on the TF-IDF columns of the same rows).
 
@@ -307,6 +308,13 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
         ``[n_out]`` int: the class whose margin each output takes (-1: none; such outputs get a bias
         below every class). None: output ``k`` is class ``k``. Several outputs may share a class:
         labels that stop at an internal node are one class, whose margin every leaf below it takes.
+    node_targets : ndarray, optional
+        ``[n, n_out]`` float 1 / 0 / -1 (unknown) per output node: the DHMCN heads' targets. Then
+        each output is its own binary SVM (:func:`vtag.models.node_svm.fit_node_svc`) on the rows
+        with a label, ``y_train`` / ``y_val`` give each row's primary node (C is chosen by the top
+        leaf's accuracy on the validation rows) and ``output_class`` is not used.
+    leaf_outputs : ndarray, optional
+        With ``node_targets``: ``[L]`` the outputs that are leaves.
 
     Returns
     -------
@@ -315,16 +323,31 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
     """
     if not module.fitted:
         raise ValueError("fit_linear_svm needs a TfidfWide built with fitted=True")
-    tr = y_train >= 0
-    classes = np.unique(y_train[tr])
-    if classes.size < 2:
-        return {"C": None, "val_acc": None, "classes": int(classes.size)}
+    n_out = module.bias.shape[0]
+    if node_targets is not None:
+        from vtag.models.node_svm import fit_node_svc
+
+        node_targets = np.asarray(node_targets)
+        tr = (node_targets > 0).any(axis=1)
+        classes = np.arange(n_out)
+
+        def fit(x, xv, yv, g):
+            return fit_node_svc(x, node_targets[tr], g, xv, yv, leaf_outputs, seed)
+    else:
+        tr = y_train >= 0
+        classes = np.unique(y_train[tr])
+        if classes.size < 2:
+            return {"C": None, "val_acc": None, "classes": int(classes.size)}
+
+        def fit(x, xv, yv, g):
+            return _fit_svc(x, y_train[tr], classes, g, xv, yv, seed)
+    if not tr.any():
+        return {"C": None, "val_acc": None, "classes": 0}
     va = None if y_val is None else y_val >= 0
     n_text = module.table.num_embeddings
-    best_c, best, (coef, intercept) = _fit_svc(x_train[tr], y_train[tr], classes, grid,
-                                               None if va is None else x_val[va],
-                                               None if va is None else y_val[va], seed)
-    cols = _class_columns(module.bias.shape[0], classes, output_class)
+    best_c, best, (coef, intercept) = fit(x_train[tr], None if va is None else x_val[va],
+                                          None if va is None else y_val[va], grid)
+    cols = (classes, classes) if node_targets is not None else _class_columns(n_out, classes, output_class)
     _set_table(module.table, cols, coef[:, :n_text])
     if module.uploader_table is not None:
         _set_table(module.uploader_table, cols, coef[:, n_text:])
@@ -343,8 +366,7 @@ def fit_linear_svm(module: TfidfWide, x_train, y_train: np.ndarray, x_val=None, 
         pick = new if new.sum() >= MIN_NEW_VAL_ROWS else va
         xv, yv = x_val[pick][:, :n_text], y_val[pick]
     text_grid = grid if text_c is None else (float(text_c),)
-    info["text_C"], info["text_val_acc"], (coef, intercept) = _fit_svc(
-        x_train[tr][:, :n_text], y_train[tr], classes, text_grid, xv, yv, seed)
+    info["text_C"], info["text_val_acc"], (coef, intercept) = fit(x_train[tr][:, :n_text], xv, yv, text_grid)
     _set_table(module.text_table, cols, coef)
     module.text_bias.copy_(torch.from_numpy(_full_bias(module.text_bias.shape[0], cols, intercept)))
     return info

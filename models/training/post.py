@@ -44,6 +44,7 @@ def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int, c: fl
     from vtag.models.sparse_wide import fit_linear_svm
 
     module = model.tfidf_wide
+    flat = model.config["head"]["name"] == "flat"
 
     def xy(frame):
         if len(frame) == 0:
@@ -55,12 +56,15 @@ def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int, c: fl
     t0 = time.monotonic()
     x_tr, y_tr = xy(train_df)
     x_va, y_va = xy(val_df)
-    output_class = svm_output_classes(taxonomy, y_tr)
+    # flat: one multi-class SVM whose classes map to the leaf outputs; DHMCN: a binary SVM per node
+    # on the head's own targets (vtag.models.node_svm)
+    kind = ({"output_class": svm_output_classes(taxonomy, y_tr)} if flat else
+            {"node_targets": featurizer.targets(train_df, strict=False).numpy(),
+             "leaf_outputs": np.asarray(taxonomy.leaf_indices)})
     if c is not None:
-        info = fit_linear_svm(module, x_tr, y_tr, grid=(float(c),), seed=seed, text_c=text_c,
-                              output_class=output_class)
+        info = fit_linear_svm(module, x_tr, y_tr, grid=(float(c),), seed=seed, text_c=text_c, **kind)
     else:
-        info = fit_linear_svm(module, x_tr, y_tr, x_va, y_va, seed=seed, output_class=output_class)
+        info = fit_linear_svm(module, x_tr, y_tr, x_va, y_va, seed=seed, **kind)
     module.svm_c, module.svm_text_c = info["C"], info.get("text_C")
     log.info("tfidf_wide svm: C=%s validation acc %s (new uploaders' text-only SVM: C=%s, acc %s), %d classes, "
              "%d rows, %.1fs", info["C"], info["val_acc"], info.get("text_C"), info.get("text_val_acc"),
@@ -134,11 +138,18 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
     if mask is not None and not mask.any():
         rule, mask = "metric", None  # no validation row with a known label: nothing to score the leaves on
 
+    flat = config["head"]["name"] == "flat"
+    if not flat and rule == "nll":
+        raise ValueError("head.tfidf_wide_mix_rule: nll needs head.name: flat (a softmax over the leaves)")
+
     def score():
         if rule == "metric":
             return float(validate(model, featurizer, taxonomy, val_df, config, device=dev,
                                   batch_size=int(settings["eval_batch_size"]), amp=settings["amp"],
                                   channels_last=channels_last)[metric_name])
+        if not flat:  # node scores: is the decoded primary leaf at or below the label
+            return decoded_leaf_correct(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last,
+                                        mask)
         logits, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]),
                                 device=dev, amp=settings["amp"], channels_last=channels_last, output="leaf_logits")
         return -fit_temperature(logits, mask)[1] if rule == "nll" else top_leaf_correct(logits, mask)
@@ -155,6 +166,23 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
         log.info("tfidf_wide mix (%s): %sscale %s on validation (%s: %s)", rule, key, info[f"{key}scale"], what,
                  {k: round(v, 4) for k, v in out[f"{key}validation"].items()})
     return out
+
+
+def decoded_leaf_correct(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last,
+                         mask: np.ndarray) -> np.ndarray:
+    """``[R]`` bool over the validation rows with a label (``mask``: :func:`label_leaf_mask`): the
+    primary leaf the config's decoder reads from the model's node scores is at or below the label
+    (the DHMCN heads' counterpart of :func:`vtag.models.calibration.top_leaf_correct`)."""
+    from vtag.models.predictor import decoder_for, infer_proba
+
+    prob, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]), device=dev,
+                          amp=settings["amp"], channels_last=channels_last)
+    leaf = decoder_for(taxonomy, config).decode(prob).leaf
+    position = np.full(taxonomy.n_nodes, -1, dtype=np.int64)
+    position[np.asarray(taxonomy.leaf_indices)] = np.arange(len(taxonomy.leaf_indices))
+    rows = mask.any(axis=1)
+    at = position[np.asarray(leaf)[rows]]
+    return (at >= 0) & mask[rows][np.arange(int(rows.sum())), at.clip(0)]
 
 
 def mix_profile_evidence(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last,
