@@ -13,6 +13,8 @@ skips them. Its margins are one-vs-rest margins like the flat SVM's, about +-1.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 #: the intercept of a node whose known rows are all negative (all positive: its negation); a
@@ -66,13 +68,18 @@ def fit_node_svc(x, targets: np.ndarray, grid: tuple[float, ...], x_val=None, pr
 
 
 def _fit_nodes(x, targets: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(coef [N, cols], intercept [N])`` of one binary SVM per column of ``targets`` at ``C=c``."""
+    """``(coef [N, cols], intercept [N])`` of one binary SVM per column of ``targets`` at ``C=c``.
+    The fits run on a thread per core: liblinear releases the GIL, and each fit is independent
+    (the same result in any order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from sklearn.svm import LinearSVC
 
     targets = np.asarray(targets)
     n_nodes = targets.shape[1]
     coef = np.zeros((n_nodes, x.shape[1]), dtype=np.float32)
     intercept = np.zeros(n_nodes, dtype=np.float32)
+    todo = []
     for j in range(n_nodes):
         known = targets[:, j] >= 0
         y = targets[known, j] > 0
@@ -81,7 +88,13 @@ def _fit_nodes(x, targets: np.ndarray, c: float, seed: int) -> tuple[np.ndarray,
         if y.all() or not y.any():
             intercept[j] = CONSTANT_MARGIN if y.all() else -CONSTANT_MARGIN
             continue
-        xj = x if known.all() else x[known]
-        clf = LinearSVC(C=c, random_state=seed).fit(xj, y.astype(np.int64))
+        todo.append((j, known, y))
+
+    def fit(job):
+        j, known, y = job
+        clf = LinearSVC(C=c, random_state=seed).fit(x if known.all() else x[known], y.astype(np.int64))
         coef[j], intercept[j] = clf.coef_[0], clf.intercept_[0]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+        list(pool.map(fit, todo))
     return coef, intercept
