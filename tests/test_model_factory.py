@@ -222,7 +222,7 @@ def test_resolve_config():
         resolve_config({"context": {"profile": {"replay_min_score": 1.5}}})
 
 
-@pytest.mark.parametrize("name", ["cpu-small", "xception", "efficientnet-lite0", "text-context", "image-context"])
+@pytest.mark.parametrize("name", ["demo", "cpu-small", "xception", "efficientnet-lite0", "text-context", "image-context"])
 def test_shipped_configs_resolve(name):
     import yaml
 

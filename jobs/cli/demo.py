@@ -1,7 +1,7 @@
 """``vtag demo``: the whole main job on the embedded defaults.
 
 1. generate three days of UGC dumps (with a 1% mix of bad rows) and a labeled training set;
-2. train the cpu-small model briefly (a bundle in ``./bundles/demo``);
+2. train the demo model (``conf/model/demo.yaml``) briefly (a bundle in ``./bundles/demo``);
 3. tag the three days into the local Delta warehouse (``./warehouse``); ``uploader_profiles`` count
    the labeled training set too (``profiles.labels_root``, unless the job conf names another), so the
    uploaders of the labeled data have profiles (``source = labels``) beside the tags of a briefly
@@ -32,8 +32,8 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows-per-day", type=int, default=2000, help="rows of each day's dump (default %(default)s)")
     p.add_argument("--train-rows", type=int, default=12000, help="rows of the labeled training dump")
     p.add_argument("--train-minutes", type=float, default=4.0, help="training time budget")
-    p.add_argument("--model-config", default=str(conf_dir() / "model" / "cpu-small.yaml"),
-                   help="model config YAML (default: the packaged conf/model/cpu-small.yaml)")
+    p.add_argument("--model-config", default=str(conf_dir() / "model" / "demo.yaml"),
+                   help="model config YAML (default: the packaged conf/model/demo.yaml)")
     p.add_argument("--taxonomy", default=None, help="default: the job conf's taxonomy (demo-v1)")
     p.add_argument("--workdir", default=".", help="where dumps/, bundles/ and warehouse/ go")
     add_job_conf_args(p, warehouse=False)  # the warehouse is <workdir>/warehouse
