@@ -18,7 +18,7 @@ the re-tag itself on this CPU). Instead:
    ``VIDEO_TAGS_SCHEMA``) with one succeeded ``tag_runs`` row per day (job ``tag``), so the retag
    job sees tagged days exactly as after ``vtag tag``.
 
-The v2 bundle is cpu-small (conf/model/cpu-small.yaml, the demo model) trained for
+The v2 bundle is the demo model (conf/model/demo.yaml: cpu-small without the TF-IDF SVM) trained for
 ``--train-minutes`` on a small labeled demo-v2 dump: the bench measures speed, not accuracy, but
 the model's size and input pipeline are the real ones. Dumps and bundle are cached under
 ``bench/out/retag/``; the warehouse is rebuilt each run.
@@ -163,7 +163,7 @@ def ensure_dumps(spark, root: Path, start: str, days: int, per_day: int, seed: i
 
 
 def ensure_bundle(spark, work: Path, train_rows: int, minutes: float, seed: int) -> tuple[Path, float]:
-    """A cpu-small bundle on demo-v2 (cached under ``work``); seconds spent (0 when reused)."""
+    """A demo-model bundle on demo-v2 (cached under ``work``); seconds spent (0 when reused)."""
     import yaml
 
     from vtag.hierarchy.taxonomy import Taxonomy
@@ -171,14 +171,14 @@ def ensure_bundle(spark, work: Path, train_rows: int, minutes: float, seed: int)
     from vtag.models.data import read_dumps
     from vtag.models.training import train
 
-    bundle = work / f"bundle-v2-cpu-small-{train_rows}"
+    bundle = work / f"bundle-v2-demo-{train_rows}"
     if (bundle / "model.safetensors").exists():
         return bundle, 0.0
     t0 = time.time()
     labeled = work / f"train-v2-{train_rows}"
     if not (labeled / "dt=2026-10-01" / "_SUCCESS").exists():
         generate(spark, V2, labeled, "2026-10-01", 1, train_rows, labeled=True, bad_rate=0.0, seed=seed + 1000)
-    config = yaml.safe_load((REPO / "conf" / "model" / "cpu-small.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load((REPO / "conf" / "model" / "demo.yaml").read_text(encoding="utf-8"))
     train(config, Taxonomy.load(V2), read_dumps(labeled), bundle, max_minutes=minutes, epochs=1, seed=seed,
           progress=False, label="retag-bench-v2")
     return bundle, time.time() - t0
@@ -363,7 +363,7 @@ def main() -> int:
         f"load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}. "
         f"Commit {os.popen('git -C ' + str(REPO) + ' rev-parse --short HEAD').read().strip()}. "
         "v1 rows seeded from the generator's labels without inference (see the bench's docstring); "
-        f"v2 bundle: cpu-small, {args.train_rows} labeled rows, <= {args.train_minutes} min / 1 epoch.", "",
+        f"v2 bundle: demo model (conf/model/demo.yaml), {args.train_rows} labeled rows, <= {args.train_minutes} min / 1 epoch.", "",
         "```", *[line for line in lines if line], "```", "",
         *table, "",
         "Remap-only = each day's time less its re-inference stage (rules over every row + the write and its "

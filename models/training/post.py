@@ -130,7 +130,6 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
     ``validation`` scores are the top-leaf accuracy, minus the log-loss, or the metric per weight."""
     from vtag.models.calibration import fit_temperature, label_leaf_mask, largest_within_se, top_leaf_correct
     from vtag.models.predictor import infer_proba
-    from vtag.models.sparse_wide import choose_mix_scale
     from vtag.models.training.loop import validate
 
     rule = str(config["head"]["tfidf_wide_mix_rule"])  # checked by resolve_config
@@ -155,7 +154,7 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
         return -fit_temperature(logits, mask)[1] if rule == "nll" else top_leaf_correct(logits, mask)
 
     pick = largest_within_se if rule == "largest_within_se" else None  # else the highest score
-    info = choose_mix_scale(model.tfidf_wide, score, pick=pick)
+    info = choose_mix(model.tfidf_wide, score, pick, extend=not flat)
     what = {"largest_within_se": "top-leaf accuracy", "nll": "minus log-loss"}.get(rule, metric_name)
     out = {"scale": info["scale"], "rule": rule}
     for key in ("", "text_"):
@@ -166,6 +165,32 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
         log.info("tfidf_wide mix (%s): %sscale %s on validation (%s: %s)", rule, key, info[f"{key}scale"], what,
                  {k: round(v, 4) for k, v in out[f"{key}validation"].items()})
     return out
+
+
+#: mix weights tried after :data:`vtag.models.sparse_wide.MIX_SCALE_GRID` for a DHMCN head whose
+#: validation accuracy is still rising at the top of that grid (:func:`rising_at_top`)
+DHMCN_EXTRA_SCALES = (96.0, 128.0, 256.0, 512.0, 1024.0)
+
+
+def choose_mix(module, score, pick=None, extend: bool = False) -> dict:
+    """:func:`vtag.models.sparse_wide.choose_mix_scale` over ``MIX_SCALE_GRID``; with ``extend`` (a
+    DHMCN head) again over that grid plus :data:`DHMCN_EXTRA_SCALES` when the validation accuracy
+    of either weight is still rising at the grid's top. Sigmoid node logits are unbounded: a deep
+    part that is confidently wrong can take more than the flat head's largest weight to outweigh."""
+    from vtag.models.sparse_wide import MIX_SCALE_GRID, choose_mix_scale
+
+    info = choose_mix_scale(module, score, pick=pick)
+    if extend and any(rising_at_top(info[k]) for k in ("scores", "text_scores") if k in info):
+        info = choose_mix_scale(module, score, grid=MIX_SCALE_GRID + DHMCN_EXTRA_SCALES, pick=pick)
+    return info
+
+
+def rising_at_top(scores: Mapping[float, Any]) -> bool:
+    """Whether the largest weight of ``scores`` (``{weight: correct [R] bool}``) is strictly the most
+    accurate one."""
+    acc = {k: float(np.mean(v)) for k, v in scores.items()}
+    top = max(acc)
+    return all(acc[top] > a for k, a in acc.items() if k != top)
 
 
 def decoded_leaf_correct(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last,

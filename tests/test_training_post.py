@@ -1,0 +1,50 @@
+"""models/training/post.py: the mix weight's grid for DHMCN heads (the rest of the module is
+exercised through training in test_sparse_wide.py, test_node_svm.py and test_calibration.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vtag.models.calibration import largest_within_se
+from vtag.models.sparse_wide import MIX_SCALE_GRID, TfidfWide
+from vtag.models.training.post import DHMCN_EXTRA_SCALES, choose_mix, rising_at_top
+
+
+def _correct(n_right: int, n: int = 200) -> np.ndarray:
+    return np.arange(n) < n_right
+
+
+def test_rising_at_top_only_when_the_largest_weight_is_strictly_best():
+    assert rising_at_top({1.0: _correct(10), 64.0: _correct(11)})
+    assert not rising_at_top({1.0: _correct(11), 64.0: _correct(11)})
+    assert not rising_at_top({1.0: _correct(12), 32.0: _correct(15), 64.0: _correct(14)})
+
+
+def _module_and_score(peak: float):
+    """A mix module and a validation score whose accuracy rises with the weight up to ``peak`` and
+    falls past it."""
+    module = TfidfWide(5, 3, max_params=100, df=np.ones(5), n_docs=5, mix=True)
+    calls = []
+
+    def score():
+        s = float(module.scale)
+        calls.append(s)
+        return _correct(int(100 + 60 * s / peak) if s <= peak else 40)
+
+    return module, score, calls
+
+
+def test_a_dhmcn_mix_goes_past_the_grid_while_validation_still_rises():
+    module, score, calls = _module_and_score(peak=256.0)
+    info = choose_mix(module, score, largest_within_se, extend=True)
+    assert info["scale"] == 256.0 == float(module.scale)
+    assert set(calls) == set(MIX_SCALE_GRID) | set(DHMCN_EXTRA_SCALES)
+
+
+def test_the_flat_head_and_a_peak_inside_the_grid_keep_the_grid():
+    module, score, calls = _module_and_score(peak=256.0)
+    assert choose_mix(module, score, largest_within_se, extend=False)["scale"] == max(MIX_SCALE_GRID)
+    assert set(calls) == set(MIX_SCALE_GRID)
+    module, score, calls = _module_and_score(peak=16.0)
+    assert choose_mix(module, score, largest_within_se, extend=True)["scale"] == 16.0
+    assert set(calls) == set(MIX_SCALE_GRID)
