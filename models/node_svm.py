@@ -18,7 +18,8 @@ import os
 import numpy as np
 
 #: the intercept of a node whose known rows are all negative (all positive: its negation); a
-#: node never known (every row's label stops above it) gets 0: the mix adds nothing to it
+#: node never known, or never positive where known but unknown on other rows (the rows of its
+#: branch all stop above it), gets 0: the mix adds nothing to it
 CONSTANT_MARGIN = 1.0
 
 
@@ -86,7 +87,10 @@ def _fit_nodes(x, targets: np.ndarray, c: float, seed: int) -> tuple[np.ndarray,
         if not known.any():
             continue  # never known: no evidence either way
         if y.all() or not y.any():
-            intercept[j] = CONSTANT_MARGIN if y.all() else -CONSTANT_MARGIN
+            # never positive where known, but unknown on some rows: every row that could have been
+            # positive stops above it (a partial label), so its negatives say nothing of it
+            partial = not y.any() and not known.all()
+            intercept[j] = 0.0 if partial else CONSTANT_MARGIN if y.all() else -CONSTANT_MARGIN
             continue
         todo.append((j, known, y))
 

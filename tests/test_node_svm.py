@@ -56,14 +56,15 @@ def test_each_node_is_a_binary_svm_on_the_rows_where_it_is_known():
 
 def test_constant_and_never_known_nodes_get_a_fixed_margin():
     ids, rows, df = _rows(1, n=40)
-    module = TfidfWide(24, 3, max_params=10**6, df=df, n_docs=len(rows), fitted=True)
+    module = TfidfWide(24, 4, max_params=10**6, df=df, n_docs=len(rows), fitted=True)
     x = module.features(ids)
-    t = np.zeros((40, 3), dtype=np.float32)
+    t = np.zeros((40, 4), dtype=np.float32)
     t[:, 0] = 1  # every row positive
     t[:, 2] = -1  # never known
+    t[:10, 3] = -1  # never positive where known, unknown on the rows of its branch (partial labels)
     _, _, (coef, intercept) = fit_node_svc(x, t, (1.0,))
     assert not coef.any()
-    np.testing.assert_array_equal(intercept, [CONSTANT_MARGIN, -CONSTANT_MARGIN, 0.0])
+    np.testing.assert_array_equal(intercept, [CONSTANT_MARGIN, -CONSTANT_MARGIN, 0.0, 0.0])
 
 
 def test_c_is_chosen_by_the_top_leafs_accuracy_on_validation_rows():
@@ -135,3 +136,27 @@ def test_a_dhmcn_head_trains_with_the_svm_mix_and_keeps_co_occurring_tags():
     cfg["head"]["tfidf_wide_mix_rule"] = "nll"
     with pytest.raises(ValueError, match="nll needs head.name: flat"):
         train(cfg, tiny_taxonomy(), frame, tmp_root() / "dhmcn-nll", progress=False, label="nll", epochs=1)
+
+
+@pytest.mark.slow
+def test_a_dhmcn_mix_on_labels_that_stop_at_level_1_is_chosen_by_the_label_node():
+    """Labels cut to their level-1 node (leaves at depths 2-4 below them, all unknown): the nodes
+    below have no SVM evidence (margin 0, not a negative one), and the weight is chosen by whether
+    the decoded level-1 primary is the label."""
+    from vtag.models.training import train
+
+    tax = tiny_taxonomy()
+    frame = tiny_frame(n=160, seed=5)
+    frame["labels"] = [[tax.path(x[0])[0]] for x in frame["labels"]]
+    cfg = tiny_config(epochs=1)
+    cfg["modalities"] = ["text", "context"]
+    cfg["text"]["bow"].update({"min_count": 1})
+    cfg["head"] = {"name": "dhmcn_v3", "hidden": 32, "local_hidden": 16, "tfidf_wide": "mix"}
+    cfg["decode"] = {"stop_threshold": "auto", "primary": "auto"}
+    res = train(cfg, tax, frame, tmp_root() / "dhmcn-mix-partial", progress=False, label="partial")
+    mix = res.metrics["tfidf_mix"]
+    assert res.metrics["label_nodes"] == 3
+    assert mix["scale"] > 0 and mix["validation"][str(mix["scale"])] >= max(0.5, mix["validation"]["0.0"])
+    below = [tax.index[n.id] for n in tax.nodes if n.level > 1]
+    wide = res.model.tfidf_wide
+    assert not wide.table.weight[:, below].any() and not wide.bias[below].any()

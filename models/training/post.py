@@ -146,9 +146,9 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
             return float(validate(model, featurizer, taxonomy, val_df, config, device=dev,
                                   batch_size=int(settings["eval_batch_size"]), amp=settings["amp"],
                                   channels_last=channels_last)[metric_name])
-        if not flat:  # node scores: is the decoded primary leaf at or below the label
-            return decoded_leaf_correct(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last,
-                                        mask)
+        if not flat:  # node scores: is the decoded primary node the label or below it
+            return decoded_primary_correct(model, featurizer, taxonomy, val_df, config, dev, settings,
+                                           channels_last, mask)
         logits, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]),
                                 device=dev, amp=settings["amp"], channels_last=channels_last, output="leaf_logits")
         return -fit_temperature(logits, mask)[1] if rule == "nll" else top_leaf_correct(logits, mask)
@@ -193,21 +193,25 @@ def rising_at_top(scores: Mapping[float, Any]) -> bool:
     return all(acc[top] > a for k, a in acc.items() if k != top)
 
 
-def decoded_leaf_correct(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last,
-                         mask: np.ndarray) -> np.ndarray:
+def decoded_primary_correct(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last,
+                            mask: np.ndarray) -> np.ndarray:
     """``[R]`` bool over the validation rows with a label (``mask``: :func:`label_leaf_mask`): the
-    primary leaf the config's decoder reads from the model's node scores is at or below the label
-    (the DHMCN heads' counterpart of :func:`vtag.models.calibration.top_leaf_correct`)."""
+    primary node the config's decoder reads from the model's node scores (a leaf, or with
+    ``decode.label_nodes`` possibly an internal node) is the label or below it — the DHMCN heads'
+    counterpart of :func:`vtag.models.calibration.top_leaf_correct`."""
+    from vtag.models.evaluate import true_labels
     from vtag.models.predictor import decoder_for, infer_proba
 
     prob, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]), device=dev,
                           amp=settings["amp"], channels_last=channels_last)
-    leaf = decoder_for(taxonomy, config).decode(prob).leaf
-    position = np.full(taxonomy.n_nodes, -1, dtype=np.int64)
-    position[np.asarray(taxonomy.leaf_indices)] = np.arange(len(taxonomy.leaf_indices))
+    primary = np.asarray(decoder_for(taxonomy, config).decode(prob).leaf)
+    _, label = true_labels(taxonomy, val_df)
     rows = mask.any(axis=1)
-    at = position[np.asarray(leaf)[rows]]
-    return (at >= 0) & mask[rows][np.arange(int(rows.sum())), at.clip(0)]
+    primary, label = primary[rows], label[rows]
+    onehot = np.zeros((len(primary), taxonomy.n_nodes), dtype=bool)
+    onehot[np.arange(len(primary)), primary.clip(0)] = primary >= 0
+    at_or_above = taxonomy.close_ancestors(onehot)  # the primary node and its ancestors
+    return at_or_above[np.arange(len(primary)), label]
 
 
 def mix_profile_evidence(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last,

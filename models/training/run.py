@@ -265,17 +265,17 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
     result.metrics = metrics
     metric_name = str(settings["early_stop_metric"])
     channels_last = device.type == "cuda" and bool(settings["channels_last"])
+    decode = dict(config.get("decode") or {})
+    decode_auto = "auto" in (str(decode.get("stop_threshold")), str(decode.get("primary")))
+    nodes = primary_label_nodes(taxonomy, data.frame) if decode_auto else None
+    if nodes is not None:  # labels that stop above the leaves; before the DHMCN mix and the replay decode
+        decode["label_nodes"] = nodes
+        config["decode"] = decode
+        metrics["label_nodes"] = len(nodes)
     wide = getattr(raw_model, "tfidf_wide", None)
     if wide is not None and wide.mix and len(data.val):
         metrics["tfidf_mix"] = mix_svm(raw_model, data.featurizer, taxonomy, data.val, config, device, settings,
                                        channels_last, metric_name)
-    decode = dict(config.get("decode") or {})
-    decode_auto = "auto" in (str(decode.get("stop_threshold")), str(decode.get("primary")))
-    nodes = primary_label_nodes(taxonomy, data.frame) if decode_auto else None
-    if nodes is not None:  # labels that stop above the leaves; before the evidence's replay decodes
-        decode["label_nodes"] = nodes
-        config["decode"] = decode
-        metrics["label_nodes"] = len(nodes)
     calibrate = auto_temperature(config) and len(data.val)
     if calibrate:  # before the evidence's replay: it counts each tag by its score
         metrics["temperature"] = calibrate_temperature(raw_model, data.featurizer, taxonomy, data.val, device,
