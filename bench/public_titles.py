@@ -115,7 +115,8 @@ def read_set(name: str, shared: Path = SHARED_DATA) -> tuple[list[tuple[str, str
                 rows.append((f"test{i}", "".join(words.split(" ")), None, label))
         return rows, flat_taxonomy(name, sorted({r[3] for r in rows}))
     if name in ("bilibili", "bilibili_coarse"):
-        raise ValueError(f"{name} has uploaders and times, not title rows: coarse_bilibili() reads it")
+        reader = "write_bilibili()" if name == "bilibili" else "coarse_bilibili()"
+        raise ValueError(f"{name} has uploaders and times, not title rows: {reader} reads it")
     raise ValueError(f"unknown set {name!r}; one of {', '.join(SETS)}")
 
 
@@ -164,11 +165,12 @@ def day_cut(days: list[str], test_fraction: float = TEST_FRACTION) -> tuple[str,
     return best
 
 
-def write_bilibili(jsonl: Path, out: Path, limit: int | None = None, tz: str = BILIBILI_TZ) -> tuple[Path, Path, int, int]:
+def write_bilibili(jsonl: Path, out: Path, limit: int | None = None,
+                   tz: str = BILIBILI_TZ) -> tuple[Path, Path, list[str], int]:
     """``jsonl`` (``bench/bilibili.py``'s format) -> ``<out>/dump/dt=<upload day>/part-0.parquet``,
     one partition per day (:func:`upload_days`), and ``<out>/taxonomy.yaml`` (bilibili-v1);
-    returns ``(dump root, taxonomy file, rows written, rows whose tid is missing or not in the
-    taxonomy)``. Those rows are written too, as the nightly dumps would carry them: ``vtag train``
+    returns ``(dump root, taxonomy file, the day of each row written, rows whose tid is missing or
+    not in the taxonomy)``. Those rows are written too, as the nightly dumps would carry them: ``vtag train``
     drops them and ``vtag evaluate`` tags them without scoring them, both counting them."""
     import bilibili
 
@@ -184,7 +186,7 @@ def write_bilibili(jsonl: Path, out: Path, limit: int | None = None, tz: str = B
     days = upload_days(frame["upload_ts"], tz)
     for day, rows in frame.groupby(days, sort=True):
         write_dump(rows, out / "dump", day)
-    return out / "dump", tax_path, len(frame), unknown
+    return out / "dump", tax_path, days, unknown
 
 
 def write_set(name: str, out: Path, shared: Path = SHARED_DATA, limit: int | None = None,
@@ -200,9 +202,9 @@ def write_set(name: str, out: Path, shared: Path = SHARED_DATA, limit: int | Non
 
     out.mkdir(parents=True, exist_ok=True)
     if name == "bilibili":
-        dump, tax_path, n, _ = write_bilibili(jsonl or shared / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl",
-                                              out, limit)
-        return dump, tax_path, n
+        dump, tax_path, days, _ = write_bilibili(jsonl or shared / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl",
+                                                 out, limit)
+        return dump, tax_path, len(days)
     if name == "bilibili_coarse":
         frame, source = coarse_bilibili(shared)
         frame = frame.iloc[:limit] if limit else frame
@@ -242,27 +244,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.set}: {n} rows -> {dump}; taxonomy {tax}")
         return 0
     try:
-        dump, tax, n, unknown = write_bilibili(
+        dump, tax, row_days, unknown = write_bilibili(
             args.jsonl or args.shared / "zh_titles" / "bilibili_popular_2023" / "videos.jsonl", args.out, tz=args.tz)
     except (ValueError, OSError) as e:
         raise SystemExit(f"public_titles.py: {e}") from e
-    days = sorted(p.name[3:] for p in dump.glob("dt=*"))
-    print(f"bilibili: {n} rows ({unknown} without a tid of the taxonomy: vtag train drops them, vtag evaluate "
-          f"tags them unscored) -> {dump}, {len(days)} days "
+    days = sorted(set(row_days))
+    print(f"bilibili: {len(row_days)} rows ({unknown} without a tid of the taxonomy: vtag train drops them, vtag "
+          f"evaluate tags them unscored) -> {dump}, {len(days)} days "
           f"{days[0]} .. {days[-1]}; taxonomy {tax}")
     try:
-        last, first, share = day_cut(_dump_days(dump))
+        last, first, share = day_cut(row_days)
         print(f"the latest {share:.0%} of the rows by day: train with --dates ..{last}, evaluate with --dates {first}..")
     except ValueError as e:
         print(f"no day split: {e}")
     return 0
-
-
-def _dump_days(dump: Path) -> list[str]:
-    """The dt partition of every row of ``dump``."""
-    from vtag.models.data import read_dumps
-
-    return read_dumps(dump)["dt"].tolist()
 
 
 if __name__ == "__main__":

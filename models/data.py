@@ -64,23 +64,21 @@ def _data_files(root: Path) -> tuple[list[str], list[str]]:
     return pq, js
 
 
-def _read_root(root: Path, dates: Iterable[str] | None) -> pa.Table:
+def _read_root(root: Path, filt=None) -> pa.Table:
+    """The rows of one dump root; ``filt``: a ``dt`` partition filter (:func:`dates_filter`)."""
     if not root.exists():
         raise DumpError(f"dump root {root} does not exist")
     pq_files, js_files = _data_files(root)
     if not pq_files and not js_files:
         raise DumpError(f"dump root {root} holds no Parquet or JSON Lines files")
+    if filt is not None and not any(p.is_dir() for p in root.glob("dt=*")):
+        raise DumpError(f"dump root {root} has no dt=YYYY-MM-DD partitions to select days from")
     part = ds.partitioning(pa.schema([pa.field("dt", pa.string())]), flavor="hive")
     tables = []
     for files, fmt in ((pq_files, "parquet"), (js_files, "json")):
         if not files:
             continue
         dset = ds.dataset(files, format=fmt, partitioning=part, partition_base_dir=str(root))
-        filt = None
-        if dates is not None:
-            if not any(p.is_dir() for p in root.glob("dt=*")):
-                raise DumpError(f"dump root {root} has no dt=YYYY-MM-DD partitions to select days from")
-            filt = dates_filter(dates)
         tables.append(_normalize(dset.to_table(filter=filt), root))
     return pa.concat_tables(tables, promote_options="permissive")
 
@@ -148,10 +146,11 @@ def read_dumps(
     that select no row (or a root without ``dt=`` partitions); ValueError on a malformed ``dates``.
     """
     dates = parse_dates(dates)
+    filt = None if dates is None else dates_filter(dates)
     paths = split_roots(roots)
     tables = []
     for root in paths:
-        t = _read_root(root, dates)
+        t = _read_root(root, filt)
         missing = [c for c in REQUIRED_DUMP_COLUMNS if c not in t.column_names]
         if labeled and "labels" not in t.column_names:
             missing.append("labels")

@@ -380,7 +380,7 @@ MIN_NEW_VAL_ROWS = 50
 
 def _fit_svc(x, y, classes, grid, x_val, y_val, seed):
     """``(C, validation accuracy or None, (coef [classes, cols], intercept [classes]))``: a
-    ``LinearSVC`` per C of ``grid`` scored on the validation rows, the best refitted (the first C
+    ``LinearSVC`` per C of ``grid`` scored on the validation rows, the best one kept (the first C
     without validation rows)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -390,7 +390,7 @@ def _fit_svc(x, y, classes, grid, x_val, y_val, seed):
         return LinearSVC(C=c, random_state=seed).fit(x, y)
 
     if x_val is not None and x_val.shape[0] and len(grid) > 1:
-        # a thread per C (liblinear releases the GIL; at most 4 tables of [classes, cols] at once)
+        # a thread per C, at most 4 (liblinear releases the GIL); every C's fit is held until the best is picked
         with ThreadPoolExecutor(max_workers=max(1, min(len(grid), os.cpu_count() or 1, 4))) as pool:
             fits = list(pool.map(fit, grid))
         accs = [float(np.mean(clf.predict(x_val) == y_val)) for clf in fits]

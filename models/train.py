@@ -59,16 +59,18 @@ def main(args: argparse.Namespace) -> int:
     from vtag.models.data import read_dumps
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.dates:
-        from vtag.models.dates import parse_dates
-
-        try:
-            parse_dates(args.dates)
-        except ValueError as e:
-            raise SystemExit(f"vtag train: {e}") from e
+    if args.val_dates and not args.val_data:
+        raise SystemExit("vtag train: --val-dates selects days of --val-data, which is not given")
     if args.processes > 1:
         if args.val_data:
             raise SystemExit("--val-data is not supported with --processes")
+        if args.dates:  # checked here, not in each rank
+            from vtag.models.dates import parse_dates
+
+            try:
+                parse_dates(args.dates)
+            except ValueError as e:
+                raise SystemExit(f"vtag train: {e}") from e
         from vtag.models.distributed import run_distributed
 
         res = run_distributed(
@@ -85,8 +87,6 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(int(args.threads))
     config = load_model_config(args.config)
     taxonomy = Taxonomy.load(args.taxonomy or default_taxonomy_path(config))
-    if args.val_dates and not args.val_data:
-        raise SystemExit("vtag train: --val-dates selects days of --val-data, which is not given")
     try:
         frame = read_dumps(args.data, dates=args.dates, limit=args.limit)
         val = read_dumps(args.val_data, dates=args.val_dates) if args.val_data else None

@@ -103,10 +103,11 @@ def test_bilibili_jsonl_becomes_one_partition_per_shanghai_upload_day(tmp_path, 
     from vtag.models.data import read_dumps
 
     jsonl = _bilibili_jsonl(tmp_path / "v.jsonl")
-    dump, tax_path, n, unknown = public_titles.write_bilibili(jsonl, tmp_path / "out")
-    assert (n, unknown) == (5, 1) and tax_path.read_text(encoding="utf-8").startswith(
+    dump, tax_path, days, unknown = public_titles.write_bilibili(jsonl, tmp_path / "out")
+    assert (len(days), unknown) == (5, 1) and tax_path.read_text(encoding="utf-8").startswith(
         (public_titles.REPO / "conf/taxonomy/bilibili-v1.yaml").read_text(encoding="utf-8")[:40])
     frame = read_dumps(dump)
+    assert sorted(days) == sorted(frame["dt"])  # the day of each row, as written
     by_day = frame.groupby("dt")["video_id"].apply(sorted).to_dict()
     assert by_day == {"2023-08-19": ["BV1", "BV4"], "2023-08-20": ["BV2", "BV3", "BV5"]}  # undated: the earliest day
     assert frame.set_index("video_id").loc["BV5", "labels"] == ["99999"]  # kept, for evaluate to tag unscored

@@ -48,3 +48,17 @@ def test_the_flat_head_and_a_peak_inside_the_grid_keep_the_grid():
     module, score, calls = _module_and_score(peak=16.0)
     assert choose_mix(module, score, largest_within_se, extend=True)["scale"] == 16.0
     assert set(calls) == set(MIX_SCALE_GRID)
+
+
+def test_primary_correct_is_the_label_or_a_node_below_it():
+    from tests.builders import tiny_taxonomy
+    from vtag.models.training.post import primary_correct
+
+    tax = tiny_taxonomy()
+    deep = next(n.id for n in tax.nodes if len(tax.path(n.id)) == 3)
+    top, mid = (tax.index[x] for x in tax.path(deep)[:2])
+    leaf = tax.index[deep]
+    other = next(tax.index[n.id] for n in tax.nodes if n.level == 1 and n.id != tax.path(deep)[0])
+    primary = np.array([leaf, mid, top, other, -1])
+    label = np.array([top, mid, mid, top, top])
+    np.testing.assert_array_equal(primary_correct(tax, primary, label), [True, True, False, False, False])

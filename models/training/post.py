@@ -140,6 +140,13 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
     flat = config["head"]["name"] == "flat"
     if not flat and rule == "nll":
         raise ValueError("head.tfidf_wide_mix_rule: nll needs head.name: flat (a softmax over the leaves)")
+    if not flat and mask is not None:  # what the weights do not change, once
+        from vtag.models.evaluate import true_labels
+        from vtag.models.predictor import decoder_for
+
+        decoder = decoder_for(taxonomy, config)
+        labeled = mask.any(axis=1)
+        label = true_labels(taxonomy, val_df)[1][labeled]
 
     def score():
         if rule == "metric":
@@ -147,8 +154,9 @@ def mix_svm(model, featurizer, taxonomy, val_df, config, dev, settings, channels
                                   batch_size=int(settings["eval_batch_size"]), amp=settings["amp"],
                                   channels_last=channels_last)[metric_name])
         if not flat:  # node scores: is the decoded primary node the label or below it
-            return decoded_primary_correct(model, featurizer, taxonomy, val_df, config, dev, settings,
-                                           channels_last, mask)
+            prob, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]), device=dev,
+                                  amp=settings["amp"], channels_last=channels_last)
+            return primary_correct(taxonomy, np.asarray(decoder.decode(prob).leaf)[labeled], label)
         logits, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]),
                                 device=dev, amp=settings["amp"], channels_last=channels_last, output="leaf_logits")
         return -fit_temperature(logits, mask)[1] if rule == "nll" else top_leaf_correct(logits, mask)
@@ -193,21 +201,17 @@ def rising_at_top(scores: Mapping[float, Any]) -> bool:
     return all(acc[top] > a for k, a in acc.items() if k != top)
 
 
-def decoded_primary_correct(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last,
-                            mask: np.ndarray) -> np.ndarray:
-    """``[R]`` bool over the validation rows with a label (``mask``: :func:`label_leaf_mask`): the
-    primary node the config's decoder reads from the model's node scores (a leaf, or with
-    ``decode.label_nodes`` possibly an internal node) is the label or below it — the DHMCN heads'
-    counterpart of :func:`vtag.models.calibration.top_leaf_correct`."""
-    from vtag.models.evaluate import true_labels
-    from vtag.models.predictor import decoder_for, infer_proba
+def primary_correct(taxonomy, primary: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """``[R]`` bool: each decoded primary node (a leaf, or with ``decode.label_nodes`` possibly an
+    internal node; -1: none) is the row's ``label`` node or below it — the DHMCN heads' counterpart
+    of :func:`vtag.models.calibration.top_leaf_correct`.
 
-    prob, _ = infer_proba(model, featurizer, val_df, batch_size=int(settings["eval_batch_size"]), device=dev,
-                          amp=settings["amp"], channels_last=channels_last)
-    primary = np.asarray(decoder_for(taxonomy, config).decode(prob).leaf)
-    _, label = true_labels(taxonomy, val_df)
-    rows = mask.any(axis=1)
-    primary, label = primary[rows], label[rows]
+    Parameters
+    ----------
+    taxonomy : Taxonomy
+    primary, label : ndarray
+        ``[R]`` int node indices of the decoded primary node and of the label.
+    """
     onehot = np.zeros((len(primary), taxonomy.n_nodes), dtype=bool)
     onehot[np.arange(len(primary)), primary.clip(0)] = primary >= 0
     at_or_above = taxonomy.close_ancestors(onehot)  # the primary node and its ancestors
