@@ -58,7 +58,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "fusion": {"name": "lmf", "dim": 128, "rank": 4, "layers": 2, "dropout": 0.5},
     "head": {"name": "dhmcn_v3", "hidden": 256, "local_hidden": 128, "dropout": 0.5, "beta": 0.5, "max_constraint": False,
              "wide": False, "tfidf_wide": False, "tfidf_wide_max_params": 32_000_000,
-             "tfidf_wide_uploader": False, "tfidf_wide_refit": True,
+             "tfidf_wide_uploader": False, "tfidf_wide_refit": True, "tfidf_wide_fit_rows": 0,
              "tfidf_wide_new_uploader_svm": False, "tfidf_wide_mix_rule": "largest_within_se", "temperature": 1.0},
     "loss": {"global": 1.0, "local": 1.0, "fused": 1.0, "violation": 0.1, "leaf": 1.0, "leaf_smoothing": 0.0,
              "modality": 0.3},
@@ -121,6 +121,10 @@ def resolve_config(config: dict | None) -> dict:
         check_count_settings(float(profile["replay_min_score"]), profile["replay_count"])
     except ValueError as exc:
         raise ValueError(f"model config: context.profile.replay_min_score / replay_count: {exc}") from None
+    fit_rows = out["head"]["tfidf_wide_fit_rows"]
+    if isinstance(fit_rows, bool) or not isinstance(fit_rows, int) or fit_rows < 0:
+        raise ValueError(f"model config: head.tfidf_wide_fit_rows must be an integer >= 0 (0: every training "
+                         f"row), got {fit_rows!r}")
     if out["head"]["tfidf_wide_mix_rule"] not in MIX_RULES:
         raise ValueError(f"model config: head.tfidf_wide_mix_rule must be one of {', '.join(MIX_RULES)}, "
                          f"got {out['head']['tfidf_wide_mix_rule']!r}")

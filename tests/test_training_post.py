@@ -1,9 +1,10 @@
-"""models/training/post.py: the mix weight's grid for DHMCN heads (the rest of the module is
-exercised through training in test_sparse_wide.py, test_node_svm.py and test_calibration.py)."""
+"""models/training/post.py: the mix weight's grid for DHMCN heads, the SVM's fit rows (the rest of
+the module is exercised through training in test_sparse_wide.py, test_node_svm.py and test_calibration.py)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from vtag.models.calibration import largest_within_se
 from vtag.models.sparse_wide import MIX_SCALE_GRID, TfidfWide
@@ -62,3 +63,47 @@ def test_primary_correct_is_the_label_or_a_node_below_it():
     primary = np.array([leaf, mid, top, other, -1])
     label = np.array([top, mid, mid, top, top])
     np.testing.assert_array_equal(primary_correct(tax, primary, label), [True, True, False, False, False])
+
+
+def test_svm_fit_rows_keeps_the_latest_rows_or_a_seeded_sample():
+    import pandas as pd
+
+    from vtag.models.training.post import svm_fit_rows
+
+    ts = pd.to_datetime(["2024-05-03", None, "2024-05-01", "2024-05-04", "2024-05-02"], utc=True)
+    frame = pd.DataFrame({"video_id": list("abcde"), "upload_ts": ts})
+    assert svm_fit_rows(frame, 0, 0) is frame and svm_fit_rows(frame, 5, 0) is frame  # no cap / covers all
+    assert svm_fit_rows(frame, 2, 0)["video_id"].tolist() == ["a", "d"]  # the latest two, in frame order
+    assert svm_fit_rows(frame, 4, 0)["video_id"].tolist() == ["a", "c", "d", "e"]  # no upload time: earliest
+    untimed = frame.assign(upload_ts=pd.NaT)
+    picked = svm_fit_rows(untimed, 3, seed=1)["video_id"].tolist()
+    assert len(set(picked)) == 3 and picked == sorted(picked)
+    assert picked == svm_fit_rows(untimed, 3, seed=1)["video_id"].tolist()  # seeded
+    assert any(svm_fit_rows(untimed, 3, seed=s)["video_id"].tolist() != picked for s in range(2, 8))
+
+
+def test_tfidf_wide_fit_rows_caps_the_svm_and_its_uploader_columns_to_the_latest_rows():
+    from tests.builders import tiny_config, tiny_frame, tiny_taxonomy, tmp_root
+    from vtag.models.context import uploader_keys
+    from vtag.models.model_config import resolve_config
+    from vtag.models.training import train
+    from vtag.models.training.post import svm_fit_rows
+
+    cfg = tiny_config(epochs=1)
+    cfg["modalities"] = ["text", "context"]
+    cfg["text"]["bow"].update({"min_count": 1})
+    cfg["head"] = {"name": "flat", "hidden": 32, "tfidf_wide": "mix", "tfidf_wide_uploader": "exact",
+                   "tfidf_wide_new_uploader_svm": True, "tfidf_wide_fit_rows": 30}
+    frame = tiny_frame(n=96, seed=5).copy()
+    frame["uploader_id"] = [f"u{i}" for i in range(len(frame))]  # one uploader per row: columns name the rows
+    res = train(cfg, tiny_taxonomy(), frame, tmp_root() / "fit-rows-bundle", progress=False, label="fit-rows")
+    assert res.metrics["tfidf_refit_rows"] == 30
+    latest = set(svm_fit_rows(frame, 30, 0)["uploader_id"])
+    wide = res.model.tfidf_wide
+    assert wide.uploader_keys.numel() == 30  # the uploaders of the latest 30 rows, not all 96
+    assert int(wide.uploader_fitted.sum()) == 30
+    assert set(wide.uploader_keys.tolist()) == set(uploader_keys(sorted(latest)).tolist())
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="tfidf_wide_fit_rows"):
+            resolve_config({**cfg, "head": {**cfg["head"], "tfidf_wide_fit_rows": bad}})
+

@@ -45,6 +45,8 @@ def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int, c: fl
 
     module = model.tfidf_wide
     flat = model.config["head"]["name"] == "flat"
+    n_given = len(train_df)
+    train_df = svm_fit_rows(train_df, int(model.config["head"]["tfidf_wide_fit_rows"]), seed)
 
     def xy(frame):
         if len(frame) == 0:
@@ -67,9 +69,30 @@ def fit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int, c: fl
         info = fit_linear_svm(module, x_tr, y_tr, x_va, y_va, seed=seed, **kind)
     module.svm_c, module.svm_text_c = info["C"], info.get("text_C")
     log.info("tfidf_wide svm: C=%s validation acc %s (new uploaders' text-only SVM: C=%s, acc %s), %d classes, "
-             "%d rows, %.1fs", info["C"], info["val_acc"], info.get("text_C"), info.get("text_val_acc"),
-             info["classes"], len(train_df), time.monotonic() - t0)
+             "%d rows%s, %.1fs", info["C"], info["val_acc"], info.get("text_C"), info.get("text_val_acc"),
+             info["classes"], len(train_df), f" of {n_given} (head.tfidf_wide_fit_rows)" if n_given > len(train_df) else "",
+             time.monotonic() - t0)
+    info["fit_rows"] = len(train_df)
     return info
+
+
+def svm_fit_rows(frame, n: int, seed: int):
+    """The rows the TF-IDF SVM is fitted on under ``head.tfidf_wide_fit_rows`` = ``n``: all of
+    ``frame`` when ``n`` is 0 or covers it; else the latest ``n`` by ``upload_ts`` (rows without one
+    count as the earliest), or ``n`` rows drawn with ``seed`` when no row has an upload time. The
+    SVM's cost grows with rows x outputs (one liblinear problem per class or node, per C tried), so
+    at platform scale the linear part learns from the days closest to what the model will tag."""
+    if n <= 0 or len(frame) <= n:
+        return frame
+    import pandas as pd
+
+    if "upload_ts" in frame.columns and frame["upload_ts"].notna().any():
+        ns = pd.to_datetime(frame["upload_ts"], utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]")
+        order = np.argsort(ns.view(np.int64), kind="stable")  # NaT is the smallest int64: the earliest
+        keep = np.sort(order[-n:])
+    else:
+        keep = np.sort(np.random.default_rng(seed).choice(len(frame), size=n, replace=False))
+    return frame.iloc[keep].reset_index(drop=True)
 
 
 def svm_output_classes(taxonomy, label_nodes) -> np.ndarray:
@@ -108,7 +131,7 @@ def refit_svm_wide(model, featurizer, taxonomy, train_df, val_df, seed: int) -> 
     if c is None or len(val_df) == 0:
         log.info("tfidf_wide refit skipped (%s)", "no validation rows" if c is not None else "no C chosen in this run")
         return None
-    cols = [k for k in ("video_id", "title", "description", "uploader_id", "labels") if k in train_df.columns]
+    cols = [k for k in ("video_id", "title", "description", "uploader_id", "upload_ts", "labels") if k in train_df.columns]
     rows = concat_frames([train_df[cols], val_df[[k for k in cols if k in val_df.columns]]])
     module = model.tfidf_wide
     device = module.idf.device

@@ -41,6 +41,7 @@ from vtag.models.training.post import (
     mix_profile_evidence,
     mix_svm,
     refit_svm_wide,
+    svm_fit_rows,
     warn_if_coverless,
 )
 from vtag.models.training.schedule import param_groups, warmup_steps
@@ -156,7 +157,9 @@ def prepare_data(config, taxonomy, settings: Mapping[str, Any], train_frames, va
         featurizer = Featurizer.fit(taxonomy, config, train_df)
     if getattr(featurizer, "uploader_keys", None) is None:  # head.tfidf_wide_uploader: exact
         max_keys = int(config["head"]["tfidf_wide_max_params"]) // max(1, len(taxonomy.leaf_indices))
-        featurizer.fit_uploader_keys(frame, max_keys)
+        # the uploaders of the rows the final SVM is fitted on (head.tfidf_wide_fit_rows: the latest ones)
+        featurizer.fit_uploader_keys(svm_fit_rows(frame, int(config["head"]["tfidf_wide_fit_rows"]),
+                                                  int(settings["seed"])), max_keys)
     keys = featurizer.ngram_keys
     check_same_vocab(list(featurizer.vocab) + ([] if keys is None else [" ".join(map(str, keys.tolist()))]))
     if is_main:
@@ -294,7 +297,7 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
     if wide is not None and wide.mix and bool(config["head"]["tfidf_wide_refit"]):
         info = refit_svm_wide(raw_model, data.featurizer, taxonomy, data.train, data.val, int(settings["seed"]))
         if info is not None:
-            metrics["tfidf_refit_rows"] = len(data.train) + len(data.val)
+            metrics["tfidf_refit_rows"] = int(info["fit_rows"])  # head.tfidf_wide_fit_rows may cap them
     if profile_enabled(config):  # the bundle carries the profiles of all its labeled rows
         data.featurizer.profiles = ProfileTable.from_labels(data.frame, taxonomy)
     if not write_bundle:
