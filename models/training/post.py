@@ -87,8 +87,8 @@ def svm_fit_rows(frame, n: int, seed: int):
     import pandas as pd
 
     if "upload_ts" in frame.columns and frame["upload_ts"].notna().any():
-        ns = pd.to_datetime(frame["upload_ts"], utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]")
-        order = np.argsort(ns.view(np.int64), kind="stable")  # NaT is the smallest int64: the earliest
+        t = pd.to_datetime(frame["upload_ts"], utc=True).to_numpy(dtype="datetime64[ns]").astype("int64")
+        order = np.argsort(t, kind="stable")  # NaT is the smallest int64: the earliest
         keep = np.sort(order[-n:])
     else:
         keep = np.sort(np.random.default_rng(seed).choice(len(frame), size=n, replace=False))
