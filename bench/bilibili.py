@@ -6,27 +6,36 @@ of ``conf/taxonomy/bilibili-v1.yaml``), ``owner_mid`` (uploader), ``duration`` (
 ``aid``/``bvid``. The level-1 zone comes from the taxonomy (not from the file's ``parent_tid``).
 Rows without a ``tid``, or whose ``tid`` is not a taxonomy node, are dropped (counted in the output).
 
-Split: ``--train FILE --test FILE``, or by default one file (``--data``, default the shared file)
-split once by uploader (:func:`vtag.models.data.grouped_split`, ``--test-fraction 0.2``, split seed
-``--split-seed 0``): no uploader is on both sides.
+Split: ``--train FILE --test FILE``, or one file (``--data``, default the shared file) split once
+(``--test-fraction 0.2``) by ``--split``: ``time`` (the default and the headline: the earliest rows by
+upload time train, the latest test, uploaders as they come; :func:`vtag.models.data.temporal_split`)
+or ``uploader`` (:func:`vtag.models.data.grouped_split`, split seed ``--split-seed 0``: no uploader
+is on both sides).
 
 Systems, all on the same split and the same inputs where they can take them (title + description
 text, uploader id, duration bucket — :func:`vtag.models.context.duration_buckets`, vtag's buckets):
 
-- ``vtag_dhmcn_v3``, ``vtag_flat``: vtag's model, text + context modalities (no image: there are no
-  covers), ``conf/model/cpu-small.yaml`` with only ``head.name`` changed, trained by
-  :func:`vtag.models.training.train` (its own uploader-grouped 10 % validation split for early stopping),
-  written as a bundle and run through :class:`vtag.models.predictor.Predictor` — the production path.
-- ``tfidf_lr``: TF-IDF over jieba word uni+bigrams of title + description, beside one-hot uploader
-  and duration bucket, multinomial logistic regression over the leaves (flat).
+- ``vtag``: the shipped config (``--shipped-config``, default ``conf/model/text-context.yaml``) as it
+  is; ``vtag_<head>`` (e.g. ``vtag_dhmcn_v3``, ``vtag_flat``): ``--model-config`` (default
+  ``conf/model/cpu-small.yaml``) with only ``head.name`` changed. Both with text + context modalities
+  (no image: there are no covers), trained by :func:`vtag.models.training.train` (its own validation
+  split, by time after a time split), written as a bundle and run through
+  :class:`vtag.models.predictor.Predictor` — the production path.
+- ``svm_tfidf`` / ``svm_chars``: TF-IDF (sublinear tf) over jieba word uni+bigrams (``_chars``: plus
+  character n-grams) of title + description, ``LinearSVC`` over the leaves; ``*_ctx``: the same beside
+  one-hot uploader and duration bucket. ``C`` from :data:`peers.SVM_C_GRID` on the inner validation
+  split, then refitted on the whole training side.
+- ``tfidf_lr``: the word TF-IDF beside one-hot uploader and duration bucket, multinomial logistic
+  regression over the leaves (flat).
 - ``hiclass_lcppn_lr``: the same features, HiClass ``LocalClassifierPerParentNode`` with logistic
   regression (a local hierarchical peer).
 - ``fasttext_ngrams``: fastText-style: the mean of hashed embeddings of word uni+bigrams, character
   1-3-grams and ``uploader``/``duration`` tokens, then a linear softmax over the leaves (torch).
 
-Peer settings are not tuned to any file: LR's ``C`` is picked from ``(1, 4, 16)`` on an inner
-uploader-grouped validation split of the training side, the fastText-style model stops early on the
-same kind of split; everything else is fixed here.
+Peer settings are not tuned to any file: ``C`` is picked on an inner 90/10 split of the training
+side (:func:`peers.inner_split`: by time after a time split, by uploader otherwise, the kind of split
+vtag validates on), the fastText-style model stops early on the same split; everything else is fixed
+here.
 
 vtag with the uploader-profile input gives two rows per system. ``vtag``: the test side scored day by
 day the way the nightly job meets it (:mod:`vtag.models.replay`, ``vtag evaluate --replay``): each
@@ -37,7 +46,7 @@ profiles alone (``vtag evaluate --no-replay``). The peers are static models: the
 
 Metrics on the test side, from each system's primary predicted node (its path = the predicted set):
 level-1 accuracy, leaf accuracy, hierarchical F1 (micro, :func:`vtag.hierarchy.metrics.hierarchical_prf`).
-Each system runs with ``--seeds`` training seeds (deterministic peers — the two LR ones — once: std 0).
+Each system runs with ``--seeds`` training seeds (the deterministic peers — all but ``fasttext_ngrams`` — once: std 0).
 The last line printed is one JSON object ``{system: {"leaf_acc", "leaf_acc_std", "level1_acc",
 "level1_acc_std", "hf1", "hf1_std"}}``.
 
@@ -160,6 +169,8 @@ def load_split(args: argparse.Namespace, taxonomy, reader: Callable = None
     reader = reader or read_videos
     if bool(args.train) != bool(args.test):
         raise SystemExit("--train and --test go together")
+    if getattr(args, "gap_fraction", 0.0) and (args.train or getattr(args, "split", "uploader") != "time"):
+        raise SystemExit("--gap-fraction goes with --split time on one file (--data)")
     try:
         if args.train:
             train, d1 = reader(args.train, taxonomy)
@@ -169,9 +180,12 @@ def load_split(args: argparse.Namespace, taxonomy, reader: Callable = None
     except ValueError as e:
         raise SystemExit(f"{Path(sys.argv[0]).name}: {e}") from e
     if getattr(args, "split", "uploader") == "time":
-        train, test = time_split(frame, args.test_fraction)
-        return train, test, dropped, (f"{args.data} split in time (earliest {1 - args.test_fraction:.0%} by "
-                                      f"upload time -> latest {args.test_fraction:.0%}; uploaders as they come)")
+        gap = getattr(args, "gap_fraction", 0.0)
+        train, test = time_split(frame, args.test_fraction, gap)
+        skipped = f", the {gap:.0%} between left out" if gap > 0 else ""
+        return train, test, dropped, (f"{args.data} split in time (earliest {1 - args.test_fraction - gap:.0%} by "
+                                      f"upload time -> latest {args.test_fraction:.0%}{skipped}; "
+                                      f"uploaders as they come)")
     train, test = default_split(frame, args.test_fraction, args.split_seed)
     return train, test, dropped, (f"{args.data} split by uploader (test fraction {args.test_fraction}, "
                                   f"split seed {args.split_seed})")
@@ -184,14 +198,24 @@ def default_split(frame: pd.DataFrame, test_fraction: float, seed: int) -> tuple
     return frame.iloc[tr].reset_index(drop=True), frame.iloc[te].reset_index(drop=True)
 
 
-def time_split(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Earliest ``1 - test_fraction`` of the rows by ``upload_ts`` -> train, the rest -> test (how the
-    nightly job meets data: trained on earlier days, tagging later ones)."""
+def time_split(frame: pd.DataFrame, test_fraction: float, gap_fraction: float = 0.0
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The latest ``test_fraction`` of the rows by ``upload_ts`` -> test, the earliest ``1 -
+    test_fraction - gap_fraction`` -> train (how the nightly job meets data: trained on earlier
+    days, tagging later ones). ``gap_fraction`` of the rows between the two are left out: a model
+    trained a while before the days it tags, as when a bundle is not retrained for months."""
     from vtag.models.data import temporal_split
 
     if frame["upload_ts"].isna().all():
         raise SystemExit("--split time needs upload times (pubdate / upload_ts); this data has none")
+    if not 0.0 <= gap_fraction < 1.0 - test_fraction:
+        raise SystemExit(f"--gap-fraction must be in [0, {1.0 - test_fraction:g}) with --test-fraction "
+                         f"{test_fraction:g}; got {gap_fraction:g}")
     tr, te = temporal_split(frame, test_fraction)
+    if gap_fraction > 0:
+        rest = frame.iloc[tr]
+        keep, _ = temporal_split(rest, gap_fraction * len(frame) / len(rest))
+        tr = tr[keep]
     return frame.iloc[tr].reset_index(drop=True), frame.iloc[te].reset_index(drop=True)
 
 
@@ -275,13 +299,16 @@ def run_vtag(head: str, model_config: Path, max_minutes: float | None, epochs: i
 # ---------------------------------------------------------------------------------------- main
 def _arg_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="one JSONL file, split by uploader (default: shared)")
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="one JSONL file, split by --split (default: the shared file)")
     ap.add_argument("--train", help="training JSONL (with --test: no split)")
     ap.add_argument("--test", help="test JSONL")
     ap.add_argument("--test-fraction", type=float, default=0.2)
     ap.add_argument("--split", choices=("time", "uploader"), default="time",
                     help="time: earliest rows train, latest test (the headline: how the nightly job meets data); "
                          "uploader: no uploader on both sides (every test uploader is new)")
+    ap.add_argument("--gap-fraction", type=float, default=0.0,
+                    help="--split time: leave out this share of the rows between train and test (a bundle "
+                         "trained a while before the days it tags; default 0)")
     ap.add_argument("--split-seed", type=int, default=0, help="seed of the uploader-grouped split (default 0)")
     ap.add_argument("--taxonomy", default=str(DEFAULT_TAXONOMY))
     ap.add_argument("--model-config", default=str(DEFAULT_MODEL),

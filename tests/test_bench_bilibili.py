@@ -138,3 +138,27 @@ def test_char_features_join_rows_that_share_no_word():
     with pytest.raises(ValueError, match="texts"):
         both.transform(toks, ctx)
     assert both.transform(toks[:1], ctx[:1], texts[:1]).shape == (1, x.shape[1])
+
+
+def test_time_split_with_a_gap(tmp_path):
+    """--gap-fraction: the rows between the training and the test side are left out; the test side is
+    the same latest rows as without a gap, and every training row is earlier than every left-out one."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import bilibili
+    import pandas as pd
+
+    frame = pd.DataFrame({"video_id": [str(i) for i in range(100)],
+                          "upload_ts": pd.to_datetime([1_690_000_000 + 60 * ((i * 37) % 100) for i in range(100)],
+                                                      unit="s", utc=True)})
+    train0, test0 = bilibili.time_split(frame, 0.2)
+    train, test = bilibili.time_split(frame, 0.2, 0.3)
+    assert len(train0) == 80 and len(train) == 50 and test["video_id"].tolist() == test0["video_id"].tolist()
+    gap = set(train0["video_id"]) - set(train["video_id"])
+    assert len(gap) == 30 and train["upload_ts"].max() < frame.set_index("video_id").loc[sorted(gap), "upload_ts"].min()
+    assert frame.set_index("video_id").loc[sorted(gap), "upload_ts"].max() < test["upload_ts"].min()
+    with pytest.raises(SystemExit, match="gap-fraction"):
+        bilibili.time_split(frame, 0.2, 0.8)
+    f = tmp_path / "x.jsonl"
+    f.write_text('{"aid": 1, "title": "做饭", "tid": 76, "pubdate": 1692866952}\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match="gap-fraction goes with"):
+        bilibili.main(["--data", str(f), "--split", "uploader", "--gap-fraction", "0.2", "--systems", "tfidf_lr"])
