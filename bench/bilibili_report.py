@@ -82,7 +82,7 @@ def format_markdown(results: dict[str, dict], *, command: str, device: str, spli
              f"- Command: `{command}`", f"- Device: {device}"] + ([f"- {note}"] if note else []) + [
              f"- Written: {now}" + (f"; {wall_s:.0f} s wall so far" if wall_s is not None else ""),
              f"- Split: {split_desc}: train {n_train} rows, test {n_test} rows",
-             f"- Seeds: {seeds} per system (the LR peers are deterministic: one run, std 0); mean ± std over runs. "
+             f"- Seeds: {seeds} per system (the deterministic peers — all but fasttext_ngrams — run once, std 0); mean ± std over runs. "
              "Metrics on the test side from each system's primary predicted node. A vtag row is the test days "
              "replayed as the nightly job meets them (each day sees the model's tags of the days before, each counted by its score; "
              "`vtag evaluate --replay`); `[static]`: the bundle's training-time profiles alone.", ""]
