@@ -169,7 +169,8 @@ def load_split(args: argparse.Namespace, taxonomy, reader: Callable = None
     reader = reader or read_videos
     if bool(args.train) != bool(args.test):
         raise SystemExit("--train and --test go together")
-    if getattr(args, "gap_fraction", 0.0) and (args.train or getattr(args, "split", "uploader") != "time"):
+    gap = getattr(args, "gap_fraction", 0.0)  # bench/bilibili_sweep.py's arguments have no gap (nor split)
+    if gap and (args.train or getattr(args, "split", "uploader") != "time"):
         raise SystemExit("--gap-fraction goes with --split time on one file (--data)")
     try:
         if args.train:
@@ -180,7 +181,6 @@ def load_split(args: argparse.Namespace, taxonomy, reader: Callable = None
     except ValueError as e:
         raise SystemExit(f"{Path(sys.argv[0]).name}: {e}") from e
     if getattr(args, "split", "uploader") == "time":
-        gap = getattr(args, "gap_fraction", 0.0)
         train, test = time_split(frame, args.test_fraction, gap)
         skipped = f", the {gap:.0%} between left out" if gap > 0 else ""
         return train, test, dropped, (f"{args.data} split in time (earliest {1 - args.test_fraction - gap:.0%} by "

@@ -154,8 +154,8 @@ def test_time_split_with_a_gap(tmp_path):
     train, test = bilibili.time_split(frame, 0.2, 0.3)
     assert len(train0) == 80 and len(train) == 50 and test["video_id"].tolist() == test0["video_id"].tolist()
     gap = set(train0["video_id"]) - set(train["video_id"])
-    assert len(gap) == 30 and train["upload_ts"].max() < frame.set_index("video_id").loc[sorted(gap), "upload_ts"].min()
-    assert frame.set_index("video_id").loc[sorted(gap), "upload_ts"].max() < test["upload_ts"].min()
+    gap_ts = frame.set_index("video_id").loc[sorted(gap), "upload_ts"]
+    assert len(gap) == 30 and train["upload_ts"].max() < gap_ts.min() and gap_ts.max() < test["upload_ts"].min()
     with pytest.raises(SystemExit, match="gap-fraction"):
         bilibili.time_split(frame, 0.2, 0.8)
     f = tmp_path / "x.jsonl"
