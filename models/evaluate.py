@@ -349,6 +349,99 @@ def _arg_parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_labeled(data: str, dates: str | None = None, limit: int | None = None, what: str = "vtag evaluate"):
+    """The rows of the labeled dump root(s) ``data`` (``dates``: only these days), or ``SystemExit``
+    with the reason (a missing root, no rows on the days asked for, no ``labels`` column).
+
+    Parameters
+    ----------
+    data
+        Labeled dump root(s), comma-separated.
+    dates
+        Days and ranges of ``dt`` (:func:`vtag.models.dates.parse_dates`' syntax), or None: every day.
+    limit
+        Only the first N rows.
+    what
+        The command named in the error.
+    """
+    from vtag.models.data import read_dumps
+
+    try:
+        frame = read_dumps(data, dates=dates, limit=limit)
+    except ValueError as e:  # DumpError included
+        raise SystemExit(f"{what}: {e}") from e
+    if "labels" not in frame:
+        raise SystemExit(f"{what}: {data} has no labels column (a labeled dump is needed)")
+    return frame
+
+
+def evaluate_bundle(bundle: str, frame, *, device: str | None = None, expected_taxonomy_version: str | None = None,
+                    replay: bool | None = None, min_score: float = 0.0, count: str = "score",
+                    stage: Stage | None = None, what: str = "vtag evaluate", predictor=None,
+                    data: str | None = None) -> dict:
+    """Load ``bundle`` and score it on the labeled rows ``frame``: ``vtag evaluate``'s report.
+
+    Parameters
+    ----------
+    bundle
+        The bundle directory.
+    frame
+        Labeled rows (:func:`load_labeled`).
+    device
+        cpu, cuda, cuda:N, or None (auto).
+    expected_taxonomy_version
+        Refuse a bundle of another taxonomy version (None: any).
+    replay
+        Score day by day as the nightly job meets the rows (None: where the bundle reads profiles).
+    min_score, count
+        With replay: which tags count towards the uploader profiles, and how.
+    stage
+        Progress callback.
+    what
+        The command named in errors and warnings.
+    predictor
+        ``bundle`` already loaded (:class:`vtag.models.predictor.Predictor`), or None: load it here.
+    data
+        Where ``frame`` came from, for the error message.
+
+    Returns
+    -------
+    dict
+        ``bundle``, ``model_version``, ``taxonomy_version``, ``overlap`` (the rows the bundle trained or
+        validated on), ``overall``, ``subtrees``, ``labels``, ``replay_min_score``, ... and ``legend``.
+    """
+    from vtag.models.data import label_summary
+    from vtag.models.predictor import Predictor
+    from vtag.models.provenance import overlap
+
+    stage = stage or _no_stage
+    if predictor is None:
+        stage(f"loading the bundle {bundle}", None)
+        predictor = Predictor.load(bundle, device=device, expected_taxonomy_version=expected_taxonomy_version)
+    labels = label_summary(frame, predictor.taxonomy)
+    data_name = f"of {data} " if data else ""
+    if labels["rows_without_label"] + labels["rows_unknown_label"] == len(frame):
+        raise SystemExit(f"{what}: none of the {len(frame)} rows {data_name}has a primary label in the "
+                         f"bundle's taxonomy ({predictor.taxonomy_version}): {labels}")
+    stage("checking for the bundle's training rows", len(frame))
+    seen = overlap(bundle, frame["video_id"] if "video_id" in frame else [])
+    if seen["warning"]:
+        banner = "!" * 100
+        print(f"{banner}\n{what}: WARNING: {bundle}: {seen['warning']}\n{banner}", file=sys.stderr)
+    if replay is None:  # the default: as the nightly job meets the rows, where the bundle reads profiles
+        replay = getattr(predictor.featurizer, "profile", None) is not None
+    report = evaluate_frame(predictor, frame, stage, float(min_score) if replay else None, count)
+    report = {
+        "bundle": str(bundle),
+        "model_version": predictor.model_version,
+        "taxonomy_version": predictor.taxonomy_version,
+        "overlap": seen,
+        **report,
+    }
+    report["legend"] = legend(list(report["overall"]))
+    return report
+
+
 def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     """Run ``vtag evaluate``; returns the exit status (the report on stdout, warnings on stderr).
 
@@ -361,51 +454,27 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     """
     import torch
 
-    from vtag.models.data import label_summary, read_dumps
     from vtag.models.predictor import Predictor
-    from vtag.models.provenance import overlap
 
     stage = stage or _no_stage
     if args.threads:
         torch.set_num_threads(int(args.threads))
-    stage(f"loading the bundle {args.bundle}", None)
     expected = None
     if args.taxonomy:
         from vtag.hierarchy.taxonomy import Taxonomy
 
         expected = Taxonomy.load(args.taxonomy).version
+    stage(f"loading the bundle {args.bundle}", None)
     predictor = Predictor.load(args.bundle, device=args.device, expected_taxonomy_version=expected)
     stage(f"reading {args.data}", None)
-    try:
-        frame = read_dumps(args.data, dates=args.dates, limit=args.limit)
-    except ValueError as e:  # DumpError included: a missing root, no rows on the days asked for
-        raise SystemExit(f"vtag evaluate: {e}") from e
-    if "labels" not in frame:
-        raise SystemExit(f"vtag evaluate: {args.data} has no labels column (a labeled dump is needed)")
-    labels = label_summary(frame, predictor.taxonomy)
-    if labels["rows_without_label"] + labels["rows_unknown_label"] == len(frame):
-        raise SystemExit(f"vtag evaluate: none of the {len(frame)} rows of {args.data} has a primary label in the "
-                         f"bundle's taxonomy ({predictor.taxonomy_version}): {labels}")
-    stage("checking for the bundle's training rows", len(frame))
-    seen = overlap(args.bundle, frame["video_id"] if "video_id" in frame else [])
-    if seen["warning"]:
-        banner = "!" * 100
-        print(f"{banner}\nvtag evaluate: WARNING: {seen['warning']}\n{banner}", file=sys.stderr)
-    replay_on = getattr(args, "replay", None)
-    if replay_on is None:  # the default: as the nightly job meets the rows, where the bundle reads profiles
-        replay_on = getattr(predictor.featurizer, "profile", None) is not None
-    replay = float(args.min_score) if replay_on else None
-    report = evaluate_frame(predictor, frame, stage, replay, getattr(args, "count", "score"))
-    report = {
-        "bundle": str(args.bundle),
-        "data": str(args.data),
-        "dates": args.dates,
-        "model_version": predictor.model_version,
-        "taxonomy_version": predictor.taxonomy_version,
-        "overlap": seen,
-        **report,
-    }
-    report["legend"] = legend(list(report["overall"]))
+    frame = load_labeled(args.data, args.dates, args.limit)
+    report = evaluate_bundle(args.bundle, frame, predictor=predictor, replay=getattr(args, "replay", None),
+                             min_score=args.min_score, count=getattr(args, "count", "score"), stage=stage,
+                             data=args.data)
+    legend_lines = report.pop("legend")
+    report = {"bundle": report.pop("bundle"), "data": str(args.data), "dates": args.dates, **report,
+              "legend": legend_lines}
+    seen = report["overlap"]
     if args.out:
         Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     if args.json:
@@ -417,7 +486,3 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
         if args.out:
             print(f"saved {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(_arg_parser().parse_args()))

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("vtag.jobs.synth.generate", "write synthetic UGC dumps (Spark job)"),
     "train": ("vtag.models.train", "train a model and write a bundle"),
     "evaluate": ("vtag.jobs.cli.evaluate", "evaluate a bundle on a labeled dump"),
+    "promote": ("vtag.jobs.cli.promote", "switch the production bundle to a retrained one where it is not worse"),
     "tag": ("vtag.jobs.pipeline.tag", "tag one day of a dump into the Delta tag tables (Spark job)"),
     "demo": ("vtag.jobs.cli.demo", "the whole main job on the embedded defaults"),
     "retag": ("vtag.jobs.pipeline.retag", "bring tag partitions to a new taxonomy version"),

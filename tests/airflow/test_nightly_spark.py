@@ -8,54 +8,22 @@ process (Airflow's venv) never imports the project. The tag task really spark-su
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from project_cli import PROJECT_VENV, TAXONOMY, TINY_MODEL
+from project_cli import project as _project
+from project_cli import vtag as _vtag
 
-REPO = Path(__file__).resolve().parents[2]
-PROJECT_VENV = Path(os.environ.get("VTAG_VENV") or REPO / ".venv")
 pytestmark = [pytest.mark.airflow, pytest.mark.spark, pytest.mark.slow]
 
 DAY = "2024-05-07"  # a Tuesday: the weekly OPTIMIZE is skipped
 LOGICAL = datetime(2024, 5, 8, tzinfo=timezone.utc)  # a manual run at D+1 00:00 covers [D, D+1)
-TAXONOMY = REPO / "tests" / "data" / "tiny-taxonomy.yaml"
 # small data: no generated code, Delta's log replay in one task (as tests/conftest.py TEST_SPARK_CONF)
 SMALL_SPARK = ["spark.sql.shuffle.partitions=2", "spark.default.parallelism=2", "spark.driver.memory=1g",
                "spark.sql.codegen.wholeStage=false", "spark.sql.codegen.factoryMode=NO_CODEGEN",
                "spark.databricks.delta.snapshotPartitions=1", "tag_partitions=1"]
-TINY_MODEL = """
-name: tiny-airflow-test
-modalities: [text, context]
-text: {max_tokens: 16, vocab: {min_count: 1, max_size: 500}, bow: {buckets: 512, dim: 16},
-       cnn: {embed_dim: 16, widths: [2, 3], channels: 16, attn_dim: 16}}
-context: {dim: 8, uploader_buckets: 256, program_buckets: 64}
-fusion: {name: lmf, dim: 32, rank: 2}
-head: {name: dhmcn_v3, hidden: 32, local_hidden: 16}
-train: {epochs: 1, batch_size: 16, lr: 0.003, patience: 5, val_fraction: 0.2}
-decode: {thresholds: 0.5, batch_size: 256}
-"""
-
-
-def _project_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update(PYSPARK_PYTHON=str(PROJECT_VENV / "bin" / "python"), PYSPARK_DRIVER_PYTHON=str(PROJECT_VENV / "bin" / "python"))
-    return env
-
-
-def _project(cmd: list[str], timeout: float = 600) -> str:
-    """Run a command of the project venv from the repo root; fail the test with its output's tail."""
-    proc = subprocess.run(cmd, cwd=REPO, env=_project_env(), capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
-        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}")
-    return proc.stdout
-
-
-def _vtag(*args: str) -> str:
-    return _project([str(PROJECT_VENV / "bin" / "vtag"), *args])
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +31,6 @@ def world(tmp_path_factory):
     """Two labeled days of a tiny synthetic dump (10% bad rows) and a 1-epoch text + context bundle
     trained on them (no image modality: the DAG is under test, not the model, and the workers skip
     timm's import)."""
-    if not (PROJECT_VENV / "bin" / "vtag").exists():
-        pytest.fail(f"{PROJECT_VENV}/bin/vtag is missing: run `make venv` first")
     root = tmp_path_factory.mktemp("vtag-world")
     dumps, bundle = root / "dumps", root / "bundle"
     _vtag("generate", "--taxonomy", str(TAXONOMY), "--start", "2024-05-06", "--days", "2", "--rows-per-day", "40",

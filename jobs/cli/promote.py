@@ -1,0 +1,271 @@
+"""``vtag promote``: switch the production bundle to a retrained one only where it is not worse.
+
+The production bundle path (the job conf's ``bundle``, Airflow's ``vtag_bundle``) is a symbolic link
+to a versioned bundle directory. ``vtag promote --candidate NEW --link PROD --data LABELED --dates
+HOLDOUT`` scores the bundle the link points at and the candidate on the same held-out labeled days
+(:func:`vtag.models.evaluate.evaluate_bundle`: the ``vtag evaluate`` report, replayed as the nightly
+job meets the rows where a bundle reads uploader profiles) and re-points the link at the candidate
+when every ``--metrics`` gains at least ``--min-gain``. The switch is one ``rename(2)`` of a new
+link over the old, so a reader sees the old bundle or the new one, never neither; ``vtag tag``
+resolves the link once at its start, so a run in flight keeps the bundle it began with.
+
+Every decision (promoted, rejected, rolled back) is appended to ``<link>.promotions.jsonl``, and
+``vtag promote --rollback --link PROD`` points the link back at the bundle the last promotion
+replaced. Refused: a link path that is a real directory, a candidate trained or validated on the
+held-out rows (its metrics would flatter it), and a candidate of another taxonomy version (a new
+taxonomy goes through ``vtag retag``). Exit status: 0 promoted (or would be, with ``--dry-run``), 3
+rejected by the metrics, 1 refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+#: the exit status of a candidate the metrics reject (1 is a refused invocation)
+REJECTED = 3
+DEFAULT_METRICS = ("leaf_acc", "hf1")
+
+
+def _arg_parser() -> argparse.ArgumentParser:
+    from vtag.models.replay import COUNT_MODES
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--link", required=True, help="the production bundle path: a symbolic link to a bundle directory")
+    p.add_argument("--candidate", help="the retrained bundle directory")
+    p.add_argument("--data", help="labeled dump root(s), comma-separated, holding the held-out days")
+    p.add_argument("--dates", help="the held-out days (later than every day the candidate trained on), "
+                   "e.g. 2024-03-04..2024-03-10")
+    p.add_argument("--taxonomy", help="refuse unless both bundles were trained on this taxonomy file's version")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                   help="vtag evaluate metrics that must not fall, comma-separated (default: %(default)s)")
+    p.add_argument("--min-gain", type=float, default=0.0,
+                   help="each metric of the candidate minus the current bundle's must be at least this "
+                        "(default 0: not worse; -0.005 tolerates half a point)")
+    p.add_argument("--replay", action=argparse.BooleanOptionalAction, default=None,
+                   help="as vtag evaluate: score day by day with the model's own tags in the profiles")
+    p.add_argument("--min-score", type=float, default=0.0, help="as vtag evaluate (the job conf's profiles.min_score)")
+    p.add_argument("--count", choices=COUNT_MODES, default=COUNT_MODES[0], help="as vtag evaluate")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--dry-run", action="store_true", help="score and decide, but leave the link and the log alone")
+    p.add_argument("--rollback", action="store_true",
+                   help="point the link back at the bundle the last promotion replaced (nothing is scored)")
+    p.add_argument("--json", action="store_true", help="print the decision as one JSON line")
+    return p
+
+
+# ------------------------------------------------------------------------------------ the link
+def history_path(link: Path) -> Path:
+    """The promotion log beside the link: ``<link>.promotions.jsonl``."""
+    return link.with_name(link.name + ".promotions.jsonl")
+
+
+def current_target(link: Path) -> Path | None:
+    """The bundle directory ``link`` points at (resolved), or None where no link exists yet.
+
+    Parameters
+    ----------
+    link
+        The production bundle path.
+    """
+    if link.is_symlink():
+        return link.resolve()
+    if link.exists():
+        raise SystemExit(f"vtag promote: {link} is a directory, not a symbolic link: make the production path a link "
+                         f"once (mv {link} {link}-v1 && ln -s {link.name}-v1 {link}), then promote")
+    return None
+
+
+def point(link: Path, target: Path) -> None:
+    """Make ``link`` a symbolic link to ``target`` in one ``rename(2)`` (no moment without a link).
+
+    Parameters
+    ----------
+    link
+        The production bundle path (a link, or absent).
+    target
+        The bundle directory (made absolute).
+    """
+    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(str(Path(target).resolve()), tmp)
+    try:
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def append_history(link: Path, entry: Mapping[str, Any]) -> None:
+    """Append one decision to :func:`history_path` (one JSON object per line)."""
+    with history_path(link).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def read_history(link: Path) -> list[dict]:
+    """Every decision logged for ``link``, oldest first."""
+    path = history_path(link)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------------ the decision
+def decide(candidate: Mapping[str, float], current: Mapping[str, float] | None, metrics: list[str],
+           min_gain: float) -> dict[str, Any]:
+    """Whether the candidate's metrics pass: each gains at least ``min_gain`` over the current bundle's.
+
+    Parameters
+    ----------
+    candidate, current
+        ``overall`` sections of two ``vtag evaluate`` reports (``current`` None: no bundle yet, so the
+        candidate passes).
+    metrics
+        Metric names that must not fall.
+    min_gain
+        The least gain each metric must show (negative: a tolerated loss).
+
+    Returns
+    -------
+    dict
+        ``promote`` (bool), ``gains`` (metric -> candidate − current), ``failed`` (the metrics short of
+        ``min_gain``, each as a sentence).
+    """
+    missing = [m for m in metrics if m not in candidate or (current is not None and m not in current)]
+    if missing:
+        raise SystemExit(f"vtag promote: no metric {missing} in the evaluation (have {sorted(candidate)})")
+    if current is None:
+        return {"promote": True, "gains": {}, "failed": []}
+    gains = {m: float(candidate[m]) - float(current[m]) for m in metrics}
+    failed = [f"{m}: {float(candidate[m]):.4f} against {float(current[m]):.4f} ({gains[m]:+.4f} < {min_gain:+.4f})"
+              for m in metrics if gains[m] < min_gain]
+    return {"promote": not failed, "gains": gains, "failed": failed}
+
+
+def _check_candidate(candidate: Path, frame, current: Path | None, expected: str | None) -> None:
+    """Refuse a candidate that saw the held-out rows or has another taxonomy version than the current."""
+    from vtag.models.bundle import read_meta
+    from vtag.models.provenance import OVERLAP_WARN_SHARE, overlap
+
+    meta = read_meta(candidate)
+    if expected and meta.taxonomy_version != expected:
+        raise SystemExit(f"vtag promote: the candidate was trained on taxonomy {meta.taxonomy_version}, "
+                         f"not {expected}")
+    if current is not None:
+        was = read_meta(current).taxonomy_version
+        if was != meta.taxonomy_version:
+            raise SystemExit(f"vtag promote: the candidate's taxonomy {meta.taxonomy_version} is not the current "
+                             f"bundle's {was}: a new taxonomy goes through `vtag retag` (docs/operations.md)")
+    seen = overlap(candidate, frame["video_id"] if "video_id" in frame else [])
+    if not seen["known"] or seen.get("seen", 0) > OVERLAP_WARN_SHARE * max(len(frame), 1):
+        raise SystemExit(f"vtag promote: the candidate cannot be compared on these days: {seen['warning']} "
+                         "(train it on days before the held-out ones: vtag train --dates)")
+
+
+def promote(args: argparse.Namespace) -> dict[str, Any]:
+    """Score, decide and (unless ``--dry-run``) switch and log; returns the decision record."""
+    import torch
+
+    from vtag.models.evaluate import evaluate_bundle, load_labeled
+
+    if not (args.candidate and args.data and args.dates):
+        raise SystemExit("vtag promote: --candidate, --data and --dates are needed (or --rollback)")
+    link, candidate = Path(args.link).absolute(), Path(args.candidate).resolve()
+    current = current_target(link)
+    if current == candidate:
+        raise SystemExit(f"vtag promote: {link} already points at {candidate}")
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    expected = None
+    if args.taxonomy:
+        from vtag.hierarchy.taxonomy import Taxonomy
+
+        expected = Taxonomy.load(args.taxonomy).version
+    frame = load_labeled(args.data, args.dates, what="vtag promote")
+    _check_candidate(candidate, frame, current, expected)
+    opts = dict(device=args.device, expected_taxonomy_version=expected, replay=args.replay,
+                min_score=args.min_score, count=args.count, what="vtag promote", data=args.data)
+    reports = {"candidate": evaluate_bundle(str(candidate), frame, **opts)}
+    if current is not None:
+        reports["current"] = evaluate_bundle(str(current), frame, **opts)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    verdict = decide(reports["candidate"]["overall"], reports.get("current", {}).get("overall"), metrics,
+                     args.min_gain)
+    record = {
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "link": str(link),
+        "decision": ("promoted" if verdict["promote"] else "rejected") + (" (dry run)" if args.dry_run else ""),
+        "from": str(current) if current else None,
+        "to": str(candidate) if verdict["promote"] else (str(current) if current else None),
+        "candidate": str(candidate),
+        "data": args.data,
+        "dates": args.dates,
+        "rows": int(len(frame)),
+        "metrics": {k: {m: r["overall"].get(m) for m in [*metrics, "n"]} for k, r in reports.items()},
+        "model_versions": {k: r["model_version"] for k, r in reports.items()},
+        "min_gain": args.min_gain,
+        **verdict,
+    }
+    if not args.dry_run:
+        if verdict["promote"]:
+            point(link, candidate)
+        append_history(link, record)
+    return record
+
+
+def rollback(link: Path) -> dict[str, Any]:
+    """Point ``link`` back at the bundle its last promotion replaced; returns the logged record.
+
+    Parameters
+    ----------
+    link
+        The production bundle path.
+    """
+    current = current_target(link)
+    # the promotion that brought the current bundle in (so a second rollback goes one further back)
+    last = next((e for e in reversed(read_history(link))
+                 if e["decision"] == "promoted" and current is not None and Path(e["to"]) == current), None)
+    if last is None:
+        raise SystemExit(f"vtag promote: nothing to roll back: {history_path(link)} has no promotion to {current}")
+    if not last["from"]:
+        raise SystemExit(f"vtag promote: the promotion to {current} was the first: there is no earlier bundle")
+    previous = Path(last["from"])
+    from vtag.models.bundle import read_meta
+
+    read_meta(previous)  # still a bundle (BundleError otherwise)
+    point(link, previous)
+    record = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "link": str(link),
+              "decision": "rolled back", "from": str(current), "to": str(previous), "promote": True}
+    append_history(link, record)
+    return record
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``vtag promote``; returns 0 (promoted or rolled back), :data:`REJECTED`, or 1 (refused).
+
+    Parameters
+    ----------
+    args
+        The parsed options of :func:`_arg_parser`.
+    """
+    from vtag.models.bundle import BundleError
+
+    try:
+        record = rollback(Path(args.link).absolute()) if args.rollback else promote(args)
+    except BundleError as exc:
+        raise SystemExit(f"vtag promote: {exc}") from exc
+    if args.json:
+        print(json.dumps(record, ensure_ascii=False, sort_keys=True))
+    else:
+        print(f"{record['decision']}: {args.link} -> {record['to']}", file=sys.stdout)
+        for metric, gain in record.get("gains", {}).items():
+            print(f"  {metric}: {gain:+.4f}")
+        for line in record.get("failed", []):
+            print(f"  short: {line}")
+    return 0 if record["promote"] else REJECTED
