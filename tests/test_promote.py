@@ -94,6 +94,7 @@ def test_promote_compares_on_held_out_days_switches_logs_and_rolls_back(bilibili
     assert rejected["gains"]["leaf_acc"] == pytest.approx(cand["leaf_acc"] - cur["leaf_acc"])
     assert cur["leaf_acc"] == pytest.approx(first["metrics"]["candidate"]["leaf_acc"])
     assert rejected["decision"] == "rejected" and len(rejected["failed"]) == 2
+    assert rejected["seen_rows"]["candidate"] < 5 and rejected["seen_rows"]["current"] < 5  # held-out days
     assert current_target(link) == w["old"].resolve()
 
     # promoted at the default bar when it is not worse, else rejected: the decision follows the metrics

@@ -62,6 +62,9 @@ def test_resolve_retrain_windows_and_arguments(tmp_path):
     # every earlier day trains with train_days 0; Param end wins over the interval
     s0 = retrain.resolve_retrain({**params, "train_days": 0, "end": "2024-01-31"}, monday, variables.get)
     assert s0["train_dates"] == "..2024-01-24" and s0["holdout_dates"] == "2024-01-25..2024-01-31"
+    # without a Variable the check holds out the last two days
+    s2 = retrain.resolve_retrain(params, monday, {"vtag_labels_root": str(tmp_path / "labeled")}.get)
+    assert s2["holdout_dates"] == "2024-03-09..2024-03-10" and s2["train_dates"] == "2024-02-10..2024-03-08"
     with pytest.raises(ValueError, match="no labeled data"):
         retrain.resolve_retrain(params, monday, lambda name: None)
     with pytest.raises(ValueError, match="local"):
