@@ -23,7 +23,7 @@ weighted). With ``--jsonl`` (Bilibili's format, default the shared file) the dum
 Usage::
 
     python bench/retrain_replay.py [--jsonl F | --data ROOT --taxonomy T] [--config conf/model/text-context.yaml]
-        [--period-days 7] [--initial-periods 5] [--threads 2] [--md-out F] [--json-out F]
+        [--period-days 7] [--initial-periods 5] [--holdout-days 2] [--threads 2] [--md-out F] [--json-out F]
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--period-days", type=int, default=7, help="days per retraining period (default 7)")
     ap.add_argument("--initial-periods", type=int, default=5, help="periods the first bundle trains on (default 5)")
     ap.add_argument("--train-days", type=int, default=0, help="days a bundle trains on, the latest (0: all earlier)")
-    ap.add_argument("--holdout-days", type=int, help="the check's held-out days, the last of each period "
-                    "(default: the whole period)")
+    ap.add_argument("--holdout-days", type=int, default=2, help="the check's held-out days, the last of each "
+                    "period (default 2, as vtag_retrain's; the period's length: a whole period held out)")
     ap.add_argument("--min-gain", type=float, default=0.0, help="vtag promote --min-gain")
     ap.add_argument("--epochs", type=int, help="vtag train --epochs (default: the config's)")
     ap.add_argument("--seed", type=int, default=0)
@@ -96,7 +96,7 @@ def _pooled(scores: list[dict], key: str) -> float:
 def replay(data: str, taxonomy: str, work: Path, args) -> dict:
     """Train, promote and score as the module docstring says; returns the report."""
     from vtag.jobs.cli import main as vtag
-    from vtag.jobs.cli.promote import read_history
+    from vtag.jobs.cli.promote import history_path, read_history
     from vtag.models.evaluate import evaluate_bundle, load_labeled
 
     periods = periods_of(_dump_days(Path(data)), args.period_days)
@@ -104,7 +104,7 @@ def replay(data: str, taxonomy: str, work: Path, args) -> dict:
     if i < 1 or len(periods) < i + 2:
         raise SystemExit(f"retrain_replay: {len(periods)} periods of {args.period_days} days; --initial-periods {i} "
                          f"needs at least {i + 2}")
-    held = args.holdout_days or args.period_days
+    held = args.holdout_days
     if not 1 <= held <= args.period_days:
         raise SystemExit(f"retrain_replay: --holdout-days must be 1 .. --period-days ({args.period_days})")
     bundles: dict[str, Path] = {}
@@ -145,6 +145,8 @@ def replay(data: str, taxonomy: str, work: Path, args) -> dict:
         return scores[(cut, p)]
 
     link = work / "prod"
+    link.unlink(missing_ok=True)  # the replay's own link and log: a rerun in the same --work starts afresh
+    history_path(link).unlink(missing_ok=True)
 
     def promote(cut: date, q: int) -> bool:
         """``vtag promote`` of the bundle trained up to ``cut``, on the days after it through the end of ``q``."""

@@ -42,12 +42,10 @@ def test_replay_scores_three_strategies_on_the_later_periods(tmp_path, capsys):
         write_dump(part, tmp_path / "dump", day)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY_CONFIG), encoding="utf-8")
-    rc = retrain_replay.main(["--data", str(tmp_path / "dump"), "--taxonomy", str(tax.source), "--config", str(config),
-                              "--period-days", "2", "--initial-periods", "1", "--holdout-days", "1",
-                              "--epochs", "1", "--threads", "1",
-                              "--work", str(tmp_path / "work"), "--md-out", str(tmp_path / "r.md"),
-                              "--json-out", str(tmp_path / "r.json")])
-    assert rc == 0
+    argv = ["--data", str(tmp_path / "dump"), "--taxonomy", str(tax.source), "--config", str(config),
+            "--period-days", "2", "--initial-periods", "1", "--holdout-days", "1", "--epochs", "1", "--threads", "1",
+            "--work", str(tmp_path / "work"), "--md-out", str(tmp_path / "r.md"), "--json-out", str(tmp_path / "r.json")]
+    assert retrain_replay.main(argv) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     # 4 periods of 2 days; the first bundle trains on period 0 (up to 05-02); periods 2 and 3 are scored
     assert report["periods"] == 4 and [r["period"] for r in report["rows"]] == [2, 3]
@@ -69,3 +67,9 @@ def test_replay_scores_three_strategies_on_the_later_periods(tmp_path, capsys):
     assert pooled == pytest.approx((r2["static"]["leaf_acc"] + r3["static"]["leaf_acc"]) / 2)
     assert "| pooled |" in (tmp_path / "r.md").read_text() and sorted(report["train_seconds"]) == [
         f"2024-05-0{d}" for d in range(2, 7)]
+
+    # a rerun in the same --work reuses the bundles and starts the link and its log afresh
+    assert retrain_replay.main([*argv, "--reuse", "--json-out", str(tmp_path / "r2.json")]) == 0
+    again = json.loads((tmp_path / "r2.json").read_text())
+    assert again["train_seconds"] == {} and again["rows"] == report["rows"]
+    assert [d["candidate"] for d in again["decisions"]] == [d["candidate"] for d in report["decisions"]]
