@@ -14,6 +14,7 @@ bundle that goes in while losing little of a bundle trained up to the last label
 
 from __future__ import annotations
 
+import os
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -32,6 +33,16 @@ VARIABLES = {
     "vtag_holdout_days": "latest labeled days held out to compare the bundles on (default 2)",
     "vtag_min_gain": "vtag promote --min-gain: least gain of each metric over the current bundle (default 0)",
 }
+#: the Airflow pool of the training task (unset: Airflow's default pool); training is one heavy process
+#: on the worker, so a pool of its own keeps it from running beside the nightly Spark drivers
+TRAIN_POOL = os.environ.get("VTAG_TRAIN_POOL") or None
+
+
+def train_pool_kwargs() -> dict[str, Any]:
+    """``pool`` of the training task where ``VTAG_TRAIN_POOL`` names one."""
+    return {"pool": TRAIN_POOL} if TRAIN_POOL else {}
+
+
 DEFAULTS: dict[str, Any] = {
     "train_config": "conf/model/text-context.yaml",
     "train_days": 56,

@@ -92,7 +92,8 @@ with DAG(
         common.log.info("%s %s", marker, "found" if found else "not there yet")
         return found
 
-    @task(retries=1, retry_delay=timedelta(minutes=10), execution_timeout=timedelta(hours=12))
+    @task(retries=1, retry_delay=timedelta(minutes=10), execution_timeout=timedelta(hours=12),
+          **retrain.train_pool_kwargs())
     def train(argv: list[str], link: str, out: str) -> str:
         """``vtag train`` into a new versioned bundle folder."""
         from airflow.sdk.exceptions import AirflowSkipException

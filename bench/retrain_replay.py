@@ -55,6 +55,9 @@ def arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--holdout-days", type=int, default=2, help="the check's held-out days, the last of each "
                     "period (default 2, as vtag_retrain's; the period's length: a whole period held out)")
     ap.add_argument("--min-gain", type=float, default=0.0, help="vtag promote --min-gain")
+    ap.add_argument("--label-fraction", type=float, default=1.0,
+                    help="train and check on this seeded share of each day's rows (editors label a sample); "
+                         "every row is still scored (default 1: every row labeled)")
     ap.add_argument("--epochs", type=int, help="vtag train --epochs (default: the config's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of training and scoring")
@@ -93,8 +96,37 @@ def _pooled(scores: list[dict], key: str) -> float:
     return sum(s[key] * s["n"] for s in scores) / n if n else float("nan")
 
 
-def replay(data: str, taxonomy: str, work: Path, args) -> dict:
-    """Train, promote and score as the module docstring says; returns the report."""
+def sample_dump(data: str, out: Path, fraction: float, seed: int) -> str:
+    """Each day of the labeled dump ``data`` cut to a seeded ``fraction`` of its rows, written under ``out``
+    (the labels a team that labels a sample would have); returns the new root."""
+    from vtag.models.data import read_dumps, write_dump
+
+    if not 0 < fraction <= 1:
+        raise SystemExit("retrain_replay: --label-fraction must be in (0, 1]")
+    for day in _dump_days(Path(data)):
+        rows = read_dumps(data, dates=day)
+        write_dump(rows.sample(frac=fraction, random_state=seed).drop(columns=["dt"], errors="ignore"), out, day)
+    return str(out)
+
+
+def replay(data: str, taxonomy: str, work: Path, args, train_data: str | None = None) -> dict:
+    """Train, promote and score as the module docstring says; returns the report.
+
+    Parameters
+    ----------
+    data
+        The labeled dump every period is scored on.
+    taxonomy
+        Its taxonomy file.
+    work
+        Folder of the bundles and the link.
+    args
+        The parsed options.
+    train_data
+        The labeled dump the bundles train and are checked on (default ``data``; a sample of it with
+        ``--label-fraction``).
+    """
+    train_data = train_data or data
     from vtag.jobs.cli import main as vtag
     from vtag.jobs.cli.promote import history_path, read_history
     from vtag.models.evaluate import evaluate_bundle, load_labeled
@@ -120,7 +152,7 @@ def replay(data: str, taxonomy: str, work: Path, args) -> dict:
             first = "" if not args.train_days else (cut - timedelta(days=args.train_days - 1)).isoformat()
             out = work / "bundles" / f"B-{key}"
             if not (args.reuse and (out / "model.safetensors").is_file()):
-                argv = ["train", "--config", args.config, "--data", data, "--taxonomy", taxonomy, "--dates",
+                argv = ["train", "--config", args.config, "--data", train_data, "--taxonomy", taxonomy, "--dates",
                         f"{first}..{key}", "--out", str(out), "--seed", str(args.seed), "--threads",
                         str(args.threads), "--no-progress", "--label", f"replay-{key}"]
                 if args.epochs:
@@ -150,7 +182,7 @@ def replay(data: str, taxonomy: str, work: Path, args) -> dict:
 
     def promote(cut: date, q: int) -> bool:
         """``vtag promote`` of the bundle trained up to ``cut``, on the days after it through the end of ``q``."""
-        return vtag(["promote", "--link", str(link), "--candidate", str(bundle(cut)), "--data", data, "--dates",
+        return vtag(["promote", "--link", str(link), "--candidate", str(bundle(cut)), "--data", train_data, "--dates",
                      f"{(cut + timedelta(days=1)).isoformat()}..{end(q).isoformat()}", "--min-gain",
                      str(args.min_gain), "--threads", str(args.threads), "--json"]) == 0
 
@@ -170,6 +202,7 @@ def replay(data: str, taxonomy: str, work: Path, args) -> dict:
                  for e in read_history(link)]
     return {"data": data, "config": args.config, "period_days": args.period_days, "initial_periods": i,
             "train_days": args.train_days, "holdout_days": held, "min_gain": args.min_gain, "periods": len(periods),
+            "label_fraction": args.label_fraction,
             "rows": rows, "pooled": pooled, "decisions": decisions, "train_seconds": train_seconds}
 
 
@@ -182,7 +215,8 @@ def render(report: dict) -> str:
         f"- Data: `{report['data']}`; config `{Path(report['config']).name}`; {report['periods']} periods of "
         f"{report['period_days']} days; the first bundle trains on {report['initial_periods']} periods; "
         f"bundles train on {window}; the check holds out the last {report['holdout_days']} days of a period; "
-        f"`vtag promote --min-gain {report['min_gain']}`.",
+        f"`vtag promote --min-gain {report['min_gain']}`; bundles train and are checked on "
+        f"{report.get('label_fraction', 1.0):.0%} of each day's rows, and every row is scored.",
         "",
         "| period | days | rows | " + " | ".join(STRATEGIES.values()) + " |",
         "|---|---|---|" + "---|" * len(STRATEGIES),
@@ -217,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
 
             dump, tax, _, _ = public_titles.write_bilibili(args.jsonl, work / "bilibili")
             data, taxonomy = str(dump), str(tax)
-        report = replay(data, taxonomy, work, args)
+        train_data = None
+        if args.label_fraction < 1:
+            train_data = sample_dump(data, work / "labeled-sample", args.label_fraction, args.seed)
+        report = replay(data, taxonomy, work, args, train_data)
     text = render(report)
     print(text)
     if args.md_out:

@@ -73,3 +73,20 @@ def test_replay_scores_three_strategies_on_the_later_periods(tmp_path, capsys):
     again = json.loads((tmp_path / "r2.json").read_text())
     assert again["train_seconds"] == {} and again["rows"] == report["rows"]
     assert [d["candidate"] for d in again["decisions"]] == [d["candidate"] for d in report["decisions"]]
+
+
+def test_sample_dump_keeps_a_seeded_share_of_every_day(tmp_path):
+    from tests.builders import tiny_taxonomy
+    from vtag.models.data import read_dumps, toy_labeled_frame, write_dump
+
+    frame = toy_labeled_frame(tiny_taxonomy(), n=80, seed=2)
+    write_dump(frame.iloc[:40], tmp_path / "full", "2024-05-01")
+    write_dump(frame.iloc[40:], tmp_path / "full", "2024-05-02")
+    root = retrain_replay.sample_dump(str(tmp_path / "full"), tmp_path / "s1", 0.25, seed=0)
+    sample = read_dumps(root)
+    assert sample.groupby("dt").size().to_dict() == {"2024-05-01": 10, "2024-05-02": 10}
+    assert set(sample["video_id"]) <= set(frame["video_id"])
+    again = read_dumps(retrain_replay.sample_dump(str(tmp_path / "full"), tmp_path / "s2", 0.25, seed=0))
+    assert sorted(again["video_id"]) == sorted(sample["video_id"])  # seeded
+    with pytest.raises(SystemExit, match="label-fraction"):
+        retrain_replay.sample_dump(str(tmp_path / "full"), tmp_path / "s3", 0.0, seed=0)

@@ -57,6 +57,17 @@ def test_the_pool_and_its_slots_come_from_the_environment():
     assert json.loads(out) == ["spark_big", 3]
 
 
+def test_the_training_pool_comes_from_the_environment(dagbag):
+    code = (
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(DAGS)!r})\n"
+        "assert not bag.import_errors, bag.import_errors\n"
+        "print(bag.get_dag('vtag_retrain').get_task('train').pool)\n"
+    )
+    assert _parse_in_subprocess({"VTAG_TRAIN_POOL": "vtag_train"}, code) == "vtag_train"
+    assert dagbag.get_dag("vtag_retrain").get_task("train").pool == "default_pool"  # unset: Airflow's default
+
+
 def test_failure_callbacks_log_and_notify(tmp_path, caplog):
     import _common as common
 
