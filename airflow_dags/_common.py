@@ -90,6 +90,18 @@ JOB_ENV = {
 }
 
 
+def dag_kwargs(doc_md: str | None) -> dict[str, Any]:
+    """The ``DAG(...)`` arguments every vtag DAG shares: start date, owner, no default retry, the failure
+    callbacks on tasks and runs, the ``vtag`` tag and the DAG file's docstring as its doc."""
+    return {
+        "start_date": START_DATE,
+        "default_args": {"owner": "vtag", "retries": 0, "on_failure_callback": failure_callbacks()},
+        "on_failure_callback": failure_callbacks(),
+        "tags": ["vtag"],
+        "doc_md": doc_md,
+    }
+
+
 def spark_pool_kwargs() -> dict[str, Any]:
     """``pool``/``pool_slots`` of every task that runs a Spark job (spark-submit or a Spark CLI)."""
     return {"pool": SPARK_POOL, "pool_slots": SPARK_POOL_SLOTS}
@@ -273,6 +285,13 @@ def marker_exists(marker: str, conn_id: str | None = None) -> bool:
     from airflow.sdk import ObjectStoragePath
 
     return ObjectStoragePath(marker, conn_id=conn_id).exists()
+
+
+def poke_marker(marker: str) -> bool:
+    """A sensor's poke: whether ``marker`` exists, logged either way."""
+    found = marker_exists(marker)
+    log.info("%s %s", marker, "found" if found else "not there yet")
+    return found
 
 
 # ------------------------------------------------------------------------------------ the vtag CLI

@@ -67,14 +67,10 @@ with DAG(
     dag_id="vtag_nightly",
     description="Tag the day's UGC dump into video_tags (Spark), gate the result, OPTIMIZE weekly",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=common.START_DATE,
     catchup=True,
     max_active_runs=common.MAX_ACTIVE_RUNS,
     params=PARAMS,
-    default_args={"owner": "vtag", "retries": 0, "on_failure_callback": common.failure_callbacks()},
-    on_failure_callback=common.failure_callbacks(),
-    tags=["vtag"],
-    doc_md=__doc__,
+    **common.dag_kwargs(__doc__),
 ) as dag:
 
     @task(multiple_outputs=True)
@@ -88,9 +84,7 @@ with DAG(
     @task.sensor(poke_interval=300, timeout=common.DUMP_WAIT.total_seconds(), mode="reschedule")
     def wait_for_dump(marker: str) -> bool:
         """True once the day's ``_SUCCESS`` marker exists (the dump is complete)."""
-        found = common.marker_exists(marker)
-        common.log.info("%s %s", marker, "found" if found else "not there yet")
-        return found
+        return common.poke_marker(marker)
 
     settings = resolve()
     waited = wait_for_dump(settings["marker"])

@@ -49,14 +49,10 @@ with DAG(
     dag_id="vtag_retag",
     description="Re-tag a date range to a new taxonomy version: plan, one Spark job per month, verify",
     schedule=None,
-    start_date=common.START_DATE,
     catchup=False,
     max_active_runs=1,
     params=PARAMS,
-    default_args={"owner": "vtag", "retries": 0, "on_failure_callback": common.failure_callbacks()},
-    on_failure_callback=common.failure_callbacks(),
-    tags=["vtag"],
-    doc_md=__doc__,
+    **common.dag_kwargs(__doc__),
 ) as dag:
 
     @task(multiple_outputs=True)

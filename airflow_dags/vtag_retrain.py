@@ -66,14 +66,10 @@ with DAG(
     dag_id="vtag_retrain",
     description="Retrain on the latest labeled days weekly; promote the bundle only where it is not worse",
     schedule=CronDataIntervalTimetable("0 6 * * 1", timezone="UTC"),
-    start_date=common.START_DATE,
     catchup=False,
     max_active_runs=1,
     params=PARAMS,
-    default_args={"owner": "vtag", "retries": 0, "on_failure_callback": common.failure_callbacks()},
-    on_failure_callback=common.failure_callbacks(),
-    tags=["vtag"],
-    doc_md=__doc__,
+    **common.dag_kwargs(__doc__),
 ) as dag:
 
     @task(multiple_outputs=True)
@@ -88,9 +84,7 @@ with DAG(
     @task.sensor(poke_interval=600, timeout=common.DUMP_WAIT.total_seconds(), mode="reschedule")
     def wait_for_labels(marker: str) -> bool:
         """True once the last labeled day's ``_SUCCESS`` marker exists."""
-        found = common.marker_exists(marker)
-        common.log.info("%s %s", marker, "found" if found else "not there yet")
-        return found
+        return common.poke_marker(marker)
 
     @task(retries=1, retry_delay=timedelta(minutes=10), execution_timeout=timedelta(hours=12),
           **retrain.train_pool_kwargs())
