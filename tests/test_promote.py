@@ -42,6 +42,10 @@ def test_point_swaps_the_link_and_a_real_directory_is_refused(tmp_path):
     assert current_target(link) == b.resolve() and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "prod"]
     with pytest.raises(SystemExit, match="not a symbolic link"):
         current_target(a)
+    with pytest.raises(SystemExit, match="no link at"):
+        vtag(["promote", "--rollback", "--link", str(tmp_path / "nothing")])
+    with pytest.raises(SystemExit, match="no promotion to"):  # a link made by hand: nothing logged to undo
+        vtag(["promote", "--rollback", "--link", str(link)])
 
 
 @pytest.fixture(scope="module")

@@ -235,9 +235,11 @@ def rollback(link: Path) -> dict[str, Any]:
         The production bundle path.
     """
     current = current_target(link)
+    if current is None:
+        raise SystemExit(f"vtag promote: nothing to roll back: there is no link at {link}")
     # the promotion that brought the current bundle in (so a second rollback goes one further back)
     last = next((e for e in reversed(read_history(link))
-                 if e["decision"] == "promoted" and current is not None and Path(e["to"]) == current), None)
+                 if e["decision"] == "promoted" and Path(e["to"]) == current), None)
     if last is None:
         raise SystemExit(f"vtag promote: nothing to roll back: {history_path(link)} has no promotion to {current}")
     if not last["from"]:
