@@ -87,8 +87,10 @@ STRATEGIES = {"static": "static", "checked": "retrained, checked (vtag_retrain)"
               "unchecked": "retrained, unchecked"}
 
 
-def _dump_days(root: Path) -> list[str]:
-    return sorted(p.name.split("=", 1)[1] for p in Path(root).glob("dt=*") if p.is_dir())
+def _dump_days(data: str) -> list[str]:
+    from vtag.models.data import dump_days
+
+    return dump_days([Path(root) for root in data.split(",")])
 
 
 def _pooled(scores: list[dict], key: str) -> float:
@@ -103,7 +105,7 @@ def sample_dump(data: str, out: Path, fraction: float, seed: int) -> str:
 
     if not 0 < fraction <= 1:
         raise SystemExit("retrain_replay: --label-fraction must be in (0, 1]")
-    for day in _dump_days(Path(data)):
+    for day in _dump_days(data):
         rows = read_dumps(data, dates=day)
         write_dump(rows.sample(frac=fraction, random_state=seed).drop(columns=["dt"], errors="ignore"), out, day)
     return str(out)
@@ -131,7 +133,7 @@ def replay(data: str, taxonomy: str, work: Path, args, train_data: str | None = 
     from vtag.jobs.cli.promote import history_path, read_history
     from vtag.models.evaluate import evaluate_bundle, load_labeled
 
-    periods = periods_of(_dump_days(Path(data)), args.period_days)
+    periods = periods_of(_dump_days(data), args.period_days)
     i = args.initial_periods
     if i < 1 or len(periods) < i + 2:
         raise SystemExit(f"retrain_replay: {len(periods)} periods of {args.period_days} days; --initial-periods {i} "

@@ -174,8 +174,19 @@ def read_dumps(
     return frame
 
 
+def dump_days(paths: Sequence[Path]) -> list[str]:
+    """The ``dt`` partitions (``YYYY-MM-DD``) under the dump roots ``paths``, sorted, each once.
+
+    Parameters
+    ----------
+    paths
+        Dump roots holding ``dt=*/`` folders.
+    """
+    return sorted({p.name[3:] for root in paths for p in Path(root).glob("dt=*") if p.is_dir()})
+
+
 def _days_held(paths: Sequence[Path]) -> str:
-    days = sorted({p.name[3:] for root in paths for p in root.glob("dt=*") if p.is_dir()})
+    days = dump_days(paths)
     return f"{days[0]} .. {days[-1]} ({len(days)} partitions)" if days else "none"
 
 

@@ -378,7 +378,7 @@ def load_labeled(data: str, dates: str | None = None, limit: int | None = None, 
 def evaluate_bundle(bundle: str, frame, *, device: str | None = None, expected_taxonomy_version: str | None = None,
                     replay: bool | None = None, min_score: float = 0.0, count: str = "score",
                     stage: Stage | None = None, what: str = "vtag evaluate", predictor=None,
-                    data: str | None = None) -> dict:
+                    data: str | None = None, dates: str | None = None) -> dict:
     """Load ``bundle`` and score it on the labeled rows ``frame``: ``vtag evaluate``'s report.
 
     Parameters
@@ -401,14 +401,15 @@ def evaluate_bundle(bundle: str, frame, *, device: str | None = None, expected_t
         The command named in errors and warnings.
     predictor
         ``bundle`` already loaded (:class:`vtag.models.predictor.Predictor`), or None: load it here.
-    data
-        Where ``frame`` came from, for the error message.
+    data, dates
+        Where ``frame`` came from (labeled dump roots, days), for the error message and the report.
 
     Returns
     -------
     dict
-        ``bundle``, ``model_version``, ``taxonomy_version``, ``overlap`` (the rows the bundle trained or
-        validated on), ``overall``, ``subtrees``, ``labels``, ``replay_min_score``, ... and ``legend``.
+        ``bundle``, ``data`` and ``dates`` (where ``data`` is given), ``model_version``,
+        ``taxonomy_version``, ``overlap`` (the rows the bundle trained or validated on), ``overall``,
+        ``subtrees``, ``labels``, ``replay_min_score``, ... and ``legend``.
     """
     from vtag.models.data import label_summary
     from vtag.models.predictor import Predictor
@@ -433,6 +434,7 @@ def evaluate_bundle(bundle: str, frame, *, device: str | None = None, expected_t
     report = evaluate_frame(predictor, frame, stage, float(min_score) if replay else None, count)
     report = {
         "bundle": str(bundle),
+        **({"data": str(data), "dates": dates} if data is not None else {}),
         "model_version": predictor.model_version,
         "taxonomy_version": predictor.taxonomy_version,
         "overlap": seen,
@@ -470,10 +472,7 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     frame = load_labeled(args.data, args.dates, args.limit)
     report = evaluate_bundle(args.bundle, frame, predictor=predictor, replay=getattr(args, "replay", None),
                              min_score=args.min_score, count=getattr(args, "count", "score"), stage=stage,
-                             data=args.data)
-    legend_lines = report.pop("legend")
-    report = {"bundle": report.pop("bundle"), "data": str(args.data), "dates": args.dates, **report,
-              "legend": legend_lines}
+                             data=args.data, dates=args.dates)
     seen = report["overlap"]
     if args.out:
         Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -486,3 +485,7 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
         if args.out:
             print(f"saved {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(_arg_parser().parse_args()))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -61,6 +60,11 @@ def _arg_parser() -> argparse.ArgumentParser:
                    help="point the link back at the bundle the last promotion replaced (nothing is scored)")
     p.add_argument("--json", action="store_true", help="print the decision as one JSON line")
     return p
+
+
+def _now() -> str:
+    """The time of a decision, as logged: UTC, ISO 8601, seconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------------------------------ the link
@@ -202,7 +206,7 @@ def promote(args: argparse.Namespace) -> dict[str, Any]:
     verdict = decide(reports["candidate"]["overall"], reports.get("current", {}).get("overall"), metrics,
                      args.min_gain)
     record = {
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": _now(),
         "link": str(link),
         "decision": ("promoted" if verdict["promote"] else "rejected") + (" (dry run)" if args.dry_run else ""),
         "from": str(current) if current else None,
@@ -249,7 +253,7 @@ def rollback(link: Path) -> dict[str, Any]:
 
     read_meta(previous)  # still a bundle (BundleError otherwise)
     point(link, previous)
-    record = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "link": str(link),
+    record = {"at": _now(), "link": str(link),
               "decision": "rolled back", "from": str(current), "to": str(previous), "promote": True}
     append_history(link, record)
     return record
@@ -272,7 +276,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record, ensure_ascii=False, sort_keys=True))
     else:
-        print(f"{record['decision']}: {args.link} -> {record['to']}", file=sys.stdout)
+        print(f"{record['decision']}: {args.link} -> {record['to']}")
         for metric, gain in record.get("gains", {}).items():
             print(f"  {metric}: {gain:+.4f}")
         for line in record.get("failed", []):
