@@ -7,6 +7,9 @@ A run whose data interval ends on day E retrains on the labeled days up to E −
 The bundle is written to ``<bundle_root>/<link name>-<last labeled day>`` and promoted over the link
 (the nightly job's bundle) by ``vtag promote`` only where it is not worse on the held-out days.
 
+``vtag promote --keep`` then deletes the bundle folders its log names beyond the ``keep_bundles``
+latest of the rollback chain (the bundle the last switch replaced and the latest candidate stay too).
+
 The held-out days are what the check costs: the bundle in production is that much older than the
 labels. ``bench/retrain_replay.py`` measures it; two days (the default) keep the check on the
 bundle that goes in while losing little of a bundle trained up to the last labeled day.
@@ -32,6 +35,8 @@ VARIABLES = {
     "vtag_train_days": "labeled days that train, before the held-out ones (default 56; 0: every earlier day)",
     "vtag_holdout_days": "latest labeled days held out to compare the bundles on (default 2)",
     "vtag_min_gain": "vtag promote --min-gain: least gain of each metric over the current bundle (default 0)",
+    "vtag_keep_bundles": "vtag promote --keep: bundle folders kept in the rollback chain, older ones deleted "
+                         "(default 3; 0: delete none)",
 }
 #: the Airflow pool of the training task (unset: Airflow's default pool); training is one heavy process
 #: on the worker, so a pool of its own keeps it from running beside the nightly Spark drivers
@@ -49,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "holdout_days": 2,
     "min_gain": 0.0,
     "metrics": "leaf_acc,hf1",
+    "keep_bundles": 3,
 }
 
 
@@ -100,6 +106,9 @@ def resolve_retrain(params: Mapping[str, Any], data_interval_end: datetime | Non
     config = common.abspath(common._pick(params, variable, "train_config", DEFAULTS["train_config"]))
     taxonomy = common.abspath(common._pick(params, variable, "taxonomy", jc.get("taxonomy")))
     min_gain = float(common._pick(params, variable, "min_gain", DEFAULTS["min_gain"]))
+    keep = int(common._pick(params, variable, "keep_bundles", DEFAULTS["keep_bundles"]))
+    if keep < 0:
+        raise ValueError(f"keep_bundles must be >= 0 (0: delete none), got {keep}")
 
     first_held = end - timedelta(days=holdout - 1)
     last_train = first_held - timedelta(days=1)
@@ -110,11 +119,11 @@ def resolve_retrain(params: Mapping[str, Any], data_interval_end: datetime | Non
     tax = ["--taxonomy", taxonomy] if taxonomy else []
     extra = [str(a) for a in (params.get("train_args") or [])]
     train_args = ["train", "--config", config, "--data", labels_root, "--dates", train_dates, "--out", out,
-                  "--label", f"retrain-{end.isoformat()}", "--no-progress", *tax, *extra]
+                  "--label", f"retrain-{end.isoformat()}", "--no-progress", "--drop-checkpoint", *tax, *extra]
     promote_args = ["promote", "--link", link, "--candidate", out, "--data", labels_root, "--dates", holdout_dates,
                     "--metrics", str(params.get("metrics") or DEFAULTS["metrics"]), "--min-gain", str(min_gain),
                     "--min-score", str(profiles.get("min_score", 0.0)), "--count", str(profiles.get("count", "score")),
-                    *tax, "--json"]
+                    *tax, *(["--keep", str(keep)] if keep else []), "--json"]
     return {
         "end": end.isoformat(),
         "train_dates": train_dates,

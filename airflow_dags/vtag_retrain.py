@@ -17,7 +17,8 @@ resolve -> wait_for_labels -> train -> promote
   re-points the link (one rename) only when every metric gains at least ``min_gain``; a rejection
   fails the task without retry, listing the metrics, and the current bundle stays. ``vtag tag``
   resolves the link once at its start, so a nightly run in flight keeps its bundle.
-  ``vtag promote --rollback --link <link>`` undoes a promotion.
+  ``vtag promote --rollback --link <link>`` undoes a promotion. ``--keep <keep_bundles>`` (default 3)
+  then deletes the older bundle folders the promotion log names, past the rollback chain.
 
 docs/operations.md "Retraining" has the operator's view.
 """
@@ -54,6 +55,9 @@ PARAMS = {
     "min_gain": Param(None, type=["null", "number"],
                       description="least gain of each metric over the current bundle; default: Variable, else 0"),
     "metrics": Param(None, type=["null", "string"], description="metrics that must not fall (default leaf_acc,hf1)"),
+    "keep_bundles": Param(None, type=["null", "integer"], minimum=0,
+                          description="bundle folders kept back along the rollback chain, older ones deleted "
+                                      "(0: none deleted); default: Variable vtag_keep_bundles, else 3"),
     "train_args": Param([], type="array", items={"type": "string"},
                         description="extra vtag train options, e.g. --max-minutes 600 --threads 16"),
     "job_conf": Param(None, type=["null", "string"],

@@ -39,6 +39,9 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (default: train.seed or 0)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--drop-checkpoint", action="store_true",
+                   help="delete OUT/checkpoint once the bundle is written (kept when the time budget stopped the "
+                        "run, to --resume): a bundle for production needs none, and it is most of the folder")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--label", default="", help="human label stored beside the model version")
@@ -50,6 +53,15 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--use-gpu", action="store_true", help="with --processes: one GPU per process")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
+
+
+def _drop_checkpoint(args: argparse.Namespace, stopped: str) -> None:
+    """``--drop-checkpoint``: remove ``OUT/checkpoint`` (weights, optimizer state, best weights: ~3× the
+    bundle's ``model.safetensors``) unless the time budget cut the run short."""
+    import shutil
+
+    if args.drop_checkpoint and stopped != "time_budget":
+        shutil.rmtree(Path(args.out) / CHECKPOINT_DIR, ignore_errors=True)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -79,6 +91,7 @@ def main(args: argparse.Namespace) -> int:
             epochs=args.epochs, resume=args.resume, threads=args.threads, label=args.label or Path(args.config).stem,
             limit=args.limit, progress=not args.no_progress, dates=args.dates,
         )
+        _drop_checkpoint(args, res["stopped"])
         print(json.dumps(res, ensure_ascii=False, indent=2, default=str) if args.json else
               f"bundle {res['bundle_dir']} model_version={res['model_version']} stopped={res['stopped']} "
               f"processes={res['world_size']}")
@@ -98,6 +111,7 @@ def main(args: argparse.Namespace) -> int:
         label=args.label or Path(args.config).stem, data_desc={"data": args.data, "config": str(args.config),
                    **({"dates_selected": args.dates} if args.dates else {})},
     )
+    _drop_checkpoint(args, result.stopped)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str))
     else:

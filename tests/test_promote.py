@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from vtag.jobs.cli import main as vtag
-from vtag.jobs.cli.promote import REJECTED, current_target, decide, point, read_history
+from vtag.jobs.cli.promote import (
+    REJECTED,
+    append_history,
+    current_target,
+    decide,
+    kept_bundles,
+    point,
+    prune,
+    read_history,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VTAG_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -136,3 +145,82 @@ def test_promote_refuses_a_candidate_that_saw_the_days_or_has_another_taxonomy(b
     with pytest.raises(SystemExit, match="already points at"):
         _promote(w, w["old"])
     assert current_target(w["link"]) == bilibili["old"].resolve() and read_history(w["link"]) == []
+
+
+def _bundles(tmp_path, names):
+    """Copies of the tiny test bundle, one folder per name (real bundles: ``prune`` reads their meta)."""
+    import shutil
+
+    from tests.builders import tiny_bundle
+
+    tiny, _, _, _ = tiny_bundle()
+    folders = {}
+    for name in names:
+        folders[name] = tmp_path / f"prod-{name}"
+        shutil.copytree(tiny, folders[name])
+    return folders
+
+
+def _log_promotion(link, frm, to, decision="promoted"):
+    append_history(link, {"at": "2026-12-07T00:00:00+00:00", "link": str(link), "decision": decision,
+                          "from": str(frm) if frm else None, "to": str(to if decision == "promoted" else frm),
+                          "candidate": str(to), "promote": decision == "promoted"})
+    if decision == "promoted":
+        point(link, to)
+
+
+def test_keep_deletes_the_logged_bundles_beyond_the_rollback_chain(tmp_path, capsys):
+    b = _bundles(tmp_path, ["w1", "w2", "w3", "w4", "w5"])
+    link = tmp_path / "prod"
+    _log_promotion(link, None, b["w1"])
+    _log_promotion(link, b["w1"], b["w2"])
+    _log_promotion(link, b["w2"], b["w3"])
+    _log_promotion(link, b["w3"], b["w4"], decision="rejected")  # w4 rejected: the link stays at w3
+    (tmp_path / "by-hand").mkdir()  # beside them but never logged: not ours
+    assert kept_bundles(link, read_history(link), 2) == [b["w3"].resolve(), b["w2"].resolve(), b["w4"].resolve()]
+
+    # a dry run lists and deletes nothing, logs nothing
+    assert vtag(["promote", "--link", str(link), "--keep", "2", "--dry-run", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert dry["removed"] == [str(b["w1"])] and b["w1"].is_dir() and len(read_history(link)) == 4
+
+    # keep 2: the current bundle, the one it replaced (a rollback, and a tag run in flight), the latest
+    # candidate (rejected, kept for a look); w1 goes, and the log says so
+    assert vtag(["promote", "--link", str(link), "--keep", "2", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["removed"] == [str(b["w1"])] and not b["w1"].exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "by-hand", "prod", "prod-w2", "prod-w3", "prod-w4", "prod-w5", "prod.promotions.jsonl"]
+    assert read_history(link)[-1]["decision"] == "pruned"
+
+    # w5 promoted over w3; the rejected w4 is no longer the latest candidate, and w2 is past keep 2
+    _log_promotion(link, b["w3"], b["w5"])
+    assert prune(link, 2)["removed"] == [str(b["w2"]), str(b["w4"])]
+    # a rollback to w3: w5 stays (a run that began before the rollback may read it), nothing goes
+    assert vtag(["promote", "--rollback", "--link", str(link), "--keep", "1"]) == 0
+    assert current_target(link) == b["w3"].resolve() and b["w5"].is_dir()
+    capsys.readouterr()
+    # the bundle before w3 is gone: a second rollback is refused with the reason
+    with pytest.raises(SystemExit, match="missing"):
+        vtag(["promote", "--rollback", "--link", str(link)])
+    assert current_target(link) == b["w3"].resolve()
+    with pytest.raises(SystemExit, match="at least 1"):
+        prune(link, 0)
+
+
+def test_keep_never_deletes_what_is_not_a_bundle_or_a_link(tmp_path):
+    b = _bundles(tmp_path, ["a", "b", "c"])
+    link = tmp_path / "prod"
+    stray = tmp_path / "prod-stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("not a bundle")
+    alias = tmp_path / "prod-alias"
+    alias.symlink_to(b["a"])
+    _log_promotion(link, None, b["a"])
+    _log_promotion(link, b["a"], stray, decision="rejected")  # a logged path that is no bundle
+    _log_promotion(link, b["a"], alias, decision="rejected")  # and one that is a link
+    _log_promotion(link, b["a"], b["b"])
+    _log_promotion(link, b["b"], b["c"])
+    record = prune(link, 1)
+    assert record["removed"] == [str(b["a"])] and not b["a"].exists()
+    assert stray.is_dir() and alias.is_symlink() and b["b"].is_dir() and b["c"].is_dir()

@@ -169,8 +169,9 @@ def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
     cfg.write_text(yaml.safe_dump(tiny_config()), encoding="utf-8")
     rc = vtag(["train", "--config", str(cfg), "--data", f"{root / 'd1'},{root / 'd2'}", "--out", str(root / "b"),
                "--taxonomy", str(tiny_taxonomy_path), "--epochs", "1", "--seed", "7", "--no-progress",
-               "--threads", "1", "--dates", "..2024-05-02"])
+               "--threads", "1", "--dates", "..2024-05-02", "--drop-checkpoint"])
     assert rc == 0
+    assert sorted(p.name for p in (root / "b").iterdir() if p.is_dir()) == []  # --drop-checkpoint
     p = Predictor.load(root / "b", device="cpu", expected_taxonomy_version=tiny_taxonomy().version)
     assert len(p.predict(frame.iloc[:3])) == 3
     card = (root / "b" / "MODEL_CARD.md").read_text()
@@ -180,6 +181,21 @@ def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
     assert "rows dropped as earlier copies of a video (the latest row of each video_id is kept): 1" in card
     info = yaml.safe_load((root / "b" / "config.yaml").read_text())["bundle"]["train"]
     assert info["rows"] == len(frame) - 2 and info["repeated_videos"] == 1 and info["dates_selected"] == "..2024-05-02"
+
+
+def test_drop_checkpoint_keeps_the_checkpoint_of_a_run_the_time_budget_cut(tmp_path):
+    import argparse
+
+    from vtag.models.train import _drop_checkpoint
+
+    (tmp_path / "checkpoint").mkdir()
+    args = argparse.Namespace(out=str(tmp_path), drop_checkpoint=True)
+    _drop_checkpoint(args, "time_budget")  # a later --resume continues from it
+    assert (tmp_path / "checkpoint").is_dir()
+    _drop_checkpoint(argparse.Namespace(out=str(tmp_path), drop_checkpoint=False), "epochs")
+    assert (tmp_path / "checkpoint").is_dir()
+    _drop_checkpoint(args, "early_stop")
+    assert not (tmp_path / "checkpoint").exists()
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -11,7 +11,10 @@ resolves the link once at its start, so a run in flight keeps the bundle it bega
 
 Every decision (promoted, rejected, rolled back) is appended to ``<link>.promotions.jsonl``, and
 ``vtag promote --rollback --link PROD`` points the link back at the bundle the last promotion
-replaced. Refused: a link path that is a real directory, a candidate trained or validated on the
+replaced. ``--keep N`` (with either, or alone) then deletes the bundle folders the log names that the
+link can no longer need: it keeps the current bundle and the N − 1 it replaced in turn (the rollback
+chain), the bundle the last switch replaced (a ``vtag tag`` run in flight may still read it) and the
+latest candidate (a rejected one stays for a look until the next). Refused: a link path that is a real directory, a candidate trained or validated on the
 held-out rows (its metrics would flatter it), and a candidate of another taxonomy version (a new
 taxonomy goes through ``vtag retag``). Exit status: 0 promoted (or would be, with ``--dry-run``), 3
 rejected by the metrics, 1 refused.
@@ -58,6 +61,10 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="score and decide, but leave the link and the log alone")
     p.add_argument("--rollback", action="store_true",
                    help="point the link back at the bundle the last promotion replaced (nothing is scored)")
+    p.add_argument("--keep", type=int, metavar="N",
+                   help="then delete the logged bundle folders beyond the current one and the N-1 it replaced "
+                        "(the rollback chain; the last replaced one and the latest candidate stay too); "
+                        "alone: only that")
     p.add_argument("--json", action="store_true", help="print the decision as one JSON line")
     return p
 
@@ -183,7 +190,7 @@ def promote(args: argparse.Namespace) -> dict[str, Any]:
     from vtag.models.evaluate import evaluate_bundle, load_labeled
 
     if not (args.candidate and args.data and args.dates):
-        raise SystemExit("vtag promote: --candidate, --data and --dates are needed (or --rollback)")
+        raise SystemExit("vtag promote: --candidate, --data and --dates are needed (or --rollback, or --keep)")
     link, candidate = Path(args.link).absolute(), Path(args.candidate).resolve()
     current = current_target(link)
     if current == candidate:
@@ -259,6 +266,89 @@ def rollback(link: Path) -> dict[str, Any]:
     return record
 
 
+# ------------------------------------------------------------------------------------ retention
+def kept_bundles(link: Path, history: list[dict], keep: int) -> list[Path]:
+    """The bundle folders :func:`prune` keeps for ``link``.
+
+    Parameters
+    ----------
+    link
+        The production bundle path.
+    history
+        Its :func:`read_history`.
+    keep
+        How many of the rollback chain to keep: the current bundle, the one its promotion replaced, and
+        so on back (``keep`` − 1 rollbacks stay possible).
+
+    Returns
+    -------
+    list of Path
+        The chain, then the bundle the last switch (promotion or rollback) replaced and the latest
+        logged candidate, resolved, without repeats.
+    """
+    if keep < 1:
+        raise SystemExit(f"vtag promote: --keep must be at least 1 (the current bundle), got {keep}")
+    kept: list[Path] = []
+    target = current_target(link)
+    while target is not None and len(kept) < keep and target not in kept:
+        kept.append(target)
+        brought = next((e for e in reversed(history)
+                        if e["decision"] == "promoted" and e.get("to") and Path(e["to"]) == target), None)
+        target = Path(brought["from"]) if brought and brought.get("from") else None
+    switches = [e for e in history if e["decision"] in ("promoted", "rolled back")]
+    if switches and switches[-1].get("from"):
+        kept.append(Path(switches[-1]["from"]))
+    candidates = [e["candidate"] for e in history if e.get("candidate")]
+    if candidates:
+        kept.append(Path(candidates[-1]))
+    return list(dict.fromkeys(p.resolve() for p in kept))
+
+
+def prune(link: Path, keep: int, *, dry_run: bool = False) -> dict[str, Any]:
+    """Delete the bundle folders ``link``'s log names beyond :func:`kept_bundles` (logged as "pruned").
+
+    Only folders the log names are touched, and only those that still read as bundles, so a folder
+    made by hand beside them, or a path reused for something else, is never deleted.
+
+    Parameters
+    ----------
+    link
+        The production bundle path.
+    keep
+        As :func:`kept_bundles`.
+    dry_run
+        List what would go, delete and log nothing.
+
+    Returns
+    -------
+    dict
+        ``decision`` ("pruned", or "pruned (dry run)"), ``kept`` and ``removed`` (paths), ``promote`` True.
+    """
+    import shutil
+
+    from vtag.models.bundle import BundleError, read_meta
+
+    history = read_history(link)
+    kept = kept_bundles(link, history, keep)
+    named = dict.fromkeys(Path(e[k]) for e in history for k in ("from", "to", "candidate") if e.get(k))
+    removed = []
+    for folder in named:
+        if folder.is_symlink() or not folder.is_dir() or folder.resolve() in kept:
+            continue
+        try:
+            read_meta(folder)
+        except (BundleError, KeyError, TypeError):  # not (or no longer) a bundle: not ours to delete
+            continue
+        if not dry_run:
+            shutil.rmtree(folder)
+        removed.append(str(folder))
+    record = {"at": _now(), "link": str(link), "decision": "pruned" + (" (dry run)" if dry_run else ""),
+              "keep": keep, "kept": [str(p) for p in kept], "removed": removed, "promote": True}
+    if removed and not dry_run:
+        append_history(link, record)
+    return record
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``vtag promote``; returns 0 (promoted or rolled back), :data:`REJECTED`, or 1 (refused).
 
@@ -269,8 +359,17 @@ def main(args: argparse.Namespace) -> int:
     """
     from vtag.models.bundle import BundleError
 
+    link = Path(args.link).absolute()
     try:
-        record = rollback(Path(args.link).absolute()) if args.rollback else promote(args)
+        if args.rollback:
+            record = rollback(link)
+        elif args.candidate or args.keep is None:
+            record = promote(args)
+        else:
+            record = {"link": str(link), "decision": "kept", "to": str(current_target(link)), "promote": True}
+        if args.keep is not None:
+            pruned = prune(link, args.keep, dry_run=args.dry_run)
+            record = {**record, "kept": pruned["kept"], "removed": pruned["removed"]}
     except BundleError as exc:
         raise SystemExit(f"vtag promote: {exc}") from exc
     if args.json:
@@ -281,4 +380,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"  {metric}: {gain:+.4f}")
         for line in record.get("failed", []):
             print(f"  short: {line}")
+        for folder in record.get("removed", []):
+            print(f"  {'would delete' if args.dry_run else 'deleted'}: {folder}")
+        if args.keep is not None:
+            print(f"  kept: {', '.join(record['kept']) or '-'}" + ("" if record["removed"] else " (nothing to delete)"))
     return 0 if record["promote"] else REJECTED

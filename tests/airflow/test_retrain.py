@@ -59,6 +59,10 @@ def test_resolve_retrain_windows_and_arguments(tmp_path):
     assert p[:3] == ["promote", "--link", str(tmp_path / "bundles" / "prod")]
     assert p[p.index("--dates") + 1] == s["holdout_dates"] and p[p.index("--candidate") + 1] == s["out"]
     assert p[p.index("--min-gain") + 1] == "0.0" and p[-1] == "--json"
+    assert p[p.index("--keep") + 1] == "3"  # the rollback chain's three latest bundles stay
+    assert "--keep" not in retrain.resolve_retrain({**params, "keep_bundles": 0}, monday, variables.get)["promote_args"]
+    with pytest.raises(ValueError, match="keep_bundles"):
+        retrain.resolve_retrain({**params, "keep_bundles": -1}, monday, variables.get)
     # every earlier day trains with train_days 0; Param end wins over the interval
     s0 = retrain.resolve_retrain({**params, "train_days": 0, "end": "2024-01-31"}, monday, variables.get)
     assert s0["train_dates"] == "..2024-01-24" and s0["holdout_dates"] == "2024-01-25..2024-01-31"
@@ -116,6 +120,7 @@ def test_retrain_dag_trains_promotes_skips_a_rerun_and_keeps_the_bundle_on_a_rej
     assert dr.state == DagRunState.SUCCESS, states
     first = bundles / "prod-2024-05-10"
     assert link.is_symlink() and link.resolve() == first.resolve() and (first / "model.safetensors").is_file()
+    assert not (first / "checkpoint").exists()  # vtag train --drop-checkpoint: a bundle for production needs none
     log = [json.loads(line) for line in (bundles / "prod.promotions.jsonl").read_text().splitlines()]
     assert [e["decision"] for e in log] == ["promoted"] and log[0]["dates"] == "2024-05-08..2024-05-10"
     assert log[0]["from"] is None and log[0]["rows"] == 3 * 24
@@ -133,3 +138,13 @@ def test_retrain_dag_trains_promotes_skips_a_rerun_and_keeps_the_bundle_on_a_rej
     log = [json.loads(line) for line in (bundles / "prod.promotions.jsonl").read_text().splitlines()]
     assert [e["decision"] for e in log] == ["promoted", "rejected"]
     assert log[1]["failed"] and log[1]["from"] == str(first.resolve()) and log[1]["to"] == str(first.resolve())
+
+    # 4. promoted with keep_bundles 1: the rejected week's folder goes; the bundle it replaced stays
+    # (a nightly run that began before the switch may read it), and the log says what was deleted
+    dr, states = run(datetime(2024, 5, 16, 6, tzinfo=timezone.utc), end="2024-05-08", min_gain=-1.0, keep_bundles=1)
+    assert dr.state == DagRunState.SUCCESS, states
+    assert link.resolve() == (bundles / "prod-2024-05-08").resolve()
+    assert not (bundles / "prod-2024-05-09").exists() and (first / "model.safetensors").is_file()
+    log = [json.loads(line) for line in (bundles / "prod.promotions.jsonl").read_text().splitlines()]
+    assert [e["decision"] for e in log] == ["promoted", "rejected", "promoted", "pruned"]
+    assert log[-1]["removed"] == [str((bundles / "prod-2024-05-09").resolve())]
