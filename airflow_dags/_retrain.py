@@ -35,6 +35,8 @@ VARIABLES = {
     "vtag_train_days": "labeled days that train, before the held-out ones (default 56; 0: every earlier day)",
     "vtag_holdout_days": "latest labeled days held out to compare the bundles on (default 2)",
     "vtag_min_gain": "vtag promote --min-gain: least gain of each metric over the current bundle (default 0)",
+    "vtag_train_processes": "N > 0: train on the Spark cluster (spark-submit, TorchDistributor over N processes; "
+                            "add --use-gpu to train_args for one GPU each); 0 (default): on the Airflow worker",
     "vtag_keep_bundles": "vtag promote --keep: bundle folders kept in the rollback chain, older ones deleted "
                          "(default 3; 0: delete none)",
 }
@@ -55,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "min_gain": 0.0,
     "metrics": "leaf_acc,hf1",
     "keep_bundles": 3,
+    "train_processes": 0,
 }
 
 
@@ -85,7 +88,8 @@ def resolve_retrain(params: Mapping[str, Any], data_interval_end: datetime | Non
     dict
         ``end``, ``train_dates`` and ``holdout_dates`` (``vtag --dates`` ranges), ``labels_root``,
         ``marker`` (the last labeled day's ``_SUCCESS``), ``link``, ``out`` (the new bundle),
-        ``train_args`` and ``promote_args``.
+        ``train_args``, ``train_on_spark``, ``promote_args``, and the spark-submit ``spark_conf``,
+        ``packages`` and ``jars`` of the job conf (:func:`_common.spark_submit_options`).
     """
     end = last_labeled_day(params, data_interval_end)
     holdout = int(common._pick(params, variable, "holdout_days", DEFAULTS["holdout_days"]))
@@ -109,6 +113,9 @@ def resolve_retrain(params: Mapping[str, Any], data_interval_end: datetime | Non
     keep = int(common._pick(params, variable, "keep_bundles", DEFAULTS["keep_bundles"]))
     if keep < 0:
         raise ValueError(f"keep_bundles must be >= 0 (0: delete none), got {keep}")
+    processes = int(common._pick(params, variable, "train_processes", DEFAULTS["train_processes"]))
+    if processes < 0:
+        raise ValueError(f"train_processes must be >= 0 (0: train on the Airflow worker), got {processes}")
 
     first_held = end - timedelta(days=holdout - 1)
     last_train = first_held - timedelta(days=1)
@@ -119,7 +126,8 @@ def resolve_retrain(params: Mapping[str, Any], data_interval_end: datetime | Non
     tax = ["--taxonomy", taxonomy] if taxonomy else []
     extra = [str(a) for a in (params.get("train_args") or [])]
     train_args = ["train", "--config", config, "--data", labels_root, "--dates", train_dates, "--out", out,
-                  "--label", f"retrain-{end.isoformat()}", "--no-progress", "--drop-checkpoint", *tax, *extra]
+                  "--label", f"retrain-{end.isoformat()}", "--no-progress", "--drop-checkpoint", *tax,
+                  *(["--processes", str(processes), "--cluster"] if processes else []), *extra]
     promote_args = ["promote", "--link", link, "--candidate", out, "--data", labels_root, "--dates", holdout_dates,
                     "--metrics", str(params.get("metrics") or DEFAULTS["metrics"]), "--min-gain", str(min_gain),
                     "--min-score", str(profiles.get("min_score", 0.0)), "--count", str(profiles.get("count", "score")),
@@ -133,8 +141,20 @@ def resolve_retrain(params: Mapping[str, Any], data_interval_end: datetime | Non
         "link": link,
         "out": out,
         "train_args": train_args,
+        "train_on_spark": processes > 0,
         "promote_args": promote_args,
+        **common.spark_submit_options(jc),
     }
+
+
+def trainer(settings: Mapping[str, Any]) -> list[str]:
+    """The ``choose_trainer`` branch: no task where the link already points at this week's bundle (a
+    rerun after the promotion: nothing to train, and retraining into the production bundle's folder
+    would change it under the nightly job), else ``train_on_spark`` or ``train``."""
+    if already_current(settings["link"], settings["out"]):
+        common.log.info("%s already points at %s: nothing to retrain", settings["link"], settings["out"])
+        return []
+    return ["train_on_spark" if settings["train_on_spark"] else "train"]
 
 
 def already_current(link: str, out: str) -> bool:

@@ -7,12 +7,16 @@ The timetable is weekly (``CronDataIntervalTimetable``, Monday 06:00 UTC); the r
 ends on day E uses the labeled days up to E − 1 (Param ``end`` overrides). ``catchup=False``: a
 missed week is not worth training for once a later one exists.
 
-resolve -> wait_for_labels -> train -> promote
+resolve -> wait_for_labels -> choose_trainer -> train | train_on_spark -> promote
 
 - ``resolve``: the run's settings (Params > Variables > job conf; ``_retrain.resolve_retrain``);
 - ``wait_for_labels``: sensor (reschedule mode) for ``<labels_root>/dt=<end>/_SUCCESS``;
-- ``train``: ``vtag train --dates <train days>`` into ``<bundle_root>/<link name>-<end>`` (skipped,
-  with ``promote``, when the link already points there: a rerun after the promotion);
+- ``choose_trainer``: neither (and so no ``promote``) when the link already points at this week's
+  bundle (a rerun after the promotion); ``train_on_spark`` when ``train_processes`` > 0, else ``train``;
+- ``train``: ``vtag train --dates <train days> --drop-checkpoint`` into ``<bundle_root>/<link name>-<end>``
+  on this worker (pool ``VTAG_TRAIN_POOL``); ``train_on_spark``: the same as a Spark application
+  (``SparkSubmitOperator``, the nightly ``tag`` task's connection and job conf) with ``--processes N
+  --cluster``: DDP over N Spark tasks (``TorchDistributor``; ``--use-gpu`` in ``train_args`` for one GPU each);
 - ``promote``: ``vtag promote`` scores the current bundle and the new one on the held-out days and
   re-points the link (one rename) only when every metric gains at least ``min_gain``; a rejection
   fails the task without retry, listing the metrics, and the current bundle stays. ``vtag tag``
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, Variable, get_current_context, task
 
 try:  # the folder is on sys.path when Airflow parses it
@@ -55,6 +60,9 @@ PARAMS = {
     "min_gain": Param(None, type=["null", "number"],
                       description="least gain of each metric over the current bundle; default: Variable, else 0"),
     "metrics": Param(None, type=["null", "string"], description="metrics that must not fall (default leaf_acc,hf1)"),
+    "train_processes": Param(None, type=["null", "integer"], minimum=0,
+                             description="N > 0: train on the Spark cluster (spark-submit, TorchDistributor over N "
+                                         "processes); default: Variable vtag_train_processes, else 0 (this worker)"),
     "keep_bundles": Param(None, type=["null", "integer"], minimum=0,
                           description="bundle folders kept back along the rollback chain, older ones deleted "
                                       "(0: none deleted); default: Variable vtag_keep_bundles, else 3"),
@@ -90,26 +98,42 @@ with DAG(
         """True once the last labeled day's ``_SUCCESS`` marker exists."""
         return common.poke_marker(marker)
 
+    @task.branch
+    def choose_trainer(settings: dict) -> list[str]:
+        """``train`` (on this worker), ``train_on_spark``, or neither (a rerun after the promotion)."""
+        return retrain.trainer(settings)
+
     @task(retries=1, retry_delay=timedelta(minutes=10), execution_timeout=timedelta(hours=12),
           **retrain.train_pool_kwargs())
-    def train(argv: list[str], link: str, out: str) -> str:
-        """``vtag train`` into a new versioned bundle folder."""
+    def train(argv: list[str]) -> None:
+        """``vtag train`` into a new versioned bundle folder, on this worker."""
+        common.run_vtag(argv, timeout=12 * 3600)
+
+    @task(trigger_rule="none_failed_min_one_success", retries=1, retry_delay=timedelta(minutes=5),
+          execution_timeout=timedelta(hours=2))
+    def promote(argv: list[str], link: str, out: str) -> dict:
+        """``vtag promote``: compare on the held-out days, switch the link where the new bundle is not worse."""
         from airflow.sdk.exceptions import AirflowSkipException
 
+        # its trigger rule runs it after either trainer, and also where choose_trainer chose neither
+        # (resolve, upstream too, succeeded): the rerun after a promotion has nothing to compare
         if retrain.already_current(link, out):
-            raise AirflowSkipException(f"{link} already points at {out}: nothing to retrain")
-        common.run_vtag(argv, timeout=12 * 3600)
-        return out
-
-    @task(retries=1, retry_delay=timedelta(minutes=5), execution_timeout=timedelta(hours=2))
-    def promote(argv: list[str], trained: str) -> dict:
-        """``vtag promote``: compare on the held-out days, switch the link where the new bundle is not worse."""
+            raise AirflowSkipException(f"{link} already points at {out}")
         record = retrain.promote(argv)
-        common.log.info("promoted %s over %s: gains %s", trained, record.get("link"), record.get("gains"))
+        common.log.info("promoted %s over %s: gains %s", record.get("candidate"), record.get("link"),
+                        record.get("gains"))
         return record
 
     settings = resolve()
     waited = wait_for_labels(settings["marker"])
-    trained = train(settings["train_args"], settings["link"], settings["out"])
-    waited >> trained
-    promote(settings["promote_args"], trained)
+    chosen = choose_trainer(settings)
+    on_spark = SparkSubmitOperator(
+        task_id="train_on_spark",
+        name="vtag-train",
+        application_args=settings["train_args"],
+        conf=settings["spark_conf"],
+        packages=settings["packages"],
+        jars=settings["jars"],
+        **{**common.spark_task_kwargs(), "retries": 1, "execution_timeout": timedelta(hours=12)},
+    )
+    waited >> chosen >> [train(settings["train_args"]), on_spark] >> promote(settings["promote_args"], settings["link"], settings["out"])

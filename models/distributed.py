@@ -90,14 +90,18 @@ def worker_main(argv: list[str] | None = None) -> int:
 
 
 def _spark_session(num_processes: int):
-    """The active SparkSession, or a plain ``local[num_processes]`` one (TorchDistributor needs one)."""
+    """The active SparkSession; else, under spark-submit, the one its ``--master`` and ``--conf`` make;
+    else a plain ``local[num_processes]`` one (TorchDistributor needs a session)."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return SparkSession.builder.master(f"local[{max(1, num_processes)}]").appName("vtag-train").getOrCreate()
+    builder = SparkSession.builder.appName("vtag-train")
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # spark-submit sets it for the driver it starts
+        builder = builder.master(f"local[{max(1, num_processes)}]")
+    return builder.getOrCreate()
 
 
 def run_distributed(

@@ -13,9 +13,11 @@ from project_cli import PROJECT_VENV, TAXONOMY, TINY_MODEL, project
 pytestmark = pytest.mark.airflow
 
 EDGES = {
-    "resolve": {"wait_for_labels", "train", "promote"},
-    "wait_for_labels": {"train"},
+    "resolve": {"wait_for_labels", "choose_trainer", "train", "train_on_spark", "promote"},
+    "wait_for_labels": {"choose_trainer"},
+    "choose_trainer": {"train", "train_on_spark"},
     "train": {"promote"},
+    "train_on_spark": {"promote"},
     "promote": set(),
 }
 DAYS = [f"2024-05-{d:02d}" for d in range(1, 11)]
@@ -34,7 +36,8 @@ def test_retrain_structure(dagbag):
     assert dag.catchup is False and dag.max_active_runs == 1
     assert {"end", "labels_root", "bundle", "train_days", "holdout_days", "min_gain", "train_args"} <= set(dag.params)
     assert dag.get_task("wait_for_labels").mode == "reschedule"
-    assert dag.get_task("promote").retries == 1
+    assert dag.get_task("promote").retries == 1 and dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
+    assert dag.get_task("train_on_spark").application.endswith("spark_apps/vtag_app.py")
 
 
 def test_resolve_retrain_windows_and_arguments(tmp_path):
@@ -54,7 +57,11 @@ def test_resolve_retrain_windows_and_arguments(tmp_path):
     t = s["train_args"]
     assert t[:2] == ["train", "--config"] and t[2] == str(common.REPO / "conf/model/text-context.yaml")
     assert t[t.index("--dates") + 1] == s["train_dates"] and t[t.index("--out") + 1] == s["out"]
-    assert t[-2:] == ["--max-minutes", "600"]
+    assert t[-2:] == ["--max-minutes", "600"] and "--drop-checkpoint" in t and "--processes" not in t
+    assert s["train_on_spark"] is False and s["spark_conf"]["spark.pyspark.python"]
+    spark = retrain.resolve_retrain({**params, "train_processes": 4}, monday, variables.get)
+    assert spark["train_on_spark"] is True and spark["train_args"][-5:] == [
+        "--processes", "4", "--cluster", "--max-minutes", "600"]
     p = s["promote_args"]
     assert p[:3] == ["promote", "--link", str(tmp_path / "bundles" / "prod")]
     assert p[p.index("--dates") + 1] == s["holdout_dates"] and p[p.index("--candidate") + 1] == s["out"]
@@ -101,8 +108,10 @@ def labeled(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_retrain_dag_trains_promotes_skips_a_rerun_and_keeps_the_bundle_on_a_rejection(dagbag, labeled):
+def test_retrain_dag_trains_promotes_skips_a_rerun_and_keeps_the_bundle_on_a_rejection(dagbag, labeled, monkeypatch):
     from airflow.utils.state import DagRunState, TaskInstanceState
+
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": "local[2]"}))
 
     root, model = labeled
     link, bundles = root / "bundles" / "prod", root / "bundles"
@@ -128,7 +137,7 @@ def test_retrain_dag_trains_promotes_skips_a_rerun_and_keeps_the_bundle_on_a_rej
     # 2. the same week again: the link already points at its bundle, so nothing trains or switches
     dr, states = run(datetime(2024, 5, 14, 6, tzinfo=timezone.utc), end="2024-05-10")
     assert dr.state == DagRunState.SUCCESS
-    assert states["train"] == TaskInstanceState.SKIPPED and states["promote"] == TaskInstanceState.SKIPPED
+    assert states["train"] == states["train_on_spark"] == states["promote"] == TaskInstanceState.SKIPPED
 
     # 3. a candidate asked for a gain no model can show: rejected, the run fails, the link stays
     dr, states = run(datetime(2024, 5, 15, 6, tzinfo=timezone.utc), end="2024-05-09", min_gain=1.0)
@@ -139,10 +148,15 @@ def test_retrain_dag_trains_promotes_skips_a_rerun_and_keeps_the_bundle_on_a_rej
     assert [e["decision"] for e in log] == ["promoted", "rejected"]
     assert log[1]["failed"] and log[1]["from"] == str(first.resolve()) and log[1]["to"] == str(first.resolve())
 
-    # 4. promoted with keep_bundles 1: the rejected week's folder goes; the bundle it replaced stays
-    # (a nightly run that began before the switch may read it), and the log says what was deleted
-    dr, states = run(datetime(2024, 5, 16, 6, tzinfo=timezone.utc), end="2024-05-08", min_gain=-1.0, keep_bundles=1)
+    # 4. trained on Spark (spark-submit of vtag train --processes 2 --cluster: DDP over two Spark tasks) and
+    # promoted with keep_bundles 1: the rejected week's folder goes; the bundle it replaced stays (a
+    # nightly run that began before the switch may read it), and the log says what was deleted
+    dr, states = run(datetime(2024, 5, 16, 6, tzinfo=timezone.utc), end="2024-05-08", min_gain=-1.0, keep_bundles=1,
+                     train_processes=2)
     assert dr.state == DagRunState.SUCCESS, states
+    assert states["train"] == TaskInstanceState.SKIPPED and states["train_on_spark"] == TaskInstanceState.SUCCESS
+    card = (bundles / "prod-2024-05-08" / "MODEL_CARD.md").read_text()
+    assert "x2" in card and not (bundles / "prod-2024-05-08" / "checkpoint").exists()
     assert link.resolve() == (bundles / "prod-2024-05-08").resolve()
     assert not (bundles / "prod-2024-05-09").exists() and (first / "model.safetensors").is_file()
     log = [json.loads(line) for line in (bundles / "prod.promotions.jsonl").read_text().splitlines()]
