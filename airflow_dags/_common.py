@@ -123,6 +123,23 @@ def spark_task_kwargs() -> dict[str, Any]:
     }
 
 
+def spark_submit_task(task_id: str, name: str, settings: Any, application_args: Any, **overrides: Any):
+    """A ``SparkSubmitOperator`` of ``spark_apps/vtag_app.py`` (the nightly ``tag``, the retrain's
+    ``train_on_spark``): ``settings`` is the resolve task's output (its ``spark_conf``, ``packages`` and
+    ``jars``), ``overrides`` replace :func:`spark_task_kwargs`' values."""
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    return SparkSubmitOperator(
+        task_id=task_id,
+        name=name,
+        application_args=application_args,
+        conf=settings["spark_conf"],
+        packages=settings["packages"],
+        jars=settings["jars"],
+        **{**spark_task_kwargs(), **overrides},
+    )
+
+
 # ------------------------------------------------------------------------------------ resolving
 def _is_uri(path: str) -> bool:
     return "://" in path and not path.startswith("file:")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, Variable, get_current_context, task
 
 try:  # the folder is on sys.path when Airflow parses it
@@ -89,15 +88,7 @@ with DAG(
     settings = resolve()
     waited = wait_for_dump(settings["marker"])
 
-    tag = SparkSubmitOperator(
-        task_id="tag",
-        name="vtag-tag",
-        application_args=settings["tag_args"],
-        conf=settings["spark_conf"],
-        packages=settings["packages"],
-        jars=settings["jars"],
-        **common.spark_task_kwargs(),
-    )
+    tag = common.spark_submit_task("tag", "vtag-tag", settings, settings["tag_args"])
 
     @task(retries=1, retry_delay=timedelta(minutes=2), outlets=[common.video_tags_asset(), common.video_tags_day_alias()],
           **common.spark_pool_kwargs())

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, Variable, get_current_context, task
 
 try:  # the folder is on sys.path when Airflow parses it
@@ -127,13 +126,6 @@ with DAG(
     settings = resolve()
     waited = wait_for_labels(settings["marker"])
     chosen = choose_trainer(settings)
-    on_spark = SparkSubmitOperator(
-        task_id="train_on_spark",
-        name="vtag-train",
-        application_args=settings["train_args"],
-        conf=settings["spark_conf"],
-        packages=settings["packages"],
-        jars=settings["jars"],
-        **{**common.spark_task_kwargs(), "retries": 1, "execution_timeout": timedelta(hours=12)},
-    )
+    on_spark = common.spark_submit_task("train_on_spark", "vtag-train", settings, settings["train_args"],
+                                        retries=1, execution_timeout=timedelta(hours=12))
     waited >> chosen >> [train(settings["train_args"]), on_spark] >> promote(settings["promote_args"], settings["link"], settings["out"])
