@@ -206,6 +206,8 @@ def test_keep_deletes_the_logged_bundles_beyond_the_rollback_chain(tmp_path, cap
     assert current_target(link) == b["w3"].resolve()
     with pytest.raises(SystemExit, match="at least 1"):
         prune(link, 0)
+    with pytest.raises(SystemExit, match="no link at"):
+        vtag(["promote", "--link", str(tmp_path / "nothing"), "--keep", "2"])
 
 
 def test_keep_never_deletes_what_is_not_a_bundle_or_a_link(tmp_path):

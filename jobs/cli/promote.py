@@ -366,7 +366,10 @@ def main(args: argparse.Namespace) -> int:
         elif args.candidate or args.keep is None:
             record = promote(args)
         else:
-            record = {"link": str(link), "decision": "kept", "to": str(current_target(link)), "promote": True}
+            current = current_target(link)
+            if current is None:
+                raise SystemExit(f"vtag promote: nothing to keep or delete: there is no link at {link}")
+            record = {"link": str(link), "decision": "kept", "to": str(current), "promote": True}
         if args.keep is not None:
             pruned = prune(link, args.keep, dry_run=args.dry_run)
             record = {**record, "kept": pruned["kept"], "removed": pruned["removed"]}
