@@ -128,4 +128,5 @@ with DAG(
     chosen = choose_trainer(settings)
     on_spark = common.spark_submit_task("train_on_spark", "vtag-train", settings, settings["train_args"],
                                         retries=1, execution_timeout=timedelta(hours=12))
-    waited >> chosen >> [train(settings["train_args"]), on_spark] >> promote(settings["promote_args"], settings["link"], settings["out"])
+    promoted = promote(settings["promote_args"], settings["link"], settings["out"])
+    waited >> chosen >> [train(settings["train_args"]), on_spark] >> promoted
