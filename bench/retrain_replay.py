@@ -156,7 +156,8 @@ def replay(data: str, taxonomy: str, work: Path, args, train_data: str | None = 
             if not (args.reuse and (out / "model.safetensors").is_file()):
                 argv = ["train", "--config", args.config, "--data", train_data, "--taxonomy", taxonomy, "--dates",
                         f"{first}..{key}", "--out", str(out), "--seed", str(args.seed), "--threads",
-                        str(args.threads), "--no-progress", "--label", f"replay-{key}"]
+                        str(args.threads), "--no-progress", "--label", f"replay-{key}",
+                        "--drop-checkpoint"]  # as vtag_retrain trains: 0.28 GB a bundle, not 0.93
                 if args.epochs:
                     argv += ["--epochs", str(args.epochs)]
                 t0 = time.perf_counter()
