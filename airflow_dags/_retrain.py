@@ -132,6 +132,9 @@ def resolve_retrain(params: Mapping[str, Any], data_interval_end: datetime | Non
                     "--metrics", str(params.get("metrics") or DEFAULTS["metrics"]), "--min-gain", str(min_gain),
                     "--min-score", str(profiles.get("min_score", 0.0)), "--count", str(profiles.get("count", "score")),
                     *tax, *(["--keep", str(keep)] if keep else []), "--json"]
+    submit = common.spark_submit_options(jc)
+    if processes and "--use-gpu" in extra:  # TorchDistributor: one whole GPU per rank's task
+        submit["spark_conf"]["spark.task.resource.gpu.amount"] = "1"
     return {
         "end": end.isoformat(),
         "train_dates": train_dates,
@@ -143,7 +146,7 @@ def resolve_retrain(params: Mapping[str, Any], data_interval_end: datetime | Non
         "train_args": train_args,
         "train_on_spark": processes > 0,
         "promote_args": promote_args,
-        **common.spark_submit_options(jc),
+        **submit,
     }
 
 

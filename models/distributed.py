@@ -104,6 +104,27 @@ def _spark_session(num_processes: int):
     return builder.getOrCreate()
 
 
+def check_gpu_task_amount(spark_conf_value: str | None) -> None:
+    """Refuse a cluster GPU run whose ``spark.task.resource.gpu.amount`` is not a whole number ≥ 1.
+
+    ``TorchDistributor`` gives each rank one Spark task and reads that setting as an integer, so a
+    fractional share (the tag job's ``conf/jobs/cluster.yaml`` packs 6 tasks on a GPU with 0.166)
+    fails deep inside pyspark with a bare ``ValueError``.
+
+    Parameters
+    ----------
+    spark_conf_value
+        The session's ``spark.task.resource.gpu.amount`` (None: unset).
+    """
+    try:
+        whole = float(spark_conf_value or "0")
+    except ValueError:
+        whole = 0.0
+    if whole < 1 or whole != int(whole):
+        raise ValueError(f"training on the cluster's GPUs needs spark.task.resource.gpu.amount=1 (one GPU per "
+                         f"rank), not {spark_conf_value!r}: spark-submit --conf spark.task.resource.gpu.amount=1")
+
+
 def run_distributed(
     config: str | Path | Mapping[str, Any],
     data: str,
@@ -156,7 +177,9 @@ def run_distributed(
         args.append("--progress")
     if not use_gpu:
         args += ["--backend", "gloo"]
-    _spark_session(num_processes)
+    spark = _spark_session(num_processes)
+    if use_gpu and not local_mode:
+        check_gpu_task_amount(spark.conf.get("spark.task.resource.gpu.amount", None))
     distributor = TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu)
     distributor.run(str(Path(__file__).resolve()), *args)
     if not result_file.is_file():

@@ -36,3 +36,15 @@ def test_torch_distributor_local_two_processes_writes_a_loadable_bundle(spark, t
     assert "x2" in card  # device: cpu x2
     state = json.loads((root / "bundle" / "checkpoint" / "state.json").read_text())
     assert state["world_size"] == 2
+
+
+@pytest.mark.parametrize("value,ok", [("1", True), ("2", True), ("0.166", False), (None, False), ("1.5", False),
+                                      ("x", False)])
+def test_cluster_gpu_training_needs_one_whole_gpu_per_task(value, ok):
+    from vtag.models.distributed import check_gpu_task_amount
+
+    if ok:
+        check_gpu_task_amount(value)
+    else:
+        with pytest.raises(ValueError, match="spark.task.resource.gpu.amount=1"):
+            check_gpu_task_amount(value)

@@ -62,6 +62,9 @@ def test_resolve_retrain_windows_and_arguments(tmp_path):
     spark = retrain.resolve_retrain({**params, "train_processes": 4}, monday, variables.get)
     assert spark["train_on_spark"] is True and spark["train_args"][-5:] == [
         "--processes", "4", "--cluster", "--max-minutes", "600"]
+    assert "spark.task.resource.gpu.amount" not in spark["spark_conf"]
+    gpu = retrain.resolve_retrain({**params, "train_processes": 4, "train_args": ["--use-gpu"]}, monday, variables.get)
+    assert gpu["spark_conf"]["spark.task.resource.gpu.amount"] == "1"  # a whole GPU for each rank
     p = s["promote_args"]
     assert p[:3] == ["promote", "--link", str(tmp_path / "bundles" / "prod")]
     assert p[p.index("--dates") + 1] == s["holdout_dates"] and p[p.index("--candidate") + 1] == s["out"]
