@@ -27,8 +27,10 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 try:
     import _common as common
+    import _retag as retag
 except ImportError:
     from airflow_dags import _common as common
+    from airflow_dags import _retag as retag
 
 PARAMS = {
     "from_taxonomy": Param("conf/taxonomy/demo-v1.yaml", type="string", description="the taxonomy the rows are at now"),
@@ -58,7 +60,7 @@ with DAG(
     @task(multiple_outputs=True)
     def resolve() -> dict:
         try:
-            settings = common.resolve_retag(get_current_context()["params"], lambda n: Variable.get(n, default=None))
+            settings = retag.resolve_retag(get_current_context()["params"], lambda n: Variable.get(n, default=None))
         except ValueError as exc:
             raise AirflowFailException(f"vtag_retag: {exc}") from None
         common.log.info("vtag_retag settings: %s", settings)

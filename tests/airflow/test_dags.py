@@ -133,23 +133,24 @@ def test_retag_structure(dagbag):
 
 
 def test_month_windows():
-    import _common as common
+    import _retag as retag
 
-    assert common.month_windows("2024-01-15", "2024-03-10") == [
+    assert retag.month_windows("2024-01-15", "2024-03-10") == [
         ("2024-01-15", "2024-01-31"), ("2024-02-01", "2024-02-29"), ("2024-03-01", "2024-03-10")]
-    assert common.month_windows("2023-12-31", "2024-01-01") == [("2023-12-31", "2023-12-31"), ("2024-01-01", "2024-01-01")]
-    assert common.month_windows("2024-06-05", "2024-06-05") == [("2024-06-05", "2024-06-05")]
+    assert retag.month_windows("2023-12-31", "2024-01-01") == [("2023-12-31", "2023-12-31"), ("2024-01-01", "2024-01-01")]
+    assert retag.month_windows("2024-06-05", "2024-06-05") == [("2024-06-05", "2024-06-05")]
     with pytest.raises(ValueError):
-        common.month_windows("2024-02-02", "2024-02-01")
+        retag.month_windows("2024-02-02", "2024-02-01")
 
 
 def test_resolve_retag_builds_the_cli_of_issue_7(tmp_path):
     import _common as common
+    import _retag as retag
 
     params = {"from_taxonomy": "conf/taxonomy/demo-v1.yaml", "to_taxonomy": "conf/taxonomy/demo-v2.yaml",
               "bundle": str(tmp_path / "b2"), "start": "2024-01-30", "end": "2024-02-02", "dry_run": True,
               "warehouse": str(tmp_path / "wh")}
-    s = common.resolve_retag(params, lambda name: None)
+    s = retag.resolve_retag(params, lambda name: None)
     v1, v2 = (str(common.REPO / f"conf/taxonomy/demo-{v}.yaml") for v in ("v1", "v2"))
     assert s["plan_args"][:11] == ["retag", "plan", "--from", v1, "--to", v2, "--start", "2024-01-30", "--end",
                                    "2024-02-02", "--warehouse"]
@@ -159,7 +160,7 @@ def test_resolve_retag_builds_the_cli_of_issue_7(tmp_path):
     assert all(a[:2] == ["retag", "run"] and "--bundle" in a and a[-1] == "--dry-run" for a in s["month_args"])
     assert "--expect-taxonomy" in s["verify_args"] and v2 in s["verify_args"]
     with pytest.raises(ValueError, match="needs the Params"):
-        common.resolve_retag({**params, "bundle": ""}, lambda name: None)
+        retag.resolve_retag({**params, "bundle": ""}, lambda name: None)
 
 
 def test_retag_dag_run_maps_one_task_per_month(dagbag, tmp_path):
