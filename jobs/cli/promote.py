@@ -14,9 +14,11 @@ Every decision (promoted, rejected, rolled back) is appended to ``<link>.promoti
 replaced. ``--keep N`` (with either, or alone) then deletes the bundle folders the log names that the
 link can no longer need: it keeps the current bundle and the N − 1 it replaced in turn (the rollback
 chain), the bundle the last switch replaced (a ``vtag tag`` run in flight may still read it) and the
-latest candidate (a rejected one stays for a look until the next). Refused: a link path that is a real directory, a candidate trained or validated on the
-held-out rows (its metrics would flatter it), and a candidate of another taxonomy version (a new
-taxonomy goes through ``vtag retag``). Exit status: 0 promoted (or would be, with ``--dry-run``), 3
+latest candidate (a rejected one stays for a look until the next).
+
+Refused: a link path that is a real directory, a candidate trained or validated on the held-out rows
+(its metrics would flatter it), and a candidate of another taxonomy version (a new taxonomy goes
+through ``vtag retag``). Exit status: 0 promoted (or would be, with ``--dry-run``), 3
 rejected by the metrics, 1 refused.
 """
 
@@ -114,6 +116,20 @@ def point(link: Path, target: Path) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def promotion_to(history: list[dict], bundle: Path) -> dict | None:
+    """The latest promotion that brought ``bundle`` in (its ``from`` is where a rollback goes), or None.
+
+    Parameters
+    ----------
+    history
+        The link's :func:`read_history`.
+    bundle
+        A bundle directory, resolved.
+    """
+    return next((e for e in reversed(history)
+                 if e["decision"] == "promoted" and e.get("to") and Path(e["to"]) == bundle), None)
 
 
 def append_history(link: Path, entry: Mapping[str, Any]) -> None:
@@ -249,8 +265,7 @@ def rollback(link: Path) -> dict[str, Any]:
     if current is None:
         raise SystemExit(f"vtag promote: nothing to roll back: there is no link at {link}")
     # the promotion that brought the current bundle in (so a second rollback goes one further back)
-    last = next((e for e in reversed(read_history(link))
-                 if e["decision"] == "promoted" and Path(e["to"]) == current), None)
+    last = promotion_to(read_history(link), current)
     if last is None:
         raise SystemExit(f"vtag promote: nothing to roll back: {history_path(link)} has no promotion to {current}")
     if not last["from"]:
@@ -292,8 +307,7 @@ def kept_bundles(link: Path, history: list[dict], keep: int) -> list[Path]:
     target = current_target(link)
     while target is not None and len(kept) < keep and target not in kept:
         kept.append(target)
-        brought = next((e for e in reversed(history)
-                        if e["decision"] == "promoted" and e.get("to") and Path(e["to"]) == target), None)
+        brought = promotion_to(history, target)  # the chain --rollback walks
         target = Path(brought["from"]) if brought and brought.get("from") else None
     switches = [e for e in history if e["decision"] in ("promoted", "rolled back")]
     if switches and switches[-1].get("from"):
