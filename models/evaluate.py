@@ -4,8 +4,11 @@ The bundle is run through :class:`vtag.models.predictor.Predictor` (the producti
 decoded output is scored with :func:`vtag.hierarchy.metrics.evaluate`: leaf accuracy, accuracy per
 level, hierarchical precision / recall / F1 (micro and macro F1), AU(PRC) of the consistent
 scores, and the violation rate of the decoded label sets — overall and per level-1 subtree (rows
-whose true primary path starts at that node: :func:`vtag.hierarchy.metrics.evaluate_by_subtree`). The report is printed (a table
-with a one-line legend per metric, or JSON with ``--json``) and saved as JSON only where ``--out`` says.
+whose true primary path starts at that node: :func:`vtag.hierarchy.metrics.evaluate_by_subtree`) and per
+uploader group (returning to the training data, known from the replayed days' tags, new:
+:mod:`vtag.models.history_groups`, the JSON's ``uploaders``; bundles with uploader profiles). The
+report is printed (tables with a one-line legend per metric, or JSON with ``--json``) and saved as
+JSON only where ``--out`` says.
 
 Before scoring, the evaluated rows' ``video_id`` are looked up in the bundle's record of its training
 and validation rows (:mod:`vtag.models.provenance`): an overlap is printed as a loud warning on stderr and
@@ -220,6 +223,9 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
     truth, leaf = truth[scored], leaf[scored]
     pred_labels, pred_leaf, consistent = decoded.labels[scored], decoded.leaf[scored], decoded.consistent[scored]
     overall = _plain(evaluate(tax, truth, leaf, pred_labels, pred_leaf, consistent))
+    tag_history = replay_info.pop("tag_history", None) if replay_info else None
+    uploaders = _by_uploader_history(predictor, frame, tag_history, scored,
+                                     lambda m: evaluate(tax, truth[m], leaf[m], pred_labels[m], pred_leaf[m], consistent[m]))
     subtrees = {}
     by_top = evaluate_by_subtree(tax, truth, leaf, pred_labels, pred_leaf, consistent)
     for top, m in by_top.items():
@@ -227,6 +233,7 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
     return {
         "overall": overall,
         "subtrees": subtrees,
+        "uploaders": uploaders,
         "rows": int(len(frame)),
         # rows predicted (and replayed, as the nightly job tags them) but not scored: no known label
         "labels": label_summary(frame, tax),
@@ -239,86 +246,18 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
     }
 
 
-#: metric -> one-line meaning (printed under the table; ``vtag evaluate --json`` carries it as ``legend``)
-LEGEND: dict[str, str] = {
-    "n": "rows scored",
-    "leaf_acc": "share of rows whose predicted primary node is exactly the true one",
-    "levelN_acc": "share of rows whose level-N node on the predicted path is the true one",
-    "hp": "hierarchical precision: of the predicted nodes (ancestors included), the share that are true",
-    "hr": "hierarchical recall: of the true nodes (ancestors included), the share that were predicted",
-    "hf1": "hierarchical F1: harmonic mean of hp and hr, over all rows pooled (micro)",
-    "hf1_macro": "hierarchical F1 averaged per row (macro)",
-    "auprc": "area under the precision-recall curve of the consistent node scores, all nodes pooled",
-    "violations": "share of rows whose decoded label set breaks a taxonomy constraint (should be 0)",
-}
+def _by_uploader_history(predictor, frame, tag_history, scored, score) -> dict | None:
+    """The scored rows' metrics per uploader group (:mod:`vtag.models.history_groups`), with the
+    groups' legend; None where the bundle keeps no uploader profiles (no record of its uploaders)."""
+    from vtag.models.history_groups import GROUP_LEGEND, evaluate_by_group, uploader_history_groups
 
-
-def legend(keys: list[str]) -> dict[str, str]:
-    """The :data:`LEGEND` lines of ``keys`` (``level3_acc`` explained by ``levelN_acc``).
-
-    Parameters
-    ----------
-    keys
-        Metric names as reported.
-    """
-    out = {}
-    for k in keys:
-        if k in LEGEND:
-            out[k] = LEGEND[k]
-        elif k.startswith("level") and k.endswith("_acc"):
-            out[k] = LEGEND["levelN_acc"].replace("N", k[len("level"):-len("_acc")])
-    return out
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return str(v)
-
-
-def render(report: Mapping[str, Any]) -> None:
-    """Print the report as two tables (overall; per level-1 subtree)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    ov = report["overall"]
-    keys = [k for k in ("n", "leaf_acc") if k in ov]
-    keys += sorted(k for k in ov if k.startswith("level") and k.endswith("_acc"))
-    keys += [k for k in ("hp", "hr", "hf1", "hf1_macro", "auprc", "violations") if k in ov]
-    t = Table(title=f"{report.get('bundle', '')} on {report.get('data', '')} — model {report.get('model_version', '')}")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k in keys:
-        t.add_row(k, _fmt(ov[k]))
-    console.print(t)
-    for k, text in legend(keys).items():
-        console.print(f"  {k}: {text}", highlight=False)
-    if report.get("replay_min_score") is not None:
-        info = report.get("replay") or {}
-        console.print(f"  scored day by day as the nightly job meets the rows: each day with the uploader profiles "
-                      f"of the bundle plus the model's tags (score >= {report['replay_min_score']}, each counted "
-                      f"{'by its score' if report.get('replay_count') == 'score' else 'as 1'}) of the days "
-                      f"before ({info.get('days', 0)} days; {info.get('rows_with_tag_history', 0):,} rows had a "
-                      "tagged earlier video of their uploader; --no-replay: the bundle's profiles alone)",
-                      highlight=False)
-    lab = report.get("labels") or {}
-    unscored = int(lab.get("rows_without_label", 0)) + int(lab.get("rows_unknown_label", 0))
-    if unscored:
-        names = ", ".join(f"{k!r} {v}" for k, v in (lab.get("unknown_labels") or {}).items())
-        console.print(f"  {unscored:,} of {report.get('rows', 0):,} rows were tagged (and replayed) but not scored: "
-                      f"{lab.get('rows_without_label', 0):,} without a label, {lab.get('rows_unknown_label', 0):,} "
-                      f"whose primary label is not in the bundle's taxonomy" + (f" (most frequent: {names})" if names
-                                                                              else ""), highlight=False)
-    if report.get("subtrees"):
-        cols = [k for k in ("n", "leaf_acc", "level2_acc", "hf1", "auprc", "violations") if k in ov]
-        s = Table(title="per level-1 subtree (rows whose true primary path starts there)")
-        s.add_column("level-1")
-        for c in cols:
-            s.add_column(c, justify="right")
-        for nid, m in report["subtrees"].items():
-            s.add_row(f"{nid} {m.get('name', '')}", *[_fmt(m.get(c, "")) for c in cols])
-        console.print(s)
+    table = getattr(predictor.featurizer, "profiles", None)
+    if getattr(predictor.featurizer, "profile", None) is None or table is None:
+        return None
+    groups = uploader_history_groups(frame, table.profiles, tag_history)[scored]
+    keys = ("leaf_acc", "level1_acc", "hf1")
+    by_group = evaluate_by_group(groups, lambda m: {k: v for k, v in _plain(score(m)).items() if k in keys})
+    return {"groups": by_group, "legend": {g: GROUP_LEGEND[g] for g in by_group}}
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -440,6 +379,8 @@ def evaluate_bundle(bundle: str, frame, *, device: str | None = None, expected_t
         "overlap": seen,
         **report,
     }
+    from vtag.models.evaluate_report import legend
+
     report["legend"] = legend(list(report["overall"]))
     return report
 
@@ -479,6 +420,8 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
+        from vtag.models.evaluate_report import render
+
         render(report)
         if seen["warning"]:
             print(f"WARNING: {seen['warning']}")

@@ -149,7 +149,8 @@ def replay(frame: pd.DataFrame, table, score_day: Callable[[pd.DataFrame], tuple
     info : dict
         ``days`` (days replayed), ``rows_with_tag_history`` (rows whose profile held at least one
         earlier predicted tag), ``tags_counted`` (predicted tags added), ``videos_counted`` (their
-        total weight), ``min_score``, ``count``.
+        total weight), ``min_score``, ``count``, and ``tag_history``: ``[B]`` bool, those rows
+        (not JSON: :func:`vtag.models.evaluate.evaluate_frame` takes it out of its report).
     """
     check_count_settings(min_score, count)
     history: dict[str, list] = {}
@@ -163,12 +164,13 @@ def replay(frame: pd.DataFrame, table, score_day: Callable[[pd.DataFrame], tuple
     uploaders = [None if _is_null(u) else str(u) for u in
                  (frame["uploader_id"] if "uploader_id" in frame.columns else [None] * n)]
     video_ids = frame["video_id"].astype(str).tolist() if "video_id" in frame.columns else [str(i) for i in range(n)]
-    with_tag_history = counted = 0
+    tag_history = np.zeros(n, dtype=bool)
+    counted = 0
     weight_total = 0.0
     for day in sorted(set(days.tolist())):  # UNDATED sorts after every YYYY-MM-DD
         rows = np.flatnonzero(days == day)
         prof = [history.get(uploaders[i]) if uploaders[i] is not None else None for i in rows]
-        with_tag_history += sum(1 for i in rows if uploaders[i] is not None and tagged.get(uploaders[i]))
+        tag_history[rows] = [uploaders[i] is not None and bool(tagged.get(uploaders[i])) for i in rows]
         part = with_profiles(frame.iloc[rows], [p[0] if p else 0.0 for p in prof],
                              [p[1] if p else {} for p in prof])
         probs[rows], covers[rows] = score_day(part)
@@ -187,7 +189,7 @@ def replay(frame: pd.DataFrame, table, score_day: Callable[[pd.DataFrame], tuple
             weight_total += weight
         if on_day is not None:
             on_day(day, len(rows))
-    info = {"days": int(len(set(days.tolist()))), "rows_with_tag_history": int(with_tag_history),
+    info = {"days": int(len(set(days.tolist()))), "rows_with_tag_history": int(tag_history.sum()),
             "tags_counted": int(counted), "videos_counted": round(weight_total, 4), "min_score": float(min_score),
-            "count": count}
+            "count": count, "tag_history": tag_history}
     return probs, covers, info

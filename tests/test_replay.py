@@ -78,6 +78,8 @@ def test_a_day_sees_the_confident_tags_of_earlier_days_only():
     assert scorer.seen["v5"] == (3.0, {"food_bake": 2.0, "game_theme_rpg": 1.0})
     assert prob.shape == (6, tax.n_nodes) and cover.shape == (6,)
     assert prob[1, tax.index["game_theme_rpg"]] == pytest.approx(0.9)  # the frame's row order
+    # the rows whose uploader had a counted tag on an earlier day (evaluate's ``tag_history`` group)
+    assert info.pop("tag_history").tolist() == [False, False, True, True, False, True]
     assert info == {"days": 4, "rows_with_tag_history": 3, "tags_counted": 5, "videos_counted": 5.0,
                     "min_score": 0.5, "count": "one"}
 
@@ -169,6 +171,21 @@ def test_evaluate_replay_on_a_bundle_with_the_evidence_mix(capsys):
     assert "scored day by day as the nightly job meets the rows" in capsys.readouterr().out
     static = evaluate("--no-replay")
     assert static["replay_min_score"] is None and static["replay"] is None and static["replay_count"] is None
+    # the rows by what the model knew of their uploader: the bundle's profiles hold its training uploaders
+    trained = set(pred.featurizer.profiles.profiles)
+    assert trained and trained <= {str(u) for u in frame["uploader_id"].dropna()}
+    ups = test["uploader_id"]
+    expected = {"returning": int(ups.isin(trained).sum()), "no_uploader": int(ups.isna().sum())}
+    expected["new"] = len(test) - sum(expected.values())
+    groups = static["uploaders"]["groups"]
+    assert {g: m["rows"] for g, m in groups.items()} == {g: n for g, n in expected.items() if n}
+    assert sum(m["share"] for m in groups.values()) == pytest.approx(1.0, abs=1e-3)
+    assert set(static["uploaders"]["legend"]) == set(groups)
+    replayed = report["uploaders"]["groups"]  # a replay moves only untrained uploaders into tag_history
+    assert replayed["returning"]["rows"] == expected["returning"]
+    assert sum(m["rows"] for m in replayed.values()) == len(test)
+    main(_arg_parser().parse_args(["--bundle", str(root / "bundle"), "--data", str(root / "dump"), "--no-replay"]))
+    assert "by what the model knew of the uploader" in capsys.readouterr().out
 
 
 def test_replay_needs_a_bundle_with_profiles():
@@ -222,3 +239,15 @@ def test_replay_on_real_titles_changes_only_the_rows_with_a_tag_history(tmp_path
     assert info["rows_with_tag_history"] == int(seen_before.sum()) > 20
     np.testing.assert_allclose(replayed.consistent[~seen_before], static.consistent[~seen_before], atol=1e-5)
     assert not np.allclose(replayed.consistent[seen_before], static.consistent[seen_before], atol=1e-3)
+
+    # vtag evaluate's uploader groups on the same rows: no test uploader was trained on; the
+    # replayed ones with an earlier tagged video are the tag_history group, and score apart
+    from vtag.models.evaluate import evaluate_frame
+
+    report = evaluate_frame(pred, test, replay=0.0)
+    groups = report["uploaders"]["groups"]
+    assert "returning" not in groups and "tag_history" not in report["replay"]
+    assert groups["tag_history"]["rows"] == int(seen_before.sum())
+    assert groups["new"]["rows"] + groups.get("no_uploader", {}).get("rows", 0) == len(test) - int(seen_before.sum())
+    static_report = evaluate_frame(pred, test)
+    assert set(static_report["uploaders"]["groups"]) <= {"new", "no_uploader"}
