@@ -106,7 +106,8 @@ def front_matter(config: Mapping[str, Any], taxonomy, val: Mapping[str, Any]) ->
     b = config.get("bundle") or {}
     train = b.get("train") or {}
     datasets = [r.strip() for r in str(train.get("data") or "").split(",") if r.strip()]
-    metric_keys = [k for k in ("leaf_acc", "hp", "hr", "hf1", "hf1_macro", "auprc", "violations") if k in val]
+    shown = val.get("shipped") or val  # the model as shipped, where the run recorded it
+    metric_keys = [k for k in ("leaf_acc", "hp", "hr", "hf1", "hf1_macro", "auprc", "violations") if k in shown]
     meta = {
         "library_name": "vtag",
         "pipeline_tag": "text-classification",
@@ -123,12 +124,32 @@ def front_matter(config: Mapping[str, Any], taxonomy, val: Mapping[str, Any]) ->
             "results": [{
                 "task": {"type": "text-classification", "name": "hierarchical video type tagging"},
                 "dataset": {"name": ", ".join(datasets) or "(not recorded)", "type": "vtag-dump",
-                            "split": "validation (held-out uploaders)"},
-                "metrics": [{"type": k, "name": k, "value": round(float(val[k]), 4)} for k in metric_keys],
+                            "split": f"validation ({split_text(train.get('validation_split'))})"},
+                "metrics": [{"type": k, "name": k, "value": round(float(shown[k]), 4)} for k in metric_keys],
             }],
         }],
     }
     return "---\n" + yaml.safe_dump(meta, allow_unicode=True, sort_keys=False) + "---"
+
+
+def split_text(split: Mapping[str, Any] | None) -> str:
+    """The validation rows in words, from the bundle's ``train.validation_split`` record
+    (:func:`vtag.models.provenance.describe_split`; bundles from before it: "held-out rows").
+
+    Parameters
+    ----------
+    split
+        The record, or None.
+    """
+    if not split:
+        return "held-out rows"
+    rows, returning = int(split.get("rows", 0)), float(split.get("returning", 0.0))
+    days = f", {split['first']} .. {split['last']}" if split.get("first") else ""
+    if split.get("kind") == "later":
+        return f"the latest {rows} rows by upload time{days}; {returning:.0%} from uploaders with training rows"
+    if split.get("kind") == "held_out_uploaders":
+        return f"{rows} rows of uploaders held out of training"
+    return f"{rows} rows{days}; {returning:.0%} from uploaders with training rows"
 
 
 def choices_made(metrics: Mapping[str, Any]) -> list[str]:
@@ -251,11 +272,19 @@ def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) 
                              f"`vtag evaluate` warns when evaluated rows are among them)")
     else:
         lines.append("- (not recorded)")
-    lines += ["", "## Validation metrics (held-out uploaders)", ""]
+    lines += ["", f"## Validation metrics ({split_text(tr.get('validation_split'))})", ""]
+    shipped = val.get("shipped") if val else None
     if val:
         keys = [k for k in ("n", "leaf_acc", "hp", "hr", "hf1", "hf1_macro", "auprc", "violations") if k in val]
         keys += sorted(k for k in val if k.startswith("level") and k.endswith("_acc"))
-        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(val[k])} |" for k in keys]
+        if shipped:
+            lines += ["| metric | as shipped | the network alone (best epoch) |", "|---|---|---|"]
+            lines += [f"| {k} | {_fmt(shipped.get(k, '-'))} | {_fmt(val[k])} |" for k in keys]
+            lines += ["", "*As shipped*: with the settings chosen on these rows (below), so a little flattered"
+                      + (", uploader profiles replayed day by day as `vtag evaluate` does" if shipped.get("replayed")
+                         else "") + "; `vtag evaluate` on later labeled days gives the unbiased figure."]
+        else:
+            lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(val[k])} |" for k in keys]
     else:
         lines.append("(none)")
     lines += choices_made(metrics)
@@ -272,7 +301,7 @@ def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) 
         "- Only the taxonomy version above: tagging against another version is refused unless the job "
         "explicitly allows it (then re-tag after a taxonomy change).",
         "- Trained on the data listed above; titles in other languages, very short titles and videos "
-        "without covers score lower. Metrics are on held-out uploaders of the same source and may not "
+        "without covers score lower. Metrics are on held-out rows of the same source and may not "
         "transfer to other sources or periods.",
         "- Labels follow the training labels' biases; rare leaves are learned poorly.",
         "",

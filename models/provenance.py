@@ -179,3 +179,42 @@ def overlap(bundle_dir: str | Path, ids: Iterable[str]) -> dict[str, Any]:
                           + ". These metrics overstate what the model does on new videos; evaluate on held-out "
                           "days or uploaders.")
     return out
+
+
+def describe_split(train_frame, val_frame) -> dict[str, Any]:
+    """What the validation rows are, measured against the training rows (the model card says it).
+
+    Parameters
+    ----------
+    train_frame, val_frame : DataFrame
+        The two sides of a training run (``uploader_id`` and ``upload_ts`` may be missing or null).
+
+    Returns
+    -------
+    dict
+        ``kind``: ``"later"`` (every validation row with an upload time is at or after the latest
+        training one: ``train.val_split: time``), ``"held_out_uploaders"`` (no uploader on both sides:
+        ``grouped``) or ``"other"`` (e.g. ``--val-data``); ``rows``; ``returning``: the share of the
+        validation rows whose uploader has training rows; ``first`` / ``last``: the validation rows'
+        earliest and latest upload day (None without times).
+    """
+    import pandas as pd
+
+    def column(frame, name):
+        return frame[name] if name in frame.columns else pd.Series([None] * len(frame), dtype=object)
+
+    rows = len(val_frame)
+    train_ups = {str(u) for u in column(train_frame, "uploader_id").dropna()}
+    val_ups = column(val_frame, "uploader_id")
+    returning = float(val_ups.dropna().astype(str).isin(train_ups).sum()) / rows if rows else 0.0
+    t_train = pd.to_datetime(column(train_frame, "upload_ts"), utc=True).dropna()
+    t_val = pd.to_datetime(column(val_frame, "upload_ts"), utc=True).dropna()
+    if rows and len(t_val) and len(t_train) and t_val.min() >= t_train.max():
+        kind = "later"
+    elif rows and returning == 0.0 and val_ups.notna().any():
+        kind = "held_out_uploaders"
+    else:
+        kind = "other"
+    return {"kind": kind, "rows": int(rows), "returning": round(returning, 4),
+            "first": t_val.min().strftime("%Y-%m-%d") if len(t_val) else None,
+            "last": t_val.max().strftime("%Y-%m-%d") if len(t_val) else None}

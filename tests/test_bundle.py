@@ -41,8 +41,15 @@ def test_bundle_has_exactly_the_design_files_and_no_pickle():
     assert snap["version"] == tax.version
     metrics = json.loads((out / "metrics.json").read_text())
     assert "validation" in metrics and "history" in metrics
+    # the validation rows scored as the bundle ships the model, beside the best epoch's network alone
+    shipped = metrics["validation"]["shipped"]
+    assert 0.0 <= shipped["leaf_acc"] <= 1.0 and shipped["n"] == metrics["validation"]["n"]
+    # the toy rows carry upload times: validation is their latest rows, and the card says so
+    split = cfg["bundle"]["train"]["validation_split"]
+    assert split["kind"] == "later" and split["rows"] == metrics["validation"]["n"] == res.val_rows
     card = (out / "MODEL_CARD.md").read_text()
-    for part in ("## Training data", "## Validation metrics", "## Intended use", "## Limits", "level1_acc"):
+    for part in ("## Training data", "## Validation metrics (the latest", "| as shipped |", "## Intended use",
+                 "## Limits", "level1_acc"):
         assert part in card
     assert (out / "model.safetensors").stat().st_mode & 0o044  # readable by executors running as others
 

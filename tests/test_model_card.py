@@ -81,3 +81,33 @@ def test_the_card_counts_rows_dropped_for_their_labels(tiny_taxonomy):
     body = model_card(config, tiny_taxonomy, {"validation": VAL})
     assert ("- rows dropped (no label, or a primary label outside the taxonomy): 7; most frequent unknown "
             "labels: `9001` 5, `9002` 1") in body
+
+
+def test_the_card_names_its_validation_rows_and_shows_the_model_as_shipped(tmp_path, tiny_taxonomy):
+    """The metrics are of the model the bundle ships (SVM mix, temperature, decoding chosen on the
+    validation rows) beside the network alone, on validation rows the card describes as they were
+    split (the latest days, not "held-out uploaders", for a time split)."""
+    from vtag.models.model_card import split_text
+
+    config = _config(str(tmp_path / "real"), weights_file="/models/mobilenet.safetensors")
+    config["bundle"]["train"]["validation_split"] = {"kind": "later", "rows": 1392, "returning": 0.679,
+                                                     "first": "2023-10-08", "last": "2023-10-13"}
+    shipped = {**VAL, "leaf_acc": 0.7004, "hf1": 0.7461, "replayed": True}
+    card = model_card(config, tiny_taxonomy, {"validation": {**VAL, "shipped": shipped}})
+    meta = _front(card)
+    result = meta["model-index"][0]["results"][0]
+    assert result["dataset"]["split"] == ("validation (the latest 1392 rows by upload time, 2023-10-08 .. 2023-10-13; "
+                                          "68% from uploaders with training rows)")
+    assert {m["type"]: m["value"] for m in result["metrics"]}["leaf_acc"] == 0.7004
+    body = card.split("---\n", 2)[2]
+    assert "## Validation metrics (the latest 1392 rows by upload time" in body
+    assert "| leaf_acc | 0.7004 | 0.3210 |" in body and "uploader profiles replayed day by day" in body
+    assert "held-out uploaders" not in card
+    # an old bundle without the record, a grouped split, another one
+    assert split_text(None) == "held-out rows"
+    assert split_text({"kind": "held_out_uploaders", "rows": 50, "returning": 0.0}) == \
+        "50 rows of uploaders held out of training"
+    assert split_text({"kind": "other", "rows": 9, "returning": 0.5, "first": None}) == \
+        "9 rows; 50% from uploaders with training rows"
+    plain = model_card(_config(str(tmp_path / "real")), tiny_taxonomy, {"validation": VAL})
+    assert "| metric | value |" in plain and "## Validation metrics (held-out rows)" in plain

@@ -309,3 +309,37 @@ def auto_decode(model, featurizer, taxonomy, val_df, config, dev, settings, chan
     out = choose_decode(taxonomy, val_df, prob, config)
     log.info("decode auto -> stop_threshold %s, primary %s (validation)", out["stop_threshold"], out["primary"])
     return out
+
+
+def shipped_validation(model, featurizer, taxonomy, val_df, config, dev, settings, channels_last) -> dict | None:
+    """The validation rows' metrics of the model as its bundle ships it: after the choices made on
+    these rows (the SVM mix, the temperature, the profile evidence, the decoding; so they flatter it
+    a little), before the SVM's refit on them, with uploader profiles replayed day by day as ``vtag
+    evaluate`` scores them (:func:`vtag.models.replay.replay`). The best epoch's own metrics are of
+    the trained network alone. None without validation rows.
+    """
+    from vtag.models.evaluate import score_decoded
+    from vtag.models.factory import profile_enabled
+    from vtag.models.predictor import decoder_for, infer_proba
+    from vtag.models.replay import replay
+
+    if len(val_df) == 0:
+        return None
+    decoder = decoder_for(taxonomy, config)
+    model.eval()
+
+    def score_day(part):
+        return infer_proba(model, featurizer, part, batch_size=int(settings["eval_batch_size"]), device=dev,
+                           amp=settings["amp"], channels_last=channels_last)
+
+    replayed = profile_enabled(config) and featurizer.profiles is not None
+    if replayed:
+        prof = config["context"]["profile"]
+        prob, _, _ = replay(val_df, featurizer.profiles, score_day, decoder, taxonomy,
+                            float(prof["replay_min_score"]), count=str(prof["replay_count"]))
+    else:
+        prob, _ = score_day(val_df)
+    out = {**score_decoded(taxonomy, val_df, decoder.decode(prob)), "replayed": bool(replayed)}
+    log.info("validation as shipped: leaf_acc %.4f hf1 %.4f%s", out["leaf_acc"], out["hf1"],
+             " (days replayed)" if replayed else "")
+    return out

@@ -41,6 +41,7 @@ from vtag.models.training.post import (
     mix_profile_evidence,
     mix_svm,
     refit_svm_wide,
+    shipped_validation,
     svm_fit_rows,
     warn_if_coverless,
 )
@@ -256,7 +257,7 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
     from vtag.models.evaluate import primary_label_nodes
     from vtag.models.factory import profile_enabled
     from vtag.models.profiles import ProfileTable
-    from vtag.models.provenance import data_ids
+    from vtag.models.provenance import data_ids, describe_split
 
     raw_model.eval()
     result.model, result.featurizer = raw_model, data.featurizer
@@ -294,6 +295,10 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
         config["decode"] = {**decode, **chosen}
         metrics["stop_threshold"] = chosen["stop_threshold"]
         metrics["decode_primary"] = chosen["primary"]
+    shipped = shipped_validation(raw_model, data.featurizer, taxonomy, data.val, config, device, settings,
+                                 channels_last)
+    if shipped is not None:
+        metrics["shipped"] = shipped
     if wide is not None and wide.mix and bool(config["head"]["tfidf_wide_refit"]):
         info = refit_svm_wide(raw_model, data.featurizer, taxonomy, data.train, data.val, int(settings["seed"]))
         if info is not None:
@@ -325,6 +330,7 @@ def finish(result: TrainResult, raw_model, data: RunData, config: dict, taxonomy
         "device": str(device) + (f" x{result.world_size}" if result.world_size > 1 else ""),
         "stopped": result.stopped,
         "ids": data_ids(data.train, data.val),  # models/provenance.py: vtag evaluate's overlap check
+        "validation_split": describe_split(data.train, data.val),  # what the model card's metrics are on
     }
     meta = save_bundle(
         out_dir, config=config, taxonomy=taxonomy, featurizer=data.featurizer, model=raw_model,
