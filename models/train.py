@@ -115,12 +115,35 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str))
     else:
-        m = result.metrics
         print(f"bundle {result.bundle_dir} model_version={result.model_version} stopped={result.stopped} "
               f"epochs={result.epochs_run} steps={result.steps} {result.seconds:.0f}s")
-        print("validation: " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in m.items()))
+        print(validation_summary(result.metrics))
     return 0
+
+
+def validation_summary(metrics: dict) -> str:
+    """``vtag train``'s closing lines: the validation figures of the network alone and of the model
+    as shipped, and the settings chosen on those rows (the whole record is in ``metrics.json``).
+
+    Parameters
+    ----------
+    metrics
+        The run's validation metrics (``TrainResult.metrics``).
+    """
+    from vtag.models.model_card import choices_made
+
+    def figures(m: dict) -> str:
+        keys = ["n", "leaf_acc"] + sorted(k for k in m if k.startswith("level") and k.endswith("_acc"))
+        keys += ["hf1", "auprc", "violations"]
+        return " ".join(f"{k}={m[k]:.4f}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys if k in m)
+
+    lines = [f"validation, the network alone (best epoch): {figures(metrics)}"]
+    shipped = metrics.get("shipped")
+    if shipped:
+        lines.append(f"validation, as shipped (settings chosen on these rows{', days replayed' if shipped.get('replayed') else ''}): "
+                     f"{figures(shipped)}")
+    lines += [line[2:] for line in choices_made(metrics) if line.startswith("- ")]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

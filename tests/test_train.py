@@ -152,7 +152,7 @@ def test_train_result_metrics_and_bundle():
 
 
 # ---------------------------------------------------------------------- CLI
-def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
+def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path, capsys):
     from vtag.jobs.cli import main as vtag
     from vtag.models.predictor import Predictor
 
@@ -171,6 +171,9 @@ def test_vtag_train_cli_writes_a_loadable_bundle(tiny_taxonomy_path):
                "--taxonomy", str(tiny_taxonomy_path), "--epochs", "1", "--seed", "7", "--no-progress",
                "--threads", "1", "--dates", "..2024-05-02", "--drop-checkpoint"])
     assert rc == 0
+    out = capsys.readouterr().out  # the network alone and the model as shipped, one line each
+    assert "validation, the network alone (best epoch): n=" in out and "validation, as shipped (" in out
+    assert "{" not in out  # the choices' record stays in metrics.json, not dumped on the terminal
     assert sorted(p.name for p in (root / "b").iterdir() if p.is_dir()) == []  # --drop-checkpoint
     p = Predictor.load(root / "b", device="cpu", expected_taxonomy_version=tiny_taxonomy().version)
     assert len(p.predict(frame.iloc[:3])) == 3
