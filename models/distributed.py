@@ -45,6 +45,8 @@ def _worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default="")
     p.add_argument("--limit", type=int)
     p.add_argument("--dates", help="only these dt partitions of --data (vtag.models.dates.parse_dates)")
+    p.add_argument("--val-data", help="explicit validation dump root(s) (vtag train --val-data)")
+    p.add_argument("--val-dates", help="only these dt partitions of --val-data")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--backend", help="gloo or nccl (default: nccl with CUDA, else gloo)")
     return p
@@ -72,10 +74,11 @@ def worker_main(argv: list[str] | None = None) -> int:
         config = load_model_config(args.config)
         taxonomy = Taxonomy.load(args.taxonomy or default_taxonomy_path(config))
         frame = read_dumps(args.data, dates=args.dates, limit=args.limit)
+        val = read_dumps(args.val_data, dates=args.val_dates) if args.val_data else None
         device = None if use_cuda else "cpu"
         result = train(
             config, taxonomy, frame, args.out, max_minutes=args.max_minutes, seed=args.seed, device=device,
-            resume=args.resume, progress=args.progress and rank == 0, epochs=args.epochs,
+            resume=args.resume, progress=args.progress and rank == 0, epochs=args.epochs, val_frames=val,
             label=args.label, data_desc={"data": args.data, "config": args.config, "processes": world,
                                                 **({"dates_selected": args.dates} if args.dates else {})},
         )
@@ -143,12 +146,15 @@ def run_distributed(
     limit: int | None = None,
     progress: bool = False,
     dates: str | None = None,
+    val_data: str | None = None,
+    val_dates: str | None = None,
 ) -> dict:
     """Train with ``TorchDistributor(num_processes, local_mode, use_gpu)`` on the active Spark session.
 
     ``config``: a model config file, or a parsed config (written to ``<out>/distributed-config.yaml``).
     ``data`` must be readable at the same path by every process (local mode: this machine);
-    ``dates``: only those dt partitions of it (``vtag train --dates``).
+    ``dates``: only those dt partitions of it (``vtag train --dates``); ``val_data`` / ``val_dates``:
+    an explicit validation dump, read by every rank as ``data`` is (``vtag train --val-data``).
     Returns rank 0's :meth:`TrainResult.to_dict` (from ``<out>/distributed-result.json``).
     """
     import yaml
@@ -166,7 +172,8 @@ def run_distributed(
         result_file.unlink()
     args = ["--config", str(cfg_path), "--data", str(data), "--out", str(out)]
     for flag, value in (("--taxonomy", taxonomy), ("--max-minutes", max_minutes), ("--seed", seed),
-                        ("--epochs", epochs), ("--threads", threads), ("--limit", limit), ("--dates", dates)):
+                        ("--epochs", epochs), ("--threads", threads), ("--limit", limit), ("--dates", dates),
+                        ("--val-data", val_data), ("--val-dates", val_dates)):
         if value is not None:
             args += [flag, str(Path(value).resolve()) if flag == "--taxonomy" else str(value)]
     if label:

@@ -74,27 +74,29 @@ def main(args: argparse.Namespace) -> int:
     if args.val_dates and not args.val_data:
         raise SystemExit("vtag train: --val-dates selects days of --val-data, which is not given")
     if args.processes > 1:
-        if args.val_data:
-            raise SystemExit("--val-data is not supported with --processes")
-        if args.dates:  # checked here, not in each rank
-            from vtag.models.dates import parse_dates
+        from vtag.models.dates import parse_dates
 
-            try:
-                parse_dates(args.dates)
+        for flag, value in (("--dates", args.dates), ("--val-dates", args.val_dates)):
+            try:  # checked here, not in each rank
+                parse_dates(value) if value else None
             except ValueError as e:
-                raise SystemExit(f"vtag train: {e}") from e
+                raise SystemExit(f"vtag train: {flag}: {e}") from e
         from vtag.models.distributed import run_distributed
 
         res = run_distributed(
             args.config, args.data, args.out, num_processes=args.processes, local_mode=not args.cluster,
             use_gpu=args.use_gpu, taxonomy=args.taxonomy, max_minutes=args.max_minutes, seed=args.seed,
             epochs=args.epochs, resume=args.resume, threads=args.threads, label=args.label or Path(args.config).stem,
-            limit=args.limit, progress=not args.no_progress, dates=args.dates,
+            limit=args.limit, progress=not args.no_progress, dates=args.dates, val_data=args.val_data,
+            val_dates=args.val_dates,
         )
         _drop_checkpoint(args, res["stopped"])
-        print(json.dumps(res, ensure_ascii=False, indent=2, default=str) if args.json else
-              f"bundle {res['bundle_dir']} model_version={res['model_version']} stopped={res['stopped']} "
-              f"processes={res['world_size']}")
+        if args.json:
+            print(json.dumps(res, ensure_ascii=False, indent=2, default=str))
+        else:
+            print(f"bundle {res['bundle_dir']} model_version={res['model_version']} stopped={res['stopped']} "
+                  f"processes={res['world_size']}")
+            print(validation_summary(res.get("metrics") or {}))
         return 0
     if args.threads:
         torch.set_num_threads(int(args.threads))
