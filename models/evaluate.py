@@ -224,8 +224,13 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
     pred_labels, pred_leaf, consistent = decoded.labels[scored], decoded.leaf[scored], decoded.consistent[scored]
     overall = _plain(evaluate(tax, truth, leaf, pred_labels, pred_leaf, consistent))
     tag_history = replay_info.pop("tag_history", None) if replay_info else None
-    uploaders = _by_uploader_history(predictor, frame, tag_history, scored,
-                                     lambda m: evaluate(tax, truth[m], leaf[m], pred_labels[m], pred_leaf[m], consistent[m]))
+
+    def score(m):
+        return _plain(evaluate(tax, truth[m], leaf[m], pred_labels[m], pred_leaf[m], consistent[m]))
+
+    groups = _uploader_groups(predictor, frame, tag_history)
+    groups = None if groups is None else groups[scored]
+    uploaders = None if groups is None else _by_uploader_history(groups, score)
     subtrees = {}
     by_top = evaluate_by_subtree(tax, truth, leaf, pred_labels, pred_leaf, consistent)
     for top, m in by_top.items():
@@ -234,6 +239,7 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
         "overall": overall,
         "subtrees": subtrees,
         "uploaders": uploaders,
+        "days": _by_day(frame, scored, groups, score),
         "rows": int(len(frame)),
         # rows predicted (and replayed, as the nightly job tags them) but not scored: no known label
         "labels": label_summary(frame, tax),
@@ -246,18 +252,43 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
     }
 
 
-def _by_uploader_history(predictor, frame, tag_history, scored, score) -> dict | None:
-    """The scored rows' metrics per uploader group (:mod:`vtag.models.history_groups`), with the
-    groups' legend; None where the bundle keeps no uploader profiles (no record of its uploaders)."""
-    from vtag.models.history_groups import GROUP_LEGEND, evaluate_by_group, uploader_history_groups
+#: the metrics of the per-group and per-day tables
+BRIEF_KEYS = ("leaf_acc", "level1_acc", "hf1")
+
+
+def _uploader_groups(predictor, frame, tag_history):
+    """``[B]`` the rows' uploader groups (:mod:`vtag.models.history_groups`); None where the bundle
+    keeps no uploader profiles (no record of its training uploaders)."""
+    from vtag.models.history_groups import uploader_history_groups
 
     table = getattr(predictor.featurizer, "profiles", None)
     if getattr(predictor.featurizer, "profile", None) is None or table is None:
         return None
-    groups = uploader_history_groups(frame, table.profiles, tag_history)[scored]
-    keys = ("leaf_acc", "level1_acc", "hf1")
-    by_group = evaluate_by_group(groups, lambda m: {k: v for k, v in _plain(score(m)).items() if k in keys})
+    return uploader_history_groups(frame, table.profiles, tag_history)
+
+
+def _by_uploader_history(groups, score) -> dict:
+    """The scored rows' metrics per uploader group, with the groups' legend."""
+    from vtag.models.history_groups import GROUP_LEGEND, evaluate_by_group
+
+    by_group = evaluate_by_group(groups, lambda m: {k: v for k, v in score(m).items() if k in BRIEF_KEYS})
     return {"groups": by_group, "legend": {g: GROUP_LEGEND[g] for g in by_group}}
+
+
+def _by_day(frame, scored, groups, score) -> dict:
+    """``{day: {"n", "leaf_acc", "level1_acc", "hf1"[, "returning"]}}`` of the scored rows, by the
+    day the nightly job meets them (``dt``, else the upload date: :func:`vtag.models.replay.replay_days`);
+    ``returning``: the day's share of rows whose uploader has training rows."""
+    from vtag.models.replay import replay_days
+
+    days = replay_days(frame)[scored]
+    out = {}
+    for day in sorted(set(days.tolist())):
+        m = days == day
+        out[day] = {"n": int(m.sum()), **{k: v for k, v in score(m).items() if k in BRIEF_KEYS}}
+        if groups is not None:
+            out[day]["returning"] = round(float((groups[m] == "returning").mean()), 4)
+    return out
 
 
 def _arg_parser() -> argparse.ArgumentParser:
@@ -283,6 +314,8 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", choices=COUNT_MODES, default=COUNT_MODES[0],
                    help="with replay: a counted tag adds its score (an expected count; default) or 1 to its "
                         "uploader's profile (the job conf's profiles.count)")
+    p.add_argument("--by-day", action="store_true",
+                   help="also print a table per day (the JSON always has 'days'): how a bundle ages after training")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--out", help="also save the JSON report to this file (default: nothing is written)")
     return p
@@ -422,7 +455,7 @@ def main(args: argparse.Namespace, stage: Stage | None = None) -> int:
     else:
         from vtag.models.evaluate_report import render
 
-        render(report)
+        render(report, by_day=bool(getattr(args, "by_day", False)))
         if seen["warning"]:
             print(f"WARNING: {seen['warning']}")
         if args.out:

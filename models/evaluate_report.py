@@ -42,8 +42,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def render(report: Mapping[str, Any]) -> None:
-    """Print the report as two tables (overall; per level-1 subtree)."""
+def render(report: Mapping[str, Any], by_day: bool = False) -> None:
+    """Print the report as tables: overall, per uploader group, per level-1 subtree, and with
+    ``by_day`` per day."""
     from rich.console import Console
     from rich.table import Table
 
@@ -86,6 +87,26 @@ def render(report: Mapping[str, Any]) -> None:
         for nid, m in report["subtrees"].items():
             s.add_row(f"{nid} {m.get('name', '')}", *[_fmt(m.get(c, "")) for c in cols])
         console.print(s)
+    if by_day:
+        _render_days(console, report.get("days"))
+
+
+def _render_days(console, days: Mapping[str, Any] | None) -> None:
+    from rich.table import Table
+
+    if not days:
+        return
+    with_returning = any("returning" in m for m in days.values())
+    cols = ["n", "leaf_acc", "level1_acc", "hf1"] + (["returning"] if with_returning else [])
+    t = Table(title="per day (dt, else the upload date)")
+    t.add_column("day")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for day, m in days.items():
+        t.add_row(day, *[_fmt(m.get(c, "")) for c in cols])
+    console.print(t)
+    if with_returning:
+        console.print("  returning: the day's share of rows whose uploader has training rows", highlight=False)
 
 
 def _render_uploaders(console, uploaders: Mapping[str, Any] | None) -> None:

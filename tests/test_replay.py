@@ -185,7 +185,16 @@ def test_evaluate_replay_on_a_bundle_with_the_evidence_mix(capsys):
     assert replayed["returning"]["rows"] == expected["returning"]
     assert sum(m["rows"] for m in replayed.values()) == len(test)
     main(_arg_parser().parse_args(["--bundle", str(root / "bundle"), "--data", str(root / "dump"), "--no-replay"]))
-    assert "by what the model knew of the uploader" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "by what the model knew of the uploader" in printed and "per day" not in printed
+    # per day (the dt partitions): every scored row once, each day's share of returning uploaders
+    assert list(static["days"]) == days and sum(d["n"] for d in static["days"].values()) == len(test)
+    for day, m in static["days"].items():
+        rows = test[test["upload_ts"].dt.date.astype(str) == day]
+        assert m["n"] == len(rows) and m["returning"] == pytest.approx(rows["uploader_id"].isin(trained).mean(), abs=1e-4)
+        assert 0.0 <= m["leaf_acc"] <= 1.0
+    main(_arg_parser().parse_args(["--bundle", str(root / "bundle"), "--data", str(root / "dump"), "--by-day"]))
+    assert "per day (dt, else the upload date)" in capsys.readouterr().out
 
 
 def test_replay_needs_a_bundle_with_profiles():
