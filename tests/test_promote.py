@@ -109,6 +109,15 @@ def test_promote_compares_on_held_out_days_switches_logs_and_rolls_back(bilibili
     assert rejected["decision"] == "rejected" and len(rejected["failed"]) == 2
     assert rejected["seen_rows"]["candidate"] < 5 and rejected["seen_rows"]["current"] < 5  # held-out days
     assert current_target(link) == w["old"].resolve()
+    # both bundles per uploader group: the later bundle knows more of the held-out days' uploaders
+    groups = rejected["uploaders"]
+    assert sum(g["rows"] for g in groups["candidate"].values()) == cand["n"]
+    assert groups["candidate"]["returning"]["rows"] > groups["current"]["returning"]["rows"] > 0
+    assert set(groups["candidate"]["new"]) == {"rows", "leaf_acc", "hf1"}
+    vtag(["promote", "--link", str(link), "--candidate", str(w["new"]), "--data", w["dump"], "--dates", HOLDOUT,
+          "--taxonomy", w["taxonomy"], "--threads", "1", "--dry-run", "--min-gain", "1"])
+    printed = capsys.readouterr().out
+    assert "  returning (" in printed and " rows): leaf_acc 0." in printed and " -> 0." in printed
 
     # promoted at the default bar when it is not worse, else rejected: the decision follows the metrics
     rc = _promote(w, w["new"])
