@@ -132,6 +132,13 @@ def front_matter(config: Mapping[str, Any], taxonomy, val: Mapping[str, Any]) ->
     return "---\n" + yaml.safe_dump(meta, allow_unicode=True, sort_keys=False) + "---"
 
 
+def _group_rows(groups: Mapping[str, Any] | None) -> list[str]:
+    """The as-shipped table's extra rows: leaf accuracy per uploader group (returning to the training
+    side, known from the replayed days' tags, new)."""
+    return [f"| leaf_acc, {g} uploaders ({m.get('rows', 0)} rows) | {_fmt(m['leaf_acc'])} | |"
+            for g, m in (groups or {}).items() if "leaf_acc" in m]
+
+
 def split_text(split: Mapping[str, Any] | None) -> str:
     """The validation rows in words, from the bundle's ``train.validation_split`` record
     (:func:`vtag.models.provenance.describe_split`; bundles from before it: "held-out rows").
@@ -280,6 +287,7 @@ def model_card(config: Mapping[str, Any], taxonomy, metrics: Mapping[str, Any]) 
         if shipped:
             lines += ["| metric | as shipped | the network alone (best epoch) |", "|---|---|---|"]
             lines += [f"| {k} | {_fmt(shipped.get(k, '-'))} | {_fmt(val[k])} |" for k in keys]
+            lines += _group_rows(shipped.get("uploaders"))
             lines += ["", "*As shipped*: with the settings chosen on these rows (below), so a little flattered"
                       + (", uploader profiles replayed day by day as `vtag evaluate` does" if shipped.get("replayed")
                          else "") + "; `vtag evaluate` on later labeled days gives the unbiased figure."]

@@ -92,7 +92,9 @@ def test_the_card_names_its_validation_rows_and_shows_the_model_as_shipped(tmp_p
     config = _config(str(tmp_path / "real"), weights_file="/models/mobilenet.safetensors")
     config["bundle"]["train"]["validation_split"] = {"kind": "later", "rows": 1392, "returning": 0.679,
                                                      "first": "2023-10-08", "last": "2023-10-13"}
-    shipped = {**VAL, "leaf_acc": 0.7004, "hf1": 0.7461, "replayed": True}
+    shipped = {**VAL, "leaf_acc": 0.7004, "hf1": 0.7461, "replayed": True,
+               "uploaders": {"returning": {"rows": 950, "share": 0.68, "leaf_acc": 0.871},
+                             "new": {"rows": 442, "share": 0.32, "leaf_acc": 0.3462}}}
     card = model_card(config, tiny_taxonomy, {"validation": {**VAL, "shipped": shipped}})
     meta = _front(card)
     result = meta["model-index"][0]["results"][0]
@@ -102,6 +104,8 @@ def test_the_card_names_its_validation_rows_and_shows_the_model_as_shipped(tmp_p
     body = card.split("---\n", 2)[2]
     assert "## Validation metrics (the latest 1392 rows by upload time" in body
     assert "| leaf_acc | 0.7004 | 0.3210 |" in body and "uploader profiles replayed day by day" in body
+    assert "| leaf_acc, returning uploaders (950 rows) | 0.8710 | |" in body
+    assert "| leaf_acc, new uploaders (442 rows) | 0.3462 | |" in body
     assert "held-out uploaders" not in card
     # an old bundle without the record, a grouped split, another one
     assert split_text(None) == "held-out rows"

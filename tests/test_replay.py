@@ -238,7 +238,12 @@ def test_replay_on_real_titles_changes_only_the_rows_with_a_tag_history(tmp_path
     res = train(cfg, tax, train_df, tmp_path / "bundle", seed=0, epochs=1, progress=False)
     assert "profile_evidence" in res.metrics
     # the validation rows (the training side's latest days) as shipped: profiles replayed day by day
-    assert res.metrics["shipped"]["replayed"] is True and 0.0 < res.metrics["shipped"]["leaf_acc"] <= 1.0
+    shipped = res.metrics["shipped"]
+    assert shipped["replayed"] is True and 0.0 < shipped["leaf_acc"] <= 1.0
+    # ... and per uploader group: the rows add up, and the groups average to the whole
+    groups = shipped["uploaders"]
+    assert sum(g["rows"] for g in groups.values()) == shipped["n"]
+    assert sum(g["rows"] * g["leaf_acc"] for g in groups.values()) / shipped["n"] == pytest.approx(shipped["leaf_acc"])
     pred = Predictor.load(tmp_path / "bundle", device="cpu")
     rows = test.drop(columns=["labels"])
     static, _ = pred.predict_scores(rows)

@@ -315,11 +315,14 @@ def shipped_validation(model, featurizer, taxonomy, val_df, config, dev, setting
     """The validation rows' metrics of the model as its bundle ships it: after the choices made on
     these rows (the SVM mix, the temperature, the profile evidence, the decoding; so they flatter it
     a little), before the SVM's refit on them, with uploader profiles replayed day by day as ``vtag
-    evaluate`` scores them (:func:`vtag.models.replay.replay`). The best epoch's own metrics are of
-    the trained network alone. None without validation rows.
+    evaluate`` scores them (:func:`vtag.models.replay.replay`), then also per uploader group
+    (``uploaders``: :mod:`vtag.models.history_groups`). The best epoch's own metrics are of the
+    trained network alone. None without validation rows.
     """
-    from vtag.models.evaluate import score_decoded
+    from vtag.hierarchy.metrics import evaluate
+    from vtag.models.evaluate import score_decoded, true_labels
     from vtag.models.factory import profile_enabled
+    from vtag.models.history_groups import evaluate_by_group, uploader_history_groups
     from vtag.models.predictor import decoder_for, infer_proba
     from vtag.models.replay import replay
 
@@ -335,11 +338,21 @@ def shipped_validation(model, featurizer, taxonomy, val_df, config, dev, setting
     replayed = profile_enabled(config) and featurizer.profiles is not None
     if replayed:
         prof = config["context"]["profile"]
-        prob, _, _ = replay(val_df, featurizer.profiles, score_day, decoder, taxonomy,
-                            float(prof["replay_min_score"]), count=str(prof["replay_count"]))
+        prob, _, info = replay(val_df, featurizer.profiles, score_day, decoder, taxonomy,
+                               float(prof["replay_min_score"]), count=str(prof["replay_count"]))
     else:
         prob, _ = score_day(val_df)
-    out = {**score_decoded(taxonomy, val_df, decoder.decode(prob)), "replayed": bool(replayed)}
+    decoded = decoder.decode(prob)
+    out = {**score_decoded(taxonomy, val_df, decoded), "replayed": bool(replayed)}
+    if replayed:  # the training side's uploaders: its profiles (vtag evaluate's groups)
+        truth, leaf = true_labels(taxonomy, val_df)
+        groups = uploader_history_groups(val_df, featurizer.profiles.profiles, info["tag_history"])
+
+        def score(m):
+            got = evaluate(taxonomy, truth[m], leaf[m], decoded.labels[m], decoded.leaf[m], decoded.consistent[m])
+            return {k: float(got[k]) for k in ("leaf_acc", "level1_acc", "hf1") if k in got}
+
+        out["uploaders"] = evaluate_by_group(groups, score)
     log.info("validation as shipped: leaf_acc %.4f hf1 %.4f%s", out["leaf_acc"], out["hf1"],
              " (days replayed)" if replayed else "")
     return out
