@@ -224,10 +224,7 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
     pred_labels, pred_leaf, consistent = decoded.labels[scored], decoded.leaf[scored], decoded.consistent[scored]
     overall = _plain(evaluate(tax, truth, leaf, pred_labels, pred_leaf, consistent))
     tag_history = replay_info.pop("tag_history", None) if replay_info else None
-
-    def score(m):
-        return _plain(evaluate(tax, truth[m], leaf[m], pred_labels[m], pred_leaf[m], consistent[m]))
-
+    score = masked_scorer(tax, truth, leaf, pred_labels, pred_leaf, consistent)
     groups = _uploader_groups(predictor, frame, tag_history)
     groups = None if groups is None else groups[scored]
     uploaders = None if groups is None else _by_uploader_history(groups, score)
@@ -256,6 +253,30 @@ def evaluate_frame(predictor, frame, stage: Stage | None = None, replay: float |
 BRIEF_KEYS = ("leaf_acc", "level1_acc", "hf1")
 
 
+def masked_scorer(taxonomy, truth, leaf, pred_labels, pred_leaf, consistent, keys=BRIEF_KEYS):
+    """``score(mask [B] bool) -> {key: value}``: :func:`vtag.hierarchy.metrics.evaluate`'s ``keys``
+    on the rows in ``mask`` of the given ``[B, ...]`` truth and prediction arrays (per uploader
+    group, per day).
+
+    Parameters
+    ----------
+    taxonomy : Taxonomy
+    truth, leaf : ndarray
+        :func:`true_labels` of the rows: ``[B, n_nodes]`` bool and ``[B]`` primary node.
+    pred_labels, pred_leaf, consistent : ndarray
+        The decoded predictions of the same rows.
+    keys : tuple of str
+        The metrics kept.
+    """
+    from vtag.hierarchy.metrics import evaluate
+
+    def score(m: np.ndarray) -> dict:
+        got = _plain(evaluate(taxonomy, truth[m], leaf[m], pred_labels[m], pred_leaf[m], consistent[m]))
+        return {k: v for k, v in got.items() if k in keys}
+
+    return score
+
+
 def _uploader_groups(predictor, frame, tag_history):
     """``[B]`` the rows' uploader groups (:mod:`vtag.models.history_groups`); None where the bundle
     keeps no uploader profiles (no record of its training uploaders)."""
@@ -271,7 +292,7 @@ def _by_uploader_history(groups, score) -> dict:
     """The scored rows' metrics per uploader group, with the groups' legend."""
     from vtag.models.history_groups import GROUP_LEGEND, evaluate_by_group
 
-    by_group = evaluate_by_group(groups, lambda m: {k: v for k, v in score(m).items() if k in BRIEF_KEYS})
+    by_group = evaluate_by_group(groups, score)
     return {"groups": by_group, "legend": {g: GROUP_LEGEND[g] for g in by_group}}
 
 
@@ -285,7 +306,7 @@ def _by_day(frame, scored, groups, score) -> dict:
     out = {}
     for day in sorted(set(days.tolist())):
         m = days == day
-        out[day] = {"n": int(m.sum()), **{k: v for k, v in score(m).items() if k in BRIEF_KEYS}}
+        out[day] = {"n": int(m.sum()), **score(m)}
         if groups is not None:
             out[day]["returning"] = round(float((groups[m] == "returning").mean()), 4)
     return out

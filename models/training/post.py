@@ -319,8 +319,7 @@ def shipped_validation(model, featurizer, taxonomy, val_df, config, dev, setting
     (``uploaders``: :mod:`vtag.models.history_groups`). The best epoch's own metrics are of the
     trained network alone. None without validation rows.
     """
-    from vtag.hierarchy.metrics import evaluate
-    from vtag.models.evaluate import score_decoded, true_labels
+    from vtag.models.evaluate import masked_scorer, score_decoded, true_labels
     from vtag.models.factory import profile_enabled
     from vtag.models.history_groups import evaluate_by_group, uploader_history_groups
     from vtag.models.predictor import decoder_for, infer_proba
@@ -345,13 +344,9 @@ def shipped_validation(model, featurizer, taxonomy, val_df, config, dev, setting
     decoded = decoder.decode(prob)
     out = {**score_decoded(taxonomy, val_df, decoded), "replayed": bool(replayed)}
     if replayed:  # the training side's uploaders: its profiles (vtag evaluate's groups)
-        truth, leaf = true_labels(taxonomy, val_df)
         groups = uploader_history_groups(val_df, featurizer.profiles.profiles, info["tag_history"])
-
-        def score(m):
-            got = evaluate(taxonomy, truth[m], leaf[m], decoded.labels[m], decoded.leaf[m], decoded.consistent[m])
-            return {k: float(got[k]) for k in ("leaf_acc", "level1_acc", "hf1") if k in got}
-
+        score = masked_scorer(taxonomy, *true_labels(taxonomy, val_df), decoded.labels, decoded.leaf,
+                              decoded.consistent)
         out["uploaders"] = evaluate_by_group(groups, score)
     log.info("validation as shipped: leaf_acc %.4f hf1 %.4f%s", out["leaf_acc"], out["hf1"],
              " (days replayed)" if replayed else "")
